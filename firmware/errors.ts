@@ -1,0 +1,33 @@
+/**
+ * Typed errors with stable codes. Every failure that crosses a module boundary is an EvccError whose
+ * `code` never changes once published (bench logs, HIL reports and the OEM backend match on it).
+ * Each subsystem declares its own codes next to its code (e.g. `firmware/slac/errors.ts`).
+ */
+export class EvccError<Code extends string = string> extends Error {
+  override readonly name: string = 'EvccError';
+  readonly code: Code;
+  /** Machine-readable context; never secrets. */
+  readonly details: Readonly<Record<string, unknown>>;
+
+  constructor(code: Code, message: string, details: Record<string, unknown> = {}, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.details = details;
+  }
+
+  toJSON(): Record<string, unknown> {
+    return { code: this.code, message: this.message, details: this.details };
+  }
+}
+
+export function isEvccError(err: unknown, code?: string): err is EvccError {
+  return err instanceof EvccError && (code === undefined || err.code === code);
+}
+
+/** Codes that belong to no single protocol. */
+export type CommonErrorCode =
+  | 'CONFIG_INVALID'
+  | 'IO_FAILED'
+  | 'STORE_CORRUPT'
+  | 'PREREQUISITE_MISSING'
+  | 'ABORTED';

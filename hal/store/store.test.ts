@@ -1,0 +1,42 @@
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { FsStore } from './fs-store.ts';
+import { MemoryStore } from './memory-store.ts';
+
+const dirs: string[] = [];
+afterEach(async () => {
+  for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
+});
+
+describe.each([
+  ['FsStore', async () => { const d = await mkdtemp(join(tmpdir(), 'evcc-store-')); dirs.push(d); return FsStore.open(join(d, 'data')); }],
+  ['MemoryStore', async () => new MemoryStore()],
+] as const)('%s', (_name, make) => {
+  it('replaces content atomically and lists without temp files', async () => {
+    const s = await make();
+    await s.writeAtomic('pki/roots/a.pem', 'one');
+    await s.writeAtomic('pki/roots/a.pem', 'two');
+    expect(new TextDecoder().decode(await s.read('pki/roots/a.pem'))).toBe('two');
+    expect(await s.list('pki/roots')).toEqual(['a.pem']);
+    expect(await s.read('missing')).toBeUndefined();
+    await s.remove('pki');
+    expect(await s.exists('pki/roots/a.pem')).toBe(false);
+  });
+  it('refuses paths that escape the store', async () => {
+    const s = await make();
+    await expect(s.writeAtomic('../x', 'y')).rejects.toMatchObject({ code: 'IO_FAILED' });
+  });
+});
+
+describe('FsStore on disk', () => {
+  it('writes files 0600 and leaves no temp file behind', async () => {
+    const d = await mkdtemp(join(tmpdir(), 'evcc-store-'));
+    dirs.push(d);
+    const s = await FsStore.open(d);
+    await s.writeAtomic('k/v', new Uint8Array([1, 2, 3]));
+    expect((await stat(join(d, 'k/v'))).mode & 0o777).toBe(0o600);
+    expect(await readdir(join(d, 'k'))).toEqual(['v']);
+  });
+});

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what the runtime, its simulators and its tests need on a fresh Debian 12 machine:
+# Debian packages (only when a command is missing, and only as root) and the npm packages (when stale).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command -> Debian package that provides it
+declare -A NEED=(
+  [swtpm]=swtpm [swtpm_setup]=swtpm-tools [tpm2_startup]=tpm2-tools [mosquitto]=mosquitto
+  [evse]=plc-utils-extra [pev]=plc-utils-extra [tshark]=tshark [ip]=iproute2 [rauc]=rauc
+  [openssl]=openssl [xxd]=xxd [mksquashfs]=squashfs-tools [unsquashfs]=squashfs-tools
+)
+missing=()
+for cmd in "${!NEED[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
+done
+if ((${#missing[@]})); then
+  pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
+  if [[ $(id -u) -eq 0 ]]; then
+    echo "ensure-deps: installing Debian packages: $pkgs" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
+  else
+    echo "ensure-deps: missing Debian packages (run as root to install): $pkgs" >&2
+  fi
+fi
+
+# npm packages: install when node_modules is missing or older than the lock file.
+if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  echo "ensure-deps: installing npm packages" >&2
+  npm ci --no-audit --no-fund >&2
+fi
