@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "afpacket",
+      "sources": ["src/afpacket.c"],
+      "cflags": ["-Wall", "-Wextra", "-O2"]
+    }
+  ]
+}
