@@ -1,0 +1,58 @@
+/**
+ * Timers, limits and topic layout of the OEM backend link (ARCHITECTURE.md §4). The root-CA fetch runs inside the
+ * ISO 15118-2 communication-setup budget, so its own budget is drawn from V2G_EVCC_CommunicationSetup_Timeout.
+ */
+
+/**
+ * ISO 15118-2 EVCC communication-setup timer: plug-in (state B, 5 %) to SessionSetupRes, SDP and TLS included
+ * (PROTOCOLS.md §6; the requirement id is not in our docs — add it when checked against the standard).
+ */
+export const V2G_EVCC_CommunicationSetup_Timeout = 20_000;
+
+/**
+ * Time kept back after the fetch for what must still follow inside the setup budget: the TLS retry (~5 ms on a
+ * link, allow 500 ms), SupportedAppProtocol and SessionSetup (V2G_EVCC_Msg_Timeout 2 s each, PROTOCOLS.md §6).
+ */
+export const OTA_RESERVE_AFTER_FETCH_MS = 4_500;
+
+/** Upper bound of one root-CA fetch even when more setup time is left (a silent backend must not eat it all). */
+export const OTA_ROOT_FETCH_MAX_MS = 8_000;
+
+/** A root-CA answer carries one certificate (< 2 KiB DER); anything much larger is hostile. */
+export const OTA_MAX_ROOT_ANSWER_BYTES = 16 * 1024;
+/** The full root list (proactive sync) is bounded by the store's root limit; 64 KiB leaves room for ~40 roots. */
+export const OTA_MAX_ROOT_LIST_BYTES = 64 * 1024;
+/** The request the backend accepts (issuer DN + AKI + nonce + ids). */
+export const OTA_MAX_REQUEST_BYTES = 4 * 1024;
+export const OTA_MAX_DN_CHARS = 1024;
+export const OTA_MAX_ROOTS_PER_LIST = 64;
+
+/** Request ids of completed requests remembered to classify a late or replayed answer (bounded). */
+export const OTA_RECENT_REQUEST_IDS = 64;
+
+/** Period of the proactive full root-list sync while online. */
+export const OTA_ROOT_SYNC_INTERVAL_MS = 24 * 3600_000;
+
+export const OTA_TOPIC_PREFIX = 'evcc/v1';
+
+/** Per-vehicle topics; a broker ACL confines each vehicle to its own prefix. */
+export function vehicleTopics(vehicleId: string) {
+  const base = `${OTA_TOPIC_PREFIX}/${vehicleId}`;
+  return {
+    base,
+    rootCaRequest: `${base}/pki/rootca/req`,
+    rootCaResponse: `${base}/pki/rootca/resp`,
+    rootListRequest: `${base}/pki/roots/req`,
+    rootListResponse: `${base}/pki/roots/resp`,
+    state: `${base}/state`,
+  };
+}
+
+/** Filters the OEM backend subscribes to (every vehicle). */
+export const BACKEND_FILTERS = {
+  rootCaRequest: `${OTA_TOPIC_PREFIX}/+/pki/rootca/req`,
+  rootListRequest: `${OTA_TOPIC_PREFIX}/+/pki/roots/req`,
+  state: `${OTA_TOPIC_PREFIX}/+/state`,
+};
+
+export const VEHICLE_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;

@@ -1,0 +1,42 @@
+import type { CertificateStore } from '../pki/store.ts';
+import { UnknownRootError, validateChain } from '../pki/validate.ts';
+import { isEvccError } from '../errors.ts';
+import type { PathValidatorPort, RootStorePort, UnknownRootInfo } from './ports.ts';
+
+/** firmware/pki's CertificateStore as the OTA path's root store (bounded, atomic, integrity-tagged). */
+export function rootStoreOf(store: CertificateStore): RootStorePort {
+  return {
+    list: async () => store.anchors(),
+    install: async (der, meta) => {
+      await store.installRoot(der, meta);
+    },
+  };
+}
+
+/** firmware/pki's path validation for SECC chains ('secc-tls' purpose, ISO 15118-2 algorithms). */
+export const validateSeccPath: PathValidatorPort = async (chain, anchors, at) => {
+  validateChain(chain, { anchors, now: at, purpose: 'secc-tls' });
+};
+
+/**
+ * Reads the unknown-root information out of a failed TLS connect: firmware/pki's UnknownRootError (code
+ * TLS_UNKNOWN_ROOT from the TLS client, or PKI_UNKNOWN_ROOT from the validator itself). Anything else is not an
+ * unknown root and is rethrown by the caller.
+ */
+export function unknownRootOf(err: unknown): UnknownRootInfo | undefined {
+  if (err instanceof UnknownRootError) {
+    return {
+      issuer: err.issuerDn,
+      ...(err.authorityKeyId ? { aki: err.authorityKeyId.toLowerCase() } : {}),
+      chain: err.presentedChain,
+    };
+  }
+  if (isEvccError(err, 'TLS_UNKNOWN_ROOT') || isEvccError(err, 'PKI_UNKNOWN_ROOT')) {
+    // A wrapped form: details carry the chain as base64.
+    const d = err.details as { issuerDn?: unknown; authorityKeyId?: unknown; presentedChainBase64?: unknown };
+    if (typeof d.issuerDn !== 'string' || !Array.isArray(d.presentedChainBase64)) return undefined;
+    const chain = d.presentedChainBase64.filter((s): s is string => typeof s === 'string').map((s) => new Uint8Array(Buffer.from(s, 'base64')));
+    return { issuer: d.issuerDn, ...(typeof d.authorityKeyId === 'string' ? { aki: d.authorityKeyId.toLowerCase() } : {}), chain };
+  }
+  return undefined;
+}

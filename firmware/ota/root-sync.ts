@@ -1,0 +1,95 @@
+import type { Clock } from '../../hal/clock/types.ts';
+import type { Logger } from '../log/logger.ts';
+import { OTA_MAX_ROOT_LIST_BYTES, vehicleTopics } from './constants.ts';
+import { otaError } from './errors.ts';
+import { decodeMessage, RootListAnswer } from './messages.ts';
+import type { RootStorePort } from './ports.ts';
+import { checkV2gRootProfile, parseDer } from './root-check.ts';
+import type { MqttRpc } from './rpc.ts';
+import { rootListDigest, rootListSigningInput, sha256Hex, verifyInput, type BackendTrust } from './signing.ts';
+
+/**
+ * Proactive mode: while online (at home, on the road), fetch the Root Certificate Pool's full list of V2G roots
+ * and install the ones we lack, so the fetch at the charger is rarely needed. Same trust rules as the single fetch
+ * (OEM signature over request id, nonce and the list digest; V2G root profile per certificate). There is no SECC
+ * chain to anchor here, so each root is checked for its profile only. Add-only: a root disappearing from the pool
+ * is not removed here (removal is a signed policy decision, not a side effect of a sync).
+ */
+export interface RootSyncResult {
+  installed: string[];
+  alreadyPresent: number;
+  rejected: { subject?: string; code: string; message: string }[];
+  /** Roots the store refused (bound reached, per its policy). */
+  notInstalled: { subject: string; code: string }[];
+}
+
+export interface RootSyncOptions {
+  rpc: MqttRpc;
+  vehicleId: string;
+  trust: BackendTrust | undefined;
+  store: RootStorePort;
+  clock: Clock;
+  log: Logger;
+  budgetMs: number;
+  wallTime?: () => Date;
+  signal?: AbortSignal;
+}
+
+export async function syncRootList(o: RootSyncOptions): Promise<RootSyncResult> {
+  const trust = o.trust;
+  if (!trust) throw otaError('OTA_BACKEND_KEY_MISSING', 'no OEM backend key installed at production; refusing to sync roots');
+  const topics = vehicleTopics(o.vehicleId);
+  const requestId = o.rpc.newRequestId();
+  const nonce = o.rpc.newNonce();
+  o.log.info({ requestId }, 'syncing V2G root list from OEM backend');
+  const certs = await o.rpc.call(
+    topics.rootListRequest,
+    { v: 1, type: 'roots.req', requestId, nonce },
+    async (payload) => {
+      const a = decodeMessage(RootListAnswer, payload, OTA_MAX_ROOT_LIST_BYTES);
+      if (a.nonce !== nonce) throw otaError('OTA_ANSWER_REPLAYED', `root list answer to ${requestId} carries a nonce we did not send`);
+      if (a.keyId !== trust.keyId) throw otaError('OTA_ANSWER_UNTRUSTED_SIGNER', 'root list signed by a key other than the OEM backend key', { keyId: a.keyId });
+      const ders = a.certs.map((c) => new Uint8Array(Buffer.from(c, 'base64')));
+      const input = rootListSigningInput({ vehicleId: o.vehicleId, requestId, nonce, status: a.status, certDigest: rootListDigest(ders) });
+      if (!verifyInput(trust.publicKey, input, new Uint8Array(Buffer.from(a.sig, 'base64')))) {
+        throw otaError('OTA_ANSWER_SIGNATURE_INVALID', `signature of the root list answer to ${requestId} does not verify`);
+      }
+      if (a.status === 'denied') throw otaError('OTA_REQUEST_DENIED', 'OEM backend refused the root list request');
+      return ders;
+    },
+    { deadline: o.clock.now() + o.budgetMs, ...(o.signal ? { signal: o.signal } : {}) },
+  );
+
+  const have = new Set((await o.store.list()).map((d) => sha256Hex(d)));
+  const result: RootSyncResult = { installed: [], alreadyPresent: 0, rejected: [], notInstalled: [] };
+  const now = o.wallTime?.() ?? new Date();
+  for (const der of certs) {
+    if (have.has(sha256Hex(der))) {
+      result.alreadyPresent++;
+      continue;
+    }
+    let subject: string | undefined;
+    try {
+      const root = parseDer(der, 'root certificate');
+      subject = root.subject;
+      checkV2gRootProfile(root, now);
+    } catch (err) {
+      const e = err as { code?: string; message?: string };
+      result.rejected.push({ ...(subject ? { subject } : {}), code: e.code ?? 'INTERNAL', message: e.message ?? String(err) });
+      o.log.warn({ subject, code: e.code }, `root from list refused: ${e.message}`);
+      continue;
+    }
+    try {
+      await o.store.install(der, { source: `ota-sync:${requestId}` });
+      have.add(sha256Hex(der));
+      result.installed.push(subject);
+      o.log.info({ subject, sha256: sha256Hex(der) }, 'V2G root installed');
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? 'INTERNAL';
+      result.notInstalled.push({ subject, code });
+      o.log.warn({ subject, code }, `V2G root not installed: ${(err as Error).message}`);
+    }
+  }
+  o.log.info({ installed: result.installed.length, alreadyPresent: result.alreadyPresent, rejected: result.rejected.length }, 'V2G root list synced');
+  return result;
+}

@@ -1,0 +1,166 @@
+import type { Clock } from '../../hal/clock/types.ts';
+import type { MqttClient } from '../../hal/mqtt/types.ts';
+import type { Logger } from '../log/logger.ts';
+import { OTA_RECENT_REQUEST_IDS } from './constants.ts';
+import { otaError, OtaError, type OtaErrorCode } from './errors.ts';
+import { encodeMessage, peekRequestId } from './messages.ts';
+
+/**
+ * Request/response over MQTT with the correlation inside the payload: every request carries `requestId` and
+ * `replyTo`, every answer echoes `requestId`. Works on MQTT 3.1.1 (no response-topic property) and 5 alike.
+ *
+ * Each call has an absolute deadline. An answer whose id matches a pending call goes to that call's handler, which
+ * verifies it and either completes the call or fails it with a typed error. Anything else on the reply topic is
+ * dropped with a typed rejection (logged and remembered by pending calls): a late answer to an old request must not
+ * abort the current one.
+ */
+export interface Rejection {
+  code: OtaErrorCode | string;
+  message: string;
+}
+
+export type AnswerHandler<T> = (payload: Uint8Array) => Promise<T>;
+
+interface PendingCall {
+  handle(payload: Uint8Array): void;
+  rejected: Rejection[];
+}
+
+export interface MqttRpcOptions {
+  client: MqttClient;
+  replyTopic: string;
+  clock: Clock;
+  log: Logger;
+  /** Answers bigger than this are dropped unparsed. */
+  maxAnswerBytes: number;
+  /** Random bytes (injectable for deterministic tests). */
+  random?: (n: number) => Uint8Array;
+}
+
+export class MqttRpc {
+  private readonly pending = new Map<string, PendingCall>();
+  private readonly recent: string[] = [];
+  private subscription: Promise<void> | undefined;
+  private readonly random: (n: number) => Uint8Array;
+  private readonly detach: () => void;
+
+  constructor(private readonly o: MqttRpcOptions) {
+    this.random = o.random ?? ((n) => globalThis.crypto.getRandomValues(new Uint8Array(n)));
+    this.detach = o.client.onMessage((m) => {
+      if (m.topic === o.replyTopic && !m.retain) this.dispatch(m.payload);
+    });
+  }
+
+  newRequestId(): string {
+    return hex(this.random(16));
+  }
+
+  newNonce(): string {
+    return hex(this.random(32));
+  }
+
+  /** True while the id belongs to a call still waiting. */
+  isPending(requestId: string): boolean {
+    return this.pending.has(requestId);
+  }
+
+  private dispatch(payload: Uint8Array): void {
+    const id = peekRequestId(payload, this.o.maxAnswerBytes);
+    const call = id === undefined ? undefined : this.pending.get(id);
+    if (call) return call.handle(payload);
+    let rejection: Rejection;
+    if (payload.byteLength > this.o.maxAnswerBytes) {
+      rejection = { code: 'OTA_ANSWER_OVERSIZED', message: `answer of ${payload.byteLength} bytes exceeds ${this.o.maxAnswerBytes}` };
+    } else if (id === undefined) {
+      rejection = { code: 'OTA_ANSWER_MALFORMED', message: 'answer without a valid request id' };
+    } else if (this.recent.includes(id)) {
+      rejection = { code: 'OTA_ANSWER_REPLAYED', message: `answer for completed request ${id}` };
+    } else {
+      rejection = { code: 'OTA_ANSWER_UNKNOWN_REQUEST', message: `answer for request ${id}, which is not ours` };
+    }
+    this.o.log.warn({ code: rejection.code, requestId: id }, `answer dropped: ${rejection.message}`);
+    for (const p of this.pending.values()) p.rejected.push(rejection);
+  }
+
+  private ensureSubscribed(): Promise<void> {
+    if (!this.subscription) {
+      this.subscription = this.o.client.subscribe([this.o.replyTopic], 1).then((granted) => {
+        if ((granted[0] ?? 128) >= 0x80) throw otaError('OTA_REQUEST_DENIED', `broker refused subscription to ${this.o.replyTopic}`);
+      });
+      this.subscription.catch(() => (this.subscription = undefined));
+    }
+    return this.subscription;
+  }
+
+  /**
+   * Publishes `body` (+ requestId, replyTo) to `topic` and resolves with what `onAnswer` makes of the first answer
+   * carrying that id. Fails with OTA_BROKER_UNREACHABLE when the request never reached the broker before the
+   * deadline, OTA_BACKEND_SILENT when it did but no answer came, or with `onAnswer`'s typed error.
+   */
+  call<T>(
+    topic: string,
+    body: Record<string, unknown> & { requestId: string },
+    onAnswer: AnswerHandler<T>,
+    options: { deadline: number; signal?: AbortSignal },
+  ): Promise<T> {
+    const { requestId } = body;
+    const { clock } = this.o;
+    return new Promise<T>((resolve, reject) => {
+      let settled = false;
+      let delivered = false;
+      const call: PendingCall = {
+        rejected: [],
+        handle: (payload) => {
+          onAnswer(payload).then(finish(resolve), finish(reject));
+        },
+      };
+      const start = clock.now();
+      const timer = clock.setTimer(() => {
+        const budgetMs = options.deadline - start;
+        const details = { requestId, budgetMs, rejected: call.rejected, link: this.o.client.status };
+        finish(reject)(
+          delivered
+            ? otaError('OTA_BACKEND_SILENT', `no valid answer from the OEM backend within ${Math.round(budgetMs)} ms`, details)
+            : otaError('OTA_BROKER_UNREACHABLE', `request not delivered to the broker within ${Math.round(budgetMs)} ms`, details),
+        );
+      }, options.deadline - start);
+      const onAbort = () => finish(reject)(otaError('OTA_BACKEND_SILENT', 'request aborted', { requestId, reason: String(options.signal?.reason) }));
+      function finish<V>(settle: (v: V) => void): (v: V) => void {
+        return (v) => {
+          if (settled) return;
+          settled = true;
+          cleanup();
+          settle(v);
+        };
+      }
+      const cleanup = () => {
+        clock.clearTimer(timer);
+        options.signal?.removeEventListener('abort', onAbort);
+        this.pending.delete(requestId);
+        this.recent.push(requestId);
+        if (this.recent.length > OTA_RECENT_REQUEST_IDS) this.recent.shift();
+      };
+      if (options.signal?.aborted) return onAbort();
+      options.signal?.addEventListener('abort', onAbort, { once: true });
+      this.pending.set(requestId, call);
+      const payload = encodeMessage({ ...body, replyTo: this.o.replyTopic });
+      this.ensureSubscribed()
+        .then(() => (settled ? undefined : this.o.client.publish(topic, payload, { qos: 1 })))
+        .then((ack) => {
+          if (ack?.reasonCode !== undefined && ack.reasonCode >= 0x80) {
+            throw otaError('OTA_REQUEST_DENIED', `broker refused publish to ${topic} (reason ${ack.reasonCode})`, { reasonCode: ack.reasonCode });
+          }
+          delivered = true;
+        })
+        .catch((err: unknown) => finish(reject)(err instanceof OtaError ? err : otaError('OTA_BROKER_UNREACHABLE', 'publish failed', {}, err)));
+    });
+  }
+
+  close(): void {
+    this.detach();
+  }
+}
+
+function hex(b: Uint8Array): string {
+  return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+}
