@@ -15,3 +15,104 @@ export interface NetInterfaces {
   /** Waits until the interface has a usable link-local address (DAD done). */
   waitLinkLocal(name: string, timeoutMs: number): Promise<string>;
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Sockets for SDP (UDP over IPv6, link-local multicast) and for TLS to the SECC. Real implementations:
+// hal/net/udp6.ts (node:dgram) and hal/net/tls-connector.ts (node:tls); simulated: hal/net/sim-net.ts.
+
+/** A UDP peer. `address` never carries a `%scope`; link-local peers name their interface in `iface`. */
+export interface UdpPeer {
+  address: string;
+  port: number;
+  iface?: string;
+}
+
+export interface Udp6Socket {
+  /** Where the socket is bound (address without scope). */
+  readonly local: { address: string; port: number };
+  /** Sends one datagram; link-local and multicast destinations are scoped to the socket's interface. */
+  send(data: Uint8Array, to: UdpPeer): Promise<void>;
+  /** Every datagram received (the receiver validates; nothing is dropped here). */
+  onMessage(listener: (data: Uint8Array, from: UdpPeer) => void): void;
+  close(): Promise<void>;
+}
+
+export interface Udp6OpenOptions {
+  /** The interface every packet of this socket is scoped to (the modem's netdev). */
+  iface: string;
+  /** Local address to bind (the EV's link-local address); default `::`. */
+  address?: string;
+  /** Local port; 0 or absent = ephemeral. */
+  port?: number;
+  /** Multicast hop limit; SDP uses 1 (link scope). */
+  multicastHops?: number;
+}
+
+export interface Udp6Transport {
+  open(options: Udp6OpenOptions): Promise<Udp6Socket>;
+}
+
+/** A connected, ordered byte stream (TCP or TLS application data). */
+export interface ByteStream {
+  write(data: Uint8Array): Promise<void>;
+  /** Registers the receiver of incoming bytes; bytes that arrived earlier are delivered at once, in order. */
+  onData(listener: (chunk: Uint8Array) => void): void;
+  /** Called once when the stream ends or fails. */
+  onClose(listener: (err?: Error) => void): void;
+  /** Graceful close (TLS close_notify, then FIN). */
+  close(): Promise<void>;
+  destroy(): void;
+}
+
+/** What the TLS handshake produced, before any application byte is written. */
+export interface TlsPeerInfo {
+  /** Certificates the server presented, DER, in the order it sent them (leaf first). */
+  chainDer: Uint8Array[];
+  /** `TLSv1.2` | `TLSv1.3`. */
+  protocol: string;
+  /** OpenSSL/IANA name of the negotiated suite, e.g. `ECDHE-ECDSA-AES128-SHA256`, `TLS_AES_128_GCM_SHA256`. */
+  cipher: string;
+  /** The peer address as connected (without scope). */
+  remoteAddress: string;
+  remotePort: number;
+}
+
+export interface TlsConnectOptions {
+  host: string;
+  port: number;
+  /** Interface that scopes a link-local `host`. */
+  iface?: string;
+  minVersion: 'TLSv1.2' | 'TLSv1.3';
+  maxVersion: 'TLSv1.2' | 'TLSv1.3';
+  /** OpenSSL cipher string; TLS 1.3 suite names go here too (PLATFORM.md: Node has no separate option). */
+  ciphers: string;
+  ecdhCurve: string;
+  sigalgs: string;
+  /** Client certificate chain (PEM, leaf first) and PKCS#8 key for mutual authentication. */
+  clientCertChainPem?: string;
+  clientKeyPem?: string;
+  /**
+   * MANDATORY gate: runs after the handshake and before the connection is handed out. The connector writes no
+   * application byte and returns no stream unless this resolves; if it throws, the connection is destroyed and
+   * `connect` rejects with that error. (This is where firmware/tls does its own path validation.)
+   */
+  verifyPeer(peer: TlsPeerInfo): Promise<void> | void;
+  /** SSLKEYLOGFILE lines (bench builds only). */
+  onKeyLog?: (line: string) => void;
+  timeoutMs: number;
+  signal?: AbortSignal;
+}
+
+export interface TlsSession {
+  readonly peer: TlsPeerInfo;
+  readonly stream: ByteStream;
+}
+
+export interface TlsConnector {
+  /**
+   * Opens a TCP connection, runs the TLS handshake, calls `verifyPeer` and only then resolves. Errors:
+   * TLS_CONNECT_FAILED (TCP), TLS_HANDSHAKE_FAILED (alert, version or suite mismatch), TLS_TIMEOUT, ABORTED, or
+   * whatever `verifyPeer` threw.
+   */
+  connect(options: TlsConnectOptions): Promise<TlsSession>;
+}
