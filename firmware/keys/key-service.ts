@@ -1,0 +1,381 @@
+import { createPublicKey, randomBytes, verify as cryptoVerify } from 'node:crypto';
+import { z } from 'zod';
+import { EvccError } from '../errors.ts';
+import type { Logger } from '../log/logger.ts';
+import type { FileStore } from '../../hal/store/types.ts';
+import type { Auth, KeyBlob, KeyRef, KeyTemplate, PolicySession, PolicyStep, SaltKey, Tpm } from '../../hal/tpm/types.ts';
+import { decodeImportBlob, eccPublicPem, objectName, parseEccPublic, privateScalarOf, wrapForImport, type ImportBlob } from './duplicate.ts';
+import { derToRaw } from './ecdsa.ts';
+import { BootState, DATA, parseJson, ProvisioningRecord, RUN } from './layout.ts';
+import { fromHex, sha256, toHex, u64be } from './policy.ts';
+import { parseSignedPolicy } from './signed-policy.ts';
+
+/**
+ * The contract / OEM-provisioning key service (TR-2019-04 §3.3.3, §5; TPM.md §1–§3) on top of the TPM HAL.
+ *
+ * Both keys carry their own authPolicy A = PolicyAuthorize(OEM policy key, policyRef) — the direct binding —
+ * so every use needs the current OEM-signed state (PCR 14 = signed bundle, NV counter ≤ version), not only their
+ * loading through the storage key: a cached context survives a TPM Restart (TPM.md §1, PITFALL demo).
+ *
+ * Hot path [V2G2-xxx AuthorizationReq signature]: the policy session is armed before the challenge arrives
+ * (PolicyPCR, PolicyNV, PolicyAuthorize do not depend on it) and the contract key's context is cached in the run
+ * dir, so exactly one TPM2_Sign (one tool process) sits on the critical path. Re-armed right after use. If a PCR
+ * changes in between, the TPM refuses with TPM_RC_PCR_CHANGED (N21).
+ */
+export type KeysErrorCode =
+  | 'KEYS_NOT_PROVISIONED' | 'KEYS_NOT_BOOTED' | 'KEYS_NO_CONTRACT_KEY' | 'KEYS_NO_PROVISIONING_KEY'
+  | 'KEYS_BLOB_MALFORMED' | 'KEYS_WRONG_VEHICLE' | 'KEYS_DIGEST_INVALID' | 'KEYS_SIGNATURE_MALFORMED' | 'KEYS_SELFTEST_FAILED';
+
+export interface KeyServiceDeps {
+  tpm: Tpm;
+  /** Persistent data dir: provisioning record, TPM-wrapped blobs, release policies and tickets. */
+  data: FileStore;
+  /** Volatile run dir: boot state of this boot. */
+  run: FileStore;
+  log: Logger;
+}
+
+export interface KeyStatus {
+  provisioned: boolean;
+  storageKeyName?: string;
+  nvCounter?: string;
+  bootedVersion?: number;
+  provisioningKey: 'present' | 'pending';
+  contractKeys: string[];
+  activeContractKey?: string;
+  armed: boolean;
+  /** tpm2-tools processes on the critical path of the last contract-key signature. */
+  lastSignCriticalPathProcesses?: number;
+}
+
+export interface ImportedKey {
+  id: string;
+  publicKeyPem: string;
+}
+
+interface Release {
+  version: number;
+  steps: PolicyStep[];
+}
+
+export class KeyService {
+  private chain: Promise<unknown> = Promise.resolve();
+  private armedSession: PolicySession | undefined;
+  private armed = false;
+  private rearming: Promise<void> | undefined;
+  private lastCritical: number | undefined;
+
+  private constructor(private readonly d: KeyServiceDeps, private readonly record: ProvisioningRecord, private readonly storagePassword: Uint8Array) {}
+
+  static async open(deps: KeyServiceDeps): Promise<KeyService> {
+    const record = parseJson(ProvisioningRecord, await deps.data.read(DATA.record), 'TPM provisioning record', 'KEYS_NOT_PROVISIONED');
+    const pass = await deps.data.read(DATA.storagePassword);
+    if (!pass) throw new EvccError('KEYS_NOT_PROVISIONED', 'storage-key password missing');
+    return new KeyService(deps, record, fromHex(Buffer.from(pass).toString('utf8').trim(), 'storage-key password'));
+  }
+
+  get provisioning(): ProvisioningRecord {
+    return this.record;
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.chain.then(fn, fn);
+    this.chain = next.catch(() => undefined);
+    return next;
+  }
+
+  private get salt(): SaltKey {
+    return { handle: this.record.srk.handle, name: fromHex(this.record.srk.name) };
+  }
+  private get storageKey(): KeyRef {
+    return { persistent: this.record.storageKey.handle };
+  }
+
+  /** The release measured this boot, its signed policy and its cached ticket, as policy steps in the OEM's order. */
+  private async release(): Promise<Release> {
+    const boot = parseJson(BootState, await this.d.run.read(RUN.boot), 'boot state (evcc boot has not run this boot)', 'KEYS_NOT_BOOTED');
+    const policy = parseSignedPolicy(parseJson(SignedPolicyJson, await this.d.data.read(DATA.release(boot.version, 'signed-policy.json')), `signed policy v${boot.version}`, 'KEYS_NOT_BOOTED'));
+    const ticket = await this.d.data.read(DATA.release(boot.version, 'ticket.bin'));
+    if (!ticket) throw new EvccError('KEYS_NOT_BOOTED', `no verification ticket for release v${boot.version}`, { version: boot.version });
+    return {
+      version: boot.version,
+      steps: [
+        { kind: 'pcr', bank: 'sha256', pcrs: [policy.pcrs.index] },
+        { kind: 'nv', index: policy.nv.index, operandB: u64be(policy.version), operation: 'ule' },
+        { kind: 'authorize', approvedPolicy: fromHex(policy.policy), policyRef: fromHex(policy.policyRef), keyName: fromHex(policy.key.name), ticket },
+      ],
+    };
+  }
+
+  /** Policy-session auth for the storage key: signed state ; PolicyAuthValue, plus its password (HMAC, salted). */
+  private storageAuth(session: PolicySession): Auth {
+    return { kind: 'policy', session, secret: this.storagePassword };
+  }
+
+  /** Runs `fn`, and on failure drops the armed session (the driver flushed it) so the next call starts clean. */
+  private async guarded<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      this.armed = false;
+      this.armedSession = undefined;
+      throw err;
+    }
+  }
+
+  // ---- status -------------------------------------------------------------------------------------------------
+
+  status(): Promise<KeyStatus> {
+    return this.serial(async () => {
+      const ids = await this.contractKeyIds();
+      const active = await this.d.data.read(DATA.activeContractKey);
+      const boot = await this.d.run.read(RUN.boot);
+      let counter: string | undefined;
+      try {
+        counter = String(await this.d.tpm.nvReadCounter(this.record.nvCounter.index));
+      } catch {
+        counter = undefined;
+      }
+      return {
+        provisioned: true,
+        storageKeyName: this.record.storageKey.name,
+        nvCounter: counter,
+        bootedVersion: boot ? parseJson(BootState, boot, 'boot state', 'KEYS_NOT_BOOTED').version : undefined,
+        provisioningKey: (await this.d.data.exists(DATA.provisioningKey('priv'))) ? 'present' : 'pending',
+        contractKeys: ids,
+        activeContractKey: active ? Buffer.from(active).toString('utf8').trim() : undefined,
+        armed: this.armed,
+        lastSignCriticalPathProcesses: this.lastCritical,
+      };
+    });
+  }
+
+  private async contractKeyIds(): Promise<string[]> {
+    return (await this.d.data.list(DATA.contractDir)).filter((f) => f.endsWith('.priv')).map((f) => f.slice(0, -5));
+  }
+
+  private async activeContractKey(): Promise<{ id: string; blob: { public: Uint8Array; private: Uint8Array }; ctx: string }> {
+    const a = await this.d.data.read(DATA.activeContractKey);
+    if (!a) throw new EvccError('KEYS_NO_CONTRACT_KEY', 'no contract key installed');
+    const id = Buffer.from(a).toString('utf8').trim();
+    const pub = await this.d.data.read(DATA.contractKey(id, 'pub'));
+    const priv = await this.d.data.read(DATA.contractKey(id, 'priv'));
+    if (!pub || !priv) throw new EvccError('KEYS_NO_CONTRACT_KEY', `contract key ${id} incomplete`, { id });
+    return { id, blob: { public: pub, private: priv }, ctx: `contract-${id}` };
+  }
+
+  // ---- arming (off the critical path) -------------------------------------------------------------------------
+
+  /** Loads the contract key once per boot (context cached in the run dir) and arms a policy session for it. */
+  arm(): Promise<void> {
+    return this.serial(() => this.armNow());
+  }
+
+  private async armNow(): Promise<void> {
+    if (this.armed) return;
+    const key = await this.activeContractKey();
+    const release = await this.release();
+    await this.guarded(async () => {
+      const tpm = this.d.tpm;
+      const session = this.armedSession ?? (this.armedSession = await tpm.startPolicySession(this.salt));
+      if (!(await tpm.hasContext(key.ctx))) {
+        await tpm.policy(session, [...release.steps, { kind: 'authValue' }]);
+        await tpm.load(this.storageKey, this.storageAuth(session), key.blob, key.ctx);
+        this.d.log.info({ key: key.id, version: release.version }, 'contract key loaded, context cached for this boot');
+      }
+      // The session was reset by its use in Load (TPM.md pitfall 12): replay the state for the key's own policy A.
+      await tpm.policy(session, release.steps);
+      this.armed = true;
+    });
+  }
+
+  // ---- signing ------------------------------------------------------------------------------------------------
+
+  /** ECDSA-P256 over a SHA-256 digest with the active contract key; raw r||s (64 bytes) as xmldsig needs it. */
+  signWithContractKey(digest: Uint8Array): Promise<Uint8Array> {
+    checkDigest(digest);
+    return this.serial(async () => {
+      await this.rearming;
+      if (!this.armed) await this.armNow();
+      const key = await this.activeContractKey();
+      const tpm = this.d.tpm;
+      const before = tpm.spawnCount;
+      let der: Uint8Array;
+      try {
+        der = await this.guarded(() => tpm.sign({ context: key.ctx }, { kind: 'policy', session: this.armedSession! }, digest));
+      } catch (err) {
+        if ((err as EvccError).code === 'TPM_CONTEXT_INVALID') await tpm.forgetContext(key.ctx); // reloaded (under policy) next time
+        this.d.log.warn({ code: (err as EvccError).code, rc: (err as EvccError).details?.rc }, 'contract key signature refused');
+        throw err;
+      }
+      this.lastCritical = tpm.spawnCount - before;
+      this.armed = false;
+      // Re-arm now, off the critical path; a failure here surfaces at the next signature.
+      this.rearming = this.armNow().catch((err: unknown) => {
+        this.d.log.warn({ code: (err as EvccError).code }, 're-arming the contract key policy session failed');
+      });
+      return derToRaw(der);
+    });
+  }
+
+  /** Signs with the OEM provisioning key (CertificateInstallationReq), cold path: rare. */
+  signWithProvisioningKey(digest: Uint8Array): Promise<Uint8Array> {
+    checkDigest(digest);
+    return this.serial(async () => {
+      await this.rearming;
+      const pub = await this.d.data.read(DATA.provisioningKey('pub'));
+      const priv = await this.d.data.read(DATA.provisioningKey('priv'));
+      if (!pub || !priv) throw new EvccError('KEYS_NO_PROVISIONING_KEY', 'OEM provisioning key not created yet (run evcc tpm provision after the first good boot)');
+      const der = await this.coldSign({ public: pub, private: priv }, 'oem-provisioning', digest);
+      return derToRaw(der);
+    });
+  }
+
+  private async coldSign(blob: { public: Uint8Array; private: Uint8Array }, ctx: string, digest: Uint8Array): Promise<Uint8Array> {
+    const release = await this.release();
+    const tpm = this.d.tpm;
+    const session = await tpm.startPolicySession(this.salt);
+    return this.guarded(async () => {
+      await tpm.policy(session, [...release.steps, { kind: 'authValue' }]);
+      await tpm.load(this.storageKey, this.storageAuth(session), blob, ctx);
+      await tpm.policy(session, release.steps);
+      const der = await tpm.sign({ context: ctx }, { kind: 'policy', session }, digest);
+      await tpm.flushSession(session);
+      await tpm.forgetContext(ctx);
+      return der;
+    });
+  }
+
+  /** Creates a key inside the TPM under the storage key (OEM provisioning key: factory, first good boot). */
+  createUnderStorageKey(template: KeyTemplate): Promise<KeyBlob> {
+    return this.serial(async () => {
+      const release = await this.release();
+      const tpm = this.d.tpm;
+      const session = await tpm.startPolicySession(this.salt);
+      return this.guarded(async () => {
+        await tpm.policy(session, [...release.steps, { kind: 'authValue' }]);
+        const blob = await tpm.create(this.storageKey, this.storageAuth(session), template);
+        await tpm.flushSession(session);
+        return blob;
+      });
+    });
+  }
+
+  // ---- import -------------------------------------------------------------------------------------------------
+
+  /** Direct import (TR-2019-04 §3.3.3): the MO wrapped the key for this vehicle's storage key; nothing in clear. */
+  importContractKey(blob: Uint8Array | unknown): Promise<ImportedKey> {
+    return this.serial(async () => {
+      let raw: unknown = blob;
+      if (blob instanceof Uint8Array) {
+        try {
+          raw = JSON.parse(Buffer.from(blob).toString('utf8'));
+        } catch (err) {
+          throw new EvccError('KEYS_BLOB_MALFORMED', 'import blob is not JSON', {}, { cause: err });
+        }
+      }
+      const { blob: dup, storageKeyName } = decodeImportBlob(raw);
+      if (toHex(storageKeyName) !== this.record.storageKey.name) {
+        throw new EvccError('KEYS_WRONG_VEHICLE', 'import blob was wrapped for another storage key', { expected: this.record.storageKey.name, got: toHex(storageKeyName) });
+      }
+      return this.importWrapped(dup, 'direct');
+    });
+  }
+
+  /**
+   * Compatibility path (ISO 15118-2 CertificateInstallationRes carries the contract key encrypted to the EVCC,
+   * decrypted outside the TPM): the plaintext key is wrapped for the storage key in memory, imported, and the
+   * caller's buffer is zeroed. It never reaches a file. Accepts a 32-byte scalar or a PEM/DER private key.
+   */
+  importPlaintextContractKey(privateKey: Uint8Array): Promise<ImportedKey> {
+    return this.serial(async () => {
+      const scalar = privateKey.length === 32 ? Uint8Array.from(privateKey) : privateScalarOf(privateKey);
+      privateKey.fill(0);
+      try {
+        const dup = wrapForImport(scalar, { storageKeyPublic: fromHex(this.record.storageKey.public), authPolicy: fromHex(this.record.policies.keys) });
+        return await this.importWrapped(dup, 'compat');
+      } finally {
+        scalar.fill(0);
+      }
+    });
+  }
+
+  private async importWrapped(dup: ImportBlob, path: 'direct' | 'compat'): Promise<ImportedKey> {
+    const area = parseEccPublic(dup.public);
+    if (toHex(area.authPolicy) !== this.record.policies.keys) {
+      // Without the direct binding a cached context would outlive the state check (TPM.md §1): refuse.
+      throw new EvccError('KEYS_BLOB_MALFORMED', 'contract key is not bound to the OEM state policy (authPolicy ≠ A)', { authPolicy: toHex(area.authPolicy) });
+    }
+    const release = await this.release();
+    const tpm = this.d.tpm;
+    const session = await tpm.startPolicySession(this.salt);
+    const priv = await this.guarded(async () => {
+      await tpm.policy(session, [...release.steps, { kind: 'authValue' }]);
+      const p = await tpm.importDuplicate(this.storageKey, this.storageAuth(session), dup);
+      await tpm.flushSession(session);
+      return p;
+    });
+    const id = toHex(sha256(objectName(dup.public))).slice(0, 16);
+    const pem = eccPublicPem(area);
+    await this.d.data.writeAtomic(DATA.contractKey(id, 'pub'), dup.public, { mode: 0o600 });
+    await this.d.data.writeAtomic(DATA.contractKey(id, 'priv'), priv, { mode: 0o600 });
+    await this.d.data.writeAtomic(DATA.contractKey(id, 'pub.pem'), pem, { mode: 0o644 });
+    await this.d.data.writeAtomic(DATA.activeContractKey, `${id}\n`);
+    this.armed = false;
+    this.d.log.info({ key: id, path }, 'contract key imported into the TPM');
+    return { id, publicKeyPem: pem };
+  }
+
+  /**
+   * Proves the running release can use its keys (A/B commit gate): signs a fresh random digest with the contract
+   * key (else the provisioning key) through the TPM and verifies it in software with the stored public key.
+   */
+  async selfTest(): Promise<{ key: 'contract' | 'provisioning' }> {
+    const message = new Uint8Array(randomBytes(48));
+    const digest = sha256(message);
+    let key: 'contract' | 'provisioning' = 'contract';
+    let raw: Uint8Array;
+    let pem: Uint8Array | undefined;
+    if (await this.d.data.exists(DATA.activeContractKey)) {
+      raw = await this.signWithContractKey(digest);
+      const id = Buffer.from((await this.d.data.read(DATA.activeContractKey))!).toString('utf8').trim();
+      pem = await this.d.data.read(DATA.contractKey(id, 'pub.pem'));
+    } else {
+      key = 'provisioning';
+      raw = await this.signWithProvisioningKey(digest);
+      pem = await this.d.data.read(DATA.provisioningKey('pub.pem'));
+    }
+    const ok = pem !== undefined && verifyRawSignature(Buffer.from(pem).toString('utf8'), message, raw);
+    if (!ok) throw new EvccError('KEYS_SELFTEST_FAILED', `${key} key signature did not verify`);
+    return { key };
+  }
+
+  async close(): Promise<void> {
+    await this.serial(async () => {
+      await this.rearming;
+      if (this.armedSession) await this.d.tpm.flushSession(this.armedSession).catch(() => undefined);
+      this.armedSession = undefined;
+      this.armed = false;
+    });
+  }
+}
+
+function checkDigest(digest: Uint8Array): void {
+  if (!(digest instanceof Uint8Array) || digest.length !== 32) {
+    throw new EvccError('KEYS_DIGEST_INVALID', 'digest must be 32 bytes (SHA-256)', { length: (digest as Uint8Array)?.length });
+  }
+}
+
+/**
+ * Verifies a raw r||s signature made over SHA-256(message). node:crypto has no verify for a bare digest with EC
+ * keys, so callers keep the preimage (the self-test signs the digest of a random message).
+ */
+export function verifyRawSignature(publicKeyPem: string, message: Uint8Array, rawSignature: Uint8Array): boolean {
+  try {
+    return cryptoVerify('sha256', message, { key: createPublicKey(publicKeyPem), dsaEncoding: 'ieee-p1363' }, rawSignature);
+  } catch {
+    return false;
+  }
+}
+
+const SignedPolicyJson = z.unknown();

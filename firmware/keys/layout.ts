@@ -1,0 +1,77 @@
+import { z } from 'zod';
+import { EvccError } from '../errors.ts';
+
+/**
+ * TPM object layout (TPM.md §2) and where the key service keeps its files. Handle values are conventions
+ * (TCG/systemd for the SRK); provisioning verifies they are free.
+ */
+export const TPM_LAYOUT = {
+  srkHandle: 0x81000001,
+  storageKeyHandle: 0x81000101,
+  nvCounterIndex: 0x01800101,
+  pcr: 14,
+} as const;
+
+export const STORAGE_KEY_ATTRIBUTES = 'fixedtpm|fixedparent|sensitivedataorigin|adminwithpolicy|restricted|decrypt';
+export const PROVISIONING_KEY_ATTRIBUTES = 'fixedtpm|fixedparent|sensitivedataorigin|sign';
+
+/** Files in the data dir (persistent). Only public data and TPM-wrapped blobs, plus the storage-key password. */
+export const DATA = {
+  record: 'tpm/provisioned.json',
+  /** 16 random bytes, hex, mode 0600 (TPM.md §8: readable by the EVCC user only). */
+  storagePassword: 'tpm/storage.pass',
+  oemPolicyKey: 'tpm/oem-policy.pub.pem',
+  provisioningKey: (ext: 'pub' | 'priv' | 'pub.pem') => `keys/oem-provisioning.${ext}`,
+  contractKey: (id: string, ext: 'pub' | 'priv' | 'pub.pem') => `keys/contract/${id}.${ext}`,
+  contractDir: 'keys/contract',
+  activeContractKey: 'keys/contract/active',
+  release: (version: number, file: 'signed-policy.json' | 'ticket.bin') => `releases/v${version}/${file}`,
+  releasesDir: 'releases',
+} as const;
+
+/** Files in the run dir (tmpfs on the device: gone after every reboot, exactly like PCR 14). */
+export const RUN = {
+  boot: 'boot.json',
+} as const;
+
+const hex = z.string().regex(/^([0-9a-f]{2})+$/);
+
+export const ProvisioningRecord = z.object({
+  format: z.literal('evcc-tpm-provisioning/1'),
+  srk: z.object({ handle: z.number().int(), name: hex }),
+  storageKey: z.object({ handle: z.number().int(), name: hex, public: hex }),
+  nvCounter: z.object({ index: z.number().int(), name: hex, initialValue: z.string() }),
+  pcr: z.object({ bank: z.literal('sha256'), index: z.number().int() }),
+  policyRef: hex,
+  oemPolicyKey: z.object({ name: hex, fingerprint: hex }),
+  /** A = PolicyAuthorize(OEM, ref) for contract and provisioning keys; S = A ; PolicyAuthValue for the storage key. */
+  policies: z.object({ keys: hex, storage: hex }),
+  oemProvisioningKey: z.object({ name: hex, publicKeyPem: z.string() }).optional(),
+  provisionedAt: z.string(),
+});
+export type ProvisioningRecord = z.infer<typeof ProvisioningRecord>;
+
+/** What `evcc boot` leaves in the run dir for the key service: the release measured into PCR 14 this boot. */
+export const BootState = z.object({
+  format: z.literal('evcc-boot-state/1'),
+  version: z.number().int().positive(),
+  bundleSha256: hex,
+  pcrValue: hex,
+  bootedAt: z.string(),
+});
+export type BootState = z.infer<typeof BootState>;
+
+export function parseJson<S extends z.ZodType>(schema: S, bytes: Uint8Array | undefined, what: string, missingCode: string): z.infer<S> {
+  if (!bytes) throw new EvccError(missingCode, `${what} missing`, { what });
+  let raw: unknown;
+  try {
+    raw = JSON.parse(Buffer.from(bytes).toString('utf8'));
+  } catch (err) {
+    throw new EvccError('STORE_CORRUPT', `${what} is not JSON`, { what }, { cause: err });
+  }
+  const r = schema.safeParse(raw);
+  if (!r.success) throw new EvccError('STORE_CORRUPT', `${what} is malformed`, { what, issues: r.error.issues.map((i) => i.message) });
+  return r.data;
+}
+
+export const jsonBytes = (v: unknown): string => `${JSON.stringify(v, null, 2)}\n`;

@@ -1,0 +1,158 @@
+import { randomBytes } from 'node:crypto';
+import { EvccError } from '../errors.ts';
+import type { Logger } from '../log/logger.ts';
+import type { FileStore } from '../../hal/store/types.ts';
+import type { Tpm } from '../../hal/tpm/types.ts';
+import { eccPublicPem, objectName, parseEccPublic } from './duplicate.ts';
+import { DATA, jsonBytes, parseJson, PROVISIONING_KEY_ATTRIBUTES, ProvisioningRecord, STORAGE_KEY_ATTRIBUTES, TPM_LAYOUT } from './layout.ts';
+import { externalEccName, fromHex, nvCounterName, policyAuthorize, policyAuthValue, spkiFingerprint, toHex } from './policy.ts';
+import { DEFAULT_POLICY_REF } from './signed-policy.ts';
+import { KeyService } from './key-service.ts';
+
+/**
+ * Factory provisioning (TR-2019-04 §3.3.1; TPM.md §2, §3): SRK, storage key (restricted decrypt; password +
+ * PolicyAuthorize(OEM) + PolicyAuthValue, userWithAuth clear so no password-only use), NV anti-rollback
+ * counter, and — once a signed release has booted, because the storage key can only be used in an OEM-approved
+ * state — the OEM provisioning key under the storage key with its own policy A.
+ * Idempotent: a second run completes what is pending and changes nothing else; it refuses to overwrite.
+ */
+export interface ProvisionOptions {
+  oemPolicyKeyPem: string;
+  policyRef?: Uint8Array;
+}
+
+export interface ProvisionResult {
+  record: ProvisioningRecord;
+  created: string[];
+}
+
+export async function provisionTpm(deps: { tpm: Tpm; data: FileStore; run: FileStore; log: Logger }, opts: ProvisionOptions): Promise<ProvisionResult> {
+  const { tpm, data, log } = deps;
+  const created: string[] = [];
+  const existing = await data.read(DATA.record);
+  let record: ProvisioningRecord;
+  if (existing) {
+    record = parseJson(ProvisioningRecord, existing, 'TPM provisioning record', 'KEYS_NOT_PROVISIONED');
+    const persistent = await tpm.handles('persistent');
+    if (!persistent.includes(record.storageKey.handle) || !persistent.includes(record.srk.handle)) {
+      throw new EvccError('KEYS_PROVISION_CONFLICT', 'provisioning record exists but the TPM lacks its keys (TPM cleared?): refusing to re-provision over it');
+    }
+    const stk = await tpm.readPublic({ persistent: record.storageKey.handle });
+    if (toHex(stk.name) !== record.storageKey.name) throw new EvccError('KEYS_PROVISION_CONFLICT', 'storage key in the TPM differs from the provisioning record');
+    if (record.oemPolicyKey.fingerprint !== spkiFingerprint(opts.oemPolicyKeyPem)) {
+      throw new EvccError('KEYS_PROVISION_CONFLICT', 'already provisioned for another OEM policy key: refusing to overwrite');
+    }
+  } else {
+    record = await provisionFresh(deps, opts);
+    created.push('srk', 'nv-counter', 'storage-key');
+  }
+  if (!record.oemProvisioningKey) {
+    if (await deps.run.exists('boot.json')) {
+      record = await createProvisioningKey(deps, record);
+      created.push('oem-provisioning-key');
+    } else {
+      log.warn({}, 'OEM provisioning key pending: it is created under the storage key after the first good boot (evcc boot, then evcc tpm provision again)');
+    }
+  }
+  return { record, created };
+}
+
+async function provisionFresh(deps: { tpm: Tpm; data: FileStore; log: Logger }, opts: ProvisionOptions): Promise<ProvisioningRecord> {
+  const { tpm, data, log } = deps;
+  const L = TPM_LAYOUT;
+  const persistent = await tpm.handles('persistent');
+  const nv = await tpm.handles('nv-index');
+  const busy = ([L.srkHandle, L.storageKeyHandle] as number[]).filter((h) => persistent.includes(h)).concat(nv.includes(L.nvCounterIndex) ? [L.nvCounterIndex] : []);
+  if (busy.length) {
+    throw new EvccError('KEYS_PROVISION_CONFLICT', `TPM handles already in use: ${busy.map((h) => `0x${h.toString(16)}`).join(', ')} — refusing to overwrite`, { busy });
+  }
+  const policyRef = opts.policyRef ?? new TextEncoder().encode(DEFAULT_POLICY_REF);
+
+  // OEM policy key: the TPM's name must equal the offline one, or every ticket would fail (pitfall 8).
+  const oemName = await tpm.externalKeyName(opts.oemPolicyKeyPem);
+  if (toHex(oemName) !== toHex(externalEccName(opts.oemPolicyKeyPem))) throw new EvccError('KEYS_PROVISION_CONFLICT', 'OEM key name differs from the offline computation');
+  const keysPolicy = policyAuthorize(oemName, policyRef);
+  const storagePolicy = policyAuthValue(keysPolicy);
+  const trial = await tpm.startTrialSession();
+  const trialDigest = await tpm.policy(trial, [{ kind: 'authorize', approvedPolicy: new Uint8Array(0), policyRef, keyName: oemName }, { kind: 'authValue' }]);
+  await tpm.flushSession(trial);
+  if (!trialDigest || toHex(trialDigest) !== toHex(storagePolicy)) throw new EvccError('KEYS_PROVISION_CONFLICT', 'storage policy: trial session differs from the offline computation');
+
+  const srk = await tpm.createStoragePrimary(L.srkHandle);
+  log.info({ handle: `0x${L.srkHandle.toString(16)}` }, 'SRK created and persisted');
+
+  await tpm.nvDefineCounter(L.nvCounterIndex);
+  await tpm.nvIncrement(L.nvCounterIndex); // must precede any read (0x14A); its value is the TPM's highest counter ever
+  const initial = await tpm.nvReadCounter(L.nvCounterIndex);
+  const nvName = await tpm.nvName(L.nvCounterIndex);
+  if (toHex(nvName) !== toHex(nvCounterName(L.nvCounterIndex))) throw new EvccError('KEYS_PROVISION_CONFLICT', 'NV counter name differs from the offline computation');
+  log.info({ index: `0x${L.nvCounterIndex.toString(16)}`, value: String(initial) }, 'NV anti-rollback counter defined');
+
+  // Written before the key exists, so a crash cannot leave a key whose password is lost.
+  const password = new Uint8Array(randomBytes(16));
+  await data.writeAtomic(DATA.storagePassword, `${toHex(password)}\n`, { mode: 0o600 });
+  const blob = await tpm.create({ persistent: L.srkHandle }, { kind: 'empty' },
+    { alg: 'ecc256', scheme: 'null:aes128cfb', attributes: STORAGE_KEY_ATTRIBUTES, authValue: password, authPolicy: storagePolicy });
+  password.fill(0);
+  const loaded = await tpm.load({ persistent: L.srkHandle }, { kind: 'empty' }, blob, 'provision-storage-key');
+  await tpm.persist(loaded, L.storageKeyHandle);
+  await tpm.forgetContext('provision-storage-key');
+  const stk = await tpm.readPublic({ persistent: L.storageKeyHandle });
+  log.info({ handle: `0x${L.storageKeyHandle.toString(16)}`, name: toHex(stk.name) }, 'storage key created and persisted');
+
+  const record: ProvisioningRecord = {
+    format: 'evcc-tpm-provisioning/1',
+    srk: { handle: L.srkHandle, name: toHex(srk.name) },
+    storageKey: { handle: L.storageKeyHandle, name: toHex(stk.name), public: toHex(stk.public) },
+    nvCounter: { index: L.nvCounterIndex, name: toHex(nvName), initialValue: String(initial) },
+    pcr: { bank: 'sha256', index: L.pcr },
+    policyRef: toHex(policyRef),
+    oemPolicyKey: { name: toHex(oemName), fingerprint: spkiFingerprint(opts.oemPolicyKeyPem) },
+    policies: { keys: toHex(keysPolicy), storage: toHex(storagePolicy) },
+    provisionedAt: new Date().toISOString(),
+  };
+  await data.writeAtomic(DATA.oemPolicyKey, opts.oemPolicyKeyPem, { mode: 0o644 });
+  await data.writeAtomic(DATA.record, jsonBytes(record), { mode: 0o644 });
+  return record;
+}
+
+async function createProvisioningKey(deps: { tpm: Tpm; data: FileStore; run: FileStore; log: Logger }, record: ProvisioningRecord): Promise<ProvisioningRecord> {
+  const { data, log } = deps;
+  const service = await KeyService.open(deps);
+  const blob = await service.createUnderStorageKey({ alg: 'ecc256', scheme: 'ecdsa-sha256', attributes: PROVISIONING_KEY_ATTRIBUTES, authPolicy: fromHex(record.policies.keys) });
+  await service.close();
+  const area = parseEccPublic(blob.public);
+  const pem = eccPublicPem(area);
+  await data.writeAtomic(DATA.provisioningKey('pub'), blob.public, { mode: 0o644 });
+  await data.writeAtomic(DATA.provisioningKey('priv'), blob.private, { mode: 0o600 });
+  await data.writeAtomic(DATA.provisioningKey('pub.pem'), pem, { mode: 0o644 });
+  const next: ProvisioningRecord = { ...record, oemProvisioningKey: { name: toHex(objectName(blob.public)), publicKeyPem: pem } };
+  await data.writeAtomic(DATA.record, jsonBytes(next), { mode: 0o644 });
+  log.info({ name: next.oemProvisioningKey!.name }, 'OEM provisioning key created in the TPM under the storage key');
+  return next;
+}
+
+/** Files the OEM and MO backends need from this vehicle (all public). */
+export function backendExport(record: ProvisioningRecord): Record<string, Uint8Array | string> {
+  const out: Record<string, Uint8Array | string> = {
+    'device.json': jsonBytes({
+      format: 'evcc-tpm-export/1',
+      storageKeyName: record.storageKey.name,
+      srkName: record.srk.name,
+      nvCounter: record.nvCounter,
+      pcr: record.pcr,
+      policyRef: record.policyRef,
+      oemPolicyKey: record.oemPolicyKey,
+      policies: record.policies,
+      oemProvisioningKeyName: record.oemProvisioningKey?.name,
+    }),
+    'storage.tpm2b_pub': fromHex(record.storageKey.public),
+    'storage.name': fromHex(record.storageKey.name),
+    'srk.name': fromHex(record.srk.name),
+    'keys.policy': fromHex(record.policies.keys),
+    'storage.policy': fromHex(record.policies.storage),
+    'nv.name': fromHex(record.nvCounter.name),
+  };
+  if (record.oemProvisioningKey) out['oem-provisioning.pub.pem'] = record.oemProvisioningKey.publicKeyPem;
+  return out;
+}

@@ -1,0 +1,125 @@
+import { createServer, connect } from 'node:net';
+import { mkdir } from 'node:fs/promises';
+import { isAbsolute, join } from 'node:path';
+import { execa, type ResultPromise } from 'execa';
+import { EvccError } from '../../firmware/errors.ts';
+
+/**
+ * The simulated side of the TPM HAL: swtpm (libtpms) on free local TCP ports, so every refusal in a test or on a
+ * bench without a TPM HAT comes from a real TPM 2.0 implementation. Power cycling follows the three cases of
+ * TPM.md §3/§8: orderly (TPM2_Shutdown(CLEAR) → TPM Reset), state (Shutdown(STATE) → TPM Restart, what any root
+ * process can provoke) and powerloss (nothing sent; unorderly, raises the DA counter if a DA key was used).
+ */
+export type RebootKind = 'orderly' | 'state' | 'powerloss';
+
+export interface SwtpmOptions {
+  /** Absolute state dir (swtpm chdirs to / when daemonising; a relative dir puts the TPM in failure mode). */
+  stateDir: string;
+  logFile?: string;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ port, host: '127.0.0.1' });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+export class Swtpm {
+  private child: ResultPromise | undefined;
+  private constructor(readonly opts: SwtpmOptions, readonly port: number, readonly ctrlPort: number) {}
+
+  /** TCTI string for tpm2-tools. */
+  get tcti(): string {
+    return `swtpm:host=127.0.0.1,port=${this.port}`;
+  }
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  static async start(opts: SwtpmOptions): Promise<Swtpm> {
+    if (!isAbsolute(opts.stateDir)) throw new EvccError('CONFIG_INVALID', 'swtpm state dir must be absolute', { stateDir: opts.stateDir });
+    await mkdir(opts.stateDir, { recursive: true, mode: 0o700 });
+    let lastErr: unknown;
+    for (let attempt = 0; attempt < 5; attempt++) {
+      // The swtpm TCTI always uses port+1 as the control channel: find a free adjacent pair.
+      const port = await freePort();
+      if (port >= 65535 || (await canConnect(port + 1))) continue;
+      const tpm = new Swtpm(opts, port, port + 1);
+      try {
+        await tpm.launch();
+        return tpm;
+      } catch (err) {
+        lastErr = err; // port raced by another test: pick new ports
+      }
+    }
+    throw new EvccError('PREREQUISITE_MISSING', 'swtpm did not start', {}, { cause: lastErr });
+  }
+
+  private async launch(): Promise<void> {
+    const child = execa('swtpm', ['socket', '--tpm2',
+      '--server', `type=tcp,port=${this.port},bindaddr=127.0.0.1`,
+      '--ctrl', `type=tcp,port=${this.ctrlPort},bindaddr=127.0.0.1`,
+      '--tpmstate', `dir=${this.opts.stateDir}`,
+      '--flags', 'not-need-init,startup-clear',
+      ...(this.opts.logFile ? ['--log', `file=${this.opts.logFile},level=1`] : [])], { reject: false, stdin: 'ignore', cleanup: true });
+    this.child = child;
+    let exited = false;
+    void child.then(() => (exited = true));
+    for (let i = 0; i < 200; i++) {
+      if (exited) throw new Error(`swtpm exited: ${String((await child).stderr)}`);
+      if (await canConnect(this.port)) return;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    await this.stop();
+    throw new Error('swtpm not listening');
+  }
+
+  /** Power-cycles the TPM: PCRs reset, Startup(CLEAR) on the same ports and state. `shutdown` sends the TPM2_Shutdown. */
+  async reboot(kind: RebootKind, shutdown: (type: 'clear' | 'state') => Promise<void>): Promise<void> {
+    if (kind === 'orderly') await shutdown('clear');
+    if (kind === 'state') await shutdown('state');
+    await this.stop();
+    let lastErr: unknown;
+    for (let i = 0; i < 40; i++) {
+      try {
+        await this.launch();
+        return;
+      } catch (err) {
+        lastErr = err; // the port may linger for a moment
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    throw new EvccError('PREREQUISITE_MISSING', 'swtpm did not restart', {}, { cause: lastErr });
+  }
+
+  async stop(): Promise<void> {
+    const child = this.child;
+    this.child = undefined;
+    if (!child || child.exitCode !== null) return;
+    child.kill('SIGTERM');
+    const t = setTimeout(() => child.kill('SIGKILL'), 3000);
+    await child.catch(() => undefined);
+    clearTimeout(t);
+  }
+}
+
+export function swtpmStateDir(base: string): string {
+  return join(base, 'swtpm-state');
+}

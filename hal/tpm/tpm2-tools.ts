@@ -1,0 +1,431 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { EvccError } from '../../firmware/errors.ts';
+import type { Logger } from '../../firmware/log/logger.ts';
+import { tpmErrorFromTool } from './rc.ts';
+import type { Auth, KeyBlob, KeyRef, KeyTemplate, PcrBank, PolicySession, PolicyStep, PublicInfo, SaltKey, ShutdownType, Tpm } from './types.ts';
+
+export interface Tpm2ToolsOptions {
+  /** TPM2TOOLS_TCTI: `device:/dev/tpmrm0` on the Pi, `swtpm:host=127.0.0.1,port=N` on the bench. */
+  tcti: string;
+  /** Volatile dir (tmpfs /run/evcc on the device): saved key contexts and scratch files, 0700. */
+  runDir: string;
+  log?: Logger;
+}
+
+interface SessionEntry extends PolicySession {
+  file: string;
+  generation: number;
+}
+
+const CONTEXT_NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+
+/**
+ * The real TPM HAL: tpm2-tools 5.4 processes driven through execa. One instance owns the TPM for its process:
+ * calls are serialised (without a resource manager one tool's `flushcontext -t` would kill another's objects),
+ * transient objects are flushed after each operation, and a failed tool triggers a full flush (-t -l -s),
+ * because a failing tool can leave its session loaded and its session file stale (TPM.md pitfall 3).
+ * Scratch files hold only public data (blobs, digests, tickets, signatures) and live in a 0700 dir.
+ */
+export class Tpm2Tools implements Tpm {
+  readonly tcti: string;
+  private spawns = 0;
+  private chain: Promise<unknown> = Promise.resolve();
+  private pendingFlush = false;
+  private generation = 0;
+  private sessionSeq = 0;
+  private readonly sessions = new Map<string, SessionEntry>();
+
+  private constructor(opts: Tpm2ToolsOptions, private readonly ctxDir: string, private readonly workDir: string, private readonly log?: Logger) {
+    this.tcti = opts.tcti;
+  }
+
+  static async open(opts: Tpm2ToolsOptions): Promise<Tpm2Tools> {
+    const base = join(opts.runDir, 'tpm');
+    await mkdir(join(base, 'ctx'), { recursive: true, mode: 0o700 });
+    const workDir = await mkdtemp(join(base, 'work-'));
+    return new Tpm2Tools(opts, join(base, 'ctx'), workDir, opts.log);
+  }
+
+  get spawnCount(): number {
+    return this.spawns;
+  }
+
+  // ---- plumbing -------------------------------------------------------------------------------------------
+
+  private locked<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.chain.then(fn, fn);
+    this.chain = next.catch(() => undefined);
+    return next;
+  }
+
+  private async exec(tool: string, args: string[]): Promise<{ exitCode: number | undefined; stdout: string; stderr: string }> {
+    this.spawns++;
+    const r = await execa(tool, args, { env: { TPM2TOOLS_TCTI: this.tcti }, reject: false, stdin: 'ignore', timeout: 30_000 });
+    return { exitCode: r.exitCode, stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? '') };
+  }
+
+  /** Runs one tool; on failure flushes everything, invalidates sessions and throws the typed error. */
+  private async run(tool: string, args: string[]): Promise<string> {
+    if (this.pendingFlush) {
+      this.pendingFlush = false;
+      await this.exec('tpm2_flushcontext', ['-t']);
+    }
+    const r = await this.exec(tool, args);
+    if (r.exitCode === 0) return r.stdout;
+    const err = tpmErrorFromTool(tool, r.exitCode, r.stderr);
+    this.log?.debug({ command: tool, code: err.code, rc: err.details.rc }, `${tool} refused`);
+    await this.recover();
+    throw err;
+  }
+
+  private async recover(): Promise<void> {
+    this.generation++;
+    for (const s of this.sessions.values()) await rm(s.file, { force: true });
+    this.sessions.clear();
+    for (const flag of ['-t', '-l', '-s']) await this.exec('tpm2_flushcontext', [flag]).catch(() => undefined);
+    this.pendingFlush = false;
+  }
+
+  private scratch(name: string): string {
+    return join(this.workDir, `${randomBytes(6).toString('hex')}-${name}`);
+  }
+
+  private async withFiles<T>(files: Record<string, Uint8Array | string | undefined>, fn: (paths: Record<string, string>) => Promise<T>): Promise<T> {
+    const paths: Record<string, string> = {};
+    try {
+      for (const [k, v] of Object.entries(files)) {
+        paths[k] = this.scratch(k);
+        if (v !== undefined) await writeFile(paths[k]!, v, { mode: 0o600 });
+      }
+      return await fn(paths);
+    } finally {
+      for (const p of Object.values(paths)) await rm(p, { force: true });
+    }
+  }
+
+  private ctxFile(name: string): string {
+    if (!CONTEXT_NAME.test(name)) throw new EvccError('CONFIG_INVALID', `bad context name ${name}`);
+    return join(this.ctxDir, `${name}.ctx`);
+  }
+
+  /** `-c` argument; a context file makes the tool load a transient copy, flushed before the next command. */
+  private ref(key: KeyRef): string {
+    if ('persistent' in key) return `0x${key.persistent.toString(16)}`;
+    this.pendingFlush = true;
+    return this.ctxFile(key.context);
+  }
+
+  private session(s: PolicySession): SessionEntry {
+    const e = this.sessions.get(s.id);
+    if (!e || e.generation !== this.generation) {
+      throw new EvccError('TPM_SESSION_INVALID', 'policy session was flushed (after a failure or by its owner)', { session: s.id });
+    }
+    return e;
+  }
+
+  /**
+   * Authorisation argument. tpm2-tools 5.4 accepts a secret after `session:FILE+` only as `hex:`/`str:` — a
+   * `file:` secret is sent literally and counts as a dictionary-attack failure (TPM.md pitfall 4). So the
+   * storage-key password necessarily appears in this tool's command line (/proc/<pid>/cmdline) for the tool's
+   * lifetime; the device unit hides it with ProtectProc=invisible. It never touches a file here.
+   */
+  private auth(a: Auth): string[] {
+    switch (a.kind) {
+      case 'empty':
+        return [];
+      case 'password':
+        return [`hex:${hex(a.secret)}`];
+      case 'policy': {
+        const s = this.session(a.session);
+        return [a.secret ? `session:${s.file}+hex:${hex(a.secret)}` : `session:${s.file}`];
+      }
+    }
+  }
+
+  // ---- queries ----------------------------------------------------------------------------------------------
+
+  handles(kind: 'persistent' | 'nv-index' | 'transient' | 'loaded-session' | 'saved-session'): Promise<number[]> {
+    return this.locked(async () => {
+      const out = await this.run('tpm2_getcap', [`handles-${kind}`]);
+      return [...out.matchAll(/0x([0-9a-fA-F]+)/g)].map((m) => parseInt(m[1]!, 16));
+    });
+  }
+
+  lockoutCounter(): Promise<number> {
+    return this.locked(async () => {
+      const out = await this.run('tpm2_getcap', ['properties-variable']);
+      const m = /TPM2_PT_LOCKOUT_COUNTER:\s*(0x[0-9a-fA-F]+|\d+)/.exec(out);
+      if (!m) throw new EvccError('TPM_TOOL_FAILED', 'lockout counter missing from tpm2_getcap output');
+      return Number(m[1]);
+    });
+  }
+
+  resetDictionaryLockout(): Promise<void> {
+    return this.locked(async () => void (await this.run('tpm2_dictionarylockout', ['-c'])));
+  }
+
+  // ---- objects ---------------------------------------------------------------------------------------------
+
+  createStoragePrimary(handle: number): Promise<PublicInfo> {
+    return this.locked(() => this.withFiles({ ctx: undefined, name: undefined, pub: undefined }, async (f) => {
+      await this.run('tpm2_createprimary', ['-C', 'o', '-g', 'sha256', '-G', 'ecc256:null:aes128cfb', '-c', f.ctx!]);
+      this.pendingFlush = true;
+      await this.run('tpm2_evictcontrol', ['-C', 'o', '-c', f.ctx!, `0x${handle.toString(16)}`]);
+      await this.run('tpm2_readpublic', ['-c', `0x${handle.toString(16)}`, '-n', f.name!, '-o', f.pub!]);
+      return { name: new Uint8Array(await readFile(f.name!)), public: new Uint8Array(await readFile(f.pub!)) };
+    }));
+  }
+
+  readPublic(key: KeyRef): Promise<PublicInfo> {
+    return this.locked(() => this.withFiles({ name: undefined, pub: undefined }, async (f) => {
+      await this.run('tpm2_readpublic', ['-c', this.ref(key), '-n', f.name!, '-o', f.pub!]);
+      return { name: new Uint8Array(await readFile(f.name!)), public: new Uint8Array(await readFile(f.pub!)) };
+    }));
+  }
+
+  create(parent: KeyRef, parentAuth: Auth, t: KeyTemplate): Promise<KeyBlob> {
+    return this.locked(() => this.withFiles({ policy: t.authPolicy, pub: undefined, priv: undefined }, async (f) => {
+      const args = ['-C', this.ref(parent), ...this.flag('-P', this.auth(parentAuth)), '-g', 'sha256', '-G', `${t.alg}:${t.scheme}`, '-a', t.attributes,
+        '-u', f.pub!, '-r', f.priv!];
+      // New object's authValue: also only accepted on the command line by 5.4 (pitfall 4), factory step only.
+      if (t.authValue) args.push('-p', `hex:${hex(t.authValue)}`);
+      if (t.authPolicy) args.push('-L', f.policy!);
+      await this.run('tpm2_create', args);
+      return { public: new Uint8Array(await readFile(f.pub!)), private: new Uint8Array(await readFile(f.priv!)) };
+    }));
+  }
+
+  private flag(name: string, value: string[]): string[] {
+    return value.length ? [name, value[0]!] : [];
+  }
+
+  load(parent: KeyRef, parentAuth: Auth, blob: KeyBlob, contextName: string): Promise<KeyRef> {
+    return this.locked(() => this.withFiles({ pub: blob.public, priv: blob.private }, async (f) => {
+      const ctx = this.ctxFile(contextName);
+      await this.run('tpm2_load', ['-C', this.ref(parent), ...this.flag('-P', this.auth(parentAuth)), '-u', f.pub!, '-r', f.priv!, '-c', ctx]);
+      this.pendingFlush = true; // the loaded object stays in a slot; its saved context stays valid after the flush
+      return { context: contextName };
+    }));
+  }
+
+  hasContext(contextName: string): Promise<boolean> {
+    return stat(this.ctxFile(contextName)).then(() => true, () => false);
+  }
+
+  async forgetContext(contextName: string): Promise<void> {
+    await rm(this.ctxFile(contextName), { force: true });
+  }
+
+  persist(key: KeyRef, handle: number): Promise<void> {
+    return this.locked(async () => {
+      await this.run('tpm2_evictcontrol', ['-C', 'o', '-c', this.ref(key), `0x${handle.toString(16)}`]);
+    });
+  }
+
+  importDuplicate(parent: KeyRef, parentAuth: Auth, dup: { public: Uint8Array; duplicate: Uint8Array; encryptedSeed: Uint8Array }): Promise<Uint8Array> {
+    return this.locked(() => this.withFiles({ pub: dup.public, dpriv: dup.duplicate, seed: dup.encryptedSeed, priv: undefined }, async (f) => {
+      await this.run('tpm2_import', ['-C', this.ref(parent), ...this.flag('-P', this.auth(parentAuth)), '-u', f.pub!, '-i', f.dpriv!, '-s', f.seed!, '-r', f.priv!]);
+      return new Uint8Array(await readFile(f.priv!));
+    }));
+  }
+
+  // ---- NV counter -----------------------------------------------------------------------------------------
+
+  nvDefineCounter(index: number): Promise<void> {
+    return this.locked(async () => {
+      await this.run('tpm2_nvdefine', [`0x${index.toString(16)}`, '-C', 'o', '-s', '8', '-a', 'nt=counter|ownerwrite|ownerread|authread|no_da']);
+    });
+  }
+
+  nvIncrement(index: number): Promise<void> {
+    return this.locked(async () => void (await this.run('tpm2_nvincrement', [`0x${index.toString(16)}`, '-C', 'o'])));
+  }
+
+  nvReadCounter(index: number): Promise<bigint> {
+    return this.locked(() => this.withFiles({ out: undefined }, async (f) => {
+      const h = `0x${index.toString(16)}`;
+      await this.run('tpm2_nvread', [h, '-C', h, '-s', '8', '-o', f.out!]);
+      const b = await readFile(f.out!);
+      if (b.length !== 8) throw new EvccError('TPM_TOOL_FAILED', 'NV counter read returned wrong size', { size: b.length });
+      return b.readBigUInt64BE(0);
+    }));
+  }
+
+  nvName(index: number): Promise<Uint8Array> {
+    return this.locked(async () => {
+      const out = await this.run('tpm2_nvreadpublic', [`0x${index.toString(16)}`]);
+      const m = /name:\s*([0-9a-fA-F]+)/.exec(out);
+      if (!m) throw new EvccError('TPM_TOOL_FAILED', 'NV name missing from tpm2_nvreadpublic output');
+      return new Uint8Array(Buffer.from(m[1]!, 'hex'));
+    });
+  }
+
+  // ---- external key: name, signature verification -> ticket -----------------------------------------------
+
+  externalKeyName(publicKeyPem: string): Promise<Uint8Array> {
+    return this.locked(() => this.withFiles({ pem: publicKeyPem, ctx: undefined, name: undefined }, async (f) => {
+      await this.run('tpm2_loadexternal', ['-C', 'o', '-G', 'ecc', '-u', f.pem!, '-c', f.ctx!, '-n', f.name!]);
+      this.pendingFlush = true;
+      return new Uint8Array(await readFile(f.name!));
+    }));
+  }
+
+  verifySignature(publicKeyPem: string, message: Uint8Array, signatureDer: Uint8Array): Promise<{ keyName: Uint8Array; ticket: Uint8Array }> {
+    return this.locked(() => this.withFiles({ pem: publicKeyPem, ctx: undefined, name: undefined, msg: message, sig: signatureDer, ticket: undefined }, async (f) => {
+      // -C o: in the default NULL hierarchy verifysignature exits 0 without writing a ticket (TPM.md pitfall 8).
+      await this.run('tpm2_loadexternal', ['-C', 'o', '-G', 'ecc', '-u', f.pem!, '-c', f.ctx!, '-n', f.name!]);
+      this.pendingFlush = true;
+      await this.run('tpm2_verifysignature', ['-c', f.ctx!, '-g', 'sha256', '-m', f.msg!, '-s', f.sig!, '-f', 'ecdsa', '-t', f.ticket!]);
+      this.pendingFlush = true;
+      const ticket = await readFile(f.ticket!).catch(() => undefined);
+      if (!ticket?.length) throw new EvccError('TPM_TOOL_FAILED', 'tpm2_verifysignature wrote no ticket');
+      return { keyName: new Uint8Array(await readFile(f.name!)), ticket: new Uint8Array(ticket) };
+    }));
+  }
+
+  // ---- PCRs -----------------------------------------------------------------------------------------------
+
+  pcrRead(bank: PcrBank, pcr: number): Promise<Uint8Array> {
+    return this.locked(() => this.withFiles({ out: undefined }, async (f) => {
+      await this.run('tpm2_pcrread', [`${bank}:${pcr}`, '-o', f.out!]);
+      return new Uint8Array(await readFile(f.out!));
+    }));
+  }
+
+  pcrExtend(bank: PcrBank, pcr: number, digest: Uint8Array): Promise<void> {
+    return this.locked(async () => void (await this.run('tpm2_pcrextend', [`${pcr}:${bank}=${hex(digest)}`])));
+  }
+
+  // ---- sessions -------------------------------------------------------------------------------------------
+
+  private newSession(trial: boolean): SessionEntry {
+    const id = `s${++this.sessionSeq}`;
+    return { id, trial, file: join(this.workDir, `${id}.session.ctx`), generation: this.generation };
+  }
+
+  startPolicySession(salt?: SaltKey): Promise<PolicySession> {
+    return this.locked(async () => {
+      const s = this.newSession(false);
+      await this.withFiles({ name: salt?.name }, async (f) => {
+        // Salted with the SRK and its name checked, so the session's HMAC key never travels in clear (pitfall 5).
+        await this.run('tpm2_startauthsession', ['--policy-session', '-S', s.file, ...(salt ? ['-c', `0x${salt.handle.toString(16)}`, '-n', f.name!] : [])]);
+      });
+      s.generation = this.generation;
+      this.sessions.set(s.id, s);
+      return { id: s.id, trial: false };
+    });
+  }
+
+  startTrialSession(): Promise<PolicySession> {
+    return this.locked(async () => {
+      const s = this.newSession(true);
+      await this.run('tpm2_startauthsession', ['-S', s.file]); // trial is the tool's default (pitfall 6)
+      s.generation = this.generation;
+      this.sessions.set(s.id, s);
+      return { id: s.id, trial: true };
+    });
+  }
+
+  policy(session: PolicySession, steps: PolicyStep[]): Promise<Uint8Array | undefined> {
+    return this.locked(() => this.withFiles({ digest: undefined }, async (f) => {
+      for (const [i, step] of steps.entries()) {
+        const s = this.session(session);
+        const last = i === steps.length - 1 && s.trial ? ['-L', f.digest!] : [];
+        await this.policyStep(s, step, last);
+      }
+      return this.session(session).trial ? new Uint8Array(await readFile(f.digest!)) : undefined;
+    }));
+  }
+
+  private policyStep(s: SessionEntry, step: PolicyStep, out: string[]): Promise<void> {
+    switch (step.kind) {
+      case 'pcr':
+        return this.withFiles({ expected: step.expectedValue }, async (f) => {
+          await this.run('tpm2_policypcr', ['-S', s.file, '-l', `${step.bank}:${step.pcrs.join(',')}`, ...(step.expectedValue ? ['-f', f.expected!] : []), ...out]);
+        });
+      case 'nv':
+        return this.withFiles({ operand: step.operandB }, async (f) => {
+          // operandA is the NV content: 'ule' asserts counter <= version (TPM.md pitfall 10)
+          await this.run('tpm2_policynv', ['-S', s.file, '-i', f.operand!, `0x${step.index.toString(16)}`, step.operation, ...out]);
+        });
+      case 'authorize':
+        return this.withFiles({ approved: step.approvedPolicy, ref: step.policyRef, name: step.keyName, ticket: step.ticket }, async (f) => {
+          await this.run('tpm2_policyauthorize', ['-S', s.file, '-i', f.approved!, '-q', f.ref!, '-n', f.name!,
+            ...(step.ticket ? ['-t', f.ticket!] : []), ...out]);
+        });
+      case 'authValue':
+        return this.run('tpm2_policyauthvalue', ['-S', s.file, ...out]).then(() => undefined);
+    }
+  }
+
+  flushSession(session: PolicySession): Promise<void> {
+    return this.locked(async () => {
+      const s = this.sessions.get(session.id);
+      if (!s) return;
+      this.sessions.delete(session.id);
+      if (s.generation === this.generation) await this.run('tpm2_flushcontext', [s.file]);
+      await rm(s.file, { force: true });
+    });
+  }
+
+  // ---- key use --------------------------------------------------------------------------------------------
+
+  sign(key: KeyRef, auth: Auth, digest: Uint8Array): Promise<Uint8Array> {
+    if (digest.length !== 32) return Promise.reject(new EvccError('KEYS_DIGEST_INVALID', 'digest must be 32 bytes (SHA-256)', { length: digest.length }));
+    return this.locked(() => this.withFiles({ digest, sig: undefined }, async (f) => {
+      await this.run('tpm2_sign', ['-c', this.ref(key), ...this.flag('-p', this.auth(auth)), '-g', 'sha256', '-d', '-f', 'plain', '-o', f.sig!, f.digest!]);
+      return new Uint8Array(await readFile(f.sig!));
+    }));
+  }
+
+  ecdhKeyGen(key: KeyRef): Promise<{ ephemeralPublic: Uint8Array }> {
+    return this.locked(() => this.withFiles({ pub: undefined, z: undefined }, async (f) => {
+      await this.run('tpm2_ecdhkeygen', ['-c', this.ref(key), '-u', f.pub!, '-o', f.z!]);
+      return { ephemeralPublic: new Uint8Array(await readFile(f.pub!)) };
+    }));
+  }
+
+  ecdhZGen(key: KeyRef, auth: Auth, ephemeralPublic: Uint8Array): Promise<Uint8Array> {
+    return this.locked(() => this.withFiles({ pub: ephemeralPublic, z: undefined }, async (f) => {
+      await this.run('tpm2_ecdhzgen', ['-c', this.ref(key), ...this.flag('-p', this.auth(auth)), '-u', f.pub!, '-o', f.z!]);
+      return new Uint8Array(await readFile(f.z!));
+    }));
+  }
+
+  rsaEncrypt(key: KeyRef, message: Uint8Array): Promise<Uint8Array> {
+    return this.locked(() => this.withFiles({ msg: message, out: undefined }, async (f) => {
+      await this.run('tpm2_rsaencrypt', ['-c', this.ref(key), '-o', f.out!, f.msg!]);
+      return new Uint8Array(await readFile(f.out!));
+    }));
+  }
+
+  rsaDecrypt(key: KeyRef, auth: Auth, ciphertext: Uint8Array): Promise<Uint8Array> {
+    return this.locked(() => this.withFiles({ msg: ciphertext, out: undefined }, async (f) => {
+      await this.run('tpm2_rsadecrypt', ['-c', this.ref(key), ...this.flag('-p', this.auth(auth)), '-o', f.out!, f.msg!]);
+      return new Uint8Array(await readFile(f.out!));
+    }));
+  }
+
+  shutdown(type: ShutdownType): Promise<void> {
+    return this.locked(async () => void (await this.run('tpm2_shutdown', type === 'clear' ? ['-c'] : [])));
+  }
+
+  flushAll(): Promise<void> {
+    return this.locked(() => this.recover());
+  }
+
+  async close(): Promise<void> {
+    await this.locked(async () => {
+      if (this.pendingFlush) await this.exec('tpm2_flushcontext', ['-t']).catch(() => undefined);
+      for (const s of this.sessions.values()) {
+        if (s.generation === this.generation) await this.exec('tpm2_flushcontext', [s.file]).catch(() => undefined);
+      }
+      this.sessions.clear();
+      await rm(this.workDir, { recursive: true, force: true });
+    });
+  }
+}

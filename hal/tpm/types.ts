@@ -1,0 +1,144 @@
+/**
+ * TPM 2.0 hardware abstraction (ARCHITECTURE.md §2). One real implementation drives tpm2-tools 5.4 through
+ * execa (`tpm2-tools.ts`, TCTI `device:/dev/tpmrm0` on the Pi, `swtpm:host=…,port=…` on the bench); the
+ * simulated side is swtpm itself (`swtpm.ts`), not a fake: every refusal comes from a real TPM implementation.
+ *
+ * Each method is one TPM operation, typically one tool process. Transient objects and sessions the tools leave
+ * behind (no resource manager, TPM.md pitfall 2/3) are flushed by the implementation, also on failure; a failure
+ * invalidates every open PolicySession. Secrets are passed in memory and never written to a file in clear.
+ */
+
+/** Stable codes of TPM failures (EvccError.code); details carry `rc` (hex) and `command` (tool). */
+export type TpmErrorCode =
+  | 'TPM_AUTH_FAIL' //           0x98E-type: wrong authValue (counts against the dictionary-attack counter)
+  | 'TPM_AUTH_UNAVAILABLE' //    0x12F: no usable authorisation (policy-only object used with a password/none)
+  | 'TPM_POLICY_FAIL' //         0x99D-type: session digest is not the object's authPolicy
+  | 'TPM_POLICY_PCR' //          0x1C4 at PolicyPCR: PCR value differs from the one given
+  | 'TPM_POLICY_NOT_APPROVED' // 0x1C4 at PolicyAuthorize: the session state (PCR, version) is not what the OEM signed
+  | 'TPM_POLICY_ROLLBACK' //     0x126 at PolicyNV: firmware version lower than the anti-rollback counter
+  | 'TPM_PCR_CHANGED' //         0x128: PCRs changed after the policy session was armed
+  | 'TPM_TICKET_INVALID' //      0x4C4-type at PolicyAuthorize: ticket not issued for this key/policy
+  | 'TPM_SIGNATURE_INVALID' //   0x2DB-type: signature does not verify
+  | 'TPM_KEY_ATTRIBUTES' //      0x182-type: key used for an operation its attributes forbid (restricted decrypt)
+  | 'TPM_KEY_USE' //             0x19C-type: key type not usable for the operation (storage key signing)
+  | 'TPM_CONTEXT_INVALID' //     0x1DF-type: saved context from before a TPM Reset/Restart (integrity check)
+  | 'TPM_NV_UNINITIALIZED' //    0x14A: NV index never written
+  | 'TPM_LOCKOUT' //             0x921: dictionary-attack lockout
+  | 'TPM_OBJECT_MEMORY' //       0x902: out of object slots (a leak)
+  | 'TPM_SESSION_INVALID' //     session context no longer loadable
+  | 'TPM_ERROR' //               any other TPM response code
+  | 'TPM_TOOL_FAILED' //         tpm2-tools failed without a TPM response code
+  | 'TPM_UNREACHABLE'; //        TCTI could not connect
+
+export type PcrBank = 'sha256';
+
+/** A key the TPM can address: a persistent handle, or a saved context kept by the driver under a logical name. */
+export type KeyRef = { readonly persistent: number } | { readonly context: string };
+
+/** TPM2B_PUBLIC + TPM2B_PRIVATE of a key wrapped by its parent (safe to store: only the TPM can unwrap it). */
+export interface KeyBlob {
+  public: Uint8Array;
+  private: Uint8Array;
+}
+
+export interface PublicInfo {
+  /** TPM name (nameAlg || H(public area)). */
+  name: Uint8Array;
+  /** TPM2B_PUBLIC. */
+  public: Uint8Array;
+}
+
+/** Handle of a policy (or trial) session; opaque. Invalid after `flushSession` or after any failed TPM call. */
+export interface PolicySession {
+  readonly id: string;
+  readonly trial: boolean;
+}
+
+/** How an object's use is authorised. */
+export type Auth =
+  | { kind: 'empty' }
+  /** Plain password session (HMAC); only for objects with userWithAuth. */
+  | { kind: 'password'; secret: Uint8Array }
+  /** Policy session; `secret` is the object's authValue when its policy ends in PolicyAuthValue. */
+  | { kind: 'policy'; session: PolicySession; secret?: Uint8Array };
+
+/** One policy assertion, replayed in the order the policy was computed (TPM.md pitfall 7). */
+export type PolicyStep =
+  | { kind: 'pcr'; bank: PcrBank; pcrs: number[]; expectedValue?: Uint8Array }
+  | { kind: 'nv'; index: number; operandB: Uint8Array; operation: 'ule' }
+  | { kind: 'authorize'; approvedPolicy: Uint8Array; policyRef: Uint8Array; keyName: Uint8Array; ticket?: Uint8Array }
+  | { kind: 'authValue' };
+
+export interface KeyTemplate {
+  alg: 'ecc256' | 'rsa2048';
+  /** tpm2-tools attribute list, e.g. 'fixedtpm|fixedparent|sensitivedataorigin|sign'. */
+  attributes: string;
+  /** e.g. 'ecdsa-sha256' for signing keys, 'null:aes128cfb' for storage keys. */
+  scheme: string;
+  authValue?: Uint8Array;
+  authPolicy?: Uint8Array;
+}
+
+/** Parameters of a salted policy session: the salt key and its expected name (TPM.md pitfall 5). */
+export interface SaltKey {
+  handle: number;
+  name: Uint8Array;
+}
+
+export type ShutdownType = 'clear' | 'state';
+
+export interface Tpm {
+  readonly tcti: string;
+  /** Number of tpm2-tools processes spawned so far (bench: processes on the critical path). */
+  readonly spawnCount: number;
+
+  handles(kind: 'persistent' | 'nv-index' | 'transient' | 'loaded-session' | 'saved-session'): Promise<number[]>;
+  lockoutCounter(): Promise<number>;
+  /** TPM2_DictionaryAttackLockReset (lab: empty lockout auth). */
+  resetDictionaryLockout(): Promise<void>;
+
+  /** Owner storage primary (ECC P-256, AES-128-CFB), persisted at `handle`. */
+  createStoragePrimary(handle: number): Promise<PublicInfo>;
+  readPublic(key: KeyRef): Promise<PublicInfo>;
+  create(parent: KeyRef, parentAuth: Auth, template: KeyTemplate): Promise<KeyBlob>;
+  /** Loads a blob; its context is kept under `contextName` (in the run dir) until `forgetContext`. */
+  load(parent: KeyRef, parentAuth: Auth, blob: KeyBlob, contextName: string): Promise<KeyRef>;
+  hasContext(contextName: string): Promise<boolean>;
+  forgetContext(contextName: string): Promise<void>;
+  persist(key: KeyRef, handle: number): Promise<void>;
+  /** TPM2_Import of a duplicate; returns the TPM2B_PRIVATE now wrapped by `parent`. */
+  importDuplicate(parent: KeyRef, parentAuth: Auth, dup: { public: Uint8Array; duplicate: Uint8Array; encryptedSeed: Uint8Array }): Promise<Uint8Array>;
+
+  nvDefineCounter(index: number): Promise<void>;
+  nvIncrement(index: number): Promise<void>;
+  nvReadCounter(index: number): Promise<bigint>;
+  nvName(index: number): Promise<Uint8Array>;
+
+  /** Name the TPM gives an external P-256 public key (owner hierarchy, TPM.md pitfall 8). */
+  externalKeyName(publicKeyPem: string): Promise<Uint8Array>;
+  /** TPM2_VerifySignature with an external key in the owner hierarchy → verification ticket (TPMT_TK_VERIFIED). */
+  verifySignature(publicKeyPem: string, message: Uint8Array, signatureDer: Uint8Array): Promise<{ keyName: Uint8Array; ticket: Uint8Array }>;
+
+  pcrRead(bank: PcrBank, pcr: number): Promise<Uint8Array>;
+  pcrExtend(bank: PcrBank, pcr: number, digest: Uint8Array): Promise<void>;
+
+  startPolicySession(salt?: SaltKey): Promise<PolicySession>;
+  startTrialSession(): Promise<PolicySession>;
+  /** Runs the steps in order; returns the session digest after the last one (trial sessions) or undefined. */
+  policy(session: PolicySession, steps: PolicyStep[]): Promise<Uint8Array | undefined>;
+  flushSession(session: PolicySession): Promise<void>;
+
+  /** ECDSA-SHA256 over a 32-byte digest; returns DER. The transient copy the tool loads is flushed before the next call. */
+  sign(key: KeyRef, auth: Auth, digest: Uint8Array): Promise<Uint8Array>;
+  /** Public-key operations kept for the security tests (restricted-key misuse, TPM.md N08–N10). */
+  ecdhKeyGen(key: KeyRef): Promise<{ ephemeralPublic: Uint8Array }>;
+  ecdhZGen(key: KeyRef, auth: Auth, ephemeralPublic: Uint8Array): Promise<Uint8Array>;
+  rsaEncrypt(key: KeyRef, message: Uint8Array): Promise<Uint8Array>;
+  rsaDecrypt(key: KeyRef, auth: Auth, ciphertext: Uint8Array): Promise<Uint8Array>;
+
+  /** TPM2_Shutdown: 'clear' before an orderly reboot, 'state' (suspend) makes the next Startup a TPM Restart. */
+  shutdown(type: ShutdownType): Promise<void>;
+  /** Flushes every transient object and every loaded/saved session (no resource manager does it for us). */
+  flushAll(): Promise<void>;
+  close(): Promise<void>;
+}
