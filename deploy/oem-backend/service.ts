@@ -1,0 +1,191 @@
+import { createHash } from 'node:crypto';
+import type { Clock } from '../../hal/clock/types.ts';
+import type { MqttClient, MqttConnector, MqttMessage, MqttTlsIdentity } from '../../hal/mqtt/types.ts';
+import type { Logger } from '../../firmware/log/logger.ts';
+import { BACKEND_FILTERS, OTA_MAX_REQUEST_BYTES, VEHICLE_ID_PATTERN, vehicleTopics } from '../../firmware/ota/constants.ts';
+import { isEvccError } from '../../firmware/errors.ts';
+import { decodeMessage, encodeMessage, RootCaRequest, RootListRequest, type AnswerStatus } from '../../firmware/ota/messages.ts';
+import { rootCaSigningInput, rootListDigest, rootListSigningInput } from '../../firmware/ota/signing.ts';
+import type { RootCertificatePool } from './pool.ts';
+import type { AnswerSigner } from './signer.ts';
+
+/**
+ * The OEM backend reference service (Kilic 2023 Solution C, backend half): connected to the broker with its own
+ * client certificate, it answers every vehicle's root-CA and root-list requests from the Root Certificate Pool and
+ * signs each answer (vehicle id, request id, nonce, status, certificate digest) with the OEM answer key.
+ *
+ * Per-vehicle authorization, on top of the broker ACL: the vehicle id is taken from the topic (which the ACL ties
+ * to the client certificate), the reply topic must be that vehicle's own answer topic (a vehicle cannot make the
+ * backend write into another vehicle's topics), and an optional fleet list refuses unknown vehicles with a signed
+ * `denied`. Every request is logged on one line with its outcome and latency.
+ */
+export interface OemBackendOptions {
+  connector: MqttConnector;
+  url: string;
+  protocolVersion: 4 | 5;
+  tls?: MqttTlsIdentity;
+  clientId?: string;
+  pool: RootCertificatePool;
+  signer: AnswerSigner;
+  clock: Clock;
+  log: Logger;
+  /** When set, only these vehicle ids are served. */
+  fleet?: ReadonlySet<string>;
+}
+
+export interface OemBackendStats {
+  requests: number;
+  answered: Record<AnswerStatus, number>;
+  dropped: number;
+  /** Answers the broker acknowledged (QoS 1). */
+  published: number;
+}
+
+export class OemBackend {
+  private client: MqttClient | undefined;
+  private detach: (() => void)[] = [];
+  readonly stats: OemBackendStats = { requests: 0, answered: { ok: 0, 'not-found': 0, denied: 0 }, dropped: 0, published: 0 };
+  private ready: Promise<void> | undefined;
+
+  constructor(private readonly o: OemBackendOptions) {}
+
+  /** Connects and subscribes; resolves once the subscriptions are acknowledged. */
+  start(): Promise<void> {
+    if (this.ready) return this.ready;
+    const o = this.o;
+    const client = o.connector.connect({
+      url: o.url,
+      clientId: o.clientId ?? `oem-backend-${Math.random().toString(16).slice(2, 10)}`,
+      protocolVersion: o.protocolVersion,
+      ...(o.tls ? { tls: o.tls } : {}),
+      reconnectPeriodMs: 1_000,
+      keepaliveSeconds: 30,
+      cleanSession: true,
+    });
+    this.client = client;
+    this.detach.push(client.onMessage((m) => this.onMessage(m)));
+    this.ready = new Promise<void>((resolve) => {
+      this.detach.push(
+        client.onStatus((status, err) => {
+          if (status === 'connected') {
+            o.log.info({ url: o.url, pool: o.pool.size, keyId: o.signer.keyId.slice(0, 16) }, 'OEM backend connected to broker');
+            client
+              .subscribe([BACKEND_FILTERS.rootCaRequest, BACKEND_FILTERS.rootListRequest, BACKEND_FILTERS.state], 1)
+              .then((granted) => {
+                if (granted.some((g) => g >= 0x80)) o.log.error({ granted }, 'broker refused a backend subscription');
+                resolve();
+              })
+              .catch((e: unknown) => o.log.error({ error: String(e) }, 'subscribe failed'));
+          } else if (err) {
+            o.log.warn({ url: o.url, error: err.message, status }, 'broker connection problem');
+          }
+        }),
+      );
+    });
+    return this.ready;
+  }
+
+  private onMessage(m: MqttMessage): void {
+    const parts = m.topic.split('/');
+    // evcc/v1/<vehicle>/…
+    const vehicleId = parts[2] ?? '';
+    if (!VEHICLE_ID_PATTERN.test(vehicleId)) return;
+    const rest = parts.slice(3).join('/');
+    if (rest === 'state') {
+      this.o.log.debug({ vehicleId, state: safeText(m.payload) }, 'vehicle state');
+      return;
+    }
+    if (m.retain) return;
+    if (rest === 'pki/rootca/req') void this.serveRootCa(vehicleId, m.payload);
+    else if (rest === 'pki/roots/req') void this.serveRootList(vehicleId, m.payload);
+  }
+
+  private decodeOrDrop<T>(what: string, vehicleId: string, decode: () => T): T | undefined {
+    try {
+      return decode();
+    } catch (err) {
+      this.stats.dropped++;
+      this.o.log.warn({ vehicleId, code: isEvccError(err) ? err.code : 'INTERNAL' }, `${what} dropped: ${(err as Error).message}`);
+      return undefined;
+    }
+  }
+
+  /** The reply topic must be the vehicle's own; anything else would let one vehicle write into another's topics. */
+  private replyAllowed(vehicleId: string, replyTo: string, expected: string, requestId: string): boolean {
+    if (replyTo === expected) return true;
+    this.stats.dropped++;
+    this.o.log.warn({ vehicleId, requestId, replyTo }, 'request dropped: reply topic outside the vehicle\'s own topics');
+    return false;
+  }
+
+  private async serveRootCa(vehicleId: string, payload: Uint8Array): Promise<void> {
+    const t0 = this.o.clock.now();
+    this.stats.requests++;
+    const req = this.decodeOrDrop('root-CA request', vehicleId, () => decodeMessage(RootCaRequest, payload, OTA_MAX_REQUEST_BYTES));
+    if (!req) return;
+    if (!this.replyAllowed(vehicleId, req.replyTo, vehicleTopics(vehicleId).rootCaResponse, req.requestId)) return;
+    let status: AnswerStatus;
+    let der: Uint8Array | undefined;
+    let subject: string | undefined;
+    if (this.o.fleet && !this.o.fleet.has(vehicleId)) status = 'denied';
+    else {
+      const entry = this.o.pool.lookup(req.issuer, req.aki);
+      status = entry ? 'ok' : 'not-found';
+      der = entry?.der;
+      subject = entry?.subject;
+    }
+    const certDigest = der ? sha256(der) : '';
+    const sig = this.o.signer.sign(rootCaSigningInput({ vehicleId, requestId: req.requestId, nonce: req.nonce, status, certDigest }));
+    const answer = {
+      v: 1, type: 'rootca.resp', requestId: req.requestId, nonce: req.nonce, status,
+      ...(der ? { cert: Buffer.from(der).toString('base64') } : {}),
+      keyId: this.o.signer.keyId, sig: Buffer.from(sig).toString('base64'),
+    };
+    await this.answer(req.replyTo, answer, { vehicleId, requestId: req.requestId, status, issuer: req.issuer, subject, t0 });
+  }
+
+  private async serveRootList(vehicleId: string, payload: Uint8Array): Promise<void> {
+    const t0 = this.o.clock.now();
+    this.stats.requests++;
+    const req = this.decodeOrDrop('root-list request', vehicleId, () => decodeMessage(RootListRequest, payload, OTA_MAX_REQUEST_BYTES));
+    if (!req) return;
+    if (!this.replyAllowed(vehicleId, req.replyTo, vehicleTopics(vehicleId).rootListResponse, req.requestId)) return;
+    const denied = this.o.fleet !== undefined && !this.o.fleet.has(vehicleId);
+    const status: AnswerStatus = denied ? 'denied' : 'ok';
+    const certs = denied ? [] : this.o.pool.all().map((e) => e.der);
+    const sig = this.o.signer.sign(
+      rootListSigningInput({ vehicleId, requestId: req.requestId, nonce: req.nonce, status, certDigest: rootListDigest(certs) }),
+    );
+    const answer = {
+      v: 1, type: 'roots.resp', requestId: req.requestId, nonce: req.nonce, status,
+      certs: certs.map((d) => Buffer.from(d).toString('base64')), keyId: this.o.signer.keyId, sig: Buffer.from(sig).toString('base64'),
+    };
+    await this.answer(req.replyTo, answer, { vehicleId, requestId: req.requestId, status, roots: certs.length, t0 });
+  }
+
+  private async answer(topic: string, body: object, f: { t0: number; status: AnswerStatus } & Record<string, unknown>): Promise<void> {
+    this.stats.answered[f.status]++;
+    const { t0, ...fields } = f;
+    try {
+      const ack = await this.client!.publish(topic, encodeMessage(body), { qos: 1 });
+      if (ack.reasonCode !== undefined && ack.reasonCode >= 0x80) throw new Error(`broker refused (reason ${ack.reasonCode})`);
+      this.stats.published++;
+      this.o.log.info({ ...fields, ms: Math.round((this.o.clock.now() - t0) * 10) / 10 }, `request answered: ${f.status}`);
+    } catch (err) {
+      this.o.log.error({ ...fields, error: (err as Error).message }, 'answer not delivered');
+    }
+  }
+
+  async stop(): Promise<void> {
+    for (const d of this.detach.splice(0)) d();
+    await this.client?.close();
+  }
+}
+
+function sha256(d: Uint8Array): string {
+  return createHash('sha256').update(d).digest('hex');
+}
+
+function safeText(p: Uint8Array): string {
+  return new TextDecoder().decode(p.subarray(0, 200));
+}
