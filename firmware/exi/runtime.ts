@@ -1,0 +1,580 @@
+import { BitReader, BitWriter, bitsFor } from './bitstream.ts';
+import { exiError } from './errors.ts';
+import { P_AT, P_CH, P_CHU, P_EE, P_SE, P_SEANY, type DatatypeJson, type SchemaTablesJson } from './tables.ts';
+
+/**
+ * The grammar runtime: interprets the generated tables to decode and encode schema-informed, non-strict,
+ * bit-packed EXI bodies (EXI 1.0 §8.5.4 grammars, §7 datatypes) with the ISO 15118 options
+ * (header 0x80, no options; string table value hits understood on input, not produced unless asked).
+ *
+ * Message shape (the public API, as the public vectors print it): an element is keyed by its local name; complex
+ * content is an object of attributes and children; repeated children are arrays; simple content with attributes
+ * has its value under `CONTENT`; integers are numbers (bigint beyond 2^53); booleans are 0/1; binary is lowercase
+ * hex; enumerations are their string values.
+ */
+
+export type ExiValue = string | number | bigint | ExiObject | ExiValue[];
+export interface ExiObject {
+  [key: string]: ExiValue | undefined;
+}
+
+const enum Dt {
+  Str,
+  Bin,
+  Bool,
+  NBit,
+  UInt,
+  Int,
+  Enum,
+}
+
+interface Datatype {
+  kind: Dt;
+  bits: number; // n-bit width / enum width
+  min: number; // n-bit minimum
+  groups: number; // max 7-bit groups
+  values: string[]; // enumeration
+  index: Map<string, number>;
+}
+
+interface Production {
+  kind: number;
+  name: number; // qname index (AT, SE)
+  key: string; // local name (JSON key)
+  grammar: Grammar | null; // SE
+  dt: Datatype | null; // AT, CH
+  next: number;
+  array: boolean;
+  /** Repeated child carried as a bare value when it occurs once. */
+  oneOrMany: boolean;
+}
+
+interface State {
+  bits: number;
+  prods: Production[];
+  eeFirst: boolean; // EE is a first-level production
+  l2bits: number; // width of second-level codes
+}
+
+export interface Grammar {
+  name: string;
+  states: State[];
+  /** Simple type (no attributes): the element's value is the bare value. */
+  simple: boolean;
+  /** Simple content with attributes: the value goes under CONTENT. */
+  simpleContent: boolean;
+}
+
+export interface CompiledSchema {
+  id: string;
+  names: [string, string][];
+  grammars: Grammar[];
+  doc: { name: number; key: string; grammar: Grammar | null }[];
+  docBits: number;
+  docByKey: Map<string, number>;
+  frag: { name: number; key: string; grammar: Grammar | null }[];
+  fragBits: number;
+  fragByKey: Map<string, number>;
+}
+
+export interface DecodeOptions {
+  /** Upper bound on nesting depth (hostile input). */
+  maxDepth?: number;
+}
+export interface EncodeOptions {
+  /** Emit string-table value hits for repeated strings (EXIficient's default). ISO 15118 stacks do not. */
+  valueHits?: boolean;
+  /** End an element whose mandatory content is absent with the undeclared (second-level) EE. Off: such a message is an error. */
+  undeclaredEnd?: boolean;
+}
+
+const CONTENT = 'CONTENT';
+
+function compileDatatype(j: DatatypeJson): Datatype {
+  const d: Datatype = { kind: Dt.Str, bits: 0, min: 0, groups: 0, values: [], index: new Map() };
+  switch (j[0]) {
+    case 's': d.kind = Dt.Str; break;
+    case 'b': d.kind = Dt.Bin; break;
+    case 'o': d.kind = Dt.Bool; break;
+    case 'n': d.kind = Dt.NBit; d.bits = j[1]; d.min = j[2]; break;
+    case 'u': d.kind = Dt.UInt; d.groups = j[1]; break;
+    case 'i': d.kind = Dt.Int; d.groups = j[1]; break;
+    case 'e':
+      d.kind = Dt.Enum;
+      d.values = j.slice(1) as string[];
+      d.bits = bitsFor(d.values.length);
+      d.values.forEach((v, i) => d.index.set(v, i));
+      break;
+  }
+  return d;
+}
+
+export function compileSchema(id: string, t: SchemaTablesJson): CompiledSchema {
+  const dts = t.datatypes.map(compileDatatype);
+  const grammars: Grammar[] = t.grammars.map((g) => ({ name: g.n, states: [], simple: false, simpleContent: false }));
+  t.grammars.forEach((gj, gi) => {
+    const g = grammars[gi]!;
+    g.states = gj.s.map(([l2kind, ...prods]) => {
+      const ps: Production[] = prods.map((p) => {
+        const kind = p[0]!;
+        const prod: Production = { kind, name: -1, key: '', grammar: null, dt: null, next: -1, array: false, oneOrMany: false };
+        if (kind === P_AT) {
+          prod.name = p[1]!;
+          prod.key = t.names[p[1]!]![1];
+          prod.dt = dts[p[2]!]!;
+          prod.next = p[3]!;
+        } else if (kind === P_SE) {
+          prod.name = p[1]!;
+          prod.key = t.names[p[1]!]![1];
+          prod.grammar = grammars[p[2]!]!;
+          prod.next = p[3]!;
+          prod.array = p[4] === 1;
+          prod.oneOrMany = p[4] === 2;
+        } else if (kind === P_CH) {
+          prod.dt = dts[p[1]!]!;
+          prod.next = p[2]!;
+        } else if (kind === P_SEANY || kind === P_CHU) {
+          prod.next = p[1]!;
+        }
+        return prod;
+      });
+      const eeFirst = ps.some((p) => p.kind === P_EE);
+      // Second-level productions added when strict is false (EXI §8.5.4.4.1): [EE], xsi:type, xsi:nil, AT(*),
+      // AT(untyped), SE(*), CH for the first state; [EE], AT(*), AT(untyped), SE(*), CH up to content; [EE], SE(*), CH after.
+      const l2count = (l2kind === 0 ? 6 : l2kind === 1 ? 4 : 2) + (eeFirst ? 0 : 1);
+      return { bits: bitsFor(ps.length + 1), prods: ps, eeFirst, l2bits: bitsFor(l2count) };
+    });
+    const s0 = g.states[0]!;
+    g.simple = g.states.length === 2 && s0.prods.length === 1 && s0.prods[0]!.kind === P_CH;
+    g.simpleContent = !g.simple && g.states.some((s) => s.prods.some((p) => p.kind === P_CH));
+  });
+  const doc = t.doc.map(([n, g]) => ({ name: n, key: t.names[n]![1], grammar: g < 0 ? null : grammars[g]! }));
+  const frag = t.frag.map(([n, g]) => ({ name: n, key: t.names[n]![1], grammar: g < 0 ? null : grammars[g]! }));
+  const byKey = (list: { key: string; grammar: Grammar | null }[]): Map<string, number> => {
+    const m = new Map<string, number>();
+    list.forEach((e, i) => {
+      if (e.grammar && !m.has(e.key)) m.set(e.key, i);
+    });
+    return m;
+  };
+  return {
+    id,
+    names: t.names,
+    grammars,
+    doc,
+    docBits: bitsFor(doc.length + 1),
+    docByKey: byKey(doc),
+    frag,
+    fragBits: bitsFor(frag.length + 2),
+    fragByKey: byKey(frag),
+  };
+}
+
+// ------------------------------------------------------------------------------------------------ decoding
+
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+
+class Decoder {
+  private global: string[] = [];
+  private local: (string[] | undefined)[] = [];
+  private depth = 0;
+
+  constructor(private readonly r: BitReader, private readonly maxDepth: number) {}
+
+  element(g: Grammar, name: number): ExiValue {
+    if (++this.depth > this.maxDepth) throw exiError('EXI_LIMIT', 'element nesting too deep', { maxDepth: this.maxDepth });
+    const r = this.r;
+    let obj: ExiObject | undefined;
+    let simpleValue: ExiValue | undefined;
+    let state = g.states[0]!;
+    for (;;) {
+      const code = state.bits === 0 ? 0 : r.readBits(state.bits);
+      const prods = state.prods;
+      if (code >= prods.length) {
+        if (code > prods.length) throw exiError('EXI_INVALID', 'event code out of range', { grammar: g.name, code });
+        // Second level: only the undeclared EE can be represented in the message shape.
+        const c2 = r.readBits(state.l2bits);
+        if (c2 === 0 && !state.eeFirst) break;
+        throw exiError('EXI_UNSUPPORTED', 'undeclared event (non-strict second level) not supported', { grammar: g.name, code: `${code}.${c2}` });
+      }
+      const p = prods[code]!;
+      switch (p.kind) {
+        case P_EE:
+          this.depth--;
+          if (g.simple) {
+            if (simpleValue === undefined) throw exiError('EXI_INVALID', 'simple element without value', { grammar: g.name });
+            return simpleValue;
+          }
+          return obj ?? {};
+        case P_AT:
+          (obj ??= {})[p.key] = this.value(p.dt!, p.name);
+          break;
+        case P_CH: {
+          const v = this.value(p.dt!, name);
+          if (g.simple) simpleValue = v;
+          else (obj ??= {})[CONTENT] = v;
+          break;
+        }
+        case P_SE: {
+          const child = this.element(p.grammar!, p.name);
+          obj ??= {};
+          if (p.array) {
+            const arr = obj[p.key];
+            if (arr === undefined) obj[p.key] = [child];
+            else (arr as ExiValue[]).push(child);
+          } else if (p.oneOrMany) {
+            const prev = obj[p.key];
+            if (prev === undefined) obj[p.key] = child;
+            else if (Array.isArray(prev)) prev.push(child);
+            else obj[p.key] = [prev, child];
+          } else obj[p.key] = child;
+          break;
+        }
+        default:
+          throw exiError('EXI_UNSUPPORTED', 'wildcard or mixed content not supported', { grammar: g.name });
+      }
+      state = g.states[p.next]!;
+    }
+    // Undeclared EE.
+    this.depth--;
+    if (g.simple) {
+      if (simpleValue === undefined) throw exiError('EXI_UNSUPPORTED', 'simple element ended without a value', { grammar: g.name });
+      return simpleValue;
+    }
+    return obj ?? {};
+  }
+
+  value(dt: Datatype, name: number): ExiValue {
+    const r = this.r;
+    switch (dt.kind) {
+      case Dt.NBit:
+        return r.readBits(dt.bits) + dt.min;
+      case Dt.Bool:
+        return r.readBit();
+      case Dt.Enum: {
+        const i = r.readBits(dt.bits);
+        const v = dt.values[i];
+        if (v === undefined) throw exiError('EXI_INVALID', 'enumeration index out of range', { index: i });
+        return v;
+      }
+      case Dt.UInt:
+        return r.readUnsigned(dt.groups);
+      case Dt.Int: {
+        const neg = r.readBit();
+        const m = r.readUnsigned(dt.groups);
+        if (!neg) return m;
+        return typeof m === 'bigint' ? -m - 1n : m + 1 > Number.MAX_SAFE_INTEGER ? -BigInt(m) - 1n : -m - 1;
+      }
+      case Dt.Bin: {
+        const len = r.readLength(r.remainingBits() >>> 3);
+        let s = '';
+        for (let i = 0; i < len; i++) s += HEX[r.readBits(8)]!;
+        return s;
+      }
+      case Dt.Str:
+        return this.string(name);
+    }
+  }
+
+  private string(name: number): string {
+    const r = this.r;
+    const L = r.readLength((r.remainingBits() >>> 3) + 2);
+    if (L === 0) {
+      const table = this.local[name];
+      const n = table ? table.length : 0;
+      const i = r.readBits(bitsFor(n));
+      if (!table || i >= n) throw exiError('EXI_INVALID', 'string table local hit out of range', { index: i });
+      return table[i]!;
+    }
+    if (L === 1) {
+      const n = this.global.length;
+      const i = r.readBits(bitsFor(n));
+      if (i >= n) throw exiError('EXI_INVALID', 'string table global hit out of range', { index: i });
+      return this.global[i]!;
+    }
+    const len = L - 2;
+    if (len * 8 > r.remainingBits()) throw exiError('EXI_TRUNCATED', 'string longer than the stream', { len });
+    let s = '';
+    for (let i = 0; i < len; i++) {
+      const cp = r.readLength(0x10ffff);
+      s += cp < 0x10000 ? String.fromCharCode(cp) : String.fromCodePoint(cp);
+    }
+    if (len > 0) {
+      this.global.push(s);
+      (this.local[name] ??= []).push(s);
+    }
+    return s;
+  }
+}
+
+function readHeader(r: BitReader): void {
+  const h = r.readBits(8);
+  if (h !== 0x80) throw exiError('EXI_HEADER', 'unsupported EXI header (expected 0x80)', { header: h });
+}
+
+const DEFAULT_MAX_DEPTH = 64;
+
+function decodeWith(list: CompiledSchema['doc'], bits: number, fragment: boolean, bytes: Uint8Array, opts: DecodeOptions): ExiObject {
+  if (!(bytes instanceof Uint8Array)) throw exiError('EXI_INVALID', 'input is not bytes');
+  const r = new BitReader(bytes);
+  readHeader(r);
+  const d = new Decoder(r, opts.maxDepth ?? DEFAULT_MAX_DEPTH);
+  const code = r.readBits(bits);
+  const e = list[code];
+  if (!e) throw exiError(code === list.length ? 'EXI_UNSUPPORTED' : 'EXI_INVALID', 'root element code not declared', { code });
+  if (!e.grammar) throw exiError('EXI_INVALID', 'abstract root element', { element: e.key });
+  const value = d.element(e.grammar, e.name);
+  if (fragment) {
+    const end = r.readBits(bits);
+    if (end !== list.length + 1) throw exiError('EXI_UNSUPPORTED', 'fragment with more than one element', { code: end });
+  }
+  // DocEnd: ED has a zero-bit code; trailing bytes are ignored.
+  return { [e.key]: value };
+}
+
+export function decodeDocument(s: CompiledSchema, bytes: Uint8Array, opts: DecodeOptions = {}): ExiObject {
+  return decodeWith(s.doc, s.docBits, false, bytes, opts);
+}
+
+export function decodeFragment(s: CompiledSchema, bytes: Uint8Array, opts: DecodeOptions = {}): ExiObject {
+  return decodeWith(s.frag, s.fragBits, true, bytes, opts);
+}
+
+// ------------------------------------------------------------------------------------------------ encoding
+
+class Encoder {
+  private global = new Map<string, number>();
+  private local: (Map<string, number> | undefined)[] = [];
+  private depth = 0;
+
+  constructor(private readonly w: BitWriter, private readonly opts: EncodeOptions) {}
+
+  element(g: Grammar, name: number, value: unknown, path: string): void {
+    if (++this.depth > DEFAULT_MAX_DEPTH) throw exiError('EXI_ENCODE_INVALID', 'message nested too deep', { path });
+    const w = this.w;
+    if (g.simple) {
+      const s0 = g.states[0]!;
+      w.writeBits(s0.bits, 0);
+      this.value(s0.prods[0]!.dt!, name, value, path);
+      const s1 = g.states[1]!;
+      w.writeBits(s1.bits, 0);
+      this.depth--;
+      return;
+    }
+    if (typeof value !== 'object' || value === null || Array.isArray(value) || value instanceof Uint8Array) {
+      throw exiError('EXI_ENCODE_INVALID', 'expected an object', { path, type: g.name });
+    }
+    const obj = value as Record<string, unknown>;
+    const used = new Map<string, number>(); // key → items consumed
+    let state = g.states[0]!;
+    for (;;) {
+      const prods = state.prods;
+      let chosen = -1;
+      let ee = -1;
+      for (let i = 0; i < prods.length; i++) {
+        const p = prods[i]!;
+        if (p.kind === P_EE) {
+          if (ee < 0) ee = i;
+          continue;
+        }
+        if (p.kind === P_CH) {
+          if (obj[CONTENT] !== undefined && !used.has(CONTENT)) {
+            chosen = i;
+            break;
+          }
+          continue;
+        }
+        if (p.kind !== P_AT && p.kind !== P_SE) continue;
+        const v = obj[p.key];
+        if (v === undefined) continue;
+        const n = used.get(p.key) ?? 0;
+        if (p.array || (p.oneOrMany && Array.isArray(v))) {
+          if (!Array.isArray(v)) throw exiError('EXI_ENCODE_INVALID', 'expected an array', { path: `${path}.${p.key}` });
+          if (n < v.length) {
+            chosen = i;
+            break;
+          }
+        } else if (n === 0) {
+          chosen = i;
+          break;
+        }
+      }
+      if (chosen < 0) {
+        if (ee >= 0) {
+          w.writeBits(state.bits, ee);
+          break;
+        }
+        if (this.opts.undeclaredEnd && !state.eeFirst) {
+          w.writeBits(state.bits, prods.length);
+          w.writeBits(state.l2bits, 0);
+          break;
+        }
+        const expected = prods.filter((p) => p.kind === P_SE || p.kind === P_AT).map((p) => p.key);
+        throw exiError('EXI_ENCODE_INVALID', 'missing mandatory content', { path, type: g.name, expected: prods.some((p) => p.kind === P_CH) ? [CONTENT] : expected });
+      }
+      const p = prods[chosen]!;
+      w.writeBits(state.bits, chosen);
+      if (p.kind === P_CH) {
+        used.set(CONTENT, 1);
+        this.value(p.dt!, name, obj[CONTENT], `${path}.${CONTENT}`);
+      } else {
+        const n = used.get(p.key) ?? 0;
+        used.set(p.key, n + 1);
+        const many = p.array || (p.oneOrMany && Array.isArray(obj[p.key]));
+        const v = many ? (obj[p.key] as unknown[])[n] : obj[p.key];
+        const sub = many ? `${path}.${p.key}[${n}]` : `${path}.${p.key}`;
+        if (p.kind === P_AT) this.value(p.dt!, p.name, v, sub);
+        else this.element(p.grammar!, p.name, v, sub);
+      }
+      state = g.states[p.next]!;
+    }
+    // Everything given must have been encoded: unknown keys or surplus array items are errors, not silent drops.
+    for (const k in obj) {
+      const v = obj[k];
+      if (v === undefined) continue;
+      const n = used.get(k) ?? 0;
+      if (n === 0 || (Array.isArray(v) && n < v.length)) {
+        throw exiError('EXI_ENCODE_INVALID', n === 0 ? 'field not allowed here' : 'more items than the schema allows here', { path: `${path}.${k}`, type: g.name });
+      }
+    }
+    this.depth--;
+  }
+
+  value(dt: Datatype, name: number, v: unknown, path: string): void {
+    const w = this.w;
+    switch (dt.kind) {
+      case Dt.NBit: {
+        const n = toInteger(v, path);
+        const off = typeof n === 'bigint' ? Number(n) - dt.min : n - dt.min;
+        if (!(off >= 0 && off < 2 ** dt.bits) && !(dt.bits === 0 && off === 0)) throw exiError('EXI_ENCODE_INVALID', 'integer out of the type range', { path, value: String(v) });
+        w.writeBits(dt.bits, off);
+        return;
+      }
+      case Dt.Bool:
+        if (v === 1 || v === true) w.writeBits(1, 1);
+        else if (v === 0 || v === false) w.writeBits(1, 0);
+        else throw exiError('EXI_ENCODE_INVALID', 'expected a boolean (0/1)', { path });
+        return;
+      case Dt.Enum: {
+        const i = typeof v === 'string' ? dt.index.get(v) : undefined;
+        if (i === undefined) throw exiError('EXI_ENCODE_INVALID', 'not a value of the enumeration', { path, value: String(v) });
+        w.writeBits(dt.bits, i);
+        return;
+      }
+      case Dt.UInt: {
+        const n = toInteger(v, path);
+        if (n < 0 || bitLength(n) > dt.groups * 7) throw exiError('EXI_ENCODE_INVALID', 'unsigned integer out of range', { path, value: String(v) });
+        w.writeUnsigned(n);
+        return;
+      }
+      case Dt.Int: {
+        const n = toInteger(v, path);
+        if (n < 0) {
+          w.writeBits(1, 1);
+          const m = typeof n === 'bigint' ? -n - 1n : -n - 1;
+          if (bitLength(m) > dt.groups * 7) throw exiError('EXI_ENCODE_INVALID', 'integer out of range', { path });
+          w.writeUnsigned(m);
+        } else {
+          if (bitLength(n) > dt.groups * 7) throw exiError('EXI_ENCODE_INVALID', 'integer out of range', { path });
+          w.writeBits(1, 0);
+          w.writeUnsigned(n);
+        }
+        return;
+      }
+      case Dt.Bin: {
+        const bytes = toBytes(v, path);
+        w.writeUnsigned(bytes.length);
+        for (let i = 0; i < bytes.length; i++) w.writeBits(8, bytes[i]!);
+        return;
+      }
+      case Dt.Str:
+        if (typeof v !== 'string') throw exiError('EXI_ENCODE_INVALID', 'expected a string', { path });
+        this.string(name, v);
+        return;
+    }
+  }
+
+  private string(name: number, s: string): void {
+    const w = this.w;
+    if (this.opts.valueHits && s.length > 0) {
+      const local = this.local[name];
+      const li = local?.get(s);
+      if (li !== undefined) {
+        w.writeUnsigned(0);
+        w.writeBits(bitsFor(local!.size), li);
+        return;
+      }
+      const gi = this.global.get(s);
+      if (gi !== undefined) {
+        w.writeUnsigned(1);
+        w.writeBits(bitsFor(this.global.size), gi);
+        return;
+      }
+      this.global.set(s, this.global.size);
+      const m = (this.local[name] ??= new Map());
+      m.set(s, m.size);
+    }
+    // Length in code points, then each code point.
+    let count = 0;
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i);
+      if (c >= 0xd800 && c < 0xdc00 && i + 1 < s.length) i++;
+      count++;
+    }
+    w.writeUnsigned(count + 2);
+    for (let i = 0; i < s.length; i++) {
+      const cp = s.codePointAt(i)!;
+      if (cp > 0xffff) i++;
+      w.writeUnsigned(cp);
+    }
+  }
+}
+
+function bitLength(n: number | bigint): number {
+  if (typeof n === 'bigint') return n <= 0n ? 0 : n.toString(2).length;
+  return n <= 0 ? 0 : Math.floor(Math.log2(n)) + 1;
+}
+
+function toInteger(v: unknown, path: string): number | bigint {
+  if (typeof v === 'number' && Number.isSafeInteger(v)) return v;
+  if (typeof v === 'bigint') return v;
+  if (typeof v === 'string' && /^-?\d+$/.test(v)) {
+    const b = BigInt(v);
+    return b >= BigInt(Number.MIN_SAFE_INTEGER) && b <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(b) : b;
+  }
+  throw exiError('EXI_ENCODE_INVALID', 'expected an integer', { path, value: String(v) });
+}
+
+function toBytes(v: unknown, path: string): Uint8Array {
+  if (v instanceof Uint8Array) return v;
+  if (typeof v === 'string' && v.length % 2 === 0 && /^[0-9a-fA-F]*$/.test(v)) {
+    const out = new Uint8Array(v.length / 2);
+    for (let i = 0; i < out.length; i++) out[i] = parseInt(v.substr(i * 2, 2), 16);
+    return out;
+  }
+  throw exiError('EXI_ENCODE_INVALID', 'expected binary as a hex string or bytes', { path });
+}
+
+function encodeWith(list: CompiledSchema['doc'], byKey: Map<string, number>, bits: number, fragment: boolean, message: unknown, opts: EncodeOptions): Uint8Array {
+  if (typeof message !== 'object' || message === null) throw exiError('EXI_ENCODE_INVALID', 'message must be an object { ElementName: content }');
+  const keys = Object.keys(message).filter((k) => (message as Record<string, unknown>)[k] !== undefined);
+  if (keys.length !== 1) throw exiError('EXI_ENCODE_INVALID', 'message must have exactly one root element', { keys });
+  const key = keys[0]!;
+  const idx = byKey.get(key);
+  if (idx === undefined) throw exiError('EXI_UNKNOWN_SCHEMA', 'no such root element in this schema', { element: key });
+  const e = list[idx]!;
+  const w = new BitWriter();
+  w.writeBits(8, 0x80);
+  w.writeBits(bits, idx);
+  new Encoder(w, opts).element(e.grammar!, e.name, (message as Record<string, unknown>)[key], key);
+  if (fragment) w.writeBits(bits, list.length + 1);
+  return w.finish();
+}
+
+export function encodeDocument(s: CompiledSchema, message: unknown, opts: EncodeOptions = {}): Uint8Array {
+  return encodeWith(s.doc, s.docByKey, s.docBits, false, message, opts);
+}
+
+export function encodeFragmentWith(s: CompiledSchema, message: unknown, opts: EncodeOptions = {}): Uint8Array {
+  return encodeWith(s.frag, s.fragByKey, s.fragBits, true, message, opts);
+}
