@@ -1,11 +1,13 @@
 import type { Command } from 'commander';
 import type { GlobalOptions } from '../runtime.ts';
+import { registerSlac } from './slac.ts';
+import { registerSimSlac } from './sim-slac.ts';
 
 /** A subcommand module: adds itself to the program. Global options are read lazily at action time. */
 export type CommandModule = (program: Command, globals: () => GlobalOptions) => void;
 
 // One line per command module; each module is the composition root of its subcommand.
-const modules: CommandModule[] = [];
+const modules: CommandModule[] = [registerSlac, registerSimSlac];
 
 export function registerCommands(program: Command, globals: () => GlobalOptions): void {
   for (const register of modules) register(program, globals);

@@ -1,0 +1,50 @@
+import { Option, type Command } from 'commander';
+import { runSlac } from '../../firmware/slac/driver.ts';
+import { toHex } from '../../firmware/slac/codec.ts';
+import { AfPacketLink } from '../../hal/plc/af-packet.ts';
+import { createRuntime, type GlobalOptions } from '../runtime.ts';
+
+/**
+ * `evcc slac --iface IF`: SLAC alone (EV side) on a real netdev through AF_PACKET, every step in the bench log.
+ * Composition root: SystemClock + AfPacketLink + the `slac` config section (flags override it).
+ */
+export function registerSlac(program: Command, globals: () => GlobalOptions): void {
+  program
+    .command('slac')
+    .description('run ISO 15118-3 SLAC (EV side) on a PLC modem interface and report the match')
+    .requiredOption('-i, --iface <name>', 'network interface of the PLC modem (needs CAP_NET_RAW)')
+    .addOption(new Option('--parm-retries <n>', 'CM_SLAC_PARM.REQ retries (default C_EV_match_retry = 2)').argParser(Number))
+    .addOption(new Option('--interval <ms>', 'TP_EV_batch_msg_interval in ms (default 40)').argParser(Number))
+    .addOption(new Option('--threshold <dB>', 'highest acceptable average attenuation').argParser(Number))
+    .option('--json', 'print the result as one JSON line on stdout (keys included: bench use only)')
+    .action(async (opts: { iface: string; parmRetries?: number; interval?: number; threshold?: number; json?: boolean }) => {
+      const rt = await createRuntime(globals());
+      const log = rt.log('SLAC');
+      const raw = { ...((rt.rawConfig.slac as Record<string, unknown> | undefined) ?? {}) };
+      if (opts.parmRetries !== undefined) raw.parmReqRetries = opts.parmRetries;
+      if (opts.interval !== undefined) raw.batchMsgIntervalMs = opts.interval;
+      if (opts.threshold !== undefined) raw.maxAverageAttenuationDb = opts.threshold;
+      const link = await AfPacketLink.open(opts.iface);
+      const ac = new AbortController();
+      const stop = () => ac.abort(new Error('interrupted'));
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+      try {
+        const result = await runSlac({ link, clock: rt.clock, log, settings: raw, signal: ac.signal });
+        for (const e of result.evses) {
+          log.info({ evse: e.mac, averageAttenuationDb: e.averageAttenuationDb, chosen: e.chosen }, `EVSE ${e.mac}${e.chosen ? ' (matched)' : ''}`);
+        }
+        if (opts.json) {
+          process.stdout.write(`${JSON.stringify({
+            evseMac: result.evseMac, nid: toHex(result.nid), nmk: toHex(result.nmk), runId: toHex(result.runId),
+            evses: result.evses, timings: result.timings, retries: result.retries,
+          })}\n`);
+        }
+      } finally {
+        process.off('SIGINT', stop);
+        process.off('SIGTERM', stop);
+        await link.close();
+        await rt.close();
+      }
+    });
+}
