@@ -1,0 +1,67 @@
+import { readFile } from 'node:fs/promises';
+import { EvccError } from '../../firmware/errors.ts';
+import { KeyService } from '../../firmware/keys/key-service.ts';
+import { commitRelease } from '../../boot/commit.ts';
+import { installReleasePolicy, measuredBoot } from '../../boot/measured-boot.ts';
+import { addTpmOptions, withTpm, type TpmCommandOptions } from './tpm.ts';
+import type { CommandModule } from './index.ts';
+
+async function readJson(path: string): Promise<unknown> {
+  try {
+    return JSON.parse(await readFile(path, 'utf8')) as unknown;
+  } catch (err) {
+    throw new EvccError('POLICY_MALFORMED', `cannot read signed policy ${path}`, { path }, { cause: err });
+  }
+}
+
+function print(v: unknown): void {
+  process.stdout.write(`${JSON.stringify(v, null, 2)}\n`);
+}
+
+/** `evcc boot` (measured boot, once per boot, before the runtime), `evcc boot commit`, `evcc boot install-policy`. */
+export const registerBoot: CommandModule = (program, globals) => {
+  const boot = addTpmOptions(program.command('boot'))
+    .description('measured boot: measure the installed bundle into PCR 14, verify it (RAUC keyring), check the anti-rollback counter, cache the release ticket')
+    .option('--bundle <file>', 'installed RAUC bundle (config tpm.bundlePath)')
+    .option('--keyring <pem>', 'OEM bundle keyring (config tpm.keyring)')
+    .option('--policy <file>', 'signed state policy of this release, if not installed yet')
+    .action(async (o: TpmCommandOptions & { bundle?: string; keyring?: string; policy?: string }) => {
+      await withTpm(globals(), o, async (c) => {
+        const log = c.rt.log('BOOT');
+        try {
+          const r = await measuredBoot({ ...c, log }, {
+            bundlePath: o.bundle ?? c.settings.bundlePath,
+            keyring: o.keyring ?? c.settings.keyring,
+            policy: o.policy ? await readJson(o.policy) : undefined,
+          });
+          print(r);
+        } catch (err) {
+          log.error({ code: (err as EvccError).code }, `measured boot failed: ${(err as Error).message} (runtime starts degraded: EIM only)`);
+          throw err;
+        }
+      });
+    });
+
+  addTpmOptions(boot.command('commit'))
+    .description('A/B commit: after the running release signed through the TPM, raise the NV anti-rollback counter to its version')
+    .action(async (o: TpmCommandOptions) => {
+      await withTpm(globals(), { ...boot.opts<TpmCommandOptions>(), ...o }, async (c) => {
+        const keys = await KeyService.open(c);
+        try {
+          print(await commitRelease({ ...c, log: c.rt.log('BOOT'), keys }));
+        } finally {
+          await keys.close();
+        }
+      });
+    });
+
+  addTpmOptions(boot.command('install-policy'))
+    .description('verify a release\'s signed state policy with the TPM and cache its ticket (OTA: before the reboot into it)')
+    .requiredOption('--policy <file>', 'signed state policy JSON from `evcc oem release`')
+    .action(async (o: TpmCommandOptions & { policy: string }) => {
+      await withTpm(globals(), { ...boot.opts<TpmCommandOptions>(), ...o }, async (c) => {
+        const r = await installReleasePolicy({ ...c, log: c.rt.log('BOOT') }, await readJson(o.policy), undefined);
+        print({ version: r.policy.version, ticket: r.ticket });
+      });
+    });
+};

@@ -1,0 +1,186 @@
+import { readFile, rm, writeFile, open as openFile, stat } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import { mkdir } from 'node:fs/promises';
+import { Command, Option } from 'commander';
+import { EvccError } from '../../firmware/errors.ts';
+import { KeyService } from '../../firmware/keys/key-service.ts';
+import { backendExport, provisionTpm } from '../../firmware/keys/provision.ts';
+import { TpmSettings } from '../../firmware/keys/settings.ts';
+import { parseSettings } from '../../firmware/settings.ts';
+import type { Logger } from '../../firmware/log/logger.ts';
+import { FsStore } from '../../hal/store/fs-store.ts';
+import { Tpm2Tools } from '../../hal/tpm/tpm2-tools.ts';
+import type { Tpm } from '../../hal/tpm/types.ts';
+import { createRuntime, type GlobalOptions, type Runtime } from '../runtime.ts';
+import type { CommandModule } from './index.ts';
+
+/** Options every TPM-touching command takes (override the config file). */
+export interface TpmCommandOptions {
+  tcti?: string;
+  dataDir?: string;
+  runDir?: string;
+}
+
+export function addTpmOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--tcti <tcti>', 'TPM2TOOLS_TCTI (config tpm.tcti; e.g. swtpm:host=127.0.0.1,port=2321)'))
+    .addOption(new Option('--data-dir <dir>', 'persistent data dir (config dataDir)'))
+    .addOption(new Option('--run-dir <dir>', 'volatile run dir, tmpfs on the device (config runDir)'));
+}
+
+export interface TpmContext {
+  rt: Runtime;
+  settings: TpmSettings;
+  tpm: Tpm;
+  data: FsStore;
+  run: FsStore;
+  log: Logger;
+  close(): Promise<void>;
+}
+
+/** Composition of the TPM part: runtime, tpm2-tools driver, data and run stores. */
+export async function openTpmContext(globals: GlobalOptions, o: TpmCommandOptions): Promise<TpmContext> {
+  const overrides: Record<string, unknown> = {};
+  if (o.dataDir) overrides.dataDir = o.dataDir;
+  if (o.runDir) overrides.runDir = o.runDir;
+  const rt = await createRuntime(globals, overrides);
+  const settings = parseSettings(TpmSettings, { ...(rt.rawConfig.tpm as object | undefined), ...(o.tcti ? { tcti: o.tcti } : {}) }, 'config.tpm');
+  const data = await FsStore.open(rt.settings.dataDir);
+  const run = await FsStore.open(rt.settings.runDir);
+  const log = rt.log('TPM');
+  const tpm = await Tpm2Tools.open({ tcti: settings.tcti, runDir: rt.settings.runDir, log });
+  return {
+    rt, settings, tpm, data, run, log,
+    async close() {
+      await tpm.close();
+      await rt.close();
+    },
+  };
+}
+
+export async function withTpm<T>(globals: GlobalOptions, o: TpmCommandOptions, fn: (c: TpmContext) => Promise<T>): Promise<T> {
+  const c = await openTpmContext(globals, o);
+  try {
+    return await fn(c);
+  } finally {
+    await c.close();
+  }
+}
+
+async function readText(path: string, what: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    throw new EvccError('CONFIG_INVALID', `cannot read ${what} ${path}`, { path }, { cause: err });
+  }
+}
+
+export async function writeExport(dir: string, files: Record<string, Uint8Array | string>): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o755 });
+  for (const [name, content] of Object.entries(files)) await writeFile(join(dir, name), content, { mode: 0o644 });
+}
+
+/** Overwrites a plaintext key file with zeros, syncs and unlinks it (compat path: "imported then destroyed"). */
+async function destroyFile(path: string): Promise<void> {
+  const size = (await stat(path)).size;
+  const fh = await openFile(path, 'r+');
+  try {
+    await fh.write(Buffer.alloc(size), 0, size, 0);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rm(path, { force: true });
+}
+
+function print(v: unknown): void {
+  process.stdout.write(`${JSON.stringify(v, null, 2)}\n`);
+}
+
+export const registerTpm: CommandModule = (program, globals) => {
+  const tpm = program.command('tpm').description('TPM 2.0 key service: factory provisioning, contract keys, signing');
+
+  addTpmOptions(tpm.command('provision'))
+    .description('factory step: SRK, storage key, NV counter (and the OEM provisioning key after the first good boot); idempotent, never overwrites')
+    .requiredOption('--oem-policy-key <pem>', 'OEM policy-signing PUBLIC key (PEM)')
+    .option('--policy-ref <string>', 'policyRef signed with every state policy', undefined)
+    .option('--export <dir>', 'write what the OEM/MO backends need (storage key public, names, policy digests)')
+    .action(async (o: TpmCommandOptions & { oemPolicyKey: string; policyRef?: string; export?: string }) => {
+      await withTpm(globals(), o, async (c) => {
+        const pem = await readText(o.oemPolicyKey, 'OEM policy key');
+        const r = await provisionTpm(c, { oemPolicyKeyPem: pem, policyRef: o.policyRef ? new TextEncoder().encode(o.policyRef) : undefined });
+        if (o.export) await writeExport(o.export, backendExport(r.record));
+        c.log.info({ created: r.created }, r.created.length ? `provisioned: ${r.created.join(', ')}` : 'already provisioned, nothing changed');
+        print({ created: r.created, storageKeyName: r.record.storageKey.name, policies: r.record.policies, nvCounter: r.record.nvCounter,
+          oemProvisioningKey: r.record.oemProvisioningKey ? 'present' : 'pending' });
+      });
+    });
+
+  addTpmOptions(tpm.command('export'))
+    .description('write the backend export of a provisioned TPM')
+    .requiredOption('--out <dir>', 'output directory')
+    .action(async (o: TpmCommandOptions & { out: string }) => {
+      await withTpm(globals(), o, async (c) => {
+        const keys = await KeyService.open(c);
+        await writeExport(o.out, backendExport(keys.provisioning));
+      });
+    });
+
+  addTpmOptions(tpm.command('status'))
+    .description('provisioning, booted release, counter, contract keys')
+    .action(async (o: TpmCommandOptions) => {
+      await withTpm(globals(), o, async (c) => print(await (await KeyService.open(c)).status()));
+    });
+
+  addTpmOptions(tpm.command('import-contract-key'))
+    .description('import a contract key: --blob (direct import from the MO) or --plaintext (compatibility path; the file is destroyed)')
+    .option('--blob <file>', 'evcc-tpm-import/1 blob from `evcc mo wrap-contract-key`')
+    .option('--plaintext <file>', 'PEM private key (ISO 15118-2 CertificateInstallationRes path); overwritten and deleted after import')
+    .action(async (o: TpmCommandOptions & { blob?: string; plaintext?: string }) => {
+      if (!o.blob === !o.plaintext) throw new EvccError('CONFIG_INVALID', 'give exactly one of --blob or --plaintext');
+      await withTpm(globals(), o, async (c) => {
+        const keys = await KeyService.open(c);
+        try {
+          let r;
+          if (o.blob) {
+            r = await keys.importContractKey(new Uint8Array(await readFile(o.blob)));
+          } else {
+            const pem = new Uint8Array(await readFile(o.plaintext!));
+            try {
+              r = await keys.importPlaintextContractKey(pem);
+            } finally {
+              pem.fill(0);
+              await destroyFile(o.plaintext!);
+            }
+          }
+          print(r);
+        } finally {
+          await keys.close();
+        }
+      });
+    });
+
+  addTpmOptions(tpm.command('sign'))
+    .description('sign a SHA-256 digest with the contract or OEM provisioning key; prints raw r||s (base64)')
+    .addOption(new Option('--key <which>', 'key').choices(['contract', 'provisioning']).default('contract'))
+    .option('--digest <hex>', '32-byte digest, hex')
+    .option('--in <file>', 'file whose SHA-256 is signed')
+    .option('--out <file>', 'write the 64-byte raw signature here')
+    .action(async (o: TpmCommandOptions & { key: 'contract' | 'provisioning'; digest?: string; in?: string; out?: string }) => {
+      if (!o.digest === !o.in) throw new EvccError('CONFIG_INVALID', 'give exactly one of --digest or --in');
+      const digest = o.digest
+        ? new Uint8Array(Buffer.from(o.digest, 'hex'))
+        : new Uint8Array(createHash('sha256').update(await readFile(o.in!)).digest());
+      await withTpm(globals(), o, async (c) => {
+        const keys = await KeyService.open(c);
+        try {
+          const sig = o.key === 'contract' ? await keys.signWithContractKey(digest) : await keys.signWithProvisioningKey(digest);
+          if (o.out) await writeFile(o.out, sig);
+          print({ key: o.key, digest: Buffer.from(digest).toString('hex'), signature: Buffer.from(sig).toString('base64') });
+        } finally {
+          await keys.close();
+        }
+      });
+    });
+};
