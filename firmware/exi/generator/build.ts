@@ -439,9 +439,18 @@ export function buildSchema(set: SchemaSet): BuiltSchema {
     doc.push([name(g.key), gi]);
     if (!g.abstract) docElements.push({ name: qlocal(g.key), grammar: gi });
   }
-  // Fragment grammar: every element declaration, unique by qname (first declaration wins when types differ).
+  // Fragment grammar: every element declaration, unique by qname. When same-named declarations differ in type
+  // (ISO-2 eMAID: a string in PaymentDetailsReq, EMAIDType with an Id in CertificateInstallationRes), the one that
+  // carries an `Id` attribute wins: fragments exist to digest xmldsig references, which point at Ids (as libcbv2g).
+  const hasId = (d: ElementDecl): boolean => {
+    const { def } = typeOf(d);
+    return def?.kind === 'complex' && flatten(def).attrs.some((a) => qlocal(a.key) === 'Id');
+  };
   const fragDecls = new Map<string, ElementDecl>();
-  for (const d of set.allElementDecls) if (!fragDecls.has(d.key)) fragDecls.set(d.key, d);
+  for (const d of set.allElementDecls) {
+    const prev = fragDecls.get(d.key);
+    if (!prev || (!hasId(prev) && hasId(d))) fragDecls.set(d.key, d);
+  }
   const frag: [number, number][] = [...fragDecls.values()]
     .sort((a, b) => cmpQname(a.key, b.key))
     .map((d) => [name(d.key), grammarForDecl(d)]);
