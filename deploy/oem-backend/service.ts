@@ -55,12 +55,14 @@ export class OemBackend {
     const o = this.o;
     const client = o.connector.connect({
       url: o.url,
-      clientId: o.clientId ?? `oem-backend-${Math.random().toString(16).slice(2, 10)}`,
+      // A stable client id with a persistent session: the broker keeps the backend's subscriptions and queues
+      // QoS 1 requests while the backend reconnects.
+      clientId: o.clientId ?? 'oem-backend-1',
       protocolVersion: o.protocolVersion,
       ...(o.tls ? { tls: o.tls } : {}),
       reconnectPeriodMs: 1_000,
       keepaliveSeconds: 30,
-      cleanSession: true,
+      cleanSession: false,
     });
     this.client = client;
     this.detach.push(client.onMessage((m) => this.onMessage(m)));

@@ -30,6 +30,13 @@ export const OTA_MAX_ROOTS_PER_LIST = 64;
 /** Request ids of completed requests remembered to classify a late or replayed answer (bounded). */
 export const OTA_RECENT_REQUEST_IDS = 64;
 
+/**
+ * A request without an answer is published again (same id and nonce) at this interval until its deadline: a
+ * request that reached the broker while the backend was between sessions is otherwise lost. The backend's
+ * answers are idempotent and the vehicle takes the first valid one.
+ */
+export const OTA_REQUEST_REPUBLISH_MS = 1_500;
+
 /** Period of the proactive full root-list sync while online. */
 export const OTA_ROOT_SYNC_INTERVAL_MS = 24 * 3600_000;
 

@@ -33,6 +33,7 @@ export class OtaLink {
   readonly rootListRpc: MqttRpc;
   private readonly detach: () => void;
   private connectedOnce = false;
+  private outageLogged = false;
   private readonly waiters = new Set<() => void>();
 
   constructor(private readonly o: OtaLinkOptions) {
@@ -66,8 +67,11 @@ export class OtaLink {
       this.client.publish(vehicleTopics(this.o.vehicleId).state, JSON.stringify(state), { qos: 1, retain: true }).catch(() => undefined);
       for (const w of this.waiters) w();
       this.waiters.clear();
+      this.outageLogged = false;
     } else if (status === 'offline' && error) {
-      this.o.log.warn({ url: this.o.url, error: error.message }, 'OEM backend broker unreachable');
+      // One warning per outage; the reconnect attempts that follow are debug lines.
+      this.o.log[this.outageLogged ? 'debug' : 'warn']({ url: this.o.url, error: error.message }, 'OEM backend broker unreachable');
+      this.outageLogged = true;
     }
   }
 

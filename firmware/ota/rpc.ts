@@ -1,7 +1,7 @@
 import type { Clock } from '../../hal/clock/types.ts';
 import type { MqttClient } from '../../hal/mqtt/types.ts';
 import type { Logger } from '../log/logger.ts';
-import { OTA_RECENT_REQUEST_IDS } from './constants.ts';
+import { OTA_RECENT_REQUEST_IDS, OTA_REQUEST_REPUBLISH_MS } from './constants.ts';
 import { otaError, OtaError, type OtaErrorCode } from './errors.ts';
 import { encodeMessage, peekRequestId } from './messages.ts';
 
@@ -33,6 +33,8 @@ export interface MqttRpcOptions {
   log: Logger;
   /** Answers bigger than this are dropped unparsed. */
   maxAnswerBytes: number;
+  /** Re-publish interval of an unanswered request (default OTA_REQUEST_REPUBLISH_MS; 0 = never). */
+  republishMs?: number;
   /** Random bytes (injectable for deterministic tests). */
   random?: (n: number) => Uint8Array;
 }
@@ -108,6 +110,8 @@ export class MqttRpc {
     return new Promise<T>((resolve, reject) => {
       let settled = false;
       let delivered = false;
+      let republishTimer: ReturnType<Clock['setTimer']> | undefined;
+      let attempts = 0;
       const call: PendingCall = {
         rejected: [],
         handle: (payload) => {
@@ -117,7 +121,7 @@ export class MqttRpc {
       const start = clock.now();
       const timer = clock.setTimer(() => {
         const budgetMs = options.deadline - start;
-        const details = { requestId, budgetMs, rejected: call.rejected, link: this.o.client.status };
+        const details = { requestId, budgetMs, attempts, rejected: call.rejected, link: this.o.client.status };
         finish(reject)(
           delivered
             ? otaError('OTA_BACKEND_SILENT', `no valid answer from the OEM backend within ${Math.round(budgetMs)} ms`, details)
@@ -135,6 +139,7 @@ export class MqttRpc {
       }
       const cleanup = () => {
         clock.clearTimer(timer);
+        if (republishTimer !== undefined) clock.clearTimer(republishTimer);
         options.signal?.removeEventListener('abort', onAbort);
         this.pending.delete(requestId);
         this.recent.push(requestId);
@@ -144,15 +149,28 @@ export class MqttRpc {
       options.signal?.addEventListener('abort', onAbort, { once: true });
       this.pending.set(requestId, call);
       const payload = encodeMessage({ ...body, replyTo: this.o.replyTopic });
-      this.ensureSubscribed()
-        .then(() => (settled ? undefined : this.o.client.publish(topic, payload, { qos: 1 })))
-        .then((ack) => {
-          if (ack?.reasonCode !== undefined && ack.reasonCode >= 0x80) {
-            throw otaError('OTA_REQUEST_DENIED', `broker refused publish to ${topic} (reason ${ack.reasonCode})`, { reasonCode: ack.reasonCode });
-          }
-          delivered = true;
-        })
-        .catch((err: unknown) => finish(reject)(err instanceof OtaError ? err : otaError('OTA_BROKER_UNREACHABLE', 'publish failed', {}, err)));
+      const republishMs = this.o.republishMs ?? OTA_REQUEST_REPUBLISH_MS;
+      const send = (): void => {
+        attempts++;
+        this.ensureSubscribed()
+          .then(() => (settled ? undefined : this.o.client.publish(topic, payload, { qos: 1 })))
+          .then((ack) => {
+            if (settled || ack === undefined) return;
+            if (ack.reasonCode !== undefined && ack.reasonCode >= 0x80) {
+              throw otaError('OTA_REQUEST_DENIED', `broker refused publish to ${topic} (reason ${ack.reasonCode})`, { reasonCode: ack.reasonCode });
+            }
+            delivered = true;
+            if (republishMs > 0) {
+              republishTimer = clock.setTimer(() => {
+                if (settled) return;
+                this.o.log.debug({ requestId, attempt: attempts + 1 }, 'no answer yet: publishing the request again');
+                send();
+              }, republishMs);
+            }
+          })
+          .catch((err: unknown) => finish(reject)(err instanceof OtaError ? err : otaError('OTA_BROKER_UNREACHABLE', 'publish failed', {}, err)));
+      };
+      send();
     });
   }
 

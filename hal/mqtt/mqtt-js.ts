@@ -83,8 +83,30 @@ class MqttJsClient implements MqttClient {
   }
 
   async subscribe(filters: string[], qos: MqttQos): Promise<number[]> {
-    const granted = await this.client.subscribeAsync(filters, { qos });
+    // MQTT.js answers a subscribe made while offline with an empty grant list; wait for the session instead, so
+    // the grant list always is the broker's answer (the caller's own deadline bounds the wait).
+    await this.connected();
+    // `resubscribe: true` forces a real SUBSCRIBE even for a filter MQTT.js already tracks (it would otherwise skip
+    // it and return no grant), so the result always is the broker's answer.
+    const map = Object.fromEntries(filters.map((f) => [f, { qos }])) as Record<string, { qos: MqttQos }>;
+    const granted = await this.client.subscribeAsync({ ...map, resubscribe: true } as unknown as Parameters<mqtt.MqttClient['subscribeAsync']>[0]);
     return filters.map((f) => granted.find((g) => g.topic === f)?.qos ?? 128);
+  }
+
+  private connected(): Promise<void> {
+    if (this.current === 'connected') return Promise.resolve();
+    if (this.closed) return Promise.reject(new Error('MQTT client closed'));
+    return new Promise((resolve, reject) => {
+      const off = this.onStatus((s) => {
+        if (s === 'connected') {
+          off();
+          resolve();
+        } else if (s === 'closed') {
+          off();
+          reject(new Error('MQTT client closed'));
+        }
+      });
+    });
   }
 
   async unsubscribe(filters: string[]): Promise<void> {
