@@ -1,4 +1,5 @@
-import { connect as tlsConnect, type DetailedPeerCertificate, type TLSSocket } from 'node:tls';
+import type { X509Certificate } from 'node:crypto';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { EvccError } from '../../firmware/errors.ts';
 import { byteStreamOf } from './byte-stream.ts';
 import { scoped } from './scope.ts';
@@ -100,12 +101,16 @@ export class NodeTlsConnector implements TlsConnector {
   }
 }
 
-/** The certificates the server sent, leaf first, as OpenSSL linked them (cycle-safe; no local trust store). */
+/**
+ * The certificates the server sent, DER, in the order it sent them (leaf first). `getPeerX509Certificate()`'s
+ * `issuerCertificate` links follow the raw peer stack; `getPeerCertificate(true)` would not do: it keeps only
+ * what OpenSSL's issuer check links and drops e.g. a certificate issued by a non-CA.
+ */
 function peerChain(sock: TLSSocket): Uint8Array[] {
   const out: Uint8Array[] = [];
   const seen = new Set<string>();
-  let c: DetailedPeerCertificate | undefined = sock.getPeerCertificate(true);
-  while (c && c.raw && !seen.has(c.fingerprint256) && out.length < 16) {
+  let c: X509Certificate | undefined = sock.getPeerX509Certificate();
+  while (c && !seen.has(c.fingerprint256) && out.length < 16) {
     seen.add(c.fingerprint256);
     out.push(new Uint8Array(c.raw));
     c = c.issuerCertificate;
