@@ -18,7 +18,7 @@ export interface ExiObject {
   [key: string]: ExiValue | undefined;
 }
 
-const enum Dt {
+export enum Dt {
   Str,
   Bin,
   Bool,
@@ -28,7 +28,7 @@ const enum Dt {
   Enum,
 }
 
-interface Datatype {
+export interface Datatype {
   kind: Dt;
   bits: number; // n-bit width / enum width
   min: number; // n-bit minimum
@@ -37,7 +37,7 @@ interface Datatype {
   index: Map<string, number>;
 }
 
-interface Production {
+export interface Production {
   kind: number;
   name: number; // qname index (AT, SE)
   key: string; // local name (JSON key)
@@ -49,7 +49,7 @@ interface Production {
   oneOrMany: boolean;
 }
 
-interface State {
+export interface State {
   bits: number;
   prods: Production[];
   eeFirst: boolean; // EE is a first-level production

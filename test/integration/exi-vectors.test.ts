@@ -29,7 +29,7 @@ const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
  */
 function exificientConvention(v: unknown, key = ''): unknown {
   if (key === 'DigestValue' && typeof v === 'string') return Buffer.from(v, 'hex').toString('base64');
-  if (Array.isArray(v)) return v.length === 1 ? exificientConvention(v[0]) : v.map(exificientConvention);
+  if (Array.isArray(v)) return v.length === 1 ? exificientConvention(v[0]) : v.map((x) => exificientConvention(x));
   if (typeof v === 'number' || typeof v === 'bigint') return String(v);
   if (typeof v === 'string') return /^[0-9a-f]+$/i.test(v) && v.length >= 16 ? v.toUpperCase() : v;
   if (v && typeof v === 'object') {
