@@ -57,10 +57,14 @@ export const registerBoot: CommandModule = (program, globals) => {
 
   addTpmOptions(boot.command('install-policy'))
     .description('verify a release\'s signed state policy with the TPM and cache its ticket (OTA: before the reboot into it)')
-    .requiredOption('--policy <file>', 'signed state policy JSON from `evcc oem release`')
-    .action(async (o: TpmCommandOptions & { policy: string }) => {
-      await withTpm(globals(), { ...boot.opts<TpmCommandOptions>(), ...o }, async (c) => {
-        const r = await installReleasePolicy({ ...c, log: c.rt.log('BOOT') }, await readJson(o.policy), undefined);
+    .option('--policy <file>', 'signed state policy JSON from `evcc oem release` (required)')
+    .action(async (sub: TpmCommandOptions & { policy?: string }) => {
+      // `boot` itself has --policy and the TPM options; commander may hand them to the parent.
+      const o = { ...boot.opts<TpmCommandOptions & { policy?: string }>(), ...sub };
+      if (!o.policy) throw new EvccError('CONFIG_INVALID', 'install-policy needs --policy <file>');
+      const policyPath = o.policy;
+      await withTpm(globals(), o, async (c) => {
+        const r = await installReleasePolicy({ ...c, log: c.rt.log('BOOT') }, await readJson(policyPath), undefined);
         print({ version: r.policy.version, ticket: r.ticket });
       });
     });
