@@ -16,14 +16,16 @@ export function registerSlac(program: Command, globals: () => GlobalOptions): vo
     .addOption(new Option('--parm-retries <n>', 'CM_SLAC_PARM.REQ retries (default C_EV_match_retry = 2)').argParser(Number))
     .addOption(new Option('--interval <ms>', 'TP_EV_batch_msg_interval in ms (default 40)').argParser(Number))
     .addOption(new Option('--threshold <dB>', 'highest acceptable average attenuation').argParser(Number))
+    .addOption(new Option('--start-atten-char-inds <n>', 'CM_START_ATTEN_CHAR.IND count (default C_EV_start_atten_char_inds = 3)').argParser(Number))
     .option('--json', 'print the result as one JSON line on stdout (keys included: bench use only)')
-    .action(async (opts: { iface: string; parmRetries?: number; interval?: number; threshold?: number; json?: boolean }) => {
+    .action(async (opts: { iface: string; parmRetries?: number; interval?: number; threshold?: number; startAttenCharInds?: number; json?: boolean }) => {
       const rt = await createRuntime(globals());
       const log = rt.log('SLAC');
       const raw = { ...((rt.rawConfig.slac as Record<string, unknown> | undefined) ?? {}) };
       if (opts.parmRetries !== undefined) raw.parmReqRetries = opts.parmRetries;
       if (opts.interval !== undefined) raw.batchMsgIntervalMs = opts.interval;
       if (opts.threshold !== undefined) raw.maxAverageAttenuationDb = opts.threshold;
+      if (opts.startAttenCharInds !== undefined) raw.startAttenCharInds = opts.startAttenCharInds;
       const link = await AfPacketLink.open(opts.iface);
       const ac = new AbortController();
       const stop = () => ac.abort(new Error('interrupted'));
