@@ -222,7 +222,7 @@ export async function negativeSamples(pki: TestPki, now = new Date()): Promise<N
     expiredLeaf: { name: 'expired-leaf', leaf: expired, intermediates: [a.cpoSub2, a.cpoSub1], root: a.root, purpose: 'secc-tls' },
     wrongKeyUsageLeaf: { name: 'wrong-ku-leaf', leaf: wrongKu, intermediates: [a.cpoSub2, a.cpoSub1], root: a.root, purpose: 'secc-tls' },
     throughNonCa: { name: 'through-non-ca', leaf: underNonCa, intermediates: [nonCa, a.cpoSub2, a.cpoSub1], root: a.root, purpose: 'secc-tls' },
-    selfSignedLeaf: { name: 'self-signed-leaf', leaf: selfSigned, intermediates: [], root: selfSigned, purpose: 'secc-tls' },
+    selfSignedLeaf: { name: 'self-signed-leaf', leaf: selfSigned, intermediates: [], root: a.root, purpose: 'secc-tls' },
   };
 }
 
