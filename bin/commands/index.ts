@@ -7,8 +7,6 @@ import { registerBoot } from './boot.ts';
 import { registerOem } from './oem.ts';
 import { registerMo } from './mo.ts';
 import { registerBundle } from './bundle.ts';
-import { registerOemBackend } from './oem-backend.ts';
-import { registerOta } from './ota.ts';
 import { registerPki } from './pki.ts';
 
 /** A subcommand module: adds itself to the program. Global options are read lazily at action time. */
