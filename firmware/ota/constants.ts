@@ -1,13 +1,8 @@
 /**
  * Timers, limits and topic layout of the OEM backend link (ARCHITECTURE.md §4). The root-CA fetch runs inside the
- * ISO 15118-2 communication-setup budget, so its own budget is drawn from V2G_EVCC_CommunicationSetup_Timeout.
+ * ISO 15118-2 communication-setup budget (V2G_EVCC_CommunicationSetup_Timeout, 20 s, firmware/evcc.ts), so its own
+ * budget is drawn from what is left of it (unknown-root.ts rootFetchBudget).
  */
-
-/**
- * ISO 15118-2 EVCC communication-setup timer: plug-in (state B, 5 %) to SessionSetupRes, SDP and TLS included
- * (PROTOCOLS.md §6; the requirement id is not in our docs — add it when checked against the standard).
- */
-export const V2G_EVCC_CommunicationSetup_Timeout = 20_000;
 
 /**
  * Time kept back after the fetch for what must still follow inside the setup budget: the TLS retry (~5 ms on a
