@@ -25,6 +25,8 @@ export interface OtaFixture {
   pool: RootCertificatePool;
   signer: KeyObjectSigner;
   trust: BackendTrust;
+  /** PKCS#8 PEM of `signer` (for the `evcc oem-backend` child process). */
+  signerKeyPem: string;
   /** A second key pair: "signed by another key". */
   otherSigner: KeyObjectSigner;
   cleanup(): Promise<void>;
@@ -36,10 +38,11 @@ export async function otaFixture(pki?: TestPki): Promise<OtaFixture> {
   await writeFile(join(poolDir, 'v2g-root-a.pem'), derToPem(p.a.root.der));
   await writeFile(join(poolDir, 'v2g-root-b.pem'), derToPem(p.b.root.der));
   const pool = await RootCertificatePool.load(poolDir);
-  const mk = () => KeyObjectSigner.fromPem(generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString());
-  const signer = mk();
+  const newKeyPem = () => generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+  const signerKeyPem = newKeyPem();
+  const signer = KeyObjectSigner.fromPem(signerKeyPem);
   return {
-    pki: p, poolDir, pool, signer, otherSigner: mk(), trust: backendTrustFromPem(signer.publicKeyPem),
+    pki: p, poolDir, pool, signer, signerKeyPem, otherSigner: KeyObjectSigner.fromPem(newKeyPem()), trust: backendTrustFromPem(signer.publicKeyPem),
     cleanup: () => rm(poolDir, { recursive: true, force: true }),
   };
 }

@@ -41,7 +41,14 @@ async function freePort(): Promise<number> {
   });
 }
 
-async function portOpen(port: number): Promise<boolean> {
+async function portOpen(port: number, netns?: string): Promise<boolean> {
+  if (netns) {
+    return new Promise((resolve) => {
+      const p = spawn('ip', ['netns', 'exec', netns, 'bash', '-c', `exec 3<>/dev/tcp/127.0.0.1/${port}`], { stdio: 'ignore' });
+      p.once('exit', (code) => resolve(code === 0));
+      p.once('error', () => resolve(false));
+    });
+  }
   return new Promise((resolve) => {
     const c = netConnect({ host: '127.0.0.1', port }, () => {
       c.destroy();
@@ -56,6 +63,8 @@ export interface MosquittoOptions {
   extraAcl?: string[];
   /** Mosquitto's max_inflight / max_queued tuning for the throughput bench. */
   maxQueuedMessages?: number;
+  /** Run the broker inside this network namespace (its loopback), e.g. a VethPair's EV side. */
+  netns?: string;
 }
 
 export async function startMosquitto(options: MosquittoOptions = {}): Promise<MosquittoBroker> {
@@ -108,7 +117,11 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Mo
 
   /** Spawns mosquitto on the configured port; true once it accepts connections, false if it exited. */
   const launch = async (): Promise<boolean> => {
-    const proc = spawn('mosquitto', ['-c', join(dir, 'mosquitto.conf')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const args = ['-c', join(dir, 'mosquitto.conf')];
+    // `ip netns exec` execs mosquitto in place, so the child pid is the broker's own.
+    const proc = options.netns
+      ? spawn('ip', ['netns', 'exec', options.netns, 'mosquitto', ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+      : spawn('mosquitto', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     child = proc;
     let exited = false;
     proc.once('exit', () => {
@@ -120,7 +133,7 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Mo
     proc.stderr!.on('data', collect);
     const deadline = Date.now() + 10_000;
     while (Date.now() < deadline && !exited) {
-      if (await portOpen(port)) return true;
+      if (await portOpen(port, options.netns)) return true;
       await new Promise((r) => setTimeout(r, 25));
     }
     proc.kill('SIGKILL');
