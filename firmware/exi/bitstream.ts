@@ -144,6 +144,12 @@ export class BitWriter {
     this.writeBits(8, x);
   }
 
+  reset(): void {
+    this.buf.fill(0, 0, Math.min(this.buf.length, this.byte + 1));
+    this.byte = 0;
+    this.bit = 0;
+  }
+
   /** The stream padded to a byte boundary with zero bits (EXI §8: padding). */
   finish(): Uint8Array {
     return this.buf.slice(0, this.byte + (this.bit ? 1 : 0));

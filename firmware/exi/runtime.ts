@@ -1,6 +1,19 @@
 import { BitReader, BitWriter, bitsFor } from './bitstream.ts';
 import { exiError } from './errors.ts';
-import { P_AT, P_CH, P_CHU, P_EE, P_SE, P_SEANY, type DatatypeJson, type SchemaTablesJson } from './tables.ts';
+import * as T from './tables.ts';
+import type { DatatypeJson, SchemaTablesJson } from './tables.ts';
+
+// Production kinds as module-local constants: imported bindings compile to getter calls under tsx/vitest, which
+// showed up as a third of the encoder's time.
+const P_AT = 0;
+const P_SE = 1;
+const P_SEANY = 2;
+const P_EE = 3;
+const P_CH = 4;
+const P_CHU = 5;
+if (T.P_AT !== P_AT || T.P_SE !== P_SE || T.P_SEANY !== P_SEANY || T.P_EE !== P_EE || T.P_CH !== P_CH || T.P_CHU !== P_CHU) {
+  throw new Error('EXI production kinds out of sync with tables.ts');
+}
 
 /**
  * The grammar runtime: interprets the generated tables to decode and encode schema-informed, non-strict,
@@ -47,6 +60,8 @@ export interface Production {
   array: boolean;
   /** Repeated child carried as a bare value when it occurs once. */
   oneOrMany: boolean;
+  /** Field slot within the grammar (encoder bookkeeping); CH uses the CONTENT slot. */
+  slot: number;
 }
 
 export interface State {
@@ -63,6 +78,9 @@ export interface Grammar {
   simple: boolean;
   /** Simple content with attributes: the value goes under CONTENT. */
   simpleContent: boolean;
+  /** JSON key → field slot. */
+  slotOf: Map<string, number>;
+  slotCount: number;
 }
 
 export interface CompiledSchema {
@@ -111,13 +129,13 @@ function compileDatatype(j: DatatypeJson): Datatype {
 
 export function compileSchema(id: string, t: SchemaTablesJson): CompiledSchema {
   const dts = t.datatypes.map(compileDatatype);
-  const grammars: Grammar[] = t.grammars.map((g) => ({ name: g.n, states: [], simple: false, simpleContent: false }));
+  const grammars: Grammar[] = t.grammars.map((g) => ({ name: g.n, states: [], simple: false, simpleContent: false, slotOf: new Map(), slotCount: 0 }));
   t.grammars.forEach((gj, gi) => {
     const g = grammars[gi]!;
     g.states = gj.s.map(([l2kind, ...prods]) => {
       const ps: Production[] = prods.map((p) => {
         const kind = p[0]!;
-        const prod: Production = { kind, name: -1, key: '', grammar: null, dt: null, next: -1, array: false, oneOrMany: false };
+        const prod: Production = { kind, name: -1, key: '', grammar: null, dt: null, next: -1, array: false, oneOrMany: false, slot: -1 };
         if (kind === P_AT) {
           prod.name = p[1]!;
           prod.key = t.names[p[1]!]![1];
@@ -131,10 +149,19 @@ export function compileSchema(id: string, t: SchemaTablesJson): CompiledSchema {
           prod.array = p[4] === 1;
           prod.oneOrMany = p[4] === 2;
         } else if (kind === P_CH) {
+          prod.key = CONTENT;
           prod.dt = dts[p[1]!]!;
           prod.next = p[2]!;
         } else if (kind === P_SEANY || kind === P_CHU) {
           prod.next = p[1]!;
+        }
+        if (kind === P_AT || kind === P_SE || kind === P_CH) {
+          let slot = g.slotOf.get(prod.key);
+          if (slot === undefined) {
+            slot = g.slotCount++;
+            g.slotOf.set(prod.key, slot);
+          }
+          prod.slot = slot;
         }
         return prod;
       });
@@ -342,64 +369,87 @@ export function decodeFragment(s: CompiledSchema, bytes: Uint8Array, opts: Decod
 
 // ------------------------------------------------------------------------------------------------ encoding
 
+const MAX_SLOTS = 256;
+const SLOT_COUNTS: Int32Array[] = [];
+
 class Encoder {
-  private global = new Map<string, number>();
-  private local: (Map<string, number> | undefined)[] = [];
+  private global: Map<string, number> | undefined;
+  private local: (Map<string, number> | undefined)[] | undefined;
   private depth = 0;
+  /** Items consumed per field slot, one row per nesting depth, shared by all (synchronous) encodes. */
+  private readonly counts = SLOT_COUNTS;
+  /** Keys from the root to the element being encoded, for error paths. */
+  private readonly path: (string | number)[] = [];
 
   constructor(private readonly w: BitWriter, private readonly opts: EncodeOptions) {}
 
-  element(g: Grammar, name: number, value: unknown, path: string): void {
-    if (++this.depth > DEFAULT_MAX_DEPTH) throw exiError('EXI_ENCODE_INVALID', 'message nested too deep', { path });
+  pushRoot(key: string): void {
+    this.path.push(key);
+  }
+
+  private fail(message: string, details: Record<string, unknown> = {}): never {
+    throw exiError('EXI_ENCODE_INVALID', message, { path: this.path.map((k) => (typeof k === 'number' ? `[${k}]` : k)).join('.').replace(/\.\[/g, '['), ...details });
+  }
+
+  element(g: Grammar, name: number, value: unknown): void {
+    const depth = ++this.depth;
+    if (depth > DEFAULT_MAX_DEPTH) this.fail('message nested too deep');
     const w = this.w;
     if (g.simple) {
       const s0 = g.states[0]!;
       w.writeBits(s0.bits, 0);
-      this.value(s0.prods[0]!.dt!, name, value, path);
-      const s1 = g.states[1]!;
-      w.writeBits(s1.bits, 0);
+      this.value(s0.prods[0]!.dt!, name, value);
+      w.writeBits(g.states[1]!.bits, 0);
       this.depth--;
       return;
     }
-    if (typeof value !== 'object' || value === null || Array.isArray(value) || value instanceof Uint8Array) {
-      throw exiError('EXI_ENCODE_INVALID', 'expected an object', { path, type: g.name });
-    }
+    if (typeof value !== 'object' || value === null || Array.isArray(value) || value instanceof Uint8Array) this.fail('expected an object', { type: g.name });
     const obj = value as Record<string, unknown>;
-    const used = new Map<string, number>(); // key → items consumed
+    let counts = this.counts[depth];
+    if (!counts) counts = this.counts[depth] = new Int32Array(MAX_SLOTS);
+    counts.fill(0, 0, g.slotCount);
+    let consumedKeys = 0;
     let state = g.states[0]!;
     for (;;) {
       const prods = state.prods;
-      let chosen = -1;
+      let chosen: Production | undefined;
+      let chosenIdx = -1;
       let ee = -1;
+      let item: unknown;
       for (let i = 0; i < prods.length; i++) {
         const p = prods[i]!;
-        if (p.kind === P_EE) {
+        const kind = p.kind;
+        if (kind === P_EE) {
           if (ee < 0) ee = i;
           continue;
         }
-        if (p.kind === P_CH) {
-          if (obj[CONTENT] !== undefined && !used.has(CONTENT)) {
-            chosen = i;
-            break;
-          }
-          continue;
-        }
-        if (p.kind !== P_AT && p.kind !== P_SE) continue;
+        if (kind !== P_AT && kind !== P_SE && kind !== P_CH) continue;
         const v = obj[p.key];
         if (v === undefined) continue;
-        const n = used.get(p.key) ?? 0;
+        const n = counts[p.slot]!;
         if (p.array || (p.oneOrMany && Array.isArray(v))) {
-          if (!Array.isArray(v)) throw exiError('EXI_ENCODE_INVALID', 'expected an array', { path: `${path}.${p.key}` });
+          if (!Array.isArray(v)) {
+            this.path.push(p.key);
+            this.fail('expected an array');
+          }
           if (n < v.length) {
-            chosen = i;
+            chosen = p;
+            chosenIdx = i;
+            item = v[n];
+            this.path.push(p.key, n);
+            if (n === v.length - 1) consumedKeys++;
             break;
           }
         } else if (n === 0) {
-          chosen = i;
+          chosen = p;
+          chosenIdx = i;
+          item = v;
+          this.path.push(p.key);
+          consumedKeys++;
           break;
         }
       }
-      if (chosen < 0) {
+      if (!chosen) {
         if (ee >= 0) {
           w.writeBits(state.bits, ee);
           break;
@@ -409,125 +459,159 @@ class Encoder {
           w.writeBits(state.l2bits, 0);
           break;
         }
-        const expected = prods.filter((p) => p.kind === P_SE || p.kind === P_AT).map((p) => p.key);
-        throw exiError('EXI_ENCODE_INVALID', 'missing mandatory content', { path, type: g.name, expected: prods.some((p) => p.kind === P_CH) ? [CONTENT] : expected });
+        this.fail('missing mandatory content', { type: g.name, expected: prods.filter((p) => p.kind === P_SE || p.kind === P_AT || p.kind === P_CH).map((p) => p.key) });
       }
-      const p = prods[chosen]!;
-      w.writeBits(state.bits, chosen);
-      if (p.kind === P_CH) {
-        used.set(CONTENT, 1);
-        this.value(p.dt!, name, obj[CONTENT], `${path}.${CONTENT}`);
-      } else {
-        const n = used.get(p.key) ?? 0;
-        used.set(p.key, n + 1);
-        const many = p.array || (p.oneOrMany && Array.isArray(obj[p.key]));
-        const v = many ? (obj[p.key] as unknown[])[n] : obj[p.key];
-        const sub = many ? `${path}.${p.key}[${n}]` : `${path}.${p.key}`;
-        if (p.kind === P_AT) this.value(p.dt!, p.name, v, sub);
-        else this.element(p.grammar!, p.name, v, sub);
-      }
-      state = g.states[p.next]!;
+      w.writeBits(state.bits, chosenIdx);
+      counts[chosen.slot]!++;
+      if (chosen.kind === P_SE) this.element(chosen.grammar!, chosen.name, item);
+      else this.value(chosen.dt!, chosen.kind === P_AT ? chosen.name : name, item);
+      this.path.pop();
+      if (chosen.array || (chosen.oneOrMany && Array.isArray(obj[chosen.key]))) this.path.pop();
+      state = g.states[chosen.next]!;
     }
     // Everything given must have been encoded: unknown keys or surplus array items are errors, not silent drops.
-    for (const k in obj) {
-      const v = obj[k];
-      if (v === undefined) continue;
-      const n = used.get(k) ?? 0;
-      if (n === 0 || (Array.isArray(v) && n < v.length)) {
-        throw exiError('EXI_ENCODE_INVALID', n === 0 ? 'field not allowed here' : 'more items than the schema allows here', { path: `${path}.${k}`, type: g.name });
+    if (Object.keys(obj).length !== consumedKeys) {
+      for (const k in obj) {
+        const v = obj[k];
+        if (v === undefined) continue;
+        const slot = g.slotOf.get(k);
+        const n = slot === undefined ? 0 : counts[slot]!;
+        if (n === 0 || (Array.isArray(v) && n < v.length)) {
+          this.path.push(k);
+          this.fail(n === 0 ? 'field not allowed here' : 'more items than the schema allows here', { type: g.name });
+        }
       }
     }
     this.depth--;
   }
 
-  value(dt: Datatype, name: number, v: unknown, path: string): void {
+  value(dt: Datatype, name: number, v: unknown): void {
     const w = this.w;
     switch (dt.kind) {
       case Dt.NBit: {
-        const n = toInteger(v, path);
+        const n = this.integer(v);
         const off = typeof n === 'bigint' ? Number(n) - dt.min : n - dt.min;
-        if (!(off >= 0 && off < 2 ** dt.bits) && !(dt.bits === 0 && off === 0)) throw exiError('EXI_ENCODE_INVALID', 'integer out of the type range', { path, value: String(v) });
+        if (!(off >= 0 && off < 2 ** dt.bits)) this.fail('integer out of the type range', { value: String(v) });
         w.writeBits(dt.bits, off);
         return;
       }
       case Dt.Bool:
         if (v === 1 || v === true) w.writeBits(1, 1);
         else if (v === 0 || v === false) w.writeBits(1, 0);
-        else throw exiError('EXI_ENCODE_INVALID', 'expected a boolean (0/1)', { path });
+        else this.fail('expected a boolean (0/1)');
         return;
       case Dt.Enum: {
         const i = typeof v === 'string' ? dt.index.get(v) : undefined;
-        if (i === undefined) throw exiError('EXI_ENCODE_INVALID', 'not a value of the enumeration', { path, value: String(v) });
+        if (i === undefined) this.fail('not a value of the enumeration', { value: String(v) });
         w.writeBits(dt.bits, i);
         return;
       }
       case Dt.UInt: {
-        const n = toInteger(v, path);
-        if (n < 0 || bitLength(n) > dt.groups * 7) throw exiError('EXI_ENCODE_INVALID', 'unsigned integer out of range', { path, value: String(v) });
+        const n = this.integer(v);
+        if (n < 0 || (n > 127 && bitLength(n) > dt.groups * 7)) this.fail('unsigned integer out of range', { value: String(v) });
         w.writeUnsigned(n);
         return;
       }
       case Dt.Int: {
-        const n = toInteger(v, path);
+        const n = this.integer(v);
         if (n < 0) {
           w.writeBits(1, 1);
           const m = typeof n === 'bigint' ? -n - 1n : -n - 1;
-          if (bitLength(m) > dt.groups * 7) throw exiError('EXI_ENCODE_INVALID', 'integer out of range', { path });
+          if (bitLength(m) > dt.groups * 7) this.fail('integer out of range');
           w.writeUnsigned(m);
         } else {
-          if (bitLength(n) > dt.groups * 7) throw exiError('EXI_ENCODE_INVALID', 'integer out of range', { path });
+          if (n > 127 && bitLength(n) > dt.groups * 7) this.fail('integer out of range');
           w.writeBits(1, 0);
           w.writeUnsigned(n);
         }
         return;
       }
       case Dt.Bin: {
-        const bytes = toBytes(v, path);
-        w.writeUnsigned(bytes.length);
-        for (let i = 0; i < bytes.length; i++) w.writeBits(8, bytes[i]!);
+        if (typeof v === 'string') {
+          const len = v.length >>> 1;
+          if (v.length & 1) this.fail('binary hex string of odd length');
+          w.writeUnsigned(len);
+          for (let i = 0; i < len; i++) {
+            const hi = HEX_VALUE[v.charCodeAt(2 * i)] ?? -1;
+            const lo = HEX_VALUE[v.charCodeAt(2 * i + 1)] ?? -1;
+            if (hi < 0 || lo < 0) this.fail('binary must be a hex string or bytes');
+            w.writeBits(8, (hi << 4) | lo);
+          }
+          return;
+        }
+        if (!(v instanceof Uint8Array)) this.fail('binary must be a hex string or bytes');
+        w.writeUnsigned(v.length);
+        for (let i = 0; i < v.length; i++) w.writeBits(8, v[i]!);
         return;
       }
       case Dt.Str:
-        if (typeof v !== 'string') throw exiError('EXI_ENCODE_INVALID', 'expected a string', { path });
+        if (typeof v !== 'string') this.fail('expected a string');
         this.string(name, v);
         return;
     }
   }
 
+  private integer(v: unknown): number | bigint {
+    if (typeof v === 'number' && Number.isSafeInteger(v)) return v;
+    if (typeof v === 'bigint') return v;
+    if (typeof v === 'string' && /^-?\d+$/.test(v)) {
+      const b = BigInt(v);
+      return b >= BigInt(Number.MIN_SAFE_INTEGER) && b <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(b) : b;
+    }
+    return this.fail('expected an integer', { value: String(v) });
+  }
+
   private string(name: number, s: string): void {
     const w = this.w;
     if (this.opts.valueHits && s.length > 0) {
-      const local = this.local[name];
+      const global = (this.global ??= new Map());
+      const locals = (this.local ??= []);
+      const local = locals[name];
       const li = local?.get(s);
       if (li !== undefined) {
         w.writeUnsigned(0);
         w.writeBits(bitsFor(local!.size), li);
         return;
       }
-      const gi = this.global.get(s);
+      const gi = global.get(s);
       if (gi !== undefined) {
         w.writeUnsigned(1);
-        w.writeBits(bitsFor(this.global.size), gi);
+        w.writeBits(bitsFor(global.size), gi);
         return;
       }
-      this.global.set(s, this.global.size);
-      const m = (this.local[name] ??= new Map());
+      global.set(s, global.size);
+      const m = (locals[name] ??= new Map());
       m.set(s, m.size);
     }
     // Length in code points, then each code point.
-    let count = 0;
+    let count = s.length;
     for (let i = 0; i < s.length; i++) {
       const c = s.charCodeAt(i);
-      if (c >= 0xd800 && c < 0xdc00 && i + 1 < s.length) i++;
-      count++;
+      if (c >= 0xd800 && c < 0xdc00 && i + 1 < s.length) {
+        const d = s.charCodeAt(i + 1);
+        if (d >= 0xdc00 && d < 0xe000) {
+          count--;
+          i++;
+        }
+      }
     }
     w.writeUnsigned(count + 2);
     for (let i = 0; i < s.length; i++) {
-      const cp = s.codePointAt(i)!;
-      if (cp > 0xffff) i++;
-      w.writeUnsigned(cp);
+      const c = s.charCodeAt(i);
+      if (c < 0x80) w.writeBits(8, c);
+      else {
+        const cp = s.codePointAt(i)!;
+        if (cp > 0xffff) i++;
+        w.writeUnsigned(cp);
+      }
     }
   }
+}
+
+const HEX_VALUE: number[] = [];
+for (let i = 0; i < 16; i++) {
+  HEX_VALUE['0123456789abcdef'.charCodeAt(i)] = i;
+  HEX_VALUE['0123456789ABCDEF'.charCodeAt(i)] = i;
 }
 
 function bitLength(n: number | bigint): number {
@@ -535,40 +619,36 @@ function bitLength(n: number | bigint): number {
   return n <= 0 ? 0 : Math.floor(Math.log2(n)) + 1;
 }
 
-function toInteger(v: unknown, path: string): number | bigint {
-  if (typeof v === 'number' && Number.isSafeInteger(v)) return v;
-  if (typeof v === 'bigint') return v;
-  if (typeof v === 'string' && /^-?\d+$/.test(v)) {
-    const b = BigInt(v);
-    return b >= BigInt(Number.MIN_SAFE_INTEGER) && b <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(b) : b;
-  }
-  throw exiError('EXI_ENCODE_INVALID', 'expected an integer', { path, value: String(v) });
-}
-
-function toBytes(v: unknown, path: string): Uint8Array {
-  if (v instanceof Uint8Array) return v;
-  if (typeof v === 'string' && v.length % 2 === 0 && /^[0-9a-fA-F]*$/.test(v)) {
-    const out = new Uint8Array(v.length / 2);
-    for (let i = 0; i < out.length; i++) out[i] = parseInt(v.substr(i * 2, 2), 16);
-    return out;
-  }
-  throw exiError('EXI_ENCODE_INVALID', 'expected binary as a hex string or bytes', { path });
-}
+let sharedWriter: BitWriter | undefined;
 
 function encodeWith(list: CompiledSchema['doc'], byKey: Map<string, number>, bits: number, fragment: boolean, message: unknown, opts: EncodeOptions): Uint8Array {
   if (typeof message !== 'object' || message === null) throw exiError('EXI_ENCODE_INVALID', 'message must be an object { ElementName: content }');
-  const keys = Object.keys(message).filter((k) => (message as Record<string, unknown>)[k] !== undefined);
-  if (keys.length !== 1) throw exiError('EXI_ENCODE_INVALID', 'message must have exactly one root element', { keys });
-  const key = keys[0]!;
+  let key: string | undefined;
+  let roots = 0;
+  for (const k in message) {
+    if ((message as Record<string, unknown>)[k] === undefined) continue;
+    key = k;
+    roots++;
+  }
+  if (roots !== 1 || key === undefined) throw exiError('EXI_ENCODE_INVALID', 'message must have exactly one root element', { keys: Object.keys(message) });
   const idx = byKey.get(key);
   if (idx === undefined) throw exiError('EXI_UNKNOWN_SCHEMA', 'no such root element in this schema', { element: key });
   const e = list[idx]!;
-  const w = new BitWriter();
-  w.writeBits(8, 0x80);
-  w.writeBits(bits, idx);
-  new Encoder(w, opts).element(e.grammar!, e.name, (message as Record<string, unknown>)[key], key);
-  if (fragment) w.writeBits(bits, list.length + 1);
-  return w.finish();
+  // Encoding is synchronous: one writer is reused (reset, not reallocated) across calls.
+  const w = sharedWriter ?? new BitWriter();
+  sharedWriter = undefined;
+  try {
+    w.reset();
+    w.writeBits(8, 0x80);
+    w.writeBits(bits, idx);
+    const enc = new Encoder(w, opts);
+    enc.pushRoot(key);
+    enc.element(e.grammar!, e.name, (message as Record<string, unknown>)[key]);
+    if (fragment) w.writeBits(bits, list.length + 1);
+    return w.finish();
+  } finally {
+    sharedWriter = w;
+  }
 }
 
 export function encodeDocument(s: CompiledSchema, message: unknown, opts: EncodeOptions = {}): Uint8Array {
