@@ -8,7 +8,7 @@ import { decodeImportBlob, eccPublicPem, objectName, parseEccPublic, privateScal
 import { derToRaw } from './ecdsa.ts';
 import { BootState, DATA, parseJson, ProvisioningRecord, RUN } from './layout.ts';
 import { fromHex, sha256, toHex, u64be } from './policy.ts';
-import { parseSignedPolicy } from './signed-policy.ts';
+import { parseSignedPolicy, type SignedPolicy } from './signed-policy.ts';
 
 /**
  * The contract / OEM-provisioning key service (TR-2019-04 §3.3.3, §5; TPM.md §1–§3) on top of the TPM HAL.
@@ -62,7 +62,6 @@ export class KeyService {
   private chain: Promise<unknown> = Promise.resolve();
   private armedSession: PolicySession | undefined;
   private armed = false;
-  private rearming: Promise<void> | undefined;
   private lastCritical: number | undefined;
 
   private constructor(private readonly d: KeyServiceDeps, private readonly record: ProvisioningRecord, private readonly storagePassword: Uint8Array) {}
@@ -97,14 +96,7 @@ export class KeyService {
     const policy = parseSignedPolicy(parseJson(SignedPolicyJson, await this.d.data.read(DATA.release(boot.version, 'signed-policy.json')), `signed policy v${boot.version}`, 'KEYS_NOT_BOOTED'));
     const ticket = await this.d.data.read(DATA.release(boot.version, 'ticket.bin'));
     if (!ticket) throw new EvccError('KEYS_NOT_BOOTED', `no verification ticket for release v${boot.version}`, { version: boot.version });
-    return {
-      version: boot.version,
-      steps: [
-        { kind: 'pcr', bank: 'sha256', pcrs: [policy.pcrs.index] },
-        { kind: 'nv', index: policy.nv.index, operandB: u64be(policy.version), operation: 'ule' },
-        { kind: 'authorize', approvedPolicy: fromHex(policy.policy), policyRef: fromHex(policy.policyRef), keyName: fromHex(policy.key.name), ticket },
-      ],
-    };
+    return { version: boot.version, steps: statePolicySteps(policy, ticket) };
   }
 
   /** Policy-session auth for the storage key: signed state ; PolicyAuthValue, plus its password (HMAC, salted). */
@@ -195,7 +187,6 @@ export class KeyService {
   signWithContractKey(digest: Uint8Array): Promise<Uint8Array> {
     checkDigest(digest);
     return this.serial(async () => {
-      await this.rearming;
       if (!this.armed) await this.armNow();
       const key = await this.activeContractKey();
       const tpm = this.d.tpm;
@@ -211,7 +202,8 @@ export class KeyService {
       this.lastCritical = tpm.spawnCount - before;
       this.armed = false;
       // Re-arm now, off the critical path; a failure here surfaces at the next signature.
-      this.rearming = this.armNow().catch((err: unknown) => {
+      // Queued behind this call on the service's serial chain, so nothing else touches the session meanwhile.
+      void this.serial(() => this.armNow()).catch((err: unknown) => {
         this.d.log.warn({ code: (err as EvccError).code }, 're-arming the contract key policy session failed');
       });
       return derToRaw(der);
@@ -222,7 +214,6 @@ export class KeyService {
   signWithProvisioningKey(digest: Uint8Array): Promise<Uint8Array> {
     checkDigest(digest);
     return this.serial(async () => {
-      await this.rearming;
       const pub = await this.d.data.read(DATA.provisioningKey('pub'));
       const priv = await this.d.data.read(DATA.provisioningKey('priv'));
       if (!pub || !priv) throw new EvccError('KEYS_NO_PROVISIONING_KEY', 'OEM provisioning key not created yet (run evcc tpm provision after the first good boot)');
@@ -352,12 +343,23 @@ export class KeyService {
 
   async close(): Promise<void> {
     await this.serial(async () => {
-      await this.rearming;
       if (this.armedSession) await this.d.tpm.flushSession(this.armedSession).catch(() => undefined);
       this.armedSession = undefined;
       this.armed = false;
     });
   }
+}
+
+/**
+ * The signed-state assertions in the order the OEM computed them (TPM.md pitfall 7): PolicyPCR, PolicyNV
+ * (counter ≤ version), then PolicyAuthorize with the cached ticket, which replaces both by "the OEM approved this".
+ */
+export function statePolicySteps(policy: SignedPolicy, ticket: Uint8Array): PolicyStep[] {
+  return [
+    { kind: 'pcr', bank: 'sha256', pcrs: [policy.pcrs.index] },
+    { kind: 'nv', index: policy.nv.index, operandB: u64be(policy.version), operation: 'ule' },
+    { kind: 'authorize', approvedPolicy: fromHex(policy.policy), policyRef: fromHex(policy.policyRef), keyName: fromHex(policy.key.name), ticket },
+  ];
 }
 
 function checkDigest(digest: Uint8Array): void {

@@ -35,6 +35,8 @@ export class Tpm2Tools implements Tpm {
   private spawns = 0;
   private chain: Promise<unknown> = Promise.resolve();
   private pendingFlush = false;
+  /** Set while building a command that loads a context file: that command leaves a transient copy behind. */
+  private contextUsed = false;
   private generation = 0;
   private sessionSeq = 0;
   private readonly sessions = new Map<string, SessionEntry>();
@@ -75,6 +77,10 @@ export class Tpm2Tools implements Tpm {
       await this.exec('tpm2_flushcontext', ['-t']);
     }
     const r = await this.exec(tool, args);
+    if (this.contextUsed) {
+      this.contextUsed = false;
+      this.pendingFlush = true; // flushed before the next command, i.e. off the critical path of this one
+    }
     if (r.exitCode === 0) return r.stdout;
     const err = tpmErrorFromTool(tool, r.exitCode, r.stderr);
     this.log?.debug({ command: tool, code: err.code, rc: err.details.rc }, `${tool} refused`);
@@ -115,7 +121,7 @@ export class Tpm2Tools implements Tpm {
   /** `-c` argument; a context file makes the tool load a transient copy, flushed before the next command. */
   private ref(key: KeyRef): string {
     if ('persistent' in key) return `0x${key.persistent.toString(16)}`;
-    this.pendingFlush = true;
+    this.contextUsed = true;
     return this.ctxFile(key.context);
   }
 
@@ -173,7 +179,7 @@ export class Tpm2Tools implements Tpm {
   createStoragePrimary(handle: number): Promise<PublicInfo> {
     return this.locked(() => this.withFiles({ ctx: undefined, name: undefined, pub: undefined }, async (f) => {
       await this.run('tpm2_createprimary', ['-C', 'o', '-g', 'sha256', '-G', 'ecc256:null:aes128cfb', '-c', f.ctx!]);
-      this.pendingFlush = true;
+      this.contextUsed = true;
       await this.run('tpm2_evictcontrol', ['-C', 'o', '-c', f.ctx!, `0x${handle.toString(16)}`]);
       await this.run('tpm2_readpublic', ['-c', `0x${handle.toString(16)}`, '-n', f.name!, '-o', f.pub!]);
       return { name: new Uint8Array(await readFile(f.name!)), public: new Uint8Array(await readFile(f.pub!)) };

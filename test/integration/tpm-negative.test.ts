@@ -1,0 +1,355 @@
+import { copyFile, readFile, writeFile } from 'node:fs/promises';
+import { createHash, createPublicKey, generateKeyPairSync, randomBytes, sign as cryptoSign, verify as cryptoVerify } from 'node:crypto';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { EvccError } from '../../firmware/errors.ts';
+import { silentLogger } from '../../firmware/log/logger.ts';
+import { KeyService, statePolicySteps } from '../../firmware/keys/key-service.ts';
+import { DATA, jsonBytes, type BootState, type ProvisioningRecord } from '../../firmware/keys/layout.ts';
+import { externalEccName, fromHex, pcrAfterExtend, policyPcr, toHex, u64be, ZERO_DIGEST } from '../../firmware/keys/policy.ts';
+import { backendExport, provisionTpm } from '../../firmware/keys/provision.ts';
+import { eccPublicPem, parseEccPublic } from '../../firmware/keys/duplicate.ts';
+import type { SignedPolicy } from '../../firmware/keys/signed-policy.ts';
+import { FsStore } from '../../hal/store/fs-store.ts';
+import type { Auth, KeyBlob, KeyRef, PolicyStep, SaltKey } from '../../hal/tpm/types.ts';
+import type { Tpm2Tools } from '../../hal/tpm/tpm2-tools.ts';
+import { commitRelease } from '../../boot/commit.ts';
+import { installReleasePolicy, measuredBoot } from '../../boot/measured-boot.ts';
+import { createSignedPolicy } from '../../deploy/oem/release.ts';
+import { wrapContractKey } from '../../deploy/mo/wrap.ts';
+import { writeExport } from '../../bin/commands/tpm.ts';
+import { describeWith, tool } from '../support/prereq.ts';
+import { TpmLab } from './tpm-lab.ts';
+
+/**
+ * Must show 2: every negative case of tpm-flow.sh §5 (N00–N21) and the PITFALL demo, reproduced through the
+ * product's modules (provisioning, measured boot, key service, OEM/MO tools, and the product TPM driver for the
+ * attacker's own tool calls), each asserting the typed error and the TPM response code from a real swtpm.
+ */
+const sha256 = (b: Uint8Array | string) => new Uint8Array(createHash('sha256').update(b).digest());
+
+async function refused(p: Promise<unknown>, code: string, rc?: string): Promise<EvccError> {
+  const err = await p.then(() => undefined, (e: unknown) => e);
+  expect(err, `expected ${code}`).toBeInstanceOf(EvccError);
+  const e = err as EvccError;
+  expect({ code: e.code, rc: e.details.rc }).toEqual({ code, rc });
+  return e;
+}
+
+describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')])('TPM negative matrix N00–N21 through the product (swtpm)', () => {
+  let lab: TpmLab;
+  let oemPem: string;
+  let oemKeyPem: string;
+  let record: ProvisioningRecord;
+  let salt: SaltKey;
+  let password: Uint8Array;
+  let contractBlob: KeyBlob;
+  let contractCtx: string;
+  let contractPub: string;
+  let ind: KeyBlob;
+  let indst: KeyBlob;
+  const bundles: Record<string, string> = {};
+  const policies: Record<number, SignedPolicy> = {};
+  const STK: KeyRef = { persistent: 0x81000101 };
+  const SRK: KeyRef = { persistent: 0x81000001 };
+  const digest = sha256('SignedInfo of an AuthorizationReq');
+  // attacker material: own key, permissive "approved" policy (PCR only, no NV counter)
+  const attacker = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const attPub = attacker.publicKey.export({ type: 'spki', format: 'pem' }) as string;
+
+  async function ticketOf(v: number): Promise<Uint8Array> {
+    return new Uint8Array(await readFile(join(lab.dataDir, DATA.release(v, 'ticket.bin'))));
+  }
+  async function state(v: number): Promise<PolicyStep[]> {
+    return statePolicySteps(policies[v]!, await ticketOf(v));
+  }
+  const storageAuth = (session: { id: string; trial: boolean }): Auth => ({ kind: 'policy', session, secret: password });
+  /** The run dir's boot state, as a tampered or old runtime that skipped the checks would leave it. */
+  async function claimBooted(v: number): Promise<void> {
+    const p = policies[v]!;
+    const s: BootState = { format: 'evcc-boot-state/1', version: v, bundleSha256: p.bundle.sha256, pcrValue: p.pcrs.value, bootedAt: new Date().toISOString() };
+    await writeFile(join(lab.runDir, 'boot.json'), jsonBytes(s));
+  }
+  async function keyService(): Promise<KeyService> {
+    return KeyService.open(await lab.deps());
+  }
+  async function boot(bundle: string): Promise<unknown> {
+    return measuredBoot(await lab.deps(), { bundlePath: bundle, keyring: lab.bundleCert });
+  }
+
+  beforeAll(async () => {
+    lab = await TpmLab.create();
+    oemPem = await readFile(lab.oemPolicyPub, 'utf8');
+    oemKeyPem = await readFile(lab.oemPolicyKey, 'utf8');
+    record = (await provisionTpm(await lab.deps(), { oemPolicyKeyPem: oemPem })).record;
+    salt = { handle: record.srk.handle, name: fromHex(record.srk.name) };
+    password = fromHex((await readFile(join(lab.dataDir, DATA.storagePassword), 'utf8')).trim());
+    bundles.v1 = await lab.bundle(1);
+    policies[1] = await createSignedPolicy({ bundlePath: bundles.v1, keyring: lab.bundleCert, policyKeyPem: oemKeyPem });
+    await measuredBoot(await lab.deps(), { bundlePath: bundles.v1, keyring: lab.bundleCert, policy: policies[1] });
+    record = (await provisionTpm(await lab.deps(), { oemPolicyKeyPem: oemPem })).record; // OEM provisioning key
+    await writeExport(lab.exportDir, backendExport(record));
+    const contract = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    contractPub = contract.publicKey.export({ type: 'spki', format: 'pem' }) as string;
+    const blob = await wrapContractKey({ contractKeyPem: contract.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, deviceExportDir: lab.exportDir });
+    const keys = await keyService();
+    const imported = await keys.importContractKey(blob);
+    contractCtx = `contract-${imported.id}`;
+    contractBlob = { public: new Uint8Array(await readFile(join(lab.dataDir, DATA.contractKey(imported.id, 'pub')))), private: new Uint8Array(await readFile(join(lab.dataDir, DATA.contractKey(imported.id, 'priv')))) };
+    // Pitfall material: keys protected only INDIRECTLY by the storage key (userWithAuth, no policy), and with stClear
+    ind = await keys.createUnderStorageKey({ alg: 'ecc256', scheme: 'ecdsa-sha256', attributes: 'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign' });
+    indst = await keys.createUnderStorageKey({ alg: 'ecc256', scheme: 'ecdsa-sha256', attributes: 'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign|stclear' });
+    await keys.close();
+  });
+  afterAll(async () => {
+    await lab?.close();
+  });
+
+  it('offline policy arithmetic equals the TPM (trial sessions, loadexternal, nvreadpublic)', async () => {
+    const tpm = await lab.driver();
+    expect(toHex(await tpm.externalKeyName(oemPem))).toBe(toHex(externalEccName(oemPem)));
+    expect(toHex(await tpm.nvName(record.nvCounter.index))).toBe(record.nvCounter.name);
+    const trial = await tpm.startTrialSession();
+    const d = await tpm.policy(trial, [{ kind: 'pcr', bank: 'sha256', pcrs: [14], expectedValue: fromHex(policies[1]!.pcrs.value) },
+      { kind: 'nv', index: record.nvCounter.index, operandB: u64be(1), operation: 'ule' }]);
+    await tpm.flushSession(trial);
+    expect(toHex(d!)).toBe(policies[1]!.policy);
+  });
+
+  it('N00 NV counter read before its first increment → TPM_NV_UNINITIALIZED 0x14A', async () => {
+    const tpm = await lab.driver();
+    await tpm.nvDefineCounter(0x01800102);
+    await refused(tpm.nvReadCounter(0x01800102), 'TPM_NV_UNINITIALIZED', '0x14A');
+  });
+
+  it('N01 wrong storage-key password (valid policy) → TPM_AUTH_FAIL 0x98E, DA counter +1', async () => {
+    const tpm = await lab.driver();
+    const before = await tpm.lockoutCounter();
+    const passFile = join(lab.dataDir, DATA.storagePassword);
+    const good = await readFile(passFile);
+    await writeFile(passFile, `00${good.toString('utf8').trim()}\n`);
+    try {
+      await refused((await keyService()).signWithProvisioningKey(digest), 'TPM_AUTH_FAIL', '0x98E');
+    } finally {
+      await writeFile(passFile, good, { mode: 0o600 });
+    }
+    expect(await tpm.lockoutCounter()).toBe(before + 1);
+    await tpm.resetDictionaryLockout();
+    expect(await tpm.lockoutCounter()).toBe(0);
+  });
+
+  it('N02 correct password without a policy session → TPM_AUTH_UNAVAILABLE 0x12F (userWithAuth clear)', async () => {
+    const tpm = await lab.driver();
+    await refused(tpm.load(STK, { kind: 'password', secret: password }, contractBlob, 'n02'), 'TPM_AUTH_UNAVAILABLE', '0x12F');
+  });
+
+  it('N03 PCR + NV + AuthValue without the OEM authorisation → TPM_POLICY_FAIL 0x99D', async () => {
+    const tpm = await lab.driver();
+    const s = await tpm.startPolicySession(salt);
+    const [pcr, nv] = await state(1);
+    await tpm.policy(s, [pcr!, nv!, { kind: 'authValue' }]);
+    await refused(tpm.load(STK, storageAuth(s), contractBlob, 'n03'), 'TPM_POLICY_FAIL', '0x99D');
+  });
+
+  let attPolicy: Uint8Array;
+  let attTbs: Uint8Array;
+  let attSig: Uint8Array;
+  it('N04 forged signature presented as OEM-signed → POLICY_SIGNATURE_INVALID (product) and TPM_SIGNATURE_INVALID 0x2DB (TPM)', async () => {
+    const tpm = await lab.driver();
+    attPolicy = policyPcr(ZERO_DIGEST, [14], [await tpm.pcrRead('sha256', 14)]);
+    attTbs = new Uint8Array(Buffer.concat([attPolicy, fromHex(record.policyRef)]));
+    attSig = new Uint8Array(cryptoSign('sha256', attTbs, attacker.privateKey));
+    const forged = { ...policies[1]!, signature: Buffer.from(cryptoSign('sha256', Buffer.concat([fromHex(policies[1]!.policy), fromHex(record.policyRef)]), attacker.privateKey)).toString('base64') };
+    await refused(installReleasePolicy(await lab.deps(), forged, undefined), 'POLICY_SIGNATURE_INVALID');
+    await refused(tpm.verifySignature(oemPem, attTbs, attSig), 'TPM_SIGNATURE_INVALID', '0x2DB');
+  });
+
+  it('N05 state policy correctly signed by a non-OEM key → POLICY_FOREIGN_KEY (product) and TPM_POLICY_FAIL 0x99D (TPM)', async () => {
+    const foreign = await createSignedPolicy({ bundlePath: bundles.v1!, keyring: lab.bundleCert, policyKeyPem: attacker.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string });
+    await refused(installReleasePolicy(await lab.deps(), foreign, undefined), 'POLICY_FOREIGN_KEY');
+    const tpm = await lab.driver();
+    const { keyName, ticket } = await tpm.verifySignature(attPub, attTbs, attSig); // PolicyAuthorize itself passes
+    const s = await tpm.startPolicySession(salt);
+    await tpm.policy(s, [{ kind: 'pcr', bank: 'sha256', pcrs: [14] }, { kind: 'authorize', approvedPolicy: attPolicy, policyRef: fromHex(record.policyRef), keyName, ticket }, { kind: 'authValue' }]);
+    await refused(tpm.load(STK, storageAuth(s), contractBlob, 'n05'), 'TPM_POLICY_FAIL', '0x99D');
+  });
+
+  it('N06 attacker ticket presented under the OEM key name → TPM_TICKET_INVALID 0x4C4', async () => {
+    const tpm = await lab.driver();
+    const { ticket } = await tpm.verifySignature(attPub, attTbs, attSig);
+    const s = await tpm.startPolicySession(salt);
+    await tpm.policy(s, [{ kind: 'pcr', bank: 'sha256', pcrs: [14] }]);
+    await refused(tpm.policy(s, [{ kind: 'authorize', approvedPolicy: attPolicy, policyRef: fromHex(record.policyRef), keyName: fromHex(record.oemPolicyKey.name), ticket }]),
+      'TPM_TICKET_INVALID', '0x4C4');
+  });
+
+  it('N07 contract key loaded legitimately, then used without a policy session → TPM_AUTH_UNAVAILABLE 0x12F', async () => {
+    const keys = await keyService();
+    await keys.arm(); // loads and caches the contract key context in the run dir
+    await keys.close();
+    const tpm = await lab.driver();
+    await refused(tpm.sign({ context: contractCtx }, { kind: 'empty' }, digest), 'TPM_AUTH_UNAVAILABLE', '0x12F');
+  });
+
+  it('N08/N09 storage key used for ECDH_ZGen / signing with full valid auth → TPM_KEY_ATTRIBUTES 0x182 / TPM_KEY_USE 0x19C', async () => {
+    const tpm = await lab.driver();
+    const { ephemeralPublic } = await tpm.ecdhKeyGen(STK); // public-key operation: allowed
+    let s = await tpm.startPolicySession(salt);
+    await tpm.policy(s, [...(await state(1)), { kind: 'authValue' }]);
+    await refused(tpm.ecdhZGen(STK, storageAuth(s), ephemeralPublic), 'TPM_KEY_ATTRIBUTES', '0x182');
+    s = await tpm.startPolicySession(salt);
+    await tpm.policy(s, [...(await state(1)), { kind: 'authValue' }]);
+    await refused(tpm.sign(STK, storageAuth(s), digest), 'TPM_KEY_USE', '0x19C');
+  });
+
+  it('N10 RSA restricted storage key used for RSA_Decrypt → TPM_KEY_ATTRIBUTES 0x182', async () => {
+    const tpm = await lab.driver();
+    const pw = new TextEncoder().encode('rsapw');
+    const rsa = await tpm.create(SRK, { kind: 'empty' }, { alg: 'rsa2048', scheme: 'null:aes128cfb', attributes: 'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|decrypt', authValue: pw });
+    const ref = await tpm.load(SRK, { kind: 'empty' }, rsa, 'n10-rsa');
+    const ct = await tpm.rsaEncrypt(ref, new TextEncoder().encode('session key'));
+    await refused(tpm.rsaDecrypt(ref, { kind: 'password', secret: pw }, ct), 'TPM_KEY_ATTRIBUTES', '0x182');
+  });
+
+  it('N11 PolicyNV operator direction: versions 1, 2 pass with counter 1; version 0 → TPM_POLICY_ROLLBACK 0x126', async () => {
+    const tpm = await lab.driver();
+    for (const v of [1, 2]) {
+      const s = await tpm.startPolicySession();
+      await tpm.policy(s, [{ kind: 'nv', index: record.nvCounter.index, operandB: u64be(v), operation: 'ule' }]);
+      await tpm.flushSession(s);
+    }
+    const s = await tpm.startPolicySession();
+    await refused(tpm.policy(s, [{ kind: 'nv', index: record.nvCounter.index, operandB: u64be(0), operation: 'ule' }]), 'TPM_POLICY_ROLLBACK', '0x126');
+  });
+
+  it('N21 pre-armed session: one tpm2-tools process on the critical path; PCR changed after arming → TPM_PCR_CHANGED 0x128', async () => {
+    const keys = await keyService();
+    await keys.arm();
+    const raw = await keys.signWithContractKey(digest);
+    expect((await keys.status()).lastSignCriticalPathProcesses).toBe(1);
+    const message = new TextEncoder().encode('challenge message');
+    const raw2 = await keys.signWithContractKey(sha256(message)); // re-armed after use: again a single process
+    expect((await keys.status()).lastSignCriticalPathProcesses).toBe(1);
+    expect(cryptoVerify('sha256', message, { key: contractPub, dsaEncoding: 'ieee-p1363' }, raw2)).toBe(true);
+    expect(raw.length).toBe(64);
+    await keys.arm();
+    await (await lab.driver()).pcrExtend('sha256', 14, new Uint8Array(randomBytes(32))); // state changes after arming
+    await refused(keys.signWithContractKey(digest), 'TPM_PCR_CHANGED', '0x128');
+    await keys.close();
+  });
+
+  it('N12–N14 tampered bundle after a normal reboot (TPM Reset)', async () => {
+    // contexts an attacker saved in the good boot (outside the run dir)
+    await lab.reboot('orderly');
+    await boot(bundles.v1!);
+    const attacker1 = await lab.driver(join(lab.base, 'attacker'));
+    const s = await attacker1.startPolicySession(salt);
+    await attacker1.policy(s, [...(await state(1)), { kind: 'authValue' }]);
+    await attacker1.load(STK, storageAuth(s), ind, 'cached-ind');
+    await attacker1.flushSession(s);
+
+    const tampered = join(lab.oemDir, 'tampered-v1.raucb');
+    await copyFile(bundles.v1!, tampered);
+    const bytes = await readFile(tampered);
+    bytes[1000] = bytes[1000]! ^ 0x01;
+    await writeFile(tampered, bytes);
+    bundles.tampered = tampered;
+    await lab.reboot('orderly');
+    await refused(boot(tampered), 'BUNDLE_INVALID'); // rauc refuses; the bundle was measured first anyway
+    const tpm = await lab.driver();
+    const pcr = await tpm.pcrRead('sha256', 14);
+    expect(toHex(pcr)).toBe(toHex(pcrAfterExtend(sha256(bytes))));
+    expect(toHex(pcr)).not.toBe(policies[1]!.pcrs.value);
+    await claimBooted(1); // a tampered runtime replaying the genuine v1 policy
+    await refused((await keyService()).signWithContractKey(digest), 'TPM_POLICY_NOT_APPROVED', '0x1C4'); // N12
+    const s2 = await tpm.startPolicySession(salt);
+    await refused(tpm.policy(s2, [{ kind: 'pcr', bank: 'sha256', pcrs: [14], expectedValue: fromHex(policies[1]!.pcrs.value) }]), 'TPM_POLICY_PCR', '0x1C4'); // N13
+    const attacker2 = await lab.driver(join(lab.base, 'attacker'));
+    await refused(attacker2.sign({ context: 'cached-ind' }, { kind: 'empty' }, digest), 'TPM_CONTEXT_INVALID', '0x1DF'); // N14
+  });
+
+  it('N15–N17 and the PITFALL demo: attacker-forced TPM Restart (Shutdown STATE) into tampered firmware', async () => {
+    await lab.reboot('orderly');
+    await boot(bundles.v1!);
+    const keys = await keyService();
+    await keys.arm(); // the product caches the contract-key context in the run dir (good state)
+    await keys.close();
+    const att = await lab.driver(join(lab.base, 'attacker'));
+    const s = await att.startPolicySession(salt);
+    await att.policy(s, [...(await state(1)), { kind: 'authValue' }]);
+    await att.load(STK, storageAuth(s), ind, 'cached-ind');
+    await att.policy(s, [...(await state(1)), { kind: 'authValue' }]);
+    await att.load(STK, storageAuth(s), indst, 'cached-indst');
+    await att.flushSession(s);
+
+    await lab.reboot('state', { keepRunDir: true }); // Shutdown(STATE) + Startup(CLEAR): PCRs reset, contexts survive
+    await refused(boot(bundles.tampered!), 'BUNDLE_INVALID');
+    await claimBooted(1);
+    const tpm = await lab.driver();
+    expect(toHex(await tpm.pcrRead('sha256', 14))).not.toBe(policies[1]!.pcrs.value);
+    await refused(tpm.sign({ context: contractCtx }, { kind: 'empty' }, digest), 'TPM_AUTH_UNAVAILABLE', '0x12F'); // N15
+    await refused((await keyService()).signWithContractKey(digest), 'TPM_POLICY_NOT_APPROVED', '0x1C4'); // N16: cached ctx, policy replayed
+    const att2 = await lab.driver(join(lab.base, 'attacker'));
+    await refused(att2.sign({ context: 'cached-indst' }, { kind: 'empty' }, digest), 'TPM_CONTEXT_INVALID', '0x1DF'); // N17
+    // PITFALL (expected to succeed): the indirect-only key's context from the good boot still signs in the tampered state
+    const der = await att2.sign({ context: 'cached-ind' }, { kind: 'empty' }, sha256('attacker message'));
+    const indPem = eccPublicPem(parseEccPublic(ind.public));
+    expect(cryptoVerify('sha256', Buffer.from('attacker message'), createPublicKey(indPem), der)).toBe(true);
+  });
+
+  it('DA: power loss after using the DA-protected storage key raises the lockout counter; orderly shutdown does not', async () => {
+    await lab.reboot('orderly');
+    await boot(bundles.v1!);
+    const tpm = await lab.driver();
+    const before = await tpm.lockoutCounter();
+    const keys = await keyService();
+    await keys.signWithContractKey(digest); // loads the contract key through the storage key
+    await keys.close();
+    await lab.reboot('powerloss');
+    const t2 = await lab.driver();
+    expect(await t2.lockoutCounter()).toBe(before + 1);
+    await t2.resetDictionaryLockout();
+    await boot(bundles.v1!);
+    await (await keyService()).signWithContractKey(digest);
+    await lab.reboot('orderly');
+    expect(await (await lab.driver()).lockoutCounter()).toBe(0);
+  });
+
+  it('N18–N20 after OTA to v2 and commit: old policy, genuine v1 rollback, v2 policy on v1 firmware', async () => {
+    bundles.v2 = await lab.bundle(2);
+    policies[2] = await createSignedPolicy({ bundlePath: bundles.v2, keyring: lab.bundleCert, policyKeyPem: oemKeyPem });
+    await boot(bundles.v1!);
+    await installReleasePolicy(await lab.deps(), policies[2], undefined); // ticket while still on v1
+    await lab.reboot('orderly');
+    await boot(bundles.v2);
+    const keys = await keyService();
+    const message = new TextEncoder().encode('after OTA');
+    expect(cryptoVerify('sha256', message, { key: contractPub, dsaEncoding: 'ieee-p1363' }, await keys.signWithContractKey(sha256(message)))).toBe(true);
+    expect(await commitRelease({ ...(await lab.deps()), keys })).toMatchObject({ version: 2, from: '1', to: '2' });
+    await keys.close();
+
+    const tpm = await lab.driver();
+    const s = await tpm.startPolicySession(salt);
+    await tpm.policy(s, [{ kind: 'pcr', bank: 'sha256', pcrs: [14] }]);
+    await refused(tpm.policy(s, [(await state(1))[1]!]), 'TPM_POLICY_ROLLBACK', '0x126'); // N18
+
+    await lab.reboot('orderly');
+    await refused(boot(bundles.v1!), 'BOOT_ROLLBACK'); // the product refuses, after measuring the genuine v1 bundle
+    expect(toHex(await (await lab.driver()).pcrRead('sha256', 14))).toBe(policies[1]!.pcrs.value);
+    await claimBooted(1); // old v1 firmware that does not know about the counter
+    await refused((await keyService()).signWithContractKey(digest), 'TPM_POLICY_ROLLBACK', '0x126'); // N19
+    await claimBooted(2);
+    await refused((await keyService()).signWithContractKey(digest), 'TPM_POLICY_NOT_APPROVED', '0x1C4'); // N20
+
+    await lab.reboot('orderly');
+    await boot(bundles.v2);
+    expect(cryptoVerify('sha256', message, { key: contractPub, dsaEncoding: 'ieee-p1363' }, await (await keyService()).signWithContractKey(sha256(message)))).toBe(true);
+    const t = await lab.driver();
+    await t.flushAll();
+    expect(await t.handles('transient')).toEqual([]);
+    expect(await t.handles('loaded-session')).toEqual([]);
+  });
+});
+
+void FsStore;
+void silentLogger;
