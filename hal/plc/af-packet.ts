@@ -2,7 +2,7 @@ import { createRequire } from 'node:module';
 import { readFile } from 'node:fs/promises';
 import { EvccError } from '../../firmware/errors.ts';
 import { macFromString } from './sim.ts';
-import { ETHERTYPE_HOMEPLUG, type FrameListener, type PlcLink } from './types.ts';
+import { ETHERTYPE_HOMEPLUG, type PlcLink } from './types.ts';
 
 /**
  * The real PLC link: an AF_PACKET raw socket on the modem's netdev, bound to ethertype 0x88E1 (needs CAP_NET_RAW).
@@ -100,10 +100,10 @@ export class AfPacketLink implements PlcLink {
     }
   }
 
-  onFrame(listener: FrameListener | ((frame: Uint8Array, meta: FrameMeta) => void)): () => void {
-    const l = listener as (frame: Uint8Array, meta: FrameMeta) => void;
-    this.listeners.add(l);
-    return () => this.listeners.delete(l);
+  /** Listeners get the frame and, as a second argument PlcLink users may ignore, its direction. */
+  onFrame(listener: (frame: Uint8Array, meta: FrameMeta) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
   }
 
   get closed(): boolean {
