@@ -40,6 +40,17 @@ export class BitReader {
     return value;
   }
 
+  /** 8 bits (an unsigned-integer group, a byte of binary, an ASCII code point). */
+  readByte(): number {
+    const pos = this.pos;
+    if (pos + 8 > this.end) throw exiError('EXI_TRUNCATED', 'EXI stream truncated', { bit: pos, need: 8 });
+    this.pos = pos + 8;
+    const i = pos >>> 3;
+    const off = pos & 7;
+    if (off === 0) return this.buf[i]!;
+    return ((this.buf[i]! << off) | (this.buf[i + 1]! >>> (8 - off))) & 0xff;
+  }
+
   readBit(): number {
     const pos = this.pos;
     if (pos >= this.end) throw exiError('EXI_TRUNCATED', 'EXI stream truncated', { bit: pos, need: 1 });
@@ -52,7 +63,7 @@ export class BitReader {
     let value = 0;
     let mult = 1;
     for (let g = 0; g < maxGroups; g++) {
-      const b = this.readBits(8);
+      const b = this.readByte();
       if (g >= 7) return this.readUnsignedBig(value, g, b, maxGroups);
       value += (b & 0x7f) * mult;
       if ((b & 0x80) === 0) return value;
@@ -102,6 +113,13 @@ export class BitWriter {
   writeBits(n: number, value: number): void {
     if (n === 0) return;
     if (this.byte + 5 >= this.buf.length) this.grow();
+    const free0 = 8 - this.bit;
+    if (n < free0) {
+      // Fits in the current byte with room to spare (event codes, booleans, small n-bit values).
+      this.buf[this.byte]! |= (value & ((1 << n) - 1)) << (free0 - n);
+      this.bit += n;
+      return;
+    }
     let left = n;
     while (left > 0) {
       const free = 8 - this.bit;
@@ -125,6 +143,17 @@ export class BitWriter {
     }
   }
 
+  writeByte(v: number): void {
+    if (this.byte + 5 >= this.buf.length) this.grow();
+    const bit = this.bit;
+    if (bit === 0) {
+      this.buf[this.byte++] = v;
+      return;
+    }
+    this.buf[this.byte]! |= v >>> bit;
+    this.buf[++this.byte] = (v << (8 - bit)) & 0xff;
+  }
+
   writeUnsigned(v: number | bigint): void {
     if (typeof v === 'bigint') {
       if (v <= BigInt(Number.MAX_SAFE_INTEGER)) return this.writeUnsigned(Number(v));
@@ -138,10 +167,10 @@ export class BitWriter {
     }
     let x = v;
     while (x >= 128) {
-      this.writeBits(8, (x % 128) | 0x80);
+      this.writeByte((x % 128) | 0x80);
       x = Math.floor(x / 128);
     }
-    this.writeBits(8, x);
+    this.writeByte(x);
   }
 
   reset(): void {

@@ -202,8 +202,8 @@ export function compileSchema(id: string, t: SchemaTablesJson): CompiledSchema {
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 
 class Decoder {
-  private global: string[] = [];
-  private local: (string[] | undefined)[] = [];
+  private global: string[] | undefined;
+  private local: (string[] | undefined)[] | undefined;
   private depth = 0;
 
   constructor(private readonly r: BitReader, private readonly maxDepth: number) {}
@@ -295,7 +295,7 @@ class Decoder {
       case Dt.Bin: {
         const len = r.readLength(r.remainingBits() >>> 3);
         let s = '';
-        for (let i = 0; i < len; i++) s += HEX[r.readBits(8)]!;
+        for (let i = 0; i < len; i++) s += HEX[r.readByte()]!;
         return s;
       }
       case Dt.Str:
@@ -307,28 +307,45 @@ class Decoder {
     const r = this.r;
     const L = r.readLength((r.remainingBits() >>> 3) + 2);
     if (L === 0) {
-      const table = this.local[name];
+      const table = this.local?.[name];
       const n = table ? table.length : 0;
       const i = r.readBits(bitsFor(n));
       if (!table || i >= n) throw exiError('EXI_INVALID', 'string table local hit out of range', { index: i });
       return table[i]!;
     }
     if (L === 1) {
-      const n = this.global.length;
+      const global = this.global ?? [];
+      const n = global.length;
       const i = r.readBits(bitsFor(n));
       if (i >= n) throw exiError('EXI_INVALID', 'string table global hit out of range', { index: i });
-      return this.global[i]!;
+      return global[i]!;
     }
     const len = L - 2;
     if (len * 8 > r.remainingBits()) throw exiError('EXI_TRUNCATED', 'string longer than the stream', { len });
     let s = '';
     for (let i = 0; i < len; i++) {
-      const cp = r.readLength(0x10ffff);
+      const b = r.readByte();
+      if (b < 0x80) {
+        s += String.fromCharCode(b);
+        continue;
+      }
+      // Multi-group code point: continue the 7-bit groups (at most 3 for ≤ 0x10FFFF).
+      let cp = b & 0x7f;
+      let mult = 128;
+      for (let g = 1; ; g++) {
+        if (g > 2) throw exiError('EXI_LIMIT', 'code point too long');
+        const c = r.readByte();
+        cp += (c & 0x7f) * mult;
+        if ((c & 0x80) === 0) break;
+        mult *= 128;
+      }
+      if (cp > 0x10ffff) throw exiError('EXI_INVALID', 'code point out of range', { cp });
       s += cp < 0x10000 ? String.fromCharCode(cp) : String.fromCodePoint(cp);
     }
     if (len > 0) {
-      this.global.push(s);
-      (this.local[name] ??= []).push(s);
+      // Every string miss enters the global and the local (per qname) value partitions (EXI §7.3.3).
+      (this.global ??= []).push(s);
+      ((this.local ??= [])[name] ??= []).push(s);
     }
     return s;
   }
@@ -535,13 +552,13 @@ class Encoder {
             const hi = HEX_VALUE[v.charCodeAt(2 * i)] ?? -1;
             const lo = HEX_VALUE[v.charCodeAt(2 * i + 1)] ?? -1;
             if (hi < 0 || lo < 0) this.fail('binary must be a hex string or bytes');
-            w.writeBits(8, (hi << 4) | lo);
+            w.writeByte((hi << 4) | lo);
           }
           return;
         }
         if (!(v instanceof Uint8Array)) this.fail('binary must be a hex string or bytes');
         w.writeUnsigned(v.length);
-        for (let i = 0; i < v.length; i++) w.writeBits(8, v[i]!);
+        for (let i = 0; i < v.length; i++) w.writeByte(v[i]!);
         return;
       }
       case Dt.Str:
@@ -598,7 +615,7 @@ class Encoder {
     w.writeUnsigned(count + 2);
     for (let i = 0; i < s.length; i++) {
       const c = s.charCodeAt(i);
-      if (c < 0x80) w.writeBits(8, c);
+      if (c < 0x80) w.writeByte(c);
       else {
         const cp = s.codePointAt(i)!;
         if (cp > 0xffff) i++;
