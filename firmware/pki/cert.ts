@@ -13,7 +13,8 @@ import type { PkiErrorCode } from './errors.ts';
 import { MAX_CERT_DER_BYTES } from './profiles.ts';
 
 export interface CertInfo {
-  der: Uint8Array;
+  /** Shared with the parse cache: never mutate. */
+  readonly der: Uint8Array;
   /** SHA-256 over the DER, hex: the store's identity of a certificate. */
   fingerprint: string;
   subject: string;
@@ -47,10 +48,32 @@ function fail(code: PkiErrorCode, message: string, details: Record<string, unkno
 
 const hex = (b: ArrayBuffer | Uint8Array): string => Buffer.from(b instanceof Uint8Array ? b : new Uint8Array(b)).toString('hex');
 
+/**
+ * Parsed certificates by SHA-256 of their DER. Parsing with @peculiar/x509 costs ~1–2 ms per certificate, and the
+ * same roots and CPO Sub-CAs come back every session; CertInfo is never mutated, so sharing is safe. Bounded.
+ */
+const CACHE_MAX = 64;
+const cache = new Map<string, CertInfo>();
+
 export function parseCert(der: Uint8Array): CertInfo {
   if (!(der instanceof Uint8Array) || der.length === 0 || der.length > MAX_CERT_DER_BYTES) {
     fail('PKI_CERT_MALFORMED', `certificate size ${der?.length ?? 0} outside 1..${MAX_CERT_DER_BYTES} bytes`);
   }
+  const fingerprint = createHash('sha256').update(der).digest('hex');
+  const hit = cache.get(fingerprint);
+  if (hit) {
+    // Refresh recency.
+    cache.delete(fingerprint);
+    cache.set(fingerprint, hit);
+    return hit;
+  }
+  const info = parseUncached(der, fingerprint);
+  cache.set(fingerprint, info);
+  if (cache.size > CACHE_MAX) cache.delete(cache.keys().next().value!);
+  return info;
+}
+
+function parseUncached(der: Uint8Array, fingerprint: string): CertInfo {
   let cert: X509Certificate;
   let node: NodeX509;
   try {
@@ -70,7 +93,7 @@ export function parseCert(der: Uint8Array): CertInfo {
     const sigAlg = cert.signatureAlgorithm as { name: string; hash?: { name: string } };
     const info: CertInfo = {
       der: Uint8Array.from(der),
-      fingerprint: createHash('sha256').update(der).digest('hex'),
+      fingerprint,
       subject: cert.subject,
       issuer: cert.issuer,
       subjectKey,

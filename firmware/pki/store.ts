@@ -134,7 +134,7 @@ export class CertificateStore {
     return this.body.roots.map((r) => {
       const c = parseCert(unb64(r.der));
       return {
-        der: c.der, fingerprint: c.fingerprint, subject: c.subject, notAfter: c.notAfter,
+        der: Uint8Array.from(c.der), fingerprint: c.fingerprint, subject: c.subject, notAfter: c.notAfter,
         installedAt: r.installedAt, source: r.source, ...(c.subjectKeyId ? { subjectKeyId: c.subjectKeyId } : {}),
       };
     });
