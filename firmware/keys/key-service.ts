@@ -44,7 +44,7 @@ export interface KeyStatus {
   contractKeys: string[];
   activeContractKey?: string;
   armed: boolean;
-  /** tpm2-tools processes on the critical path of the last contract-key signature. */
+  /** tpm2-tools processes on the critical path of the last contract-key signature (arming included if it was cold). */
   lastSignCriticalPathProcesses?: number;
 }
 
@@ -187,10 +187,10 @@ export class KeyService {
   signWithContractKey(digest: Uint8Array): Promise<Uint8Array> {
     checkDigest(digest);
     return this.serial(async () => {
+      const tpm = this.d.tpm;
+      const before = tpm.spawnCount; // processes of this call: 1 when pre-armed, the whole cold path otherwise
       if (!this.armed) await this.armNow();
       const key = await this.activeContractKey();
-      const tpm = this.d.tpm;
-      const before = tpm.spawnCount;
       let der: Uint8Array;
       try {
         der = await this.guarded(() => tpm.sign({ context: key.ctx }, { kind: 'policy', session: this.armedSession! }, digest));
