@@ -1,7 +1,7 @@
 import type { Clock } from '../../hal/clock/types.ts';
 import type { MqttClient, MqttConnector, MqttLinkStatus, MqttTlsIdentity } from '../../hal/mqtt/types.ts';
 import type { Logger } from '../log/logger.ts';
-import { OTA_MAX_ROOT_LIST_BYTES, VEHICLE_ID_PATTERN, vehicleTopics } from './constants.ts';
+import { OTA_MAX_ROOT_ANSWER_BYTES, OTA_MAX_ROOT_LIST_BYTES, VEHICLE_ID_PATTERN, vehicleTopics } from './constants.ts';
 import { otaError } from './errors.ts';
 import { MqttRpc } from './rpc.ts';
 
@@ -21,6 +21,8 @@ export interface OtaLinkOptions {
   log: Logger;
   reconnectPeriodMs?: number;
   keepaliveSeconds?: number;
+  /** Re-publish interval of unanswered requests (default OTA_REQUEST_REPUBLISH_MS, backing off; 0 = never). */
+  republishMs?: number;
   /** Firmware version etc. published in the retained state. */
   stateExtras?: Record<string, unknown>;
 }
@@ -50,8 +52,8 @@ export class OtaLink {
       cleanSession: true,
     });
     this.detach = this.client.onStatus((status, error) => this.onStatus(status, error));
-    const common = { client: this.client, clock: o.clock, log: o.log };
-    this.rootCaRpc = new MqttRpc({ ...common, replyTopic: topics.rootCaResponse, maxAnswerBytes: 16 * 1024 });
+    const common = { client: this.client, clock: o.clock, log: o.log, ...(o.republishMs !== undefined ? { republishMs: o.republishMs } : {}) };
+    this.rootCaRpc = new MqttRpc({ ...common, replyTopic: topics.rootCaResponse, maxAnswerBytes: OTA_MAX_ROOT_ANSWER_BYTES });
     this.rootListRpc = new MqttRpc({ ...common, replyTopic: topics.rootListResponse, maxAnswerBytes: OTA_MAX_ROOT_LIST_BYTES });
   }
 

@@ -161,11 +161,12 @@ export class MqttRpc {
             }
             delivered = true;
             if (republishMs > 0) {
+              // Backing off (×2 per attempt): a slow backend under load must not be flooded with copies.
               republishTimer = clock.setTimer(() => {
                 if (settled) return;
                 this.o.log.debug({ requestId, attempt: attempts + 1 }, 'no answer yet: publishing the request again');
                 send();
-              }, republishMs);
+              }, republishMs * 2 ** (attempts - 1));
             }
           })
           .catch((err: unknown) => finish(reject)(err instanceof OtaError ? err : otaError('OTA_BROKER_UNREACHABLE', 'publish failed', {}, err)));
