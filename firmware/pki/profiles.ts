@@ -1,5 +1,5 @@
 /**
- * ISO 15118-2 certificate profiles (Annex F "Certificate profiles"), as the vehicle checks them and as the test
+ * ISO 15118-2 certificate profiles (the standard's certificate-profile annex), as the vehicle checks them and as the test
  * PKI generator (`generate.ts`) issues them. One table so issuing and checking can never drift apart.
  */
 import { KeyUsageFlags } from '@peculiar/x509';
@@ -18,7 +18,7 @@ export interface CertProfile {
   pathLen?: number;
   /** Key usage bits that MUST be set. */
   keyUsage: number;
-  /** Days of validity issued by the test PKI (within the ISO 15118-2 maximums). */
+  /** Days of validity the test PKI issues (our choice for test material, shorter for lower tiers). */
   validityDays: number;
 }
 
@@ -40,8 +40,8 @@ export const CERT_PROFILES: Readonly<Record<CertRole, CertProfile>> = {
   'oem-sub-ca-2': { ca: true, pathLen: 0, keyUsage: CA_KU, validityDays: 730 },
   'mo-sub-ca-2': { ca: true, pathLen: 0, keyUsage: CA_KU, validityDays: 730 },
   'cps-sub-ca-2': { ca: true, pathLen: 0, keyUsage: CA_KU, validityDays: 730 },
-  // [V2G2-xxx] SECC, contract and OEM provisioning certificates: digitalSignature + keyAgreement (ECDH for the
-  // ISO 15118-2 contract-key transport, ECDHE-ECDSA signature in TLS).
+  // SECC, contract and OEM provisioning certificates (ISO 15118-2): digitalSignature + keyAgreement (ECDH
+  // for the ISO 15118-2 contract-key transport, ECDHE-ECDSA signature in TLS).
   'secc-leaf': { ca: false, keyUsage: LEAF_KU, validityDays: 365 },
   'oem-provisioning': { ca: false, keyUsage: LEAF_KU, validityDays: 1460 },
   'contract': { ca: false, keyUsage: LEAF_KU, validityDays: 730 },
@@ -66,7 +66,7 @@ export const PURPOSE_LEAF_ROLE: Readonly<Record<ValidationPurpose, CertRole>> = 
 export const OID_STORAGE_KEY_EXTENSION = '1.3.36.15.9.2.1.1';
 
 /**
- * Algorithm policies. ISO 15118-2 knows only secp256r1 + ecdsa-with-SHA256 [V2G2-xxx]; ISO 15118-20 adds
+ * Algorithm policies. ISO 15118-2 knows only secp256r1 + ecdsa-with-SHA256; ISO 15118-20 adds
  * secp521r1/SHA-512 (Ed448 is not supported by this runtime yet).
  */
 export type AlgorithmPolicy = 'iso15118-2' | 'iso15118-20';

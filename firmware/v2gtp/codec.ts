@@ -1,5 +1,5 @@
 /**
- * V2GTP header codec and stream reassembly. Strict on what we accept: version 0x01 / 0xFE only [V2G2-064],
+ * V2GTP header codec and stream reassembly. Strict on what we accept: version 0x01 / 0xFE only,
  * known payload types only, length within the cap; every failure is a typed V2GTP_* error, never a raw throw.
  */
 import { EvccError } from '../errors.ts';

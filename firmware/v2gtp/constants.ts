@@ -1,9 +1,9 @@
-/** V2GTP (ISO 15118-2 §7.8.3) header constants. */
-export const V2GTP_VERSION = 0x01; // [V2G2-062] protocol version
-export const V2GTP_INVERSE_VERSION = 0xfe; // [V2G2-063] bitwise inverse of the version
+/** V2GTP header constants (ISO 15118-2, V2G Transfer Protocol clause; layout in PROTOCOLS.md §2). */
+export const V2GTP_VERSION = 0x01; // protocol version
+export const V2GTP_INVERSE_VERSION = 0xfe; // bitwise inverse of the version
 export const V2GTP_HEADER_LENGTH = 8;
 
-/** [V2G2-066] payload types we use. */
+/** Payload types we use. */
 export const PayloadType = {
   EXI: 0x8001, // EXI-encoded V2G message
   SDP_REQUEST: 0x9000,
