@@ -92,7 +92,13 @@ export async function installReleasePolicy(d: BootDeps, raw: unknown, expectedVe
     if (expectedVersion === undefined) throw new EvccError('BOOT_NO_POLICY', 'no signed policy given');
     const stored = await d.data.read(DATA.release(expectedVersion, 'signed-policy.json'));
     if (!stored) throw new EvccError('BOOT_NO_POLICY', `no signed policy installed for release v${expectedVersion}`, { version: expectedVersion });
-    policy = parseSignedPolicy(JSON.parse(Buffer.from(stored).toString('utf8')));
+    let raw: unknown;
+    try {
+      raw = JSON.parse(Buffer.from(stored).toString('utf8'));
+    } catch (err) {
+      throw new EvccError('STORE_CORRUPT', `stored signed policy v${expectedVersion} is not JSON`, { version: expectedVersion }, { cause: err });
+    }
+    policy = parseSignedPolicy(raw);
   } else {
     policy = parseSignedPolicy(raw);
   }

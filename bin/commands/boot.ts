@@ -46,7 +46,7 @@ export const registerBoot: CommandModule = (program, globals) => {
     .description('A/B commit: after the running release signed through the TPM, raise the NV anti-rollback counter to its version')
     .action(async (o: TpmCommandOptions) => {
       await withTpm(globals(), { ...boot.opts<TpmCommandOptions>(), ...o }, async (c) => {
-        const keys = await KeyService.open(c);
+        const keys = await KeyService.open({ ...c, log: c.rt.log('KEYS') });
         try {
           print(await commitRelease({ ...c, log: c.rt.log('BOOT'), keys }));
         } finally {

@@ -122,7 +122,7 @@ export const registerTpm: CommandModule = (program, globals) => {
     .requiredOption('--out <dir>', 'output directory')
     .action(async (o: TpmCommandOptions & { out: string }) => {
       await withTpm(globals(), o, async (c) => {
-        const keys = await KeyService.open(c);
+        const keys = await KeyService.open({ ...c, log: c.rt.log('KEYS') });
         await writeExport(o.out, backendExport(keys.provisioning));
       });
     });
@@ -130,7 +130,7 @@ export const registerTpm: CommandModule = (program, globals) => {
   addTpmOptions(tpm.command('status'))
     .description('provisioning, booted release, counter, contract keys')
     .action(async (o: TpmCommandOptions) => {
-      await withTpm(globals(), o, async (c) => print(await (await KeyService.open(c)).status()));
+      await withTpm(globals(), o, async (c) => print(await (await KeyService.open({ ...c, log: c.rt.log('KEYS') })).status()));
     });
 
   addTpmOptions(tpm.command('import-contract-key'))
@@ -140,7 +140,7 @@ export const registerTpm: CommandModule = (program, globals) => {
     .action(async (o: TpmCommandOptions & { blob?: string; plaintext?: string }) => {
       if (!o.blob === !o.plaintext) throw new EvccError('CONFIG_INVALID', 'give exactly one of --blob or --plaintext');
       await withTpm(globals(), o, async (c) => {
-        const keys = await KeyService.open(c);
+        const keys = await KeyService.open({ ...c, log: c.rt.log('KEYS') });
         try {
           let r;
           if (o.blob) {
@@ -173,7 +173,7 @@ export const registerTpm: CommandModule = (program, globals) => {
         ? new Uint8Array(Buffer.from(o.digest, 'hex'))
         : new Uint8Array(createHash('sha256').update(await readFile(o.in!)).digest());
       await withTpm(globals(), o, async (c) => {
-        const keys = await KeyService.open(c);
+        const keys = await KeyService.open({ ...c, log: c.rt.log('KEYS') });
         try {
           const sig = o.key === 'contract' ? await keys.signWithContractKey(digest) : await keys.signWithProvisioningKey(digest);
           if (o.out) await writeFile(o.out, sig);

@@ -341,6 +341,16 @@ export class KeyService {
     return { key };
   }
 
+  /** The contract key as an xmldsig `Signer` (firmware/exi/xmldsig): AuthorizationReq, PaymentDetails, MeteringReceipt. */
+  contractKeySigner(): { sign(digest32: Uint8Array): Promise<Uint8Array> } {
+    return { sign: (digest32) => this.signWithContractKey(digest32) };
+  }
+
+  /** The OEM provisioning key as an xmldsig `Signer` (CertificateInstallationReq). */
+  provisioningKeySigner(): { sign(digest32: Uint8Array): Promise<Uint8Array> } {
+    return { sign: (digest32) => this.signWithProvisioningKey(digest32) };
+  }
+
   async close(): Promise<void> {
     await this.serial(async () => {
       if (this.armedSession) await this.d.tpm.flushSession(this.armedSession).catch(() => undefined);

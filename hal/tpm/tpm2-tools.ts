@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { EvccError } from '../../firmware/errors.ts';
@@ -213,6 +213,7 @@ export class Tpm2Tools implements Tpm {
     return this.locked(() => this.withFiles({ pub: blob.public, priv: blob.private }, async (f) => {
       const ctx = this.ctxFile(contextName);
       await this.run('tpm2_load', ['-C', this.ref(parent), ...this.flag('-P', this.auth(parentAuth)), '-u', f.pub!, '-r', f.priv!, '-c', ctx]);
+      await chmod(ctx, 0o600); // tpm2-tools writes with the process umask
       this.pendingFlush = true; // the loaded object stays in a slot; its saved context stays valid after the flush
       return { context: contextName };
     }));

@@ -3,14 +3,12 @@ import { createHash, createPublicKey, generateKeyPairSync, randomBytes, sign as 
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { EvccError } from '../../firmware/errors.ts';
-import { silentLogger } from '../../firmware/log/logger.ts';
 import { KeyService, statePolicySteps } from '../../firmware/keys/key-service.ts';
 import { DATA, jsonBytes, type BootState, type ProvisioningRecord } from '../../firmware/keys/layout.ts';
 import { externalEccName, fromHex, pcrAfterExtend, policyPcr, toHex, u64be, ZERO_DIGEST } from '../../firmware/keys/policy.ts';
 import { backendExport, provisionTpm } from '../../firmware/keys/provision.ts';
 import { eccPublicPem, parseEccPublic } from '../../firmware/keys/duplicate.ts';
 import type { SignedPolicy } from '../../firmware/keys/signed-policy.ts';
-import { FsStore } from '../../hal/store/fs-store.ts';
 import type { Auth, KeyBlob, KeyRef, PolicyStep, SaltKey } from '../../hal/tpm/types.ts';
 import type { Tpm2Tools } from '../../hal/tpm/tpm2-tools.ts';
 import { commitRelease } from '../../boot/commit.ts';
@@ -135,6 +133,26 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     }
     expect(await tpm.lockoutCounter()).toBe(before + 1);
     await tpm.resetDictionaryLockout();
+    expect(await tpm.lockoutCounter()).toBe(0);
+  });
+
+  it('repeated wrong passwords lock the storage key out → TPM_LOCKOUT 0x921; policy failures do not count', async () => {
+    const tpm = await lab.driver();
+    const [pcr, nv] = await state(1);
+    const s0 = await tpm.startPolicySession(salt);
+    await tpm.policy(s0, [pcr!, nv!, { kind: 'authValue' }]);
+    await refused(tpm.load(STK, storageAuth(s0), contractBlob, 'n03'), 'TPM_POLICY_FAIL', '0x99D');
+    expect(await tpm.lockoutCounter()).toBe(0);
+    const wrong = Uint8Array.from(password, (b) => b ^ 0xff);
+    for (let i = 0; i < 3; i++) { // swtpm: max 3 failures
+      const s = await tpm.startPolicySession(salt);
+      await tpm.policy(s, [...(await state(1)), { kind: 'authValue' }]);
+      await refused(tpm.load(STK, { kind: 'policy', session: s, secret: wrong }, contractBlob, 'lockout'), 'TPM_AUTH_FAIL', '0x98E');
+    }
+    const s = await tpm.startPolicySession(salt);
+    await tpm.policy(s, [...(await state(1)), { kind: 'authValue' }]);
+    await refused(tpm.load(STK, storageAuth(s), contractBlob, 'lockout'), 'TPM_LOCKOUT', '0x921'); // even the right password now
+    await tpm.resetDictionaryLockout(); // lab: empty lockout auth (TPM.md §8: set one on the device)
     expect(await tpm.lockoutCounter()).toBe(0);
   });
 
@@ -344,12 +362,28 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     await lab.reboot('orderly');
     await boot(bundles.v2);
     expect(cryptoVerify('sha256', message, { key: contractPub, dsaEncoding: 'ieee-p1363' }, await (await keyService()).signWithContractKey(sha256(message)))).toBe(true);
+  });
+
+  it('the contract key is an xmldsig Signer: a signed AuthorizationReq verifies with its public key', async () => {
+    const { sign, verifyDetached } = await import('../../firmware/exi/xmldsig/index.ts');
+    const keys = await keyService();
+    const body = { AuthorizationReq: { Id: 'id1', GenChallenge: randomBytes(16).toString('hex') } };
+    const signature = await sign([body], keys.contractKeySigner());
+    expect(verifyDetached(signature, body, createPublicKey(contractPub))).toMatchObject({ references: ['id1'], signatureFormat: 'raw' });
+    await keys.close();
+  });
+
+  it('nothing is left in the TPM after refusals and uses (no resource manager: the driver flushes, also on failure)', async () => {
+    const keys = await keyService();
+    await keys.signWithContractKey(digest);
+    await claimBooted(1);
+    await refused((await keyService()).signWithContractKey(digest), 'TPM_POLICY_ROLLBACK', '0x126');
+    await keys.close();
     const t = await lab.driver();
-    await t.flushAll();
     expect(await t.handles('transient')).toEqual([]);
     expect(await t.handles('loaded-session')).toEqual([]);
+    expect(await t.handles('saved-session')).toEqual([]);
+    expect((await t.handles('persistent')).sort()).toEqual([0x81000001, 0x81000101]);
   });
 });
 
-void FsStore;
-void silentLogger;
