@@ -64,6 +64,8 @@ export interface RigOptions {
   nid?: string;
   attenuationDb?: number;
   capture?: boolean;
+  /** The charger-side SLAC host: Debian's `evse` (default) or our `evcc sim evse-slac`. */
+  charger?: 'debian-evse' | 'evcc-sim';
 }
 
 export class SlacRig {
@@ -123,6 +125,11 @@ export class SlacRig {
     ]);
     waits.push(waitFor(this.spawnIn(pair.ev, node, seModemArgs), /modem simulator ready/, 'charger modem sim'));
     await Promise.all(waits);
+    if (options.charger === 'evcc-sim') {
+      const [, simArgs] = evccArgs(['sim', 'evse-slac', '-i', pair.seIf, '--nid', this.nid, '--nmk', this.nmk]);
+      await waitFor(this.spawnIn(pair.se, node, simArgs), /charger SLAC simulator ready/, 'evcc sim evse-slac');
+      return;
+    }
     // Settle/charge times 0: evse otherwise sleeps between phases. It loops (no -l) so one charger serves many runs.
     const ini = join(this.dir, 'evse.ini');
     await writeFile(ini, [
@@ -154,7 +161,7 @@ export class SlacRig {
     const p = track(this.pair.spawn(this.pair.ev, 'pev', ['-i', this.pair.evIf, '-p', ini, '-t', '1000']));
     this.procs.push(p);
     const code = await p.exited;
-    return { code, stdout: p.stdout };
+    return { code, stdout: p.stdout + p.stderr }; // pev reports progress on stderr
   }
 
   /** Stops tshark (flushing the file) and returns the decoded capture as tshark's JSON. */

@@ -215,6 +215,21 @@ describe('SLAC EV on a simulated segment', () => {
       expect(sentTypes(b).filter((t) => t === 'CM_MNBC_SOUND.IND')).toHaveLength(10);
     });
 
+    it('a second charger that never reports is waited for until TT_EV_atten_results, then the reporting one is matched', async () => {
+      const b = setup([{ mac: '02:00:00:00:c0:01', attenuationDb: 26 }, { mac: '02:00:00:00:c0:02', faults: ['noAttenCharInd'] }]);
+      const r = await settle(start(b), b.clock);
+      expect(r.ok).toBe(true);
+      const res = (r as { value: SlacResult }).value;
+      expect(res.evseMac).toBe('02:00:00:00:c0:01');
+      expect(res.evses).toEqual([
+        expect.objectContaining({ mac: '02:00:00:00:c0:01', chosen: true }),
+        expect.objectContaining({ mac: '02:00:00:00:c0:02', parmCnf: true, chosen: false }),
+      ]);
+      expect(res.evses[1]!.averageAttenuationDb).toBeUndefined();
+      expect(res.timings.decided).toBeGreaterThanOrEqual(1200); // the whole window, since one charger stayed silent
+      await expectClean(b);
+    });
+
     it('no CM_SLAC_MATCH.CNF: retries, then SLAC_TIMEOUT_MATCH', async () => {
       const b = setup([{ mac: '02:00:00:00:c0:01', faults: ['noMatchCnf'] }]);
       await expectFailure(b, start(b), 'SLAC_TIMEOUT_MATCH');
