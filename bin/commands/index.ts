@@ -12,12 +12,13 @@ import { registerOta } from './ota.ts';
 import { registerPki } from './pki.ts';
 import { registerSimSecc } from './sim-secc.ts';
 import { registerExi } from './exi.ts';
+import { registerSdpTools } from './sdp.ts';
 
 /** A subcommand module: adds itself to the program. Global options are read lazily at action time. */
 export type CommandModule = (program: Command, globals: () => GlobalOptions) => void;
 
 // One line per command module; each module is the composition root of its subcommand.
-const modules: CommandModule[] = [registerSlac, registerSimSlac, registerTpm, registerBoot, registerOem, registerMo, registerBundle, registerPki, registerSimSecc, registerOemBackend, registerOta, registerExi];
+const modules: CommandModule[] = [registerSlac, registerSimSlac, registerTpm, registerBoot, registerOem, registerMo, registerBundle, registerPki, registerSimSecc, registerOemBackend, registerOta, registerExi, registerSdpTools];
 
 export function registerCommands(program: Command, globals: () => GlobalOptions): void {
   for (const register of modules) register(program, globals);
