@@ -1,4 +1,5 @@
 import { BitReader, BitWriter, bitsFor } from './bitstream.ts';
+import { compileFast, FALLBACK, type FastCodec } from './compile.ts';
 import { exiError } from './errors.ts';
 import * as T from './tables.ts';
 import type { DatatypeJson, SchemaTablesJson } from './tables.ts';
@@ -73,6 +74,7 @@ export interface State {
 
 export interface Grammar {
   name: string;
+  index: number;
   states: State[];
   /** Simple type (no attributes): the element's value is the bare value. */
   simple: boolean;
@@ -93,6 +95,8 @@ export interface CompiledSchema {
   frag: { name: number; key: string; grammar: Grammar | null }[];
   fragBits: number;
   fragByKey: Map<string, number>;
+  /** Specialized codecs (compile.ts), built on first use. */
+  fast?: FastCodec | null;
 }
 
 export interface DecodeOptions {
@@ -129,7 +133,7 @@ function compileDatatype(j: DatatypeJson): Datatype {
 
 export function compileSchema(id: string, t: SchemaTablesJson): CompiledSchema {
   const dts = t.datatypes.map(compileDatatype);
-  const grammars: Grammar[] = t.grammars.map((g) => ({ name: g.n, states: [], simple: false, simpleContent: false, slotOf: new Map(), slotCount: 0 }));
+  const grammars: Grammar[] = t.grammars.map((g, index) => ({ name: g.n, index, states: [], simple: false, simpleContent: false, slotOf: new Map(), slotCount: 0 }));
   t.grammars.forEach((gj, gi) => {
     const g = grammars[gi]!;
     g.states = gj.s.map(([l2kind, ...prods]) => {
@@ -201,12 +205,27 @@ export function compileSchema(id: string, t: SchemaTablesJson): CompiledSchema {
 
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 
-class Decoder {
+export class Decoder {
   private global: string[] | undefined;
   private local: (string[] | undefined)[] | undefined;
-  private depth = 0;
+  depth = 0;
 
-  constructor(private readonly r: BitReader, private readonly maxDepth: number) {}
+  constructor(private readonly r: BitReader, readonly maxDepth: number) {}
+
+  /** Enumeration value by index (compiled decoders). */
+  en(values: string[], i: number): string {
+    const v = values[i];
+    if (v === undefined) throw exiError('EXI_INVALID', 'enumeration index out of range', { index: i });
+    return v;
+  }
+
+  /** Adds a one-or-many child (compiled decoders). */
+  add1m(o: ExiObject, key: string, child: ExiValue): void {
+    const prev = o[key];
+    if (prev === undefined) o[key] = child;
+    else if (Array.isArray(prev)) prev.push(child);
+    else o[key] = [prev, child];
+  }
 
   element(g: Grammar, name: number): ExiValue {
     if (++this.depth > this.maxDepth) throw exiError('EXI_LIMIT', 'element nesting too deep', { maxDepth: this.maxDepth });
@@ -358,8 +377,24 @@ function readHeader(r: BitReader): void {
 
 const DEFAULT_MAX_DEPTH = 64;
 
-function decodeWith(list: CompiledSchema['doc'], bits: number, fragment: boolean, bytes: Uint8Array, opts: DecodeOptions): ExiObject {
+/** How often the compiled codecs handed over to the interpreter (observability; tests check the fast path is used). */
+export const fastPathStats = { decodeFallbacks: 0, encodeFallbacks: 0 };
+
+function decodeWith(s: CompiledSchema, list: CompiledSchema['doc'], bits: number, fragment: boolean, bytes: Uint8Array, opts: DecodeOptions): ExiObject {
   if (!(bytes instanceof Uint8Array)) throw exiError('EXI_INVALID', 'input is not bytes');
+  const fast = fastOf(s);
+  if (fast) {
+    try {
+      return decodeRoot(list, bits, fragment, bytes, opts, fast);
+    } catch {
+      // The interpreter gives the exact result or the typed error.
+      fastPathStats.decodeFallbacks++;
+    }
+  }
+  return decodeRoot(list, bits, fragment, bytes, opts, null);
+}
+
+function decodeRoot(list: CompiledSchema['doc'], bits: number, fragment: boolean, bytes: Uint8Array, opts: DecodeOptions, fast: FastCodec | null): ExiObject {
   const r = new BitReader(bytes);
   readHeader(r);
   const d = new Decoder(r, opts.maxDepth ?? DEFAULT_MAX_DEPTH);
@@ -367,7 +402,7 @@ function decodeWith(list: CompiledSchema['doc'], bits: number, fragment: boolean
   const e = list[code];
   if (!e) throw exiError(code === list.length ? 'EXI_UNSUPPORTED' : 'EXI_INVALID', 'root element code not declared', { code });
   if (!e.grammar) throw exiError('EXI_INVALID', 'abstract root element', { element: e.key });
-  const value = d.element(e.grammar, e.name);
+  const value = fast ? (fast.dec[e.grammar.index]!(d, r, e.name) as ExiValue) : d.element(e.grammar, e.name);
   if (fragment) {
     const end = r.readBits(bits);
     if (end !== list.length + 1) throw exiError('EXI_UNSUPPORTED', 'fragment with more than one element', { code: end });
@@ -376,12 +411,28 @@ function decodeWith(list: CompiledSchema['doc'], bits: number, fragment: boolean
   return { [e.key]: value };
 }
 
+function fastOf(s: CompiledSchema): FastCodec | null {
+  if (s.fast === undefined) {
+    try {
+      s.fast = compileFast(s.grammars);
+    } catch {
+      s.fast = null; // e.g. code generation disallowed: the interpreter serves alone
+    }
+  }
+  return s.fast;
+}
+
 export function decodeDocument(s: CompiledSchema, bytes: Uint8Array, opts: DecodeOptions = {}): ExiObject {
-  return decodeWith(s.doc, s.docBits, false, bytes, opts);
+  return decodeWith(s, s.doc, s.docBits, false, bytes, opts);
 }
 
 export function decodeFragment(s: CompiledSchema, bytes: Uint8Array, opts: DecodeOptions = {}): ExiObject {
-  return decodeWith(s.frag, s.fragBits, true, bytes, opts);
+  return decodeWith(s, s.frag, s.fragBits, true, bytes, opts);
+}
+
+/** The interpreter alone (tests compare it with the compiled codecs). */
+export function decodeDocumentInterpreted(s: CompiledSchema, bytes: Uint8Array, opts: DecodeOptions = {}): ExiObject {
+  return decodeRoot(s.doc, s.docBits, false, bytes, opts, null);
 }
 
 // ------------------------------------------------------------------------------------------------ encoding
@@ -389,10 +440,10 @@ export function decodeFragment(s: CompiledSchema, bytes: Uint8Array, opts: Decod
 const MAX_SLOTS = 256;
 const SLOT_COUNTS: Int32Array[] = [];
 
-class Encoder {
+export class Encoder {
   private global: Map<string, number> | undefined;
   private local: (Map<string, number> | undefined)[] | undefined;
-  private depth = 0;
+  depth = 0;
   /** Items consumed per field slot, one row per nesting depth, shared by all (synchronous) encodes. */
   private readonly counts = SLOT_COUNTS;
   /** Keys from the root to the element being encoded, for error paths. */
@@ -638,7 +689,7 @@ function bitLength(n: number | bigint): number {
 
 let sharedWriter: BitWriter | undefined;
 
-function encodeWith(list: CompiledSchema['doc'], byKey: Map<string, number>, bits: number, fragment: boolean, message: unknown, opts: EncodeOptions): Uint8Array {
+function encodeWith(s: CompiledSchema, list: CompiledSchema['doc'], byKey: Map<string, number>, bits: number, fragment: boolean, message: unknown, opts: EncodeOptions, interpretOnly = false): Uint8Array {
   if (typeof message !== 'object' || message === null) throw exiError('EXI_ENCODE_INVALID', 'message must be an object { ElementName: content }');
   let key: string | undefined;
   let roots = 0;
@@ -651,16 +702,32 @@ function encodeWith(list: CompiledSchema['doc'], byKey: Map<string, number>, bit
   const idx = byKey.get(key);
   if (idx === undefined) throw exiError('EXI_UNKNOWN_SCHEMA', 'no such root element in this schema', { element: key });
   const e = list[idx]!;
+  const content = (message as Record<string, unknown>)[key];
   // Encoding is synchronous: one writer is reused (reset, not reallocated) across calls.
   const w = sharedWriter ?? new BitWriter();
   sharedWriter = undefined;
   try {
+    const fast = interpretOnly || opts.valueHits || opts.undeclaredEnd ? null : fastOf(s);
+    if (fast) {
+      try {
+        w.reset();
+        w.writeBits(8, 0x80);
+        w.writeBits(bits, idx);
+        fast.enc[e.grammar!.index]!(new Encoder(w, opts), w, content, e.name);
+        if (fragment) w.writeBits(bits, list.length + 1);
+        return w.finish();
+      } catch (err) {
+        if (err !== FALLBACK && !(err instanceof Error && 'code' in err)) throw err;
+        // The interpreter gives the exact result or the typed error (with the path).
+        fastPathStats.encodeFallbacks++;
+      }
+    }
     w.reset();
     w.writeBits(8, 0x80);
     w.writeBits(bits, idx);
     const enc = new Encoder(w, opts);
     enc.pushRoot(key);
-    enc.element(e.grammar!, e.name, (message as Record<string, unknown>)[key]);
+    enc.element(e.grammar!, e.name, content);
     if (fragment) w.writeBits(bits, list.length + 1);
     return w.finish();
   } finally {
@@ -669,9 +736,14 @@ function encodeWith(list: CompiledSchema['doc'], byKey: Map<string, number>, bit
 }
 
 export function encodeDocument(s: CompiledSchema, message: unknown, opts: EncodeOptions = {}): Uint8Array {
-  return encodeWith(s.doc, s.docByKey, s.docBits, false, message, opts);
+  return encodeWith(s, s.doc, s.docByKey, s.docBits, false, message, opts);
 }
 
 export function encodeFragmentWith(s: CompiledSchema, message: unknown, opts: EncodeOptions = {}): Uint8Array {
-  return encodeWith(s.frag, s.fragByKey, s.fragBits, true, message, opts);
+  return encodeWith(s, s.frag, s.fragByKey, s.fragBits, true, message, opts);
+}
+
+/** The interpreter alone (tests compare it with the compiled codecs). */
+export function encodeDocumentInterpreted(s: CompiledSchema, message: unknown, opts: EncodeOptions = {}): Uint8Array {
+  return encodeWith(s, s.doc, s.docByKey, s.docBits, false, message, opts, true);
 }
