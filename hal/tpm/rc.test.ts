@@ -27,5 +27,8 @@ describe('TPM response codes', () => {
     expect(e.code).toBe('TPM_POLICY_ROLLBACK');
     expect(e.details.rc).toBe('0x126');
     expect(tpmErrorFromTool('tpm2_sign', 1, 'ERROR: something else').code).toBe('TPM_TOOL_FAILED');
+    const unreachable = 'ERROR:tcti:src/tss2-tcti/tcti-device.c:452:Tss2_Tcti_Device_Init() Failed to open specified TCTI device file /dev/tpmrm0: No such file or directory \n'
+      + 'ERROR:tcti:src/tss2-tcti/tctildr.c:428:Tss2_TctiLdr_Initialize_Ex() Failed to instantiate TCTI \nERROR: Could not load tcti, got: "device:/dev/tpmrm0"\n';
+    expect(tpmErrorFromTool('tpm2_pcrread', 1, unreachable).code).toBe('TPM_UNREACHABLE');
   });
 });

@@ -86,7 +86,7 @@ export function tpmErrorFromTool(command: string, exitCode: number | undefined, 
     const hex = `0x${rc.toString(16).toUpperCase()}`;
     return new EvccError(code, `${command}: ${MESSAGES[code]} (TPM RC ${hex})`, { rc: hex, command, exitCode, tpm: stderr.slice(m.index, m.index + 160).split('\n')[0] });
   }
-  if (/tcti|Connection refused|Failed to connect/i.test(stderr) && /connect|tcti.*fail|Could not load tcti/i.test(stderr)) {
+  if (/Could not load tcti|Failed to instantiate TCTI|Failed to connect to host/i.test(stderr)) {
     return new EvccError('TPM_UNREACHABLE', `${command}: ${MESSAGES.TPM_UNREACHABLE}`, { command, exitCode, stderr: lastLine });
   }
   return new EvccError('TPM_TOOL_FAILED', `${command} failed (exit ${exitCode}): ${lastLine}`, { command, exitCode, stderr: lastLine });

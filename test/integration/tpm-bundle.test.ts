@@ -1,0 +1,76 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { releaseVersion, verifyBundle } from '../../boot/rauc.ts';
+import { buildBundle } from '../../deploy/bundle/build.ts';
+import { Tpm2Tools } from '../../hal/tpm/tpm2-tools.ts';
+import { describeWith, tool } from '../support/prereq.ts';
+
+/**
+ * RAUC bundles as evcc builds and verifies them (Debian rauc 1.8): plain bundles are verified over every byte by
+ * `rauc info --keyring`; verity bundles only over the signed manifest (dm-verity checks the payload at mount,
+ * which `rauc info` does not do) — measured here, the reason evcc builds plain bundles by default.
+ */
+describeWith([tool('rauc'), tool('openssl'), tool('mksquashfs')])('RAUC bundle build and verification', () => {
+  let dir: string;
+  let cert: string;
+  let key: string;
+  let img: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'evcc-bundle-test-'));
+    cert = join(dir, 'cert.pem');
+    key = join(dir, 'key.pem');
+    await execa('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-subj', '/CN=bundle', '-days', '30']);
+    img = join(dir, 'rootfs.img');
+    await writeFile(img, randomBytes(64 * 1024));
+  });
+  afterAll(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  async function tamper(path: string, offset: number): Promise<string> {
+    const b = await readFile(path);
+    b[offset] = b[offset]! ^ 0x01;
+    const out = `${path}.tampered`;
+    await writeFile(out, b);
+    return out;
+  }
+
+  it('plain bundle: version from the manifest; one modified payload byte is refused', async () => {
+    const out = join(dir, 'plain.raucb');
+    await buildBundle({ images: { rootfs: img }, version: 7, compatible: 'evcc-bench', cert, key, out });
+    const info = await verifyBundle(out, cert);
+    expect(info).toEqual({ compatible: 'evcc-bench', version: '7' });
+    expect(releaseVersion(info)).toBe(7);
+    await expect(verifyBundle(await tamper(out, 1000), cert)).rejects.toMatchObject({ code: 'BUNDLE_INVALID' });
+  });
+
+  it('a bundle signed by another key is refused', async () => {
+    const otherKey = join(dir, 'other.key.pem');
+    const otherCert = join(dir, 'other.cert.pem');
+    await execa('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', otherKey, '-out', otherCert, '-subj', '/CN=other', '-days', '30']);
+    const out = join(dir, 'foreign.raucb');
+    await buildBundle({ images: { rootfs: img }, version: 1, compatible: 'evcc-bench', cert: otherCert, key: otherKey, out });
+    await expect(verifyBundle(out, cert)).rejects.toMatchObject({ code: 'BUNDLE_INVALID' });
+  });
+
+  it('verity bundle: rauc info checks only the signed manifest (payload change passes; PCR 14 would still differ)', async () => {
+    const out = join(dir, 'verity.raucb');
+    await buildBundle({ images: { rootfs: img }, version: 1, compatible: 'evcc-bench', cert, key, out, format: 'verity' });
+    await expect(verifyBundle(out, cert)).resolves.toMatchObject({ version: '1' });
+    await expect(verifyBundle(await tamper(out, 1000), cert)).resolves.toMatchObject({ version: '1' });
+  });
+
+  it('versions that cannot be anti-rollback units are refused', () => {
+    for (const version of ['0', '1.2', 'v3', '', '01']) expect(() => releaseVersion({ compatible: 'x', version })).toThrow(/positive integer/);
+  });
+
+  it('an unreachable TPM is a typed error', async () => {
+    const tpm = await Tpm2Tools.open({ tcti: 'swtpm:host=127.0.0.1,port=1', runDir: dir });
+    await expect(tpm.pcrRead('sha256', 14)).rejects.toMatchObject({ code: 'TPM_UNREACHABLE' });
+    await tpm.close();
+  });
+});
