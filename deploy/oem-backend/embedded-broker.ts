@@ -75,7 +75,8 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions = {}): 
       const id = identityOf(client, useTls);
       if (aclAllows(id, sub.topic)) return done(null, sub);
       deny(id, 'subscribe', sub.topic);
-      done(new Error('not authorized'));
+      // A null subscription is a negative grant (SUBACK 0x80) and keeps the client connected, as mosquitto does.
+      done(null, null);
     },
   });
   const host = options.host ?? '127.0.0.1';

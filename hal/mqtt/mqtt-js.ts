@@ -93,8 +93,18 @@ class MqttJsClient implements MqttClient {
     // `resubscribe: true` forces a real SUBSCRIBE even for a filter MQTT.js already tracks (it would otherwise skip
     // it and return no grant), so the result always is the broker's answer.
     const map = Object.fromEntries(filters.map((f) => [f, { qos }])) as Record<string, { qos: MqttQos }>;
-    const granted = await this.client.subscribeAsync({ ...map, resubscribe: true } as unknown as Parameters<mqtt.MqttClient['subscribeAsync']>[0]);
-    return filters.map((f) => granted.find((g) => g.topic === f)?.qos ?? 128);
+    try {
+      const granted = await this.client.subscribeAsync({ ...map, resubscribe: true } as unknown as Parameters<mqtt.MqttClient['subscribeAsync']>[0]);
+      return filters.map((f) => granted.find((g) => g.topic === f)?.qos ?? 128);
+    } catch (err) {
+      // MQTT.js rejects when the SUBACK refuses any filter; that is an answer (per-filter grants), not a failure.
+      const granted = (err as { packet?: { granted?: unknown[] } }).packet?.granted;
+      if (!Array.isArray(granted)) throw err;
+      return filters.map((_, i) => {
+        const g = granted[i];
+        return typeof g === 'number' ? g : typeof (g as { qos?: unknown })?.qos === 'number' ? (g as { qos: number }).qos : 128;
+      });
+    }
   }
 
   private connected(): Promise<void> {
