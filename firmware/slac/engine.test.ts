@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { decodeFrame, encodeFrame, macFromString, type SlacMessage } from './codec.ts';
 import { SlacEngine, type SlacOutput } from './engine.ts';
@@ -87,5 +88,28 @@ describe('SlacEngine (pure)', () => {
     const o = e.step({ kind: 'frame', now: 3, bytes: attenInd(5) });
     expect(types(o)).toEqual(['CM_ATTEN_CHAR.RSP']);
     expect(e.observations()).toEqual([expect.objectContaining({ averageAttenuationDb: 30 })]);
+  });
+});
+
+describe('SlacEngine on a hostile segment', () => {
+  it('never throws and keeps its bookkeeping bounded whatever frames arrive in whatever state', () => {
+    const anyFrame = fc.oneof(
+      fc.uint8Array({ maxLength: 400 }),
+      // Valid-looking answers with our RunID from random stations (the RunID is broadcast, anyone can copy it).
+      fc.tuple(fc.uint8Array({ minLength: 6, maxLength: 6 }), fc.integer({ min: 0, max: 255 })).map(([mac, db]) => attenInd(db, mac)),
+      fc.uint8Array({ minLength: 6, maxLength: 6 }).map((mac) => { const f = parmCnf(); f.set(mac, 6); return f; }),
+    );
+    fc.assert(fc.property(fc.array(fc.tuple(anyFrame, fc.integer({ min: 0, max: 3 })), { maxLength: 80 }), (inputs) => {
+      const e = engine({ maxChargers: 4, attenResultsEarlyDecision: false });
+      let now = 0;
+      e.step({ kind: 'start', now });
+      for (const [bytes, tick] of inputs) {
+        now += tick * 50;
+        const o1 = e.step({ kind: 'timer', now });
+        const o2 = e.step({ kind: 'frame', now, bytes });
+        for (const o of [o1, o2]) expect(o.send.length).toBeLessThanOrEqual(3);
+      }
+      expect(e.observations().length).toBeLessThanOrEqual(4);
+    }), { numRuns: 300 });
   });
 });

@@ -358,6 +358,7 @@ export class SlacEngine {
     if (this.state !== 'WaitForParmCnf' && this.state !== 'Sounding' && this.state !== 'WaitForAttenCharInd') {
       return this.drop(`CM_SLAC_PARM.CNF in ${this.state}`, undefined, m.type, key);
     }
+    if (!known && this.evses.size >= this.ctx.settings.maxChargers) return this.drop(`more than ${this.ctx.settings.maxChargers} chargers answered`, undefined, m.type, key);
     const rec = known ?? this.addEvse(src, key);
     rec.parmCnf = true;
     this.out.events.push({ type: 'received', message: m.type, src: key, detail: { numSounds: m.numSounds, timeOut: m.timeOut } });
@@ -377,6 +378,7 @@ export class SlacEngine {
       return this.drop('repeated CM_ATTEN_CHAR.IND (answered again)', undefined, m.type, key);
     }
     if (!collecting) return this.drop(`CM_ATTEN_CHAR.IND after TT_EV_atten_results (${this.state})`, undefined, m.type, key);
+    if (!rec && this.evses.size >= this.ctx.settings.maxChargers) return this.drop(`more than ${this.ctx.settings.maxChargers} chargers answered`, undefined, m.type, key);
     const r = rec ?? this.addEvse(src, key);
     r.atten = m;
     r.average = m.groups.length ? m.groups.reduce((a, b) => a + b, 0) / m.groups.length : undefined;

@@ -37,6 +37,11 @@ export const SlacSettings = z
      * threshold of Qualcomm's reference PEV (`pev.ini`: attenuation threshold = 40).
      */
     maxAverageAttenuationDb: z.number().min(0).max(255).default(40),
+    /**
+     * Chargers tracked per run. The RunID is broadcast, so anyone on the segment can answer with it: beyond this
+     * many distinct stations further answers are dropped (bounded memory) and logged.
+     */
+    maxChargers: z.number().int().min(1).max(256).default(16),
     /** Retries of CM_SLAC_MATCH.REQ (C_EV_match_retry), each waiting TT_match_response. */
     matchReqRetries: z.number().int().min(0).max(100).default(T.C_EV_match_retry.value),
     matchCnfTimeoutMs: ms(60_000).default(T.TT_match_response.value),
