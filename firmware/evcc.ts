@@ -10,8 +10,7 @@ import type { Clock } from '../hal/clock/types.ts';
 import { EvccError, isEvccError } from './errors.ts';
 import type { Logger } from './log/logger.ts';
 
-/** ISO 15118-2 [V2G2-714]/PROTOCOLS.md §6: plug-in to SessionSetupRes, SDP and TLS included. */
-export const V2G_EVCC_COMMUNICATION_SETUP_TIMEOUT_MS = 20_000;
+import { V2G_EVCC_COMMUNICATION_SETUP_TIMEOUT_MS } from './session/timers.ts';
 
 export type SessionState =
   | 'WaitForPlugIn'
