@@ -87,7 +87,7 @@ export const registerSimSecc: CommandModule = (program, globals) => {
           ...(o.port ? { port: Number(o.port) } : {}),
           ...(o.tls13Ciphers ? { tls13Ciphers: o.tls13Ciphers } : {}),
         });
-        secc.events.on('sdp-request', (n: number) => emit({ event: 'sdp-request', n }));
+        secc.events.on('sdp-request', (n: number, from: string) => emit({ event: 'sdp-request', n, from }));
         secc.events.on('connection-closed', (r: unknown) => emit({ event: 'connection-closed', ...(r as object), tcpConnections: secc.tcpConnections }));
         secc.events.on('tls-error', (m: string) => emit({ event: 'tls-error', message: m, tcpConnections: secc.tcpConnections }));
         emit({ event: 'ready', address, port: secc.port, iface: o.iface, transport: o.transport });

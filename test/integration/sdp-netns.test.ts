@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -45,19 +46,45 @@ async function stop(p: SeccProcess): Promise<void> {
   running.splice(running.indexOf(p), 1);
 }
 
+/** First packet matching `filter` on `iface`, as tshark decodes it: ipv6.src, ipv6.dst, hop limit, UDP port, payload hex. */
+function tsharkOnce(iface: string, filter: string): { started: Promise<void>; fields: Promise<string> } {
+  const child = spawn('tshark', ['-i', iface, '-c', '1', '-a', 'duration:20', '-f', filter, '-T', 'fields',
+    '-e', 'ipv6.src', '-e', 'ipv6.dst', '-e', 'ipv6.hlim', '-e', 'udp.dstport', '-e', 'data.data'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  const started = new Promise<void>((resolve, reject) => {
+    // "Capture started" marks the armed capture; older tsharks only print "Capturing on", so give that a second.
+    child.stderr.on('data', (d: Buffer) => {
+      const t = d.toString();
+      if (t.includes('Capture started')) resolve();
+      else if (t.includes('Capturing on')) setTimeout(resolve, 1000);
+    });
+    child.once('exit', () => reject(new Error('tshark exited before capturing')));
+  });
+  const fields = new Promise<string>((resolve) => child.once('exit', () => resolve(out.trim().replace(/:(?=[0-9a-f]{2}(:|$))/g, (m) => m))));
+  return { started, fields };
+}
+
 const discover = (settings: Record<string, unknown> = {}) =>
   discoverSecc({ udp: new NodeUdp6(), clock: new SystemClock(), log: silentLogger() }, {
     iface: link.evIf, localAddress: link.evLinkLocal, settings: parseSettings(SdpSettings, settings, 'sdp'),
   });
 
-describeWith([root, tool('ip')])('SDP over a veth pair between namespaces', () => {
+describeWith([root, tool('ip'), tool('tshark')])('SDP over a veth pair between namespaces', () => {
   it('finds the simulated SECC via ff02::1 and ignores malformed, wrong-length and wrong-type answers', async () => {
     const p = await secc(['--transport', 'tls12', '--sdp', 'junk-first']);
+    // tshark, as an independent decoder, watches the EV end of the veth.
+    const capture = tsharkOnce(link.evIf, 'udp dst port 15118');
+    await capture.started;
     const found = await discover();
     expect(found).toMatchObject({ address: p.address, port: p.port, security: 'tls', transport: 'tcp', iface: link.evIf, requests: 1 });
     // Four junk datagrams came before the answer, every one ignored.
     expect(found.ignored).toBe(4);
-    expect((await p.waitFor((e) => e.event === 'sdp-request')).n).toBe(1);
+    // One request, sent from the EV's link-local address (the SECC saw it arrive over the veth).
+    const req = await p.waitFor((e) => e.event === 'sdp-request');
+    expect([req.n, req.from]).toEqual([1, link.evLinkLocal]);
+    const [src, dst, hlim, dport, payload] = (await capture.fields).split('\t');
+    expect({ src, dst, hlim, dport, payload }).toEqual({ src: link.evLinkLocal, dst: 'ff02::1', hlim: '1', dport: '15118', payload: '01fe9000000000020000' });
     await stop(p);
   });
 

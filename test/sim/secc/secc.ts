@@ -67,7 +67,7 @@ export interface SimSecc {
   /** TCP connections accepted (a TLS handshake that the EV abandons has one but no `connections` entry). */
   readonly tcpConnections: number;
   readonly connections: SimConnectionReport[];
-  /** 'sdp-request' (count), 'connection-closed' (SimConnectionReport), 'tls-error' (message): a connection ended. */
+  /** 'sdp-request' (count, source address), 'connection-closed' (SimConnectionReport), 'tls-error' (message): a connection ended. */
   readonly events: EventEmitter;
   close(): Promise<void>;
 }
@@ -169,7 +169,7 @@ export async function startSimSecc(o: SimSeccOptions): Promise<SimSecc> {
         return; // not an SDP request: ignore
       }
       sdpRequests++;
-      events.emit('sdp-request', sdpRequests);
+      events.emit('sdp-request', sdpRequests, from.address);
       if (sdpMode === 'silent') return;
       const answer = encodeDiscoveryRes({ address: o.address, port, security: announce, transport: 'tcp' });
       const to: UdpPeer = { ...from, iface: from.iface ?? o.iface };
