@@ -18,7 +18,7 @@ import { OtaLink } from './link.ts';
 import { decodeMessage, encodeMessage, RootCaAnswer, RootCaRequest } from './messages.ts';
 import { rootStoreOf, validateSeccPath } from './pki-adapter.ts';
 import { OemRootFetcher } from './root-fetch.ts';
-import { syncRootList } from './root-sync.ts';
+import { RootSyncScheduler, syncRootList } from './root-sync.ts';
 import { rootCaSigningInput, sha256Hex } from './signing.ts';
 import { connectWithRootFetch, rootFetchBudget } from './unknown-root.ts';
 
@@ -314,6 +314,33 @@ describe('proactive root-list sync', () => {
     const second = await settle(r.clock, syncRootList(opts), 2000);
     expect(second.ok).toMatchObject({ installed: [], alreadyPresent: 2 });
     expect(r.store.rootCount).toBe(2);
+    await r.link.close();
+  });
+
+  it('the scheduler syncs on connect, again after the interval, and after a reconnect', async () => {
+    const r = await rig();
+    const sched = new RootSyncScheduler({
+      client: r.link.client, intervalMs: 60_000, rpc: r.link.rootListRpc, vehicleId: VID, trust: fx.trust, store: rootStoreOf(r.store),
+      clock: r.clock, log: silentLogger(), budgetMs: 2000,
+    });
+    sched.start();
+    await flush();
+    expect(sched.runs).toBe(1);
+    expect(sched.last?.result?.installed).toEqual([fx.pki.b.root.cert.subject]);
+    r.clock.advance(60_000);
+    await flush();
+    expect(sched.runs).toBe(2);
+    expect(sched.last?.result?.alreadyPresent).toBe(2);
+    r.bus.online = false;
+    await flush();
+    r.clock.advance(60_000);
+    await flush();
+    expect(sched.runs).toBe(2); // offline: no sync attempt
+    r.bus.online = true;
+    await flush();
+    expect(sched.runs).toBe(3);
+    sched.stop();
+    expect(r.clock.pending).toBe(0);
     await r.link.close();
   });
 

@@ -1,4 +1,5 @@
 import type { Clock } from '../../hal/clock/types.ts';
+import type { MqttClient } from '../../hal/mqtt/types.ts';
 import type { Logger } from '../log/logger.ts';
 import { OTA_MAX_ROOT_LIST_BYTES, vehicleTopics } from './constants.ts';
 import { otaError } from './errors.ts';
@@ -92,4 +93,66 @@ export async function syncRootList(o: RootSyncOptions): Promise<RootSyncResult> 
   }
   o.log.info({ installed: result.installed.length, alreadyPresent: result.alreadyPresent, rejected: result.rejected.length }, 'V2G root list synced');
   return result;
+}
+
+/**
+ * Runs the proactive sync whenever the link comes up and then every `intervalMs` while it stays up, one sync at a
+ * time. Failures are logged (typed) and retried at the next connect or interval; they never touch the store.
+ */
+export interface RootSyncSchedulerOptions extends Omit<RootSyncOptions, 'signal'> {
+  client: MqttClient;
+  intervalMs: number;
+}
+
+export class RootSyncScheduler {
+  private timer: ReturnType<Clock['setTimer']> | undefined;
+  private running: Promise<void> | undefined;
+  private detach: (() => void) | undefined;
+  private readonly abort = new AbortController();
+  /** Outcome of the last sync (result or typed error code). */
+  last: { at: number; result?: RootSyncResult; error?: string } | undefined;
+  runs = 0;
+
+  constructor(private readonly o: RootSyncSchedulerOptions) {}
+
+  start(): void {
+    this.detach = this.o.client.onStatus((s) => {
+      if (s === 'connected') this.trigger();
+    });
+    if (this.o.client.status === 'connected') this.trigger();
+  }
+
+  /** Starts a sync now unless one is running. Resolves when that sync has ended. */
+  trigger(): Promise<void> {
+    if (this.running) return this.running;
+    if (this.timer !== undefined) this.o.clock.clearTimer(this.timer);
+    this.timer = undefined;
+    this.runs++;
+    this.running = syncRootList({ ...this.o, signal: this.abort.signal })
+      .then((result) => {
+        this.last = { at: this.o.clock.now(), result };
+      })
+      .catch((err: unknown) => {
+        const code = (err as { code?: string }).code ?? 'INTERNAL';
+        this.last = { at: this.o.clock.now(), error: code };
+        this.o.log.warn({ code }, `V2G root list sync failed: ${(err as Error).message}`);
+      })
+      .finally(() => {
+        this.running = undefined;
+        if (!this.abort.signal.aborted) {
+          this.timer = this.o.clock.setTimer(() => {
+            this.timer = undefined;
+            if (this.o.client.status === 'connected') void this.trigger();
+          }, this.o.intervalMs);
+        }
+      });
+    return this.running;
+  }
+
+  stop(): void {
+    this.abort.abort(new Error('stopped'));
+    this.detach?.();
+    if (this.timer !== undefined) this.o.clock.clearTimer(this.timer);
+    this.timer = undefined;
+  }
 }

@@ -147,6 +147,24 @@ describeWith([tool('mosquitto')])('OEM link over mosquitto (mTLS + per-vehicle A
     expect(c.status).not.toBe('connected');
   });
 
+  it('an impostor with a valid backend link certificate but another answer key gets nothing installed', async () => {
+    await backend.stop();
+    const impostor = new OemBackend({ connector, url: broker.url, protocolVersion: 5, tls: await broker.identity(OEM_BACKEND_USER), clientId: 'oem-backend-impostor', pool: fx.pool, signer: fx.otherSigner, clock, log: silentLogger() });
+    try {
+      await impostor.start();
+      const veh = await vehicle('veh-impostor');
+      const storeBefore = await readFile(join(veh.dir, 'pki/store.json'));
+      await expect(veh.fetcher.fetchRoot(presentedB(), { budgetMs: 5000 })).rejects.toMatchObject({ code: 'OTA_ANSWER_UNTRUSTED_SIGNER' });
+      expect(impostor.stats.answered.ok).toBeGreaterThanOrEqual(1);
+      expect(await readFile(join(veh.dir, 'pki/store.json'))).toEqual(storeBefore);
+      await veh.link.close();
+    } finally {
+      await impostor.stop();
+      backend = new OemBackend({ connector, url: broker.url, protocolVersion: 5, tls: await broker.identity(OEM_BACKEND_USER), clientId: 'oem-backend-test', pool: fx.pool, signer: fx.signer, clock, log: silentLogger() });
+      await backend.start();
+    }
+  });
+
   it('backend silent: OTA_BACKEND_SILENT within the budget, no partial root on disk', async () => {
     const veh = await vehicle('veh-silent');
     await backend.stop();

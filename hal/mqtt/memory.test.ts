@@ -1,0 +1,42 @@
+import { describe, expect, it } from 'vitest';
+import { MemoryBroker } from './memory.ts';
+import { topicMatches } from './types.ts';
+
+describe('MQTT topic filters', () => {
+  it('matches + and # as MQTT does', () => {
+    expect(topicMatches('evcc/v1/+/pki/rootca/req', 'evcc/v1/veh-1/pki/rootca/req')).toBe(true);
+    expect(topicMatches('evcc/v1/+/pki/rootca/req', 'evcc/v1/veh-1/pki/roots/req')).toBe(false);
+    expect(topicMatches('evcc/v1/veh-1/#', 'evcc/v1/veh-1/state')).toBe(true);
+    expect(topicMatches('evcc/v1/veh-1/#', 'evcc/v1/veh-2/state')).toBe(false);
+    expect(topicMatches('evcc/v1/+', 'evcc/v1/a/b')).toBe(false);
+    expect(topicMatches('#', 'anything/at/all')).toBe(true);
+  });
+});
+
+describe('in-memory broker (simulated transport)', () => {
+  it('routes, retains, queues QoS 1 while offline, and publishes the will on an abrupt loss only', async () => {
+    const bus = new MemoryBroker();
+    const a = bus.connect({ url: 'mem://', clientId: 'a', protocolVersion: 4, will: { topic: 'x/state', payload: 'offline', qos: 1, retain: true } });
+    const b = bus.connect({ url: 'mem://', clientId: 'b', protocolVersion: 4 });
+    await Promise.resolve();
+    const got: string[] = [];
+    b.onMessage((m) => got.push(`${m.topic}=${new TextDecoder().decode(m.payload)}${m.retain ? ' (retained)' : ''}`));
+    await b.subscribe(['x/#'], 1);
+    await a.publish('x/1', 'one', { qos: 1 });
+    bus.online = false;
+    const queued = a.publish('x/2', 'two', { qos: 1 });
+    await a.publish('x/lost', 'qos0', { qos: 0 });
+    bus.online = true;
+    await queued;
+    await a.destroy();
+    await new Promise((r) => setImmediate(r));
+    expect(got).toEqual(['x/1=one', 'x/2=two', 'x/state=offline']);
+    const late = bus.connect({ url: 'mem://', clientId: 'c', protocolVersion: 4 });
+    const seen: string[] = [];
+    late.onMessage((m) => seen.push(`${m.topic} retained=${m.retain}`));
+    await Promise.resolve();
+    await late.subscribe(['x/state'], 1);
+    await new Promise((r) => setImmediate(r));
+    expect(seen).toEqual(['x/state retained=true']);
+  });
+});
