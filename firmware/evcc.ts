@@ -12,6 +12,8 @@ import type { Logger } from './log/logger.ts';
 
 import { V2G_EVCC_COMMUNICATION_SETUP_TIMEOUT_MS } from './session/timers.ts';
 
+export { V2G_EVCC_COMMUNICATION_SETUP_TIMEOUT_MS };
+
 export type SessionState =
   | 'WaitForPlugIn'
   | 'Matching' // SLAC (ISO 15118-3)

@@ -36,12 +36,14 @@ export function missing(prereqs: Prerequisite[]): string[] {
 export function describeWith(prereqs: Prerequisite[]) {
   const absent = missing(prereqs);
   return (name: string, body: () => void): void => {
-    if (absent.length === 0) return describe(name, body);
-    if (inCi()) {
-      return describe(name, () => {
+    if (absent.length === 0) {
+      describe(name, body);
+    } else if (inCi()) {
+      describe(name, () => {
         throw new Error(`prerequisites missing under CI: ${absent.join(', ')}`);
       });
+    } else {
+      describe.skip(`${name} [skipped: missing ${absent.join(', ')}]`, body);
     }
-    return describe.skip(`${name} [skipped: missing ${absent.join(', ')}]`, body);
   };
 }
