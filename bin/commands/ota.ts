@@ -11,7 +11,7 @@ import { OtaSettings } from '../../firmware/ota/settings.ts';
 import { connectWithRootFetch, rootFetchBudget } from '../../firmware/ota/unknown-root.ts';
 import { CertificateStore, HmacIntegrity } from '../../firmware/pki/store.ts';
 import { connectTls } from '../../firmware/tls/connect.ts';
-import { V2G_EVCC_COMMUNICATION_SETUP_TIMEOUT_MS } from '../../firmware/evcc.ts';
+import { V2G_EVCC_COMMUNICATION_SETUP_TIMEOUT_MS } from '../../firmware/session/timers.ts';
 import { MqttJsConnector } from '../../hal/mqtt/mqtt-js.ts';
 import { NodeTlsConnector } from '../../hal/net/tls-connector.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
