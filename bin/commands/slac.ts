@@ -1,24 +1,30 @@
 import { Option, type Command } from 'commander';
 import { runSlac } from '../../firmware/slac/driver.ts';
 import { toHex } from '../../firmware/slac/codec.ts';
+import { EvccError } from '../../firmware/errors.ts';
 import { AfPacketLink } from '../../hal/plc/af-packet.ts';
+import { QcaUartLink } from '../../hal/plc/qca-uart.ts';
+import type { PlcLink } from '../../hal/plc/types.ts';
 import { createRuntime, type GlobalOptions } from '../runtime.ts';
 
 /**
- * `evcc slac --iface IF`: SLAC alone (EV side) on a real netdev through AF_PACKET, every step in the bench log.
- * Composition root: SystemClock + AfPacketLink + the `slac` config section (flags override it).
+ * `evcc slac --iface IF` (or `--uart DEV --mac MAC`): SLAC alone (EV side) on a real link, every step in the bench log.
+ * Composition root: SystemClock + AfPacketLink | QcaUartLink + the `slac` config section (flags override it).
  */
 export function registerSlac(program: Command, globals: () => GlobalOptions): void {
   program
     .command('slac')
     .description('run ISO 15118-3 SLAC (EV side) on a PLC modem interface and report the match')
-    .requiredOption('-i, --iface <name>', 'network interface of the PLC modem (needs CAP_NET_RAW)')
+    .option('-i, --iface <name>', 'network interface of the PLC modem (AF_PACKET, needs CAP_NET_RAW)')
+    .option('--uart <path>', 'QCA7000 wired by UART instead (serial framing); needs --mac')
+    .option('--mac <mac>', 'host MAC on the PLC segment (UART only)')
+    .addOption(new Option('--baud <rate>', 'UART baud rate').argParser(Number).default(115200))
     .addOption(new Option('--parm-retries <n>', 'CM_SLAC_PARM.REQ retries (default C_EV_match_retry = 2)').argParser(Number))
     .addOption(new Option('--interval <ms>', 'TP_EV_batch_msg_interval in ms (default 40)').argParser(Number))
     .addOption(new Option('--threshold <dB>', 'highest acceptable average attenuation').argParser(Number))
     .addOption(new Option('--start-atten-char-inds <n>', 'CM_START_ATTEN_CHAR.IND count (default C_EV_start_atten_char_inds = 3)').argParser(Number))
     .option('--json', 'print the result as one JSON line on stdout (keys included: bench use only)')
-    .action(async (opts: { iface: string; parmRetries?: number; interval?: number; threshold?: number; startAttenCharInds?: number; json?: boolean }) => {
+    .action(async (opts: { iface?: string; uart?: string; mac?: string; baud: number; parmRetries?: number; interval?: number; threshold?: number; startAttenCharInds?: number; json?: boolean }) => {
       const rt = await createRuntime(globals());
       const log = rt.log('SLAC');
       const raw = { ...((rt.rawConfig.slac as Record<string, unknown> | undefined) ?? {}) };
@@ -26,7 +32,11 @@ export function registerSlac(program: Command, globals: () => GlobalOptions): vo
       if (opts.interval !== undefined) raw.batchMsgIntervalMs = opts.interval;
       if (opts.threshold !== undefined) raw.maxAverageAttenuationDb = opts.threshold;
       if (opts.startAttenCharInds !== undefined) raw.startAttenCharInds = opts.startAttenCharInds;
-      const link = await AfPacketLink.open(opts.iface);
+      if (!opts.iface === !opts.uart) throw new EvccError('CONFIG_INVALID', 'give exactly one of --iface or --uart');
+      if (opts.uart && !opts.mac) throw new EvccError('CONFIG_INVALID', '--uart needs --mac (the host MAC on the PLC segment)');
+      const link: PlcLink = opts.iface
+        ? await AfPacketLink.open(opts.iface)
+        : await QcaUartLink.open({ path: opts.uart!, mac: opts.mac!, baudRate: opts.baud });
       const ac = new AbortController();
       const stop = () => ac.abort(new Error('interrupted'));
       process.once('SIGINT', stop);
