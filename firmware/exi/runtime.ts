@@ -49,6 +49,8 @@ export interface Datatype {
   groups: number; // max 7-bit groups
   values: string[]; // enumeration
   index: Map<string, number>;
+  /** Length facet (characters / octets), enforced when encoding only. */
+  maxLength: number;
 }
 
 export interface Production {
@@ -108,15 +110,20 @@ export interface EncodeOptions {
   valueHits?: boolean;
   /** End an element whose mandatory content is absent with the undeclared (second-level) EE. Off: such a message is an error. */
   undeclaredEnd?: boolean;
+  /**
+   * Encode strings/binary longer than their schema length facet (field stacks send e.g. 18-character eMAIDs where
+   * ISO-2 allows 15). Off by default: we are strict in what we send; simulators replaying field traces turn it on.
+   */
+  ignoreLengthFacets?: boolean;
 }
 
 const CONTENT = 'CONTENT';
 
 function compileDatatype(j: DatatypeJson): Datatype {
-  const d: Datatype = { kind: Dt.Str, bits: 0, min: 0, groups: 0, values: [], index: new Map() };
+  const d: Datatype = { kind: Dt.Str, bits: 0, min: 0, groups: 0, values: [], index: new Map(), maxLength: Infinity };
   switch (j[0]) {
-    case 's': d.kind = Dt.Str; break;
-    case 'b': d.kind = Dt.Bin; break;
+    case 's': d.kind = Dt.Str; d.maxLength = j[1] ?? Infinity; break;
+    case 'b': d.kind = Dt.Bin; d.maxLength = j[2] ?? Infinity; break;
     case 'o': d.kind = Dt.Bool; break;
     case 'n': d.kind = Dt.NBit; d.bits = j[1]; d.min = j[2]; break;
     case 'u': d.kind = Dt.UInt; d.groups = j[1]; break;
@@ -598,6 +605,7 @@ export class Encoder {
         if (typeof v === 'string') {
           const len = v.length >>> 1;
           if (v.length & 1) this.fail('binary hex string of odd length');
+          if (len > dt.maxLength && !this.opts.ignoreLengthFacets) this.fail('binary longer than the schema allows', { length: len, maxLength: dt.maxLength });
           w.writeUnsigned(len);
           for (let i = 0; i < len; i++) {
             const hi = HEX_VALUE[v.charCodeAt(2 * i)] ?? -1;
@@ -608,13 +616,14 @@ export class Encoder {
           return;
         }
         if (!(v instanceof Uint8Array)) this.fail('binary must be a hex string or bytes');
+        if (v.length > dt.maxLength && !this.opts.ignoreLengthFacets) this.fail('binary longer than the schema allows', { length: v.length, maxLength: dt.maxLength });
         w.writeUnsigned(v.length);
         for (let i = 0; i < v.length; i++) w.writeByte(v[i]!);
         return;
       }
       case Dt.Str:
         if (typeof v !== 'string') this.fail('expected a string');
-        this.string(name, v);
+        this.string(name, v, dt.maxLength);
         return;
     }
   }
@@ -629,8 +638,9 @@ export class Encoder {
     return this.fail('expected an integer', { value: String(v) });
   }
 
-  private string(name: number, s: string): void {
+  private string(name: number, s: string, maxLength: number): void {
     const w = this.w;
+    if (s.length > maxLength && !this.opts.ignoreLengthFacets && [...s].length > maxLength) this.fail('string longer than the schema allows', { length: [...s].length, maxLength });
     if (this.opts.valueHits && s.length > 0) {
       const global = (this.global ??= new Map());
       const locals = (this.local ??= []);

@@ -10,7 +10,9 @@
 /** Datatype representations (EXI §7.1). */
 export type DatatypeJson =
   | ['s'] // string (string table, length+2 on a miss)
+  | ['s', number] // string with a maxLength/length facet (characters)
   | ['b', 'hex' | 'b64'] // binary: length + bytes
+  | ['b', 'hex' | 'b64', number] // binary with a maxLength/length facet (octets)
   | ['o'] // boolean: 1 bit
   | ['n', number, number] // n-bit unsigned: bits, minimum (bounded integer, range < 4096)
   | ['u', number] // unsigned integer (7-bit groups); max number of groups

@@ -21,8 +21,8 @@ export function mulberry32(seed: number): Rng {
 
 const int = (rng: Rng, n: number): number => Math.floor(rng() * n);
 
-function randomString(rng: Rng): string {
-  const len = int(rng, 12);
+function randomString(rng: Rng, max: number): string {
+  const len = int(rng, Math.min(12, max) + 1);
   let s = '';
   for (let i = 0; i < len; i++) {
     const r = rng();
@@ -36,9 +36,9 @@ function randomString(rng: Rng): string {
 function randomValue(rng: Rng, dt: Datatype): ExiValue {
   switch (dt.kind) {
     case Dt.Str:
-      return randomString(rng);
+      return randomString(rng, dt.maxLength);
     case Dt.Bin: {
-      const n = int(rng, 40);
+      const n = int(rng, Math.min(40, dt.maxLength) + 1);
       let h = '';
       for (let i = 0; i < n; i++) h += int(rng, 256).toString(16).padStart(2, '0');
       return h;

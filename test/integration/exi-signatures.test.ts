@@ -44,7 +44,7 @@ describe('xmldsig over EXI: public signature vectors', () => {
         const element = elementById(m.Body, ref.URI.slice(1));
         expect(element, ref.URI).toBeDefined();
         expect(Object.keys(element!)[0]).toBe(ref.element);
-        const fragment = encodeFragment('iso2', element!);
+        const fragment = encodeFragment('iso2', element!, { ignoreLengthFacets: true });
         if (ref.cbv2g.fragment_hex) expect(hex(fragment)).toBe(ref.cbv2g.fragment_hex);
         expect(hex(referenceDigest(element!))).toBe(ref.DigestValue);
         expect(createHash('sha256').update(fragment).digest('hex')).toBe(ref.DigestValue);

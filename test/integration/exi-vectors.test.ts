@@ -116,8 +116,10 @@ describe('EXI public vectors: flagged edge cases', () => {
       const schema = vectorSchema(v.schema);
       const decoded = decodeAny(schema, bytes(v.hex));
       expect(decoded).toEqual(v.decoded);
-      const re = toHex(encodeAny(schema, decoded));
+      // 217 carries an 18-character eMAID where ISO-2 allows 15: re-encoding a field trace needs the facet relaxed.
+      const re = toHex(encodeAny(schema, decoded, { ignoreLengthFacets: id === 217 }));
       expect(v.hex.startsWith(re) && /^(00)+$/.test(v.hex.slice(re.length))).toBe(true);
+      if (id === 217) expect(() => encodeAny(schema, decoded)).toThrow(expect.objectContaining({ code: 'EXI_ENCODE_INVALID' }));
     }
   });
 

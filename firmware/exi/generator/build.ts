@@ -113,6 +113,7 @@ export function buildSchema(set: SchemaSet): BuiltSchema {
     let enumeration: string[] | undefined;
     let lo: bigint | null | undefined;
     let hi: bigint | null | undefined;
+    let maxLen: number | undefined;
     let t: SimpleTypeDef | undefined = anon;
     let k = key;
     let namedAs: string | undefined = key && !key.startsWith(`${XS}|`) ? qlocal(key) : undefined;
@@ -125,6 +126,8 @@ export function buildSchema(set: SchemaSet): BuiltSchema {
         t = def;
       }
       if (!enumeration && t.enumeration.length) enumeration = t.enumeration;
+      const ml = t.length ?? t.maxLength;
+      if (ml !== undefined && (maxLen === undefined || ml < maxLen)) maxLen = ml;
       const mi = t.minInclusive ?? (t.minExclusive !== undefined ? t.minExclusive + 1n : undefined);
       const ma = t.maxInclusive ?? (t.maxExclusive !== undefined ? t.maxExclusive - 1n : undefined);
       if (mi !== undefined && (lo === undefined || lo === null || mi > lo)) lo = mi;
@@ -140,10 +143,11 @@ export function buildSchema(set: SchemaSet): BuiltSchema {
     if (!k || !k.startsWith(`${XS}|`)) throw new Error(`cannot resolve builtin for ${key}`);
     const builtin = qlocal(k);
     if (enumeration) return datatype(['e', ...enumeration], namedAs);
-    if (STRING_TYPES.has(builtin)) return datatype(['s'], namedAs);
+    // Length facets are carried so that the encoder refuses what the schema forbids (strict in what we send).
+    if (STRING_TYPES.has(builtin)) return datatype(maxLen === undefined ? ['s'] : ['s', maxLen], namedAs);
     if (builtin === 'boolean') return datatype(['o']);
-    if (builtin === 'base64Binary') return datatype(['b', 'b64']);
-    if (builtin === 'hexBinary') return datatype(['b', 'hex']);
+    if (builtin === 'base64Binary') return datatype(maxLen === undefined ? ['b', 'b64'] : ['b', 'b64', maxLen]);
+    if (builtin === 'hexBinary') return datatype(maxLen === undefined ? ['b', 'hex'] : ['b', 'hex', maxLen]);
     const range = INT_RANGES[builtin];
     if (!range) throw new Error(`unsupported builtin xs:${builtin}`);
     let min = range[0];

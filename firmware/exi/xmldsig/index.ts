@@ -44,9 +44,12 @@ function hex(b: Uint8Array): string {
   return Buffer.from(b).toString('hex');
 }
 
-/** SHA-256 of an element's MsgDef EXI fragment: the Reference DigestValue. */
+/**
+ * SHA-256 of an element's MsgDef EXI fragment: the Reference DigestValue. Length facets are not enforced here: a
+ * digest must reproduce what the peer sent (field SECCs send 18-character eMAIDs where ISO-2 allows 15).
+ */
 export function referenceDigest(element: SignedElement): Uint8Array {
-  return sha256(encodeFragment('iso2', element));
+  return sha256(encodeFragment('iso2', element, { ignoreLengthFacets: true }));
 }
 
 function idOf(element: SignedElement): string {
@@ -73,7 +76,8 @@ export function buildSignedInfo(elements: SignedElement[]): XmlDsig.SignedInfoTy
 
 /** The bytes the signature covers: SignedInfo as a standalone-xmldsig EXI fragment. */
 export function signedInfoBytes(signedInfo: XmlDsig.SignedInfoType, grammar: 'xmldsig' | 'msgdef' = 'xmldsig'): Uint8Array {
-  return grammar === 'xmldsig' ? encodeFragment('xmldsig', { SignedInfo: signedInfo }) : encodeFragment('iso2', { SignedInfo: signedInfo });
+  const opts = { ignoreLengthFacets: true };
+  return grammar === 'xmldsig' ? encodeFragment('xmldsig', { SignedInfo: signedInfo }, opts) : encodeFragment('iso2', { SignedInfo: signedInfo }, opts);
 }
 
 /** Builds the header `Signature` over the given body elements, signing through `signer`. */
