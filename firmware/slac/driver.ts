@@ -78,7 +78,7 @@ export function runSlac(options: RunSlacOptions): Promise<SlacResult> {
       if (out.result) {
         cleanup();
         const r = out.result;
-        log.info({ evse: r.evseMac, nid: toHex(r.nid), ms: r.timings.total, evses: r.evses.length }, 'matching process successful');
+        log.info({ evse: r.evseMac, nid: toHex(r.nid), ms: Math.round(r.timings.total ?? 0), evses: r.evses.length }, 'matching process successful');
         void sending.then(() => resolve(r));
         return;
       }
