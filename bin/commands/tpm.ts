@@ -1,6 +1,6 @@
 import { readFile, rm, writeFile, open as openFile, stat } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import { Command, Option } from 'commander';
 import { EvccError } from '../../firmware/errors.ts';
@@ -10,6 +10,7 @@ import { TpmSettings } from '../../firmware/keys/settings.ts';
 import { parseSettings } from '../../firmware/settings.ts';
 import type { Logger } from '../../firmware/log/logger.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
+import { Swtpm } from '../../hal/tpm/swtpm.ts';
 import { Tpm2Tools } from '../../hal/tpm/tpm2-tools.ts';
 import type { Tpm } from '../../hal/tpm/types.ts';
 import { createRuntime, type GlobalOptions, type Runtime } from '../runtime.ts';
@@ -131,6 +132,19 @@ export const registerTpm: CommandModule = (program, globals) => {
     .description('provisioning, booted release, counter, contract keys')
     .action(async (o: TpmCommandOptions) => {
       await withTpm(globals(), o, async (c) => print(await (await KeyService.open({ ...c, log: c.rt.log('KEYS') })).status()));
+    });
+
+  tpm.command('sim')
+    .description('bench without a TPM HAT: run swtpm (a real TPM 2.0 implementation) and print its TCTI until stopped')
+    .requiredOption('--state-dir <dir>', 'absolute swtpm state dir (persistent NV, like the TPM chip)')
+    .option('--port <n>', 'server port (control = port+1); default: free pair')
+    .action(async (o: { stateDir: string; port?: string }) => {
+      const sim = await Swtpm.start({ stateDir: resolve(o.stateDir), port: o.port ? Number(o.port) : undefined });
+      process.stdout.write(`${sim.tcti}\n`);
+      await new Promise<void>((done) => {
+        for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => done());
+      });
+      await sim.stop();
     });
 
   addTpmOptions(tpm.command('import-contract-key'))

@@ -16,6 +16,8 @@ export interface SwtpmOptions {
   /** Absolute state dir (swtpm chdirs to / when daemonising; a relative dir puts the TPM in failure mode). */
   stateDir: string;
   logFile?: string;
+  /** Fixed server port (control channel = port + 1, as the swtpm TCTI expects); default: a free pair. */
+  port?: number;
 }
 
 async function freePort(): Promise<number> {
@@ -57,6 +59,11 @@ export class Swtpm {
     if (!isAbsolute(opts.stateDir)) throw new EvccError('CONFIG_INVALID', 'swtpm state dir must be absolute', { stateDir: opts.stateDir });
     await mkdir(opts.stateDir, { recursive: true, mode: 0o700 });
     let lastErr: unknown;
+    if (opts.port !== undefined) {
+      const tpm = new Swtpm(opts, opts.port, opts.port + 1);
+      await tpm.launch();
+      return tpm;
+    }
     for (let attempt = 0; attempt < 5; attempt++) {
       // The swtpm TCTI always uses port+1 as the control channel: find a free adjacent pair.
       const port = await freePort();
