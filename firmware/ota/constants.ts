@@ -1,6 +1,6 @@
 /**
  * Timers, limits and topic layout of the OEM backend link (ARCHITECTURE.md §4). The root-CA fetch runs inside the
- * ISO 15118-2 communication-setup budget (V2G_EVCC_CommunicationSetup_Timeout, 20 s, firmware/evcc.ts), so its own
+ * ISO 15118-2 communication-setup budget (V2G_EVCC_CommunicationSetup_Timeout, 20 s, firmware/session/timers.ts), so its own
  * budget is drawn from what is left of it (unknown-root.ts rootFetchBudget).
  */
 

@@ -1,14 +1,34 @@
 import type { CertificateStore } from '../pki/store.ts';
 import { UnknownRootError, validateChain } from '../pki/validate.ts';
 import { isEvccError } from '../errors.ts';
+import type { Logger } from '../log/logger.ts';
 import type { PathValidatorPort, RootStorePort, UnknownRootInfo } from './ports.ts';
 
-/** firmware/pki's CertificateStore as the OTA path's root store (bounded, atomic, integrity-tagged). */
-export function rootStoreOf(store: CertificateStore): RootStorePort {
+/**
+ * firmware/pki's CertificateStore as the OTA path's root store (bounded, atomic, integrity-tagged).
+ *
+ * Bound policy when the store is full (PKI_STORE_FULL): roots installed at the factory or by hand are never evicted;
+ * the OTA-installed root with the oldest install time gives way to the new one (it can be fetched again when a
+ * charger needs it). With `evictOta: false`, or when no OTA root is left to evict, the install fails with
+ * PKI_STORE_FULL and the session falls back. Each step is its own atomic store write: a crash between them leaves
+ * the old set minus the evicted OTA root, never a torn store.
+ */
+export function rootStoreOf(store: CertificateStore, options: { evictOta?: boolean; log?: Logger } = {}): RootStorePort {
   return {
     list: async () => store.anchors(),
     install: async (der, meta) => {
-      await store.installRoot(der, meta);
+      try {
+        await store.installRoot(der, meta);
+      } catch (err) {
+        if (!isEvccError(err, 'PKI_STORE_FULL') || options.evictOta === false) throw err;
+        const victim = store.listRoots()
+          .filter((r) => r.source.startsWith('ota'))
+          .sort((a, b) => a.installedAt.localeCompare(b.installedAt))[0];
+        if (!victim) throw err;
+        options.log?.warn({ evicted: victim.subject, fingerprint: victim.fingerprint, installedAt: victim.installedAt }, 'root store full: evicting the oldest OTA-installed root');
+        await store.removeRoot(victim.fingerprint);
+        await store.installRoot(der, meta);
+      }
     },
   };
 }

@@ -305,6 +305,23 @@ describe('hostile answers are never installed, each with its own typed error', (
   });
 });
 
+describe('root store bound', () => {
+  it('when full, the oldest OTA-installed root gives way; factory roots never do; without OTA roots the install fails typed', async () => {
+    const files = new MemoryStore();
+    const store = await vehicleStore(files, [fx.pki.a.root.der], 3);
+    const extra = await Promise.all([0, 1, 2].map((i) => issue({ name: `x/r${i}`, role: 'v2g-root', subject: `CN=Bound Root ${i}` })));
+    const port = rootStoreOf(store);
+    await port.install(extra[0]!.der, { source: 'ota:1' });
+    await port.install(extra[1]!.der, { source: 'ota:2' });
+    await port.install(extra[2]!.der, { source: 'ota:3' });
+    expect(store.listRoots().map((r) => r.subject)).toEqual([fx.pki.a.root.cert.subject, 'CN=Bound Root 1', 'CN=Bound Root 2']);
+    const strict = rootStoreOf(store, { evictOta: false });
+    await expect(strict.install(fx.pki.b.root.der, { source: 'ota:4' })).rejects.toMatchObject({ code: 'PKI_STORE_FULL' });
+    const factoryOnly = await vehicleStore(new MemoryStore(), [fx.pki.a.root.der], 1);
+    await expect(rootStoreOf(factoryOnly).install(fx.pki.b.root.der, { source: 'ota:5' })).rejects.toMatchObject({ code: 'PKI_STORE_FULL' });
+  });
+});
+
 describe('proactive root-list sync', () => {
   it('installs the pool\'s roots the vehicle lacks, verifies the signed list, is idempotent', async () => {
     const r = await rig();
