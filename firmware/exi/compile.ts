@@ -75,7 +75,7 @@ export function compileFast(grammars: Grammar[]): FastCodec {
   const writeValue = (dt: Datatype, name: number | string, x: string): string => {
     switch (dt.kind as number) {
       case DT_NBIT:
-        return `if (typeof ${x} !== 'number' || !Number.isInteger(${x}) || ${x} < ${dt.min} || ${x} > ${dt.min + 2 ** dt.bits - 1}) F(); w.writeBits(${dt.bits}, ${x} - ${dt.min});`;
+        return `if (typeof ${x} !== 'number' || !Number.isInteger(${x}) || ${x} < ${dt.min} || ${x} > ${dt.max}) F(); w.writeBits(${dt.bits}, ${x} - ${dt.min});`;
       case DT_BOOL:
         return `if (${x} === 1 || ${x} === true) w.writeBits(1, 1); else if (${x} === 0 || ${x} === false) w.writeBits(1, 0); else F();`;
       case DT_ENUM:

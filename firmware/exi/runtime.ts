@@ -46,6 +46,7 @@ export interface Datatype {
   kind: Dt;
   bits: number; // n-bit width / enum width
   min: number; // n-bit minimum
+  max: number; // n-bit maximum (facet; the n bits may hold more)
   groups: number; // max 7-bit groups
   values: string[]; // enumeration
   index: Map<string, number>;
@@ -120,12 +121,12 @@ export interface EncodeOptions {
 const CONTENT = 'CONTENT';
 
 function compileDatatype(j: DatatypeJson): Datatype {
-  const d: Datatype = { kind: Dt.Str, bits: 0, min: 0, groups: 0, values: [], index: new Map(), maxLength: Infinity };
+  const d: Datatype = { kind: Dt.Str, bits: 0, min: 0, max: 0, groups: 0, values: [], index: new Map(), maxLength: Infinity };
   switch (j[0]) {
     case 's': d.kind = Dt.Str; d.maxLength = j[1] ?? Infinity; break;
     case 'b': d.kind = Dt.Bin; d.maxLength = j[2] ?? Infinity; break;
     case 'o': d.kind = Dt.Bool; break;
-    case 'n': d.kind = Dt.NBit; d.bits = j[1]; d.min = j[2]; break;
+    case 'n': d.kind = Dt.NBit; d.bits = j[1]; d.min = j[2]; d.max = j[3]; break;
     case 'u': d.kind = Dt.UInt; d.groups = j[1]; break;
     case 'i': d.kind = Dt.Int; d.groups = j[1]; break;
     case 'e':
@@ -566,7 +567,7 @@ export class Encoder {
       case Dt.NBit: {
         const n = this.integer(v);
         const off = typeof n === 'bigint' ? Number(n) - dt.min : n - dt.min;
-        if (!(off >= 0 && off < 2 ** dt.bits)) this.fail('integer out of the type range', { value: String(v) });
+        if (!(off >= 0 && off <= dt.max - dt.min)) this.fail('integer out of the type range', { value: String(v), min: dt.min, max: dt.max });
         w.writeBits(dt.bits, off);
         return;
       }

@@ -14,7 +14,7 @@ export type DatatypeJson =
   | ['b', 'hex' | 'b64'] // binary: length + bytes
   | ['b', 'hex' | 'b64', number] // binary with a maxLength/length facet (octets)
   | ['o'] // boolean: 1 bit
-  | ['n', number, number] // n-bit unsigned: bits, minimum (bounded integer, range < 4096)
+  | ['n', number, number, number] // n-bit unsigned: bits, minimum, maximum (bounded integer, range < 4096)
   | ['u', number] // unsigned integer (7-bit groups); max number of groups
   | ['i', number] // integer: sign + unsigned magnitude; max number of groups
   | ['e', ...string[]]; // enumeration: n-bit index

@@ -46,7 +46,7 @@ function randomValue(rng: Rng, dt: Datatype): ExiValue {
     case Dt.Bool:
       return int(rng, 2);
     case Dt.NBit:
-      return dt.min + int(rng, 2 ** dt.bits);
+      return dt.min + int(rng, dt.max - dt.min + 1);
     case Dt.Enum:
       return dt.values[int(rng, dt.values.length)]!;
     case Dt.UInt: {

@@ -159,7 +159,7 @@ export function buildSchema(set: SchemaSet): BuiltSchema {
     if (min !== null && max !== null && max - min < 4096n) {
       const range = Number(max - min);
       const bits = range === 0 ? 0 : Math.ceil(Math.log2(range + 1));
-      return datatype(['n', bits, Number(min)], namedAs);
+      return datatype(['n', bits, Number(min), Number(max)], namedAs);
     }
     if (min !== null && min >= 0n) return datatype(['u', groups], namedAs);
     return datatype(['i', groups], namedAs);
