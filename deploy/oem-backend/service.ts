@@ -66,6 +66,7 @@ export class OemBackend {
     });
     this.client = client;
     this.detach.push(client.onMessage((m) => this.onMessage(m)));
+    let outage = false;
     this.ready = new Promise<void>((resolve) => {
       this.detach.push(
         client.onStatus((status, err) => {
@@ -78,8 +79,11 @@ export class OemBackend {
                 resolve();
               })
               .catch((e: unknown) => o.log.error({ error: String(e) }, 'subscribe failed'));
+            outage = false;
           } else if (err) {
-            o.log.warn({ url: o.url, error: err.message, status }, 'broker connection problem');
+            // One warning per outage; the reconnect attempts that follow are debug lines.
+            o.log[outage ? 'debug' : 'warn']({ url: o.url, error: err.message, status }, 'broker connection problem');
+            outage = true;
           }
         }),
       );

@@ -11,7 +11,7 @@ import { silentLogger } from '../log/logger.ts';
 import { chainDer, issue } from '../pki/generate.ts';
 import { UnknownRootError, validateChain, describeTop } from '../pki/validate.ts';
 import { parseCert } from '../pki/cert.ts';
-import { isEvccError } from '../errors.ts';
+import { EvccError, isEvccError } from '../errors.ts';
 import { vehicleTopics } from './constants.ts';
 import { OtaError } from './errors.ts';
 import { OtaLink } from './link.ts';
@@ -130,6 +130,22 @@ describe('Solution C in virtual time: TLS_UNKNOWN_ROOT → fetch → install →
     expect(err?.details).toMatchObject({ causeCode: 'OTA_BACKEND_SILENT', fallback: 'eim' });
     expect(r.attempts()).toBe(1);
     expect(r.store.rootCount).toBe(1);
+    expect(r.clock.pending).toBe(0);
+    await r.link.close();
+  });
+
+  it('an orchestrator abort (setup window closed) ends the fetch with the orchestrator\'s own typed reason', async () => {
+    const r = await rig({ backend: false });
+    const ac = new AbortController();
+    const p = connectWithRootFetch({
+      connectTls: r.connectTls, fetcher: r.fetcher, store: rootStoreOf(r.store), budgetMs: 8000, clock: r.clock,
+      log: { tls: silentLogger(), ota: silentLogger() }, fallback: 'retry-later', signal: ac.signal,
+    });
+    await flush();
+    ac.abort(new EvccError('EVCC_SETUP_TIMEOUT', 'setup window closed'));
+    const { err } = await settle(r.clock, p, 0);
+    expect(err?.code).toBe('OTA_ROOT_UNAVAILABLE');
+    expect(err?.details.causeCode).toBe('EVCC_SETUP_TIMEOUT');
     expect(r.clock.pending).toBe(0);
     await r.link.close();
   });

@@ -2,6 +2,7 @@ import type { Clock } from '../../hal/clock/types.ts';
 import type { MqttClient } from '../../hal/mqtt/types.ts';
 import type { Logger } from '../log/logger.ts';
 import { OTA_RECENT_REQUEST_IDS, OTA_REQUEST_REPUBLISH_MS } from './constants.ts';
+import { EvccError, isEvccError } from '../errors.ts';
 import { otaError, OtaError, type OtaErrorCode } from './errors.ts';
 import { encodeMessage, peekRequestId } from './messages.ts';
 
@@ -128,7 +129,11 @@ export class MqttRpc {
             : otaError('OTA_BROKER_UNREACHABLE', `request not delivered to the broker within ${Math.round(budgetMs)} ms`, details),
         );
       }, options.deadline - start);
-      const onAbort = () => finish(reject)(otaError('OTA_BACKEND_SILENT', 'request aborted', { requestId, reason: String(options.signal?.reason) }));
+      // The caller's reason wins (e.g. the orchestrator's EVCC_SETUP_TIMEOUT), so the fallback names the real cause.
+      const onAbort = () => {
+        const reason: unknown = options.signal?.reason;
+        finish(reject)(isEvccError(reason) ? reason : new EvccError('ABORTED', 'root-CA request aborted', { requestId, reason: String(reason) }));
+      };
       function finish<V>(settle: (v: V) => void): (v: V) => void {
         return (v) => {
           if (settled) return;
