@@ -1,6 +1,4 @@
-import {
-  ATTEN_GROUPS, BROADCAST_MAC, SET_KEY,
-} from './constants.ts';
+import { BROADCAST_MAC, SET_KEY } from './constants.ts';
 import {
   ASSOC, decodeFrame, encodeFrame, macFromString, macToString, sameBytes, toHex,
   type Mac, type MessageOf, type SlacFrame, type SlacMessage, type SlacMessageType,
@@ -485,6 +483,3 @@ export class SlacEngine {
 function readU32(b: Uint8Array): number {
   return ((b[0]! | (b[1]! << 8) | (b[2]! << 16) | (b[3]! << 24)) >>> 0);
 }
-
-/** Attenuation groups a Green PHY modem reports (for simulators that build profiles). */
-export const DEFAULT_GROUPS = ATTEN_GROUPS;
