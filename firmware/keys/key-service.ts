@@ -17,7 +17,7 @@ import { parseSignedPolicy, type SignedPolicy } from './signed-policy.ts';
  * so every use needs the current OEM-signed state (PCR 14 = signed bundle, NV counter ≤ version), not only their
  * loading through the storage key: a cached context survives a TPM Restart (TPM.md §1, PITFALL demo).
  *
- * Hot path [V2G2-xxx AuthorizationReq signature]: the policy session is armed before the challenge arrives
+ * Hot path (ISO 15118-2 PnC AuthorizationReq: the EVCC signs the SECC's fresh GenChallenge): the policy session is armed before the challenge arrives
  * (PolicyPCR, PolicyNV, PolicyAuthorize do not depend on it) and the contract key's context is cached in the run
  * dir, so exactly one TPM2_Sign (one tool process) sits on the critical path. Re-armed right after use. If a PCR
  * changes in between, the TPM refuses with TPM_RC_PCR_CHANGED (N21).

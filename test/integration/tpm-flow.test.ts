@@ -104,7 +104,6 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
       .toEqual(['oem-provisioning-key']);
 
     // direct import: the MO wraps offline for this vehicle's storage key
-    await writeFile(join(lab.oemDir, 'direct.key.pem.copy'), direct.keyPem);
     const blob = join(lab.oemDir, 'direct.import.json');
     await lab.cliOk(['mo', 'wrap-contract-key', '--contract-key', join(lab.oemDir, 'direct.key.pem'), '--device', lab.exportDir, '--out', blob]);
     const imported = await lab.cliOk(['tpm', 'import-contract-key', '--blob', blob], { tpm: true }) as { id: string; publicKeyPem: string };
@@ -150,7 +149,14 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     expect(rb.exitCode).toBe(1);
     expect(rb.stderr).toContain('BOOT_ROLLBACK');
     const refused = await lab.cli(['tpm', 'sign', '--digest', '00'.repeat(32)], { tpm: true });
-    expect(refused.exitCode).toBe(1); // not booted: the key service has no approved state to replay
+    expect(refused.exitCode).toBe(1);
+    expect(refused.stderr).toContain('KEYS_NOT_BOOTED'); // the refused boot left no approved state to replay
+    // old v1 firmware that skips the counter check and replays its genuine v1 policy: the TPM refuses (PolicyNV)
+    const v1 = JSON.parse(await readFile(policies[1]!, 'utf8')) as { bundle: { sha256: string }; pcrs: { value: string } };
+    await writeFile(join(lab.runDir, 'boot.json'), JSON.stringify({ format: 'evcc-boot-state/1', version: 1, bundleSha256: v1.bundle.sha256, pcrValue: v1.pcrs.value, bootedAt: new Date().toISOString() }));
+    const old = await lab.cli(['tpm', 'sign', '--digest', '00'.repeat(32)], { tpm: true });
+    expect(old.exitCode).toBe(1);
+    expect(old.stderr).toMatch(/TPM_POLICY_ROLLBACK.*0x126/);
 
     // back to v2: still signs
     await lab.reboot('orderly');
