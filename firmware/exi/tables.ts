@@ -38,6 +38,53 @@ export interface GrammarJson {
   s: StateJson[];
 }
 
+/**
+ * Emitted form of a grammar's states: unrolled repetitions (maxOccurs="1024") make long runs of states that differ
+ * only in "go to the next state". A negative target means "this state + |t|"; `[RUN, k, state]` stands for k copies.
+ */
+export const RUN = -1;
+export type PackedStateJson = StateJson | [typeof RUN, number, StateJson];
+
+const TARGET_INDEX: Record<number, number> = { [P_AT]: 3, [P_SE]: 3, [P_SEANY]: 1, [P_CHU]: 1, [P_CH]: 2 };
+
+export function packStates(states: StateJson[]): PackedStateJson[] {
+  const rel = states.map(([l2, ...prods], i) => [l2, ...prods.map((p) => {
+    const q = [...p];
+    const ti = TARGET_INDEX[q[0]!];
+    if (ti !== undefined && q[ti]! > i) q[ti] = i - q[ti]!;
+    return q;
+  })] as StateJson);
+  const out: PackedStateJson[] = [];
+  for (let i = 0; i < rel.length; ) {
+    const key = JSON.stringify(rel[i]);
+    let k = 1;
+    while (i + k < rel.length && JSON.stringify(rel[i + k]) === key) k++;
+    out.push(k === 1 ? rel[i]! : [RUN, k, rel[i]!]);
+    i += k;
+  }
+  return out;
+}
+
+export function unpackStates(packed: PackedStateJson[]): StateJson[] {
+  const out: StateJson[] = [];
+  const add = (st: StateJson): void => {
+    const i = out.length;
+    const [l2, ...prods] = st;
+    out.push([l2, ...prods.map((p) => {
+      const ti = TARGET_INDEX[p[0]!];
+      if (ti === undefined || p[ti]! >= 0) return p;
+      const q = [...p];
+      q[ti] = i - q[ti]!;
+      return q;
+    })]);
+  };
+  for (const e of packed) {
+    if (e[0] === RUN) for (let k = 0; k < (e[1] as number); k++) add(e[2] as StateJson);
+    else add(e as StateJson);
+  }
+  return out;
+}
+
 export interface SchemaTablesJson {
   /** Qualified names: [uri, local]. */
   names: [string, string][];
@@ -47,4 +94,9 @@ export interface SchemaTablesJson {
   doc: [number, number][];
   /** Fragment grammar: all element declarations, unique qnames sorted: [name, grammar]. */
   frag: [number, number][];
+}
+
+/** Expands the emitted (packed) tables of a generated module. */
+export function unpackTables(packed: Omit<SchemaTablesJson, 'grammars'> & { grammars: { n: string; s: PackedStateJson[] }[] }): SchemaTablesJson {
+  return { ...packed, grammars: packed.grammars.map((g) => ({ n: g.n, s: unpackStates(g.s) })) };
 }
