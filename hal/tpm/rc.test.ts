@@ -17,7 +17,7 @@ describe('TPM response codes', () => {
       [0x4c4, 'tpm2_policyauthorize', 'TPM_TICKET_INVALID'], [0x182, 'tpm2_ecdhzgen', 'TPM_KEY_ATTRIBUTES'],
       [0x19c, 'tpm2_sign', 'TPM_KEY_USE'], [0x126, 'tpm2_policynv', 'TPM_POLICY_ROLLBACK'],
       [0x1c4, 'tpm2_policyauthorize', 'TPM_POLICY_NOT_APPROVED'], [0x1c4, 'tpm2_policypcr', 'TPM_POLICY_PCR'],
-      [0x1df, 'tpm2_sign', 'TPM_CONTEXT_INVALID'], [0x128, 'tpm2_sign', 'TPM_PCR_CHANGED'], [0x921, 'tpm2_load', 'TPM_LOCKOUT'],
+      [0x1df, 'tpm2_sign', 'TPM_CONTEXT_INVALID'], [0x3df, 'tpm2_import', 'TPM_BLOB_INTEGRITY'], [0x128, 'tpm2_sign', 'TPM_PCR_CHANGED'], [0x921, 'tpm2_load', 'TPM_LOCKOUT'],
     ];
     for (const [rc, cmd, code] of cases) expect(codeFor(rc, cmd), `${rc.toString(16)} ${cmd}`).toBe(code);
   });

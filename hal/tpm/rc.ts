@@ -49,6 +49,7 @@ export function codeFor(rc: number, command: string): TpmErrorCode {
     return 'TPM_ERROR';
   }
   if (d.base === 0x126) return command === 'tpm2_policynv' ? 'TPM_POLICY_ROLLBACK' : 'TPM_ERROR';
+  if (d.base === 0x09f && (command === 'tpm2_import' || command === 'tpm2_load')) return 'TPM_BLOB_INTEGRITY';
   return BY_BASE[d.base] ?? 'TPM_ERROR';
 }
 
@@ -65,6 +66,7 @@ const MESSAGES: Record<TpmErrorCode, string> = {
   TPM_KEY_ATTRIBUTES: 'key attributes forbid this operation',
   TPM_KEY_USE: 'key cannot be used for this operation',
   TPM_CONTEXT_INVALID: 'saved context is no longer valid (TPM reset or restart)',
+  TPM_BLOB_INTEGRITY: 'wrapped key blob is corrupted or was made for another parent key',
   TPM_NV_UNINITIALIZED: 'NV index not written yet',
   TPM_LOCKOUT: 'TPM is in dictionary-attack lockout',
   TPM_OBJECT_MEMORY: 'TPM out of object memory',

@@ -22,6 +22,7 @@ export type TpmErrorCode =
   | 'TPM_KEY_ATTRIBUTES' //      0x182-type: key used for an operation its attributes forbid (restricted decrypt)
   | 'TPM_KEY_USE' //             0x19C-type: key type not usable for the operation (storage key signing)
   | 'TPM_CONTEXT_INVALID' //     0x1DF-type: saved context from before a TPM Reset/Restart (integrity check)
+  | 'TPM_BLOB_INTEGRITY' //      0x9F-type at Load/Import: wrapped blob corrupted or made for another parent
   | 'TPM_NV_UNINITIALIZED' //    0x14A: NV index never written
   | 'TPM_LOCKOUT' //             0x921: dictionary-attack lockout
   | 'TPM_OBJECT_MEMORY' //       0x902: out of object slots (a leak)

@@ -114,6 +114,25 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     expect(toHex(d!)).toBe(policies[1]!.policy);
   });
 
+  it('import refusals: blob for another vehicle, key without the direct binding, corrupted duplicate', async () => {
+    const keys = await keyService();
+    const other = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const otherPem = other.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
+    const good = await wrapContractKey({ contractKeyPem: otherPem, deviceExportDir: lab.exportDir });
+    await refused(keys.importContractKey({ ...good, storageKeyName: `000b${'11'.repeat(32)}` }), 'KEYS_WRONG_VEHICLE');
+    // an MO that forgot the policy: the key would only be bound indirectly (TPM.md §1) — refused before the TPM
+    const { wrapForImport, encodeImportBlob, objectName } = await import('../../firmware/keys/duplicate.ts');
+    const { privateScalarOf } = await import('../../firmware/keys/duplicate.ts');
+    const storagePub = fromHex(record.storageKey.public);
+    const unbound = encodeImportBlob(wrapForImport(privateScalarOf(otherPem), { storageKeyPublic: storagePub, authPolicy: new Uint8Array(0) }), objectName(storagePub));
+    await refused(keys.importContractKey(unbound), 'KEYS_BLOB_MALFORMED');
+    // a duplicate whose outer HMAC does not match: the TPM's integrity check refuses it
+    const dup = Buffer.from(good.duplicate, 'base64');
+    dup[dup.length - 1] = dup[dup.length - 1]! ^ 0x01;
+    await refused(keys.importContractKey({ ...good, duplicate: dup.toString('base64') }), 'TPM_BLOB_INTEGRITY', '0x3DF'); // TPM_RC_INTEGRITY, parameter 3
+    await keys.close();
+  });
+
   it('N00 NV counter read before its first increment → TPM_NV_UNINITIALIZED 0x14A', async () => {
     const tpm = await lab.driver();
     await tpm.nvDefineCounter(0x01800102);
