@@ -169,4 +169,27 @@ describe('TLS client against the simulated SECC (loopback)', () => {
     expect(lines.some((l) => l.startsWith('CLIENT_HANDSHAKE_TRAFFIC_SECRET '))).toBe(true);
     expect(lines.some((l) => l.startsWith('CLIENT_TRAFFIC_SECRET_0 '))).toBe(true);
   });
+
+  it('fails typed on connect refusal, silence (timeout) and abort', async () => {
+    const trust = await vehicleStore([pki.a.root.der]);
+    const { createServer } = await import('node:net');
+    const silent = createServer(() => undefined);
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const port = (silent.address() as { port: number }).port;
+    link.publishTcp('fe80::dead', 60001, { host: '127.0.0.1', port });
+    try {
+      expect(await codeOf(connectTls(deps(trust), { secc: { address: 'fe80::beef', port: 60002 }, profile: 'iso2-tls12' }))).toBe('TLS_CONNECT_FAILED');
+      expect(await codeOf(connectTls(deps(trust), { secc: { address: 'fe80::dead', port: 60001 }, profile: 'iso2-tls12', timeoutMs: 300 }))).toBe('TLS_TIMEOUT');
+      const ac = new AbortController();
+      setTimeout(() => ac.abort(), 50);
+      expect(await codeOf(connectTls(deps(trust), { secc: { address: 'fe80::dead', port: 60001 }, profile: 'iso2-tls12', signal: ac.signal }))).toBe('ABORTED');
+    } finally {
+      silent.close();
+    }
+  });
+
+  it('refuses to connect without a verifyPeer gate', async () => {
+    const o = { host: '127.0.0.1', port: 9, minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2', ciphers: 'x', ecdhCurve: 'prime256v1', sigalgs: 'ECDSA+SHA256', timeoutMs: 100 };
+    expect(await codeOf(connector.connect(o as unknown as Parameters<typeof connector.connect>[0]))).toBe('CONFIG_INVALID');
+  });
 });
