@@ -61,7 +61,8 @@ export async function run(): Promise<BenchReport> {
     await writeFile(join(dir, 'answer.key'), fx.signerKeyPem, { mode: 0o600 });
     backend = spawn(join(process.cwd(), 'node_modules/.bin/tsx'), [join(process.cwd(), 'bin/evcc.ts'), '--log-level', 'warn', 'oem-backend', '--pool', fx.poolDir,
       '--broker', broker.url, '--signing-key', join(dir, 'answer.key'), '--ca', join(dir, 'ca.pem'), '--cert', join(dir, 'backend.pem'), '--key', join(dir, 'backend.key'),
-      '--client-id', 'oem-backend-bench'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      // Capacity is measured: the per-vehicle rate limit (default 5/s) is lifted for the closed-loop load.
+      '--client-id', 'oem-backend-bench', '--rate-limit', '1000', '--rate-burst', '1000'], { stdio: ['ignore', 'ignore', 'pipe'] });
     const backendErr: string[] = [];
     backend.stderr!.on('data', (b: Buffer) => backendErr.push(b.toString()));
     // Ready when the backend answers: probe with one vehicle until a fetch succeeds.

@@ -58,6 +58,8 @@ interface ServeOptions {
   mqttVersion: string;
   clientId: string;
   fleet?: string;
+  rateLimit: number;
+  rateBurst: number;
 }
 
 export function registerOemBackend(program: Command, globals: () => GlobalOptions): void {
@@ -76,6 +78,8 @@ export function registerOemBackend(program: Command, globals: () => GlobalOption
     .addOption(new Option('--mqtt-version <v>', 'MQTT protocol version').choices(['4', '5']).default('5'))
     .option('--client-id <id>', 'MQTT client id (stable: persistent session)', 'oem-backend-1')
     .option('--fleet <file>', 'serve only the vehicle ids listed in this file (one per line)')
+    .addOption(new Option('--rate-limit <perSecond>', 'per-vehicle requests per second (token bucket)').argParser(Number).default(5))
+    .addOption(new Option('--rate-burst <n>', 'per-vehicle burst').argParser(Number).default(20))
     .action(async (o: ServeOptions) => {
       const rt = await createRuntime(globals());
       const log = rt.log('OEM');
@@ -91,6 +95,7 @@ export function registerOemBackend(program: Command, globals: () => GlobalOption
         const backend = new OemBackend({
           connector: new MqttJsConnector(), url: o.broker, protocolVersion: o.mqttVersion === '4' ? 4 : 5, ...(tls ? { tls } : {}),
           clientId: o.clientId, pool, signer, clock: rt.clock, log, ...(fleet ? { fleet } : {}),
+          rateLimit: { perSecond: o.rateLimit, burst: o.rateBurst },
         });
         const onHup = () => void pool.reload().catch((err: unknown) => log.error({ error: String(err) }, 'pool reload failed'));
         process.on('SIGHUP', onHup);

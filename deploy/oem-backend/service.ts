@@ -31,12 +31,19 @@ export interface OemBackendOptions {
   log: Logger;
   /** When set, only these vehicle ids are served. */
   fleet?: ReadonlySet<string>;
+  /**
+   * Per-vehicle request budget (token bucket): a vehicle fetches a root at a charger or syncs a list now and then,
+   * so a flood is a fault or an attack and must not starve the fleet. Default 5 requests/s, burst 20.
+   */
+  rateLimit?: { perSecond: number; burst: number };
 }
 
 export interface OemBackendStats {
   requests: number;
   answered: Record<AnswerStatus, number>;
   dropped: number;
+  /** Requests dropped by the per-vehicle rate limit. */
+  rateLimited: number;
   /** Answers the broker acknowledged (QoS 1). */
   published: number;
 }
@@ -44,7 +51,8 @@ export interface OemBackendStats {
 export class OemBackend {
   private client: MqttClient | undefined;
   private detach: (() => void)[] = [];
-  readonly stats: OemBackendStats = { requests: 0, answered: { ok: 0, 'not-found': 0, denied: 0 }, dropped: 0, published: 0 };
+  readonly stats: OemBackendStats = { requests: 0, answered: { ok: 0, 'not-found': 0, denied: 0 }, dropped: 0, rateLimited: 0, published: 0 };
+  private readonly buckets = new Map<string, { tokens: number; at: number }>();
   private ready: Promise<void> | undefined;
 
   constructor(private readonly o: OemBackendOptions) {}
@@ -102,8 +110,30 @@ export class OemBackend {
       return;
     }
     if (m.retain) return;
+    if ((rest === 'pki/rootca/req' || rest === 'pki/roots/req') && !this.admit(vehicleId)) return;
     if (rest === 'pki/rootca/req') void this.serveRootCa(vehicleId, m.payload);
     else if (rest === 'pki/roots/req') void this.serveRootList(vehicleId, m.payload);
+  }
+
+  private admit(vehicleId: string): boolean {
+    const { perSecond, burst } = this.o.rateLimit ?? { perSecond: 5, burst: 20 };
+    const now = this.o.clock.now();
+    let b = this.buckets.get(vehicleId);
+    if (!b) {
+      // Bounded: forget the idle half when the table grows past a fleet-sized limit.
+      if (this.buckets.size >= 100_000) for (const k of [...this.buckets.keys()].slice(0, 50_000)) this.buckets.delete(k);
+      b = { tokens: burst, at: now };
+      this.buckets.set(vehicleId, b);
+    }
+    b.tokens = Math.min(burst, b.tokens + ((now - b.at) / 1000) * perSecond);
+    b.at = now;
+    if (b.tokens >= 1) {
+      b.tokens -= 1;
+      return true;
+    }
+    this.stats.rateLimited++;
+    if (this.stats.rateLimited % 100 === 1) this.o.log.warn({ vehicleId, rateLimited: this.stats.rateLimited }, 'request dropped: vehicle over its request rate');
+    return false;
   }
 
   private decodeOrDrop<T>(what: string, vehicleId: string, decode: () => T): T | undefined {

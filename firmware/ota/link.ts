@@ -50,6 +50,8 @@ export class OtaLink {
       keepaliveSeconds: o.keepaliveSeconds ?? 30,
       reconnectPeriodMs: o.reconnectPeriodMs ?? 2_000,
       cleanSession: true,
+      // Nothing the backend legitimately sends is bigger than the root list; MQTT 5 brokers must respect this.
+      maxPacketBytes: OTA_MAX_ROOT_LIST_BYTES + 1024,
     });
     this.detach = this.client.onStatus((status, error) => this.onStatus(status, error));
     const common = { client: this.client, clock: o.clock, log: o.log, ...(o.republishMs !== undefined ? { republishMs: o.republishMs } : {}) };

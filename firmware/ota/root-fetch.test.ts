@@ -200,6 +200,19 @@ describe('Solution C in virtual time: TLS_UNKNOWN_ROOT → fetch → install →
     await r.link.close();
   });
 
+  it('the backend drops a vehicle\'s request flood beyond its rate budget, other vehicles stay served', async () => {
+    const r = await rig();
+    const flood = r.bus.connect({ url: 'mem://', clientId: 'flooder', protocolVersion: 4 });
+    const req = (i: number) => encodeMessage({ v: 1, type: 'rootca.req', requestId: i.toString(16).padStart(32, '0'), nonce: 'b'.repeat(64), issuer: r.presentedB.issuer, replyTo: vehicleTopics('flooder').rootCaResponse });
+    for (let i = 0; i < 50; i++) await flood.publish(vehicleTopics('flooder').rootCaRequest, req(i), { qos: 1 });
+    await flush();
+    expect(r.backend!.stats.rateLimited).toBe(30);
+    expect(r.backend!.stats.answered.ok).toBe(20);
+    const { ok } = await settle(r.clock, r.fetcher.fetchRoot(r.presentedB, { budgetMs: 2000 }), 2000);
+    expect(ok?.sha256).toBe(sha256Hex(fx.pki.b.root.der));
+    await r.link.close();
+  });
+
   it('rootFetchBudget draws from the setup timeout and never goes negative', () => {
     expect(rootFetchBudget(20_000, 2_000)).toBe(8_000);
     expect(rootFetchBudget(20_000, 10_000)).toBe(5_500);

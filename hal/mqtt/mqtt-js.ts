@@ -43,6 +43,7 @@ class MqttJsClient implements MqttClient {
         : {}),
       // Resubscribe after a reconnect when the session was not kept.
       resubscribe: true,
+      ...(options.maxPacketBytes && options.protocolVersion === 5 ? { properties: { maximumPacketSize: options.maxPacketBytes } } : {}),
     });
     this.client.on('connect', () => {
       // Request/answer packets are small: send them at once instead of waiting for Nagle (+ delayed ACK, ~40 ms).

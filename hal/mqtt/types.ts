@@ -39,6 +39,11 @@ export interface MqttConnectOptions {
   connectTimeoutMs?: number;
   /** false = persistent session (QoS 1 subscriptions and in-flight messages survive a reconnect). */
   cleanSession?: boolean;
+  /**
+   * Largest packet this client accepts. MQTT 5 announces it in CONNECT (the broker must not send more); on 3.1.1
+   * there is no such field and the application's own size caps apply.
+   */
+  maxPacketBytes?: number;
 }
 
 export interface MqttMessage {
