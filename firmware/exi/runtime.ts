@@ -1,5 +1,5 @@
 import { BitReader, BitWriter, bitsFor } from './bitstream.ts';
-import { compileFast, FALLBACK, type FastCodec } from './compile.ts';
+import { compileFast, type FastCodec } from './compile.ts';
 import { exiError } from './errors.ts';
 import * as T from './tables.ts';
 import type { DatatypeJson, SchemaTablesJson } from './tables.ts';
@@ -727,9 +727,8 @@ function encodeWith(s: CompiledSchema, list: CompiledSchema['doc'], byKey: Map<s
         fast.enc[e.grammar!.index]!(new Encoder(w, opts), w, content, e.name);
         if (fragment) w.writeBits(bits, list.length + 1);
         return w.finish();
-      } catch (err) {
-        if (err !== FALLBACK && !(err instanceof Error && 'code' in err)) throw err;
-        // The interpreter gives the exact result or the typed error (with the path).
+      } catch {
+        // FALLBACK or any error: the interpreter gives the exact result or the typed error (with the path).
         fastPathStats.encodeFallbacks++;
       }
     }

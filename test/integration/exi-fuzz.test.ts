@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { decodeAny, decodeFragment, ExiError, SCHEMA_IDS, type SchemaId } from '../../firmware/exi/index.ts';
+import { decodeAny, decodeFragment, encodeAny, ExiError, SCHEMA_IDS, type SchemaId } from '../../firmware/exi/index.ts';
 import { exiVectorsPath, vectorSchema } from './exi-support.ts';
 
 /**
@@ -80,5 +80,49 @@ describe('EXI decoders under fuzzing', () => {
     // Every decoder refuses a wrong header.
     for (const id of SCHEMA_IDS) expect(() => decodeAny(id, new Uint8Array([0x00, 0x00]))).toThrow(expect.objectContaining({ code: 'EXI_HEADER' }));
     expect(() => decodeAny('iso2', new Uint8Array(0))).toThrow(expect.objectContaining({ code: 'EXI_TRUNCATED' }));
+  });
+});
+
+describe('EXI encoders under fuzzing', () => {
+  it('arbitrary values (random JSON-like objects, mutated decoded messages) give bytes or a typed error', () => {
+    const decoded = vectors.slice(0, 200).flatMap((v) => {
+      try {
+        return [{ schema: v.schema, message: decodeAny(v.schema, v.bytes) }];
+      } catch {
+        return [];
+      }
+    });
+    const mutate = (m: unknown, rnd: number[], depth = 0): unknown => {
+      if (m && typeof m === 'object') {
+        const entries = Object.entries(m as Record<string, unknown>);
+        if (entries.length === 0) return m;
+        const r = rnd[depth % rnd.length]!;
+        const [k, v] = entries[r % entries.length]!;
+        const copy: Record<string, unknown> = Array.isArray(m) ? ([...m] as unknown as Record<string, unknown>) : { ...(m as Record<string, unknown>) };
+        const choice = r % 7;
+        if (choice === 0) delete copy[k];
+        else if (choice === 1) copy[k] = 'x';
+        else if (choice === 2) copy[k] = -1;
+        else if (choice === 3) copy[k] = [v, v];
+        else if (choice === 4) copy[`${k}_`] = v;
+        else if (choice === 5) copy[k] = 2 ** 60;
+        else copy[k] = mutate(v, rnd, depth + 1);
+        return copy;
+      }
+      return m;
+    };
+    fc.assert(
+      fc.property(fc.nat(decoded.length - 1), fc.array(fc.nat(), { minLength: 1, maxLength: 8 }), fc.anything(), fc.constantFrom(...SCHEMA_IDS), (i, rnd, junk, schema) => {
+        for (const [s, m] of [[decoded[i]!.schema, mutate(decoded[i]!.message, rnd)], [schema, junk], [schema, { V2G_Message: junk }]] as [SchemaId, unknown][]) {
+          try {
+            const bytes = encodeAny(s, m);
+            expect(bytes).toBeInstanceOf(Uint8Array);
+          } catch (err) {
+            if (!(err instanceof ExiError)) throw err;
+          }
+        }
+      }),
+      { numRuns: 1500 },
+    );
   });
 });
