@@ -41,6 +41,8 @@ export interface SeccEndpoint {
   address: string;
   port: number;
   security: 'tls' | 'none';
+  /** Interface the SECC was found on (link-local addresses need their scope). */
+  iface?: string;
 }
 
 export interface ChannelSummary {

@@ -11,14 +11,15 @@ import { registerOemBackend } from './oem-backend.ts';
 import { registerOta } from './ota.ts';
 import { registerPki } from './pki.ts';
 import { registerSimSecc } from './sim-secc.ts';
-import { registerExi } from './exi.ts';
 import { registerSdpTools } from './sdp.ts';
+import { registerExi } from './exi.ts';
+import { registerBenchSession } from './bench-session.ts';
 
 /** A subcommand module: adds itself to the program. Global options are read lazily at action time. */
 export type CommandModule = (program: Command, globals: () => GlobalOptions) => void;
 
 // One line per command module; each module is the composition root of its subcommand.
-const modules: CommandModule[] = [registerSlac, registerSimSlac, registerTpm, registerBoot, registerOem, registerMo, registerBundle, registerPki, registerSimSecc, registerOemBackend, registerOta, registerExi, registerSdpTools];
+const modules: CommandModule[] = [registerBenchSession, registerSlac, registerSimSlac, registerTpm, registerBoot, registerOem, registerMo, registerBundle, registerPki, registerSimSecc, registerSdpTools, registerOemBackend, registerOta, registerExi];
 
 export function registerCommands(program: Command, globals: () => GlobalOptions): void {
   for (const register of modules) register(program, globals);

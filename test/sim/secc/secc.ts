@@ -13,6 +13,7 @@ import { EventEmitter } from 'node:events';
 import { randomInt } from 'node:crypto';
 import type { Logger } from '../../../firmware/log/logger.ts';
 import { decodeDiscoveryReq, encodeDiscoveryRes } from '../../../firmware/sdp/codec.ts';
+import { answerSupportedAppProtocolReq } from '../../../firmware/session/app-handshake.ts';
 import { DYNAMIC_PORT_MIN, SDP_SERVER_PORT } from '../../../firmware/sdp/constants.ts';
 import { encodeV2gtp, V2gtpReassembler } from '../../../firmware/v2gtp/codec.ts';
 import { PayloadType } from '../../../firmware/v2gtp/constants.ts';
@@ -46,6 +47,22 @@ export interface SimSeccOptions {
   /** Publish the TCP endpoint on this simulated link (in-process bench). */
   link?: SimIpv6Link;
   log?: Logger;
+  /** Protocols the SECC accepts in SupportedAppProtocol (default: ISO 15118-2:2013 and DIN SPEC 70121). */
+  appProtocols?: readonly { namespace: string; major: number; minor: number }[];
+}
+
+export const SECC_APP_PROTOCOLS = [
+  { namespace: 'urn:iso:15118:2:2013:MsgDef', major: 2, minor: 0 },
+  { namespace: 'urn:din:70121:2012:MsgDef', major: 2, minor: 0 },
+] as const;
+
+/** The SECC's SupportedAppProtocolRes for an EXI payload that is a SupportedAppProtocolReq; undefined otherwise. */
+function answerAppHandshake(exi: Uint8Array, supported: readonly { namespace: string; major: number; minor: number }[]): Uint8Array | undefined {
+  try {
+    return answerSupportedAppProtocolReq(exi, supported);
+  } catch {
+    return undefined;
+  }
 }
 
 export interface SimConnectionReport {
@@ -55,8 +72,10 @@ export interface SimConnectionReport {
   clientCertSubject?: string;
   /** Application bytes received from the EV (after the handshake). */
   appBytes: number;
-  /** V2GTP messages received (and echoed). */
+  /** V2GTP messages received (answered or echoed). */
   v2gtpMessages: number;
+  /** A SupportedAppProtocolReq was received and answered. */
+  appProtocolAnswered?: boolean;
 }
 
 export interface SimSecc {
@@ -108,8 +127,11 @@ export async function startSimSecc(o: SimSeccOptions): Promise<SimSecc> {
       try {
         for (const m of reasm.push(chunk)) {
           report.v2gtpMessages++;
-          // Echo: the V2G session work replaces this with the SECC state machine.
-          sock.write(encodeV2gtp(m.payloadType === PayloadType.EXI ? PayloadType.EXI : m.payloadType, m.payload));
+          // SupportedAppProtocol is answered for real; anything else is echoed until the ISO 15118-2 SECC session
+          // state machine lands here.
+          const answer = m.payloadType === PayloadType.EXI ? answerAppHandshake(m.payload, o.appProtocols ?? SECC_APP_PROTOCOLS) : undefined;
+          if (answer) report.appProtocolAnswered = true;
+          sock.write(encodeV2gtp(m.payloadType, answer ?? m.payload));
         }
       } catch (err) {
         log?.warn({ err }, 'V2GTP framing error from EV: closing');
