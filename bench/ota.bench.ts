@@ -59,7 +59,7 @@ export async function run(): Promise<BenchReport> {
     await writeFile(join(dir, 'backend.pem'), id.cert as string);
     await writeFile(join(dir, 'backend.key'), id.key as string, { mode: 0o600 });
     await writeFile(join(dir, 'answer.key'), fx.signerKeyPem, { mode: 0o600 });
-    backend = spawn(join(process.cwd(), 'node_modules/.bin/tsx'), [join(process.cwd(), 'bin/evcc.ts'), '--log-level', 'warn', 'oem-backend', '--pool', fx.poolDir,
+    backend = spawn(process.execPath, ['--import', 'tsx', join(process.cwd(), 'bin/evcc.ts'), '--log-level', 'warn', 'oem-backend', '--pool', fx.poolDir,
       '--broker', broker.url, '--signing-key', join(dir, 'answer.key'), '--ca', join(dir, 'ca.pem'), '--cert', join(dir, 'backend.pem'), '--key', join(dir, 'backend.key'),
       // Capacity is measured: the per-vehicle rate limit (default 5/s) is lifted for the closed-loop load.
       '--client-id', 'oem-backend-bench', '--rate-limit', '1000', '--rate-burst', '1000'], { stdio: ['ignore', 'ignore', 'pipe'] });

@@ -45,7 +45,9 @@ async function until(cond: () => boolean, ms: number, what: string): Promise<voi
   }
 }
 
-const tsx = join(process.cwd(), 'node_modules/.bin/tsx');
+// node itself with tsx as an import hook (no wrapper process), so killing a child really ends it.
+const node = process.execPath;
+const tsx = ['--import', 'tsx'];
 const evcc = join(process.cwd(), 'bin/evcc.ts');
 
 describeWith([root, tool('ip'), tool('mosquitto')])('Fig. 11 → Fig. 12 over veth: TLS_UNKNOWN_ROOT → OEM backend via mosquitto → retry succeeds', () => {
@@ -83,12 +85,12 @@ describeWith([root, tool('ip'), tool('mosquitto')])('Fig. 11 → Fig. 12 over ve
 
     // SECC (PKI-B) in its namespace, on the veth's link-local address.
     const seAddr = (await veth.exec(veth.se, 'ip', ['-6', '-o', 'addr', 'show', 'dev', veth.seIf, 'scope', 'link'])).match(/inet6 (fe80::[0-9a-f:]+)/)![1]!;
-    const secc = veth.spawn(veth.se, tsx, [join(process.cwd(), 'test/integration/ota-secc-runner.ts'), veth.seIf, seAddr, join(dir, 'secc-chain.pem'), join(dir, 'secc.key')]);
+    const secc = veth.spawn(veth.se, node, [...tsx, join(process.cwd(), 'test/integration/ota-secc-runner.ts'), veth.seIf, seAddr, join(dir, 'secc-chain.pem'), join(dir, 'secc.key')]);
     children.push(secc);
     const seccIo = collect(secc);
 
     // OEM backend, a real program, in the EV namespace next to the broker.
-    const backend = veth.spawn(veth.ev, tsx, [evcc, '--no-log-fields', 'oem-backend', '--pool', fx.poolDir, '--broker', broker.url, '--signing-key', signingKey,
+    const backend = veth.spawn(veth.ev, node, [...tsx, evcc, '--no-log-fields', 'oem-backend', '--pool', fx.poolDir, '--broker', broker.url, '--signing-key', signingKey,
       '--ca', join(dir, 'link-ca.pem'), '--cert', join(dir, 'backend.pem'), '--key', join(dir, 'backend.key'), '--client-id', 'oem-backend-fig12']);
     children.push(backend);
     const backendIo = collect(backend);
@@ -97,7 +99,7 @@ describeWith([root, tool('ip'), tool('mosquitto')])('Fig. 11 → Fig. 12 over ve
     const port = seccIo.out.find((l) => l.startsWith('READY'))!.split(' ')[1]!;
 
     // The vehicle: TLS to the SECC with the unknown-root path.
-    const ev = veth.spawn(veth.ev, tsx, [evcc, '--no-log-fields', 'ota', 'tls-connect', '--secc', seAddr, '--iface', veth.evIf, '--port', port,
+    const ev = veth.spawn(veth.ev, node, [...tsx, evcc, '--no-log-fields', 'ota', 'tls-connect', '--secc', seAddr, '--iface', veth.evIf, '--port', port,
       '--broker', broker.url, '--vehicle-id', VID, '--ca', join(dir, 'link-ca.pem'), '--cert', join(dir, 'vehicle.pem'), '--key', join(dir, 'vehicle.key'),
       '--data-dir', dataDir], { env: { ...process.env, EVCC_STORE_KEY: Buffer.from(STORE_KEY).toString('hex') } });
     children.push(ev);
