@@ -1,6 +1,6 @@
 import { createServer, connect } from 'node:net';
 import { mkdir } from 'node:fs/promises';
-import { isAbsolute, join } from 'node:path';
+import { isAbsolute } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { EvccError } from '../../firmware/errors.ts';
 
@@ -125,8 +125,4 @@ export class Swtpm {
     await child.catch(() => undefined);
     clearTimeout(t);
   }
-}
-
-export function swtpmStateDir(base: string): string {
-  return join(base, 'swtpm-state');
 }

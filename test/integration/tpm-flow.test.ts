@@ -93,6 +93,10 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     const refused = await lab.cli(['tpm', 'provision', '--oem-policy-key', join(lab.oemDir, 'other.pub.pem')], { tpm: true });
     expect(refused.exitCode).toBe(1);
     expect(refused.stderr).toContain('KEYS_PROVISION_CONFLICT');
+    // a TPM already provisioned for another data dir (or a lost data dir) is not overwritten either
+    const lost = await lab.cli(['tpm', 'provision', '--oem-policy-key', lab.oemPolicyPub, '--tcti', lab.tcti, '--data-dir', join(lab.base, 'other-data'), '--run-dir', join(lab.base, 'other-run')]);
+    expect(lost.exitCode).toBe(1);
+    expect(lost.stderr).toMatch(/KEYS_PROVISION_CONFLICT.*0x81000001/);
 
     await release(1);
     const boot = await lab.cliOk(['boot', '--bundle', bundles[1]!, '--keyring', lab.bundleCert, '--policy', policies[1]!], { tpm: true }) as { version: number; measured: string; ticket: string };
