@@ -40,3 +40,30 @@ describe('EXI encoder refuses what the schema does not allow', () => {
     expect(error('appHandshake', { supportedAppProtocolReq: { AppProtocol: new Array(21).fill(p) } }).details.path).toBe('supportedAppProtocolReq.AppProtocol');
   });
 });
+
+describe('EXI decoder: undeclared (second-level) EE of an empty element', () => {
+  it('an empty string element ended by the second-level EE (as EXIficient writes it) decodes as ""', async () => {
+    const { BitWriter } = await import('./bitstream.ts');
+    const { decodeAny: decode } = await import('./index.ts');
+    // supportedAppProtocolReq > AppProtocol > ProtocolNamespace ended by escape (1) + 2nd-level EE (0, 3 bits), then
+    // the rest of AppProtocol.
+    const w = new BitWriter();
+    w.writeBits(8, 0x80);
+    w.writeBits(2, 0); // SE(supportedAppProtocolReq)
+    w.writeBits(1, 0); // SE(AppProtocol)
+    w.writeBits(1, 0); // SE(ProtocolNamespace)
+    w.writeBits(1, 1); // escape to second level
+    w.writeBits(3, 0); // EE (second level)
+    for (const v of [2, 0]) {
+      w.writeBits(1, 0); // SE(VersionNumberMajor/Minor)
+      w.writeBits(1, 0); // CH
+      w.writeUnsigned(v);
+      w.writeBits(1, 0); // EE
+    }
+    w.writeBits(1, 0); w.writeBits(1, 0); w.writeBits(8, 1); w.writeBits(1, 0); // SchemaID
+    w.writeBits(1, 0); w.writeBits(1, 0); w.writeBits(5, 0); w.writeBits(1, 0); // Priority 1
+    w.writeBits(1, 0); // EE AppProtocol
+    w.writeBits(2, 1); // EE supportedAppProtocolReq (state after one AppProtocol: SE, EE)
+    expect(decode('appHandshake', w.finish())).toEqual({ supportedAppProtocolReq: { AppProtocol: [{ ProtocolNamespace: '', VersionNumberMajor: 2, VersionNumberMinor: 0, SchemaID: 1, Priority: 1 }] } });
+  });
+});

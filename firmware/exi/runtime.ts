@@ -291,11 +291,14 @@ export class Decoder {
     }
     // Undeclared EE.
     this.depth--;
-    if (g.simple) {
-      if (simpleValue === undefined) throw exiError('EXI_UNSUPPORTED', 'simple element ended without a value', { grammar: g.name });
-      return simpleValue;
+    if (g.simple && simpleValue === undefined) {
+      // EXIficient ends an empty element this way (no characters → no CH): for strings and binary that is the
+      // empty value; other types have no empty value.
+      const dt = g.states[0]!.prods[0]!.dt!;
+      if (dt.kind === Dt.Str || dt.kind === Dt.Bin) return '';
+      throw exiError('EXI_INVALID', 'element of a simple type ended without a value', { grammar: g.name });
     }
-    return obj ?? {};
+    return g.simple ? simpleValue! : (obj ?? {});
   }
 
   value(dt: Datatype, name: number): ExiValue {
