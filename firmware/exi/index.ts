@@ -118,3 +118,19 @@ export function encodeAny(id: SchemaId, message: unknown, opts?: EncodeOptions):
 export function decodeAny(id: SchemaId, bytes: Uint8Array, opts?: DecodeOptions): ExiObject {
   return decodeDocument(schema(id), bytes, opts);
 }
+
+/** ISO-2 / DIN: decode a stream that must be a whole V2G_Message (anything else is EXI_INVALID) and unwrap it. */
+export function decodeV2gMessage(id: 'iso2', bytes: Uint8Array): iso2.V2G_MessageElement;
+export function decodeV2gMessage(id: 'din', bytes: Uint8Array): din.V2G_MessageElement;
+export function decodeV2gMessage(id: 'iso2' | 'din', bytes: Uint8Array): iso2.V2G_MessageElement | din.V2G_MessageElement {
+  const doc = decodeDocument(schema(id), bytes) as { V2G_Message?: iso2.V2G_MessageElement | din.V2G_MessageElement };
+  if (!doc.V2G_Message) throw exiError('EXI_INVALID', 'not a V2G_Message', { schema: id, root: Object.keys(doc)[0] });
+  return doc.V2G_Message;
+}
+
+/** ISO-2 / DIN: encode `{ V2G_Message: { Header, Body } }`. */
+export function encodeV2gMessage(id: 'iso2', message: iso2.V2G_MessageElement, opts?: EncodeOptions): Uint8Array;
+export function encodeV2gMessage(id: 'din', message: din.V2G_MessageElement, opts?: EncodeOptions): Uint8Array;
+export function encodeV2gMessage(id: 'iso2' | 'din', message: iso2.V2G_MessageElement | din.V2G_MessageElement, opts?: EncodeOptions): Uint8Array {
+  return encodeDocument(schema(id), { V2G_Message: message }, opts);
+}

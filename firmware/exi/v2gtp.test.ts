@@ -32,3 +32,13 @@ describe('EXI over V2GTP: schema selection', () => {
     expect(() => decodeV2gtpPayload(0x9000, new Uint8Array([0x80]))).toThrow(expect.objectContaining({ code: 'EXI_UNKNOWN_SCHEMA' }));
   });
 });
+
+describe('V2G_Message helpers', () => {
+  it('decodeV2gMessage unwraps ISO-2/DIN messages and refuses other roots', async () => {
+    const { decodeV2gMessage, encodeV2gMessage, encodeAny } = await import('./index.ts');
+    const msg = { Header: { SessionID: '0011223344556677' }, Body: { SessionStopReq: { ChargingSession: 'Terminate' as const } } };
+    expect(decodeV2gMessage('iso2', encodeV2gMessage('iso2', msg))).toEqual(msg);
+    const other = encodeAny('iso2', { SessionStopReq: { ChargingSession: 'Terminate' } });
+    expect(() => decodeV2gMessage('iso2', other)).toThrow(expect.objectContaining({ code: 'EXI_INVALID' }));
+  });
+});
