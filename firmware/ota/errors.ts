@@ -13,6 +13,8 @@ export type OtaErrorCode =
   | 'OTA_ROOT_NOT_FOUND'
   /** Signed answer: the backend refused the request (unknown or unauthorised vehicle). */
   | 'OTA_REQUEST_DENIED'
+  /** The broker refused our subscribe or publish (ACL: the link identity does not own the topic). */
+  | 'OTA_BROKER_REFUSED'
   | 'OTA_ANSWER_OVERSIZED'
   | 'OTA_ANSWER_MALFORMED'
   /** The answer's request id is none of ours. */

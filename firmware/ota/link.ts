@@ -2,7 +2,7 @@ import type { Clock } from '../../hal/clock/types.ts';
 import type { MqttClient, MqttConnector, MqttLinkStatus, MqttTlsIdentity } from '../../hal/mqtt/types.ts';
 import type { Logger } from '../log/logger.ts';
 import { OTA_MAX_ROOT_ANSWER_BYTES, OTA_MAX_ROOT_LIST_BYTES, VEHICLE_ID_PATTERN, vehicleTopics } from './constants.ts';
-import { otaError } from './errors.ts';
+import { EvccError } from '../errors.ts';
 import { MqttRpc } from './rpc.ts';
 
 /**
@@ -39,7 +39,7 @@ export class OtaLink {
   private readonly waiters = new Set<() => void>();
 
   constructor(private readonly o: OtaLinkOptions) {
-    if (!VEHICLE_ID_PATTERN.test(o.vehicleId)) throw otaError('OTA_REQUEST_DENIED', `vehicle id ${JSON.stringify(o.vehicleId)} not allowed in topics`);
+    if (!VEHICLE_ID_PATTERN.test(o.vehicleId)) throw new EvccError('CONFIG_INVALID', `vehicle id ${JSON.stringify(o.vehicleId)} not allowed in topics`);
     const topics = vehicleTopics(o.vehicleId);
     this.client = o.connector.connect({
       url: o.url,

@@ -88,7 +88,7 @@ export class MqttRpc {
   private ensureSubscribed(): Promise<void> {
     if (!this.subscription) {
       this.subscription = this.o.client.subscribe([this.o.replyTopic], 1).then((granted) => {
-        if ((granted[0] ?? 128) >= 0x80) throw otaError('OTA_REQUEST_DENIED', `broker refused subscription to ${this.o.replyTopic}`);
+        if ((granted[0] ?? 128) >= 0x80) throw otaError('OTA_BROKER_REFUSED', `broker refused subscription to ${this.o.replyTopic}`);
       });
       this.subscription.catch(() => (this.subscription = undefined));
     }
@@ -162,7 +162,7 @@ export class MqttRpc {
           .then((ack) => {
             if (settled || ack === undefined) return;
             if (ack.reasonCode !== undefined && ack.reasonCode >= 0x80) {
-              throw otaError('OTA_REQUEST_DENIED', `broker refused publish to ${topic} (reason ${ack.reasonCode})`, { reasonCode: ack.reasonCode });
+              throw otaError('OTA_BROKER_REFUSED', `broker refused publish to ${topic} (reason ${ack.reasonCode})`, { reasonCode: ack.reasonCode });
             }
             delivered = true;
             if (republishMs > 0) {

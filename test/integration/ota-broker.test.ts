@@ -124,6 +124,15 @@ describeWith([tool('mosquitto')])('OEM link over mosquitto (mTLS + per-vehicle A
     expect(backend.stats.requests).toBe(requestsBefore);
   });
 
+  it('a link certificate of another vehicle cannot use this vehicle\'s topics: OTA_BROKER_REFUSED (MQTT 5 reason 135)', async () => {
+    const link = new OtaLink({ connector, url: broker.url, vehicleId: 'veh-victim', protocolVersion: 5, tls: await broker.identity('veh-thief'), clock, log: silentLogger() });
+    const fetcher = new OemRootFetcher({ rpc: link.rootCaRpc, vehicleId: 'veh-victim', trust: fx.trust, clock, log: silentLogger() });
+    const before = backend.stats.requests;
+    await expect(fetcher.fetchRoot(presentedB(), { budgetMs: 3000 })).rejects.toMatchObject({ code: 'OTA_BROKER_REFUSED', details: { reasonCode: 135 } });
+    expect(backend.stats.requests).toBe(before);
+    await link.close();
+  });
+
   it('the ACL holds on MQTT 3.1.1 too (the denied publish is dropped silently)', async () => {
     const a = await raw('veh-acl311-a', 4);
     const b = await raw('veh-acl311-b', 4);
