@@ -11,4 +11,5 @@
 export * from './profiles.ts';
 export * from './errors.ts';
 export * from './connect.ts';
+export * from './settings.ts';
 export { UnknownRootError } from '../pki/validate.ts';

@@ -61,9 +61,10 @@ export interface SeccProcess {
   stop(): Promise<void>;
 }
 
-/** Starts `evcc sim-secc --iface veth-se ARGS` inside the SECC namespace and waits for its `ready` line. */
+/** Starts the SECC simulator (`sim-secc --iface veth-se ARGS`) inside the SECC namespace and waits for its `ready` line. */
 export async function startSeccProcess(link: EvLink, args: string[]): Promise<SeccProcess> {
-  const child: ChildProcess = spawn('ip', ['netns', 'exec', link.pair.se, process.execPath, '--import', 'tsx', join(repo, 'bin/evcc.ts'),
+  // test/sim/secc/main.ts = `evcc sim-secc` without the rest of the CLI (independent of other command modules).
+  const child: ChildProcess = spawn('ip', ['netns', 'exec', link.pair.se, process.execPath, '--import', 'tsx', join(repo, 'test/sim/secc/main.ts'),
     '--log-level', 'warn', 'sim-secc', '--iface', link.pair.seIf, ...args], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
   const events: SeccProcessEvent[] = [];
   const waiters: { pred: (e: SeccProcessEvent) => boolean; resolve: (e: SeccProcessEvent) => void }[] = [];

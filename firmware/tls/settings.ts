@@ -1,0 +1,16 @@
+import { z } from 'zod';
+import { TLS_HANDSHAKE_TIMEOUT_MS } from './profiles.ts';
+
+/**
+ * TLS settings (config section `tls`).
+ * - `profile`: 'iso2-tls12' (ISO 15118-2) or 'iso20-tls13' (ISO 15118-20 / TR-2019-04 upgrade, mutual auth).
+ * - `keyLogFile`: SSLKEYLOGFILE path for bench builds; absent by default (session secrets on disk otherwise).
+ */
+export const TlsSettings = z
+  .object({
+    profile: z.enum(['iso2-tls12', 'iso20-tls13']).default('iso2-tls12'),
+    handshakeTimeoutMs: z.number().int().min(500).max(20_000).default(TLS_HANDSHAKE_TIMEOUT_MS),
+    keyLogFile: z.string().min(1).optional(),
+  })
+  .strict();
+export type TlsSettings = z.infer<typeof TlsSettings>;
