@@ -189,15 +189,25 @@ export class KeyService {
     return this.serial(async () => {
       const tpm = this.d.tpm;
       const before = tpm.spawnCount; // processes of this call: 1 when pre-armed, the whole cold path otherwise
-      if (!this.armed) await this.armNow();
       const key = await this.activeContractKey();
-      let der: Uint8Array;
-      try {
-        der = await this.guarded(() => tpm.sign({ context: key.ctx }, { kind: 'policy', session: this.armedSession! }, digest));
-      } catch (err) {
-        if ((err as EvccError).code === 'TPM_CONTEXT_INVALID') await tpm.forgetContext(key.ctx); // reloaded (under policy) next time
-        this.d.log.warn({ code: (err as EvccError).code, rc: (err as EvccError).details?.rc }, 'contract key signature refused');
-        throw err;
+      let der: Uint8Array | undefined;
+      for (let attempt = 1; der === undefined; attempt++) {
+        try {
+          if (!this.armed) await this.armNow();
+          der = await this.guarded(() => tpm.sign({ context: key.ctx }, { kind: 'policy', session: this.armedSession! }, digest));
+        } catch (err) {
+          const code = (err as EvccError).code;
+          // A context or session that went stale without a reboot of this process (TPM reset while the run dir
+          // survived, or another process flushed our session: no resource manager) is reloaded once, under the
+          // same policy. Every policy refusal is final.
+          if ((code === 'TPM_CONTEXT_INVALID' || code === 'TPM_SESSION_INVALID') && attempt === 1) {
+            await tpm.forgetContext(key.ctx);
+            this.d.log.info({ code }, 'cached contract-key context or session stale: reloading under the state policy');
+            continue;
+          }
+          this.d.log.warn({ code, rc: (err as EvccError).details?.rc }, 'contract key signature refused');
+          throw err;
+        }
       }
       this.lastCritical = tpm.spawnCount - before;
       this.armed = false;

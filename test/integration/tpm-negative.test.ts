@@ -305,6 +305,25 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     await refused(attacker2.sign({ context: 'cached-ind' }, { kind: 'empty' }, digest), 'TPM_CONTEXT_INVALID', '0x1DF'); // N14
   });
 
+  it('a stale cached contract-key context (TPM Reset, run dir survived) is reloaded under the state policy', async () => {
+    await lab.reboot('orderly');
+    await boot(bundles.v1!);
+    const keys = await keyService();
+    await keys.arm(); // context cached in the run dir
+    await keys.close();
+    await lab.reboot('orderly', { keepRunDir: true });
+    await boot(bundles.v1!);
+    const ctxFile = join(lab.runDir, 'tpm', 'ctx', `${contractCtx}.ctx`);
+    const stale = await readFile(ctxFile);
+    const fresh = await keyService();
+    const message = new TextEncoder().encode('after a reset with a stale context');
+    const raw = await fresh.signWithContractKey(sha256(message)); // sign refused with 0x1DF inside, reloaded, signed
+    expect(cryptoVerify('sha256', message, { key: contractPub, dsaEncoding: 'ieee-p1363' }, raw)).toBe(true);
+    expect((await fresh.status()).lastSignCriticalPathProcesses).toBeGreaterThan(5); // arm (5) + refused sign + flush + reload
+    expect(Buffer.compare(await readFile(ctxFile), stale)).not.toBe(0); // the context was saved anew
+    await fresh.close();
+  });
+
   it('N15–N17 and the PITFALL demo: attacker-forced TPM Restart (Shutdown STATE) into tampered firmware', async () => {
     await lab.reboot('orderly');
     await boot(bundles.v1!);
