@@ -79,6 +79,19 @@ describe('SDP engine (virtual time)', () => {
     expect(eim.onDatagram(res({ security: 'none' }), 'fe80::2')).toMatchObject({ downgrade: true, result: { security: 'none' } });
   });
 
+  it('never fails or accepts on random datagrams unless they are a valid answer', () => {
+    fc.assert(fc.property(fc.array(fc.uint8Array({ maxLength: 40 }), { maxLength: 20 }), (datagrams) => {
+      const e = new SdpEngine(settings());
+      e.start(0);
+      for (const d of datagrams) {
+        const step = e.onDatagram(d, 'fe80::9');
+        if (step.result) expect(d.length).toBe(28);
+        if (step.error) expect(['SDP_TLS_REQUIRED']).toContain(step.error.code);
+        if (e.state.name !== 'WaitForSECCDiscoveryRes') break;
+      }
+    }), { numRuns: 300 });
+  });
+
   it('refuses settings below the standard', () => {
     expect(() => settings({ responseTimeoutMs: 100 })).toThrow(/responseTimeoutMs/);
     expect(() => settings({ maxRequests: 51 })).toThrow(/maxRequests/);
