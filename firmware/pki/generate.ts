@@ -2,7 +2,8 @@
  * The ISO 15118-2 test PKI, generated with @peculiar/x509 (P-256, ecdsa-with-SHA256, profiles of `profiles.ts`):
  * two independent V2G PKIs (A and B) each with CPO Sub-CA 1/2 and a SECC leaf, the OEM chain with the provisioning
  * certificate (storage-key extension) and the ISO 15118-20 vehicle certificate, the MO chain with a contract
- * certificate, a CPS chain under V2G root A, and the Solution A cross-certificate (root B's key signed by root A).
+ * certificate, a CPS chain under V2G root A, and the Solution A cross-certificates between the two V2G roots
+ * (root B's key signed by root A, and root A's key signed by root B).
  *
  * Everything here is TEST material for benches and tests: the private keys are returned (PKCS#8 PEM) so that
  * `evcc pki init` can write them next to the certificates. A vehicle never keeps plaintext keys in its data dir.
@@ -42,6 +43,8 @@ export interface TestPki {
   b: V2gPki;
   /** Root B's subject and key, issued by root A (Solution A of Kilic 2023, ISO 15118-20 cross-certificate). */
   crossBbyA: IssuedCert;
+  /** The other direction: root A's subject and key, issued by root B. */
+  crossAbyB: IssuedCert;
   oem: { root: IssuedCert; sub1: IssuedCert; sub2: IssuedCert; provisioning: IssuedCert; vehicle: IssuedCert };
   mo: { root: IssuedCert; sub1: IssuedCert; sub2: IssuedCert; contract: IssuedCert };
   cps: { sub1: IssuedCert; sub2: IssuedCert; leaf: IssuedCert };
@@ -142,6 +145,9 @@ export async function generateTestPki(options: { now?: Date; storageKeyData?: Ui
   const crossBbyA = await issue({
     name: 'cross/pki-b-root-by-pki-a', role: 'cross-root', subject: b.root.cert.subject, keys: b.root.keys, issuer: a.root, now,
   });
+  const crossAbyB = await issue({
+    name: 'cross/pki-a-root-by-pki-b', role: 'cross-root', subject: a.root.cert.subject, keys: a.root.keys, issuer: b.root, now,
+  });
 
   const oemRoot = await issue({ name: 'oem/oem-root', role: 'oem-root', subject: 'CN=OEM Root CA, O=EVCC Test OEM, C=DE', now });
   const oemSub1 = await issue({ name: 'oem/oem-sub-ca-1', role: 'oem-sub-ca-1', subject: 'CN=OEM Sub-CA 1, O=EVCC Test OEM, C=DE', issuer: oemRoot, now });
@@ -163,7 +169,7 @@ export async function generateTestPki(options: { now?: Date; storageKeyData?: Ui
   const cpsLeaf = await issue({ name: 'cps/cps-leaf', role: 'cps-leaf', subject: 'CN=CPS Leaf, O=EVCC Test CPS, C=DE, DC=CPS', issuer: cpsSub2, now });
 
   return {
-    a, b, crossBbyA,
+    a, b, crossBbyA, crossAbyB,
     oem: { root: oemRoot, sub1: oemSub1, sub2: oemSub2, provisioning, vehicle },
     mo: { root: moRoot, sub1: moSub1, sub2: moSub2, contract },
     cps: { sub1: cpsSub1, sub2: cpsSub2, leaf: cpsLeaf },
@@ -186,6 +192,7 @@ export function chainsOf(pki: TestPki): ChainSpec[] {
     { name: 'secc-a', leaf: pki.a.seccLeaf, intermediates: [pki.a.cpoSub2, pki.a.cpoSub1], root: pki.a.root, purpose: 'secc-tls' },
     { name: 'secc-b', leaf: pki.b.seccLeaf, intermediates: [pki.b.cpoSub2, pki.b.cpoSub1], root: pki.b.root, purpose: 'secc-tls' },
     { name: 'secc-b-via-cross', leaf: pki.b.seccLeaf, intermediates: [pki.b.cpoSub2, pki.b.cpoSub1, pki.crossBbyA], root: pki.a.root, purpose: 'secc-tls' },
+    { name: 'secc-a-via-cross', leaf: pki.a.seccLeaf, intermediates: [pki.a.cpoSub2, pki.a.cpoSub1, pki.crossAbyB], root: pki.b.root, purpose: 'secc-tls' },
     { name: 'oem-provisioning', leaf: pki.oem.provisioning, intermediates: [pki.oem.sub2, pki.oem.sub1], root: pki.oem.root, purpose: 'oem-provisioning' },
     { name: 'vehicle', leaf: pki.oem.vehicle, intermediates: [pki.oem.sub2, pki.oem.sub1], root: pki.oem.root, purpose: 'vehicle-tls' },
     { name: 'contract', leaf: pki.mo.contract, intermediates: [pki.mo.sub2, pki.mo.sub1], root: pki.mo.root, purpose: 'contract' },

@@ -27,7 +27,7 @@ afterAll(async () => {
 describeWith([tool('openssl')])('evcc pki init: the ISO 15118-2 test PKI, checked by openssl', () => {
   it('openssl verify -x509_strict accepts every chain it produces, and our validation agrees', async () => {
     const names = written.chains.map((c) => c.name);
-    expect(names).toEqual(['secc-a', 'secc-b', 'secc-b-via-cross', 'oem-provisioning', 'vehicle', 'contract', 'cps']);
+    expect(names).toEqual(['secc-a', 'secc-b', 'secc-b-via-cross', 'secc-a-via-cross', 'oem-provisioning', 'vehicle', 'contract', 'cps']);
     for (const c of written.chains) {
       expect(await opensslVerify(written.dir, c)).toMatch(/: OK$/);
       const presented = pemToDerList(await readFile(join(written.dir, c.chain), 'utf8'));
