@@ -21,6 +21,8 @@ import { MqttJsConnector } from '../hal/mqtt/mqtt-js.ts';
 import { SimIpv6Link } from '../hal/net/sim-net.ts';
 import { NodeTlsConnector } from '../hal/net/tls-connector.ts';
 import { MemoryStore } from '../hal/store/memory-store.ts';
+import { startEmbeddedBroker } from '../deploy/oem-backend/embedded-broker.ts';
+import { OemBackend } from '../deploy/oem-backend/service.ts';
 
 /**
  * OTA root fetch (Solution C) figures, against a real Debian mosquitto (mTLS + ACL) and the OEM backend running as
@@ -95,20 +97,40 @@ export async function run(): Promise<BenchReport> {
       keyPem: fx.pki.b.seccLeaf.keyPem,
     });
     const tlsConnector = new NodeTlsConnector(link.resolver());
-    const recovery: number[] = [];
-    const handshake: number[] = [];
+    const recoveryRuns = async (fetcher: OemRootFetcher) => {
+      const recovery: number[] = [];
+      const handshake: number[] = [];
+      for (let i = 0; i < RECOVERY_RUNS; i++) {
+        const store = await CertificateStore.open(new MemoryStore(), { integrity: new HmacIntegrity(STORE_KEY) });
+        await store.installRoot(fx.pki.a.root.der, { source: 'factory' });
+        const tls = () => connectTls({ connector: tlsConnector, trust: store, log: silentLogger() }, { secc: { address: 'fe80::5:1', port: secc.port, iface: 'se0' }, profile: 'iso2-tls12' });
+        const r = await connectWithRootFetch({
+          connectTls: tls, fetcher, store: rootStoreOf(store), budgetMs: 8000, clock, log: { tls: silentLogger(), ota: silentLogger() }, fallback: 'retry-later',
+        });
+        recovery.push(r.recoveryMs!);
+        handshake.push(r.session.handshakeMs);
+        await r.session.stream.close();
+      }
+      return { recovery, handshake };
+    };
     const ev = await vehicle('bench-recovery');
     await until(() => ev.link.status === 'connected', 10_000, 'vehicle link');
-    for (let i = 0; i < RECOVERY_RUNS; i++) {
-      const store = await CertificateStore.open(new MemoryStore(), { integrity: new HmacIntegrity(STORE_KEY) });
-      await store.installRoot(fx.pki.a.root.der, { source: 'factory' });
-      const tls = () => connectTls({ connector: tlsConnector, trust: store, log: silentLogger() }, { secc: { address: 'fe80::5:1', port: secc.port, iface: 'se0' }, profile: 'iso2-tls12' });
-      const r = await connectWithRootFetch({
-        connectTls: tls, fetcher: ev.fetcher, store: rootStoreOf(store), budgetMs: 8000, clock, log: { tls: silentLogger(), ota: silentLogger() }, fallback: 'retry-later',
-      });
-      recovery.push(r.recoveryMs!);
-      handshake.push(r.session.handshakeMs);
-      await r.session.stream.close();
+    const { recovery, handshake } = await recoveryRuns(ev.fetcher);
+
+    // 1b. The same over the embedded broker of the bench session (aedes, MQTT 3.1.1, backend in-process).
+    const embedded = await startEmbeddedBroker();
+    const embeddedBackend = new OemBackend({ connector, url: embedded.url, protocolVersion: 4, clientId: 'oem-backend-embedded', pool: fx.pool, signer: fx.signer, clock, log: silentLogger() });
+    let embeddedRecovery: number[];
+    try {
+      await embeddedBackend.start();
+      const embLink = new OtaLink({ connector, url: embedded.url, vehicleId: 'bench-embedded', protocolVersion: 4, clock, log: silentLogger() });
+      links.push(embLink);
+      await until(() => embLink.status === 'connected', 10_000, 'embedded broker');
+      embeddedRecovery = (await recoveryRuns(new OemRootFetcher({ rpc: embLink.rootCaRpc, vehicleId: 'bench-embedded', trust: fx.trust, clock, log: silentLogger(), validatePath: validateSeccPath }))).recovery;
+      await embLink.close();
+    } finally {
+      await embeddedBackend.stop();
+      await embedded.close();
     }
     await secc.close();
 
@@ -143,10 +165,12 @@ export async function run(): Promise<BenchReport> {
     const lat = summarize(latencies);
     const rec = summarize(recovery);
     const hs = summarize(handshake);
+    const emb = summarize(embeddedRecovery);
     const sustained = perSecond.length ? summarize(perSecond) : undefined;
     const rows: BenchRow[] = [
       { name: 'TLS_UNKNOWN_ROOT → fetch → verify → install → TLS up', median: rec.median, unit: 'ms', min: rec.min, max: rec.max, n: rec.n, note: 'mosquitto mTLS, MQTT 5' },
       { name: '  of which: the retry TLS 1.2 handshake', median: hs.median, unit: 'ms', min: hs.min, max: hs.max, n: hs.n },
+      { name: '  same over the embedded aedes broker (MQTT 3.1.1)', median: emb.median, unit: 'ms', min: emb.min, max: emb.max, n: emb.n, note: 'bench session' },
       { name: `root-CA answers/s, ${VEHICLES} vehicles connected (total/elapsed)`, median: answered / elapsed, unit: '1/s', n: answered, note: `${elapsed.toFixed(1)} s` },
       ...(sustained ? [{ name: '  per-second windows', median: sustained.median, unit: '1/s', min: sustained.min, max: sustained.max, n: sustained.n }] : []),
       { name: '  request → verified answer latency under load', median: lat.median, unit: 'ms', min: lat.min, max: lat.max, n: lat.n },
