@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
 import { decode, encode, type SchemaDocuments, type SchemaId } from '../firmware/exi/index.ts';
 import type { BenchReport, BenchRow } from './run.ts';
 import { summarize } from './stats.ts';
@@ -119,5 +120,7 @@ export async function run(): Promise<BenchReport> {
     rows.push({ name: `decode ${c.name}`, median: dec.median, unit: 'ns/msg', min: dec.min, max: dec.max, n: dec.n, note: ratio(dec.median, c.c?.[1]) });
   }
   notes.push('Target (issue #3): within 5× of libcbv2g (C, -O3) on this class of machine.');
+  // Other processes inflate medians on a shared machine: say how busy it was.
+  notes.push(`Load average ${loadavg().map((l) => l.toFixed(1)).join(' / ')} on ${cpus().length} CPUs while measuring.`);
   return { title: 'EXI codec (table-driven grammar runtime, bit-packed, non-strict)', rows, notes };
 }

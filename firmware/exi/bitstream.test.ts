@@ -50,3 +50,21 @@ describe('EXI bit stream', () => {
     expect([1, 2, 3, 4, 5, 8, 9, 36, 81].map(bitsFor)).toEqual([0, 1, 2, 2, 3, 3, 4, 6, 7]);
   });
 });
+
+describe('EXI bit stream: ASCII runs', () => {
+  it('writeAscii equals one writeByte per character at every bit offset', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 7 }), fc.string({ unit: fc.integer({ min: 0, max: 127 }).map((c) => String.fromCharCode(c)), maxLength: 400 }), (pre, s) => {
+        const a = new BitWriter(4);
+        const b = new BitWriter(4);
+        a.writeBits(pre, 0);
+        b.writeBits(pre, 0);
+        a.writeAscii(s);
+        for (let i = 0; i < s.length; i++) b.writeByte(s.charCodeAt(i));
+        a.writeBits(3, 5);
+        b.writeBits(3, 5);
+        expect(Buffer.from(a.finish()).toString('hex')).toBe(Buffer.from(b.finish()).toString('hex'));
+      }),
+    );
+  });
+});

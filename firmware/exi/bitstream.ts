@@ -154,6 +154,25 @@ export class BitWriter {
     this.buf[++this.byte] = (v << (8 - bit)) & 0xff;
   }
 
+  /** Each UTF-16 unit of an all-ASCII string as one byte (its unsigned-integer code point). */
+  writeAscii(s: string): void {
+    while (this.byte + s.length + 5 >= this.buf.length) this.grow();
+    const buf = this.buf;
+    const bit = this.bit;
+    let byte = this.byte;
+    if (bit === 0) {
+      for (let i = 0; i < s.length; i++) buf[byte++] = s.charCodeAt(i);
+    } else {
+      const back = 8 - bit;
+      for (let i = 0; i < s.length; i++) {
+        const c = s.charCodeAt(i);
+        buf[byte]! |= c >>> bit;
+        buf[++byte] = (c << back) & 0xff;
+      }
+    }
+    this.byte = byte;
+  }
+
   writeUnsigned(v: number | bigint): void {
     if (typeof v === 'bigint') {
       if (v <= BigInt(Number.MAX_SAFE_INTEGER)) return this.writeUnsigned(Number(v));

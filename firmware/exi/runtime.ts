@@ -666,6 +666,18 @@ export class Encoder {
       m.set(s, m.size);
     }
     // Length in code points, then each code point.
+    let ascii = true;
+    for (let i = 0; i < s.length; i++) {
+      if (s.charCodeAt(i) >= 0x80) {
+        ascii = false;
+        break;
+      }
+    }
+    if (ascii) {
+      w.writeUnsigned(s.length + 2);
+      w.writeAscii(s);
+      return;
+    }
     let count = s.length;
     for (let i = 0; i < s.length; i++) {
       const c = s.charCodeAt(i);
