@@ -422,7 +422,7 @@ function decodeRoot(list: CompiledSchema['doc'], bits: number, fragment: boolean
   return { [e.key]: value };
 }
 
-function fastOf(s: CompiledSchema): FastCodec | null {
+export function fastOf(s: CompiledSchema): FastCodec | null {
   if (s.fast === undefined) {
     try {
       s.fast = compileFast(s.grammars);

@@ -42,3 +42,13 @@ describe('V2G_Message helpers', () => {
     expect(() => decodeV2gMessage('iso2', other)).toThrow(expect.objectContaining({ code: 'EXI_INVALID' }));
   });
 });
+
+describe('prepare', () => {
+  it('compiles every schema eagerly and leaves the codecs working', async () => {
+    const { prepare, SCHEMA_IDS, schema, encodeAny, decodeAny } = await import('./index.ts');
+    prepare(...SCHEMA_IDS);
+    for (const id of SCHEMA_IDS) expect(schema(id).fast).toBeTruthy();
+    const msg = { supportedAppProtocolRes: { ResponseCode: 'Failed_NoNegotiation' } };
+    expect(decodeAny('appHandshake', encodeAny('appHandshake', msg))).toEqual(msg);
+  });
+});
