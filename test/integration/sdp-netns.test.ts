@@ -61,7 +61,7 @@ function tsharkOnce(iface: string, filter: string): { started: Promise<void>; fi
     });
     child.once('exit', () => reject(new Error('tshark exited before capturing')));
   });
-  const fields = new Promise<string>((resolve) => child.once('exit', () => resolve(out.trim().replace(/:(?=[0-9a-f]{2}(:|$))/g, (m) => m))));
+  const fields = new Promise<string>((resolve) => child.once('exit', () => resolve(out.trim())));
   return { started, fields };
 }
 
