@@ -31,6 +31,8 @@ export interface OemBackendOptions {
   log: Logger;
   /** When set, only these vehicle ids are served. */
   fleet?: ReadonlySet<string>;
+  /** Persistent MQTT session (default true): the broker keeps subscriptions and queues requests across reconnects. */
+  persistentSession?: boolean;
   /**
    * Per-vehicle request budget (token bucket): a vehicle fetches a root at a charger or syncs a list now and then,
    * so a flood is a fault or an attack and must not starve the fleet. Default 5 requests/s, burst 20.
@@ -70,7 +72,7 @@ export class OemBackend {
       ...(o.tls ? { tls: o.tls } : {}),
       reconnectPeriodMs: 1_000,
       keepaliveSeconds: 30,
-      cleanSession: false,
+      cleanSession: !(o.persistentSession ?? true),
     });
     this.client = client;
     this.detach.push(client.onMessage((m) => this.onMessage(m)));
