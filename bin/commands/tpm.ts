@@ -107,10 +107,22 @@ export const registerTpm: CommandModule = (program, globals) => {
     .requiredOption('--oem-policy-key <pem>', 'OEM policy-signing PUBLIC key (PEM)')
     .option('--policy-ref <string>', 'policyRef signed with every state policy', undefined)
     .option('--export <dir>', 'write what the OEM/MO backends need (storage key public, names, policy digests)')
-    .action(async (o: TpmCommandOptions & { oemPolicyKey: string; policyRef?: string; export?: string }) => {
+    .option('--da-max-tries <n>', 'dictionary attack: failures before lockout (power losses count too, TPM.md pitfall 13)')
+    .option('--da-recovery <s>', 'dictionary attack: seconds after which one failure is forgotten')
+    .option('--da-lockout-recovery <s>', 'dictionary attack: seconds before lockout-auth may be retried')
+    .action(async (o: TpmCommandOptions & { oemPolicyKey: string; policyRef?: string; export?: string; daMaxTries?: string; daRecovery?: string; daLockoutRecovery?: string }) => {
+      const daGiven = [o.daMaxTries, o.daRecovery, o.daLockoutRecovery].filter((v) => v !== undefined).length;
+      if (daGiven !== 0 && daGiven !== 3) throw new EvccError('CONFIG_INVALID', 'give all three --da-* options or none');
+      const num = (v: string, what: string) => {
+        if (!/^\d{1,9}$/.test(v)) throw new EvccError('CONFIG_INVALID', `${what} must be a non-negative integer`);
+        return Number(v);
+      };
+      const dictionaryAttack = daGiven
+        ? { maxTries: num(o.daMaxTries!, '--da-max-tries'), recoveryTime: num(o.daRecovery!, '--da-recovery'), lockoutRecovery: num(o.daLockoutRecovery!, '--da-lockout-recovery') }
+        : undefined;
       await withTpm(globals(), o, async (c) => {
         const pem = await readText(o.oemPolicyKey, 'OEM policy key');
-        const r = await provisionTpm(c, { oemPolicyKeyPem: pem, policyRef: o.policyRef ? new TextEncoder().encode(o.policyRef) : undefined });
+        const r = await provisionTpm(c, { oemPolicyKeyPem: pem, policyRef: o.policyRef ? new TextEncoder().encode(o.policyRef) : undefined, dictionaryAttack });
         if (o.export) await writeExport(o.export, backendExport(r.record));
         c.log.info({ created: r.created }, r.created.length ? `provisioned: ${r.created.join(', ')}` : 'already provisioned, nothing changed');
         print({ created: r.created, storageKeyName: r.record.storageKey.name, policies: r.record.policies, nvCounter: r.record.nvCounter,

@@ -39,6 +39,7 @@ export interface KeyStatus {
   provisioned: boolean;
   storageKeyName?: string;
   nvCounter?: string;
+  dictionaryAttack?: { counter: number; maxTries: number; recoveryTime: number; lockoutRecovery: number; inLockout: boolean };
   bootedVersion?: number;
   provisioningKey: 'present' | 'pending';
   contractKeys: string[];
@@ -123,8 +124,10 @@ export class KeyService {
       const active = await this.d.data.read(DATA.activeContractKey);
       const boot = await this.d.run.read(RUN.boot);
       let counter: string | undefined;
+      let dictionaryAttack: KeyStatus['dictionaryAttack'];
       try {
         counter = String(await this.d.tpm.nvReadCounter(this.record.nvCounter.index));
+        dictionaryAttack = await this.d.tpm.dictionaryAttackState();
       } catch {
         counter = undefined;
       }
@@ -132,6 +135,7 @@ export class KeyService {
         provisioned: true,
         storageKeyName: this.record.storageKey.name,
         nvCounter: counter,
+        dictionaryAttack,
         bootedVersion: boot ? parseJson(BootState, boot, 'boot state', 'KEYS_NOT_BOOTED').version : undefined,
         provisioningKey: (await this.d.data.exists(DATA.provisioningKey('priv'))) ? 'present' : 'pending',
         contractKeys: ids,

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { EvccError } from '../errors.ts';
 import type { Logger } from '../log/logger.ts';
 import type { FileStore } from '../../hal/store/types.ts';
-import type { Tpm } from '../../hal/tpm/types.ts';
+import type { DictionaryAttackParameters, Tpm } from '../../hal/tpm/types.ts';
 import { eccPublicPem, objectName, parseEccPublic } from './duplicate.ts';
 import { DATA, jsonBytes, parseJson, PROVISIONING_KEY_ATTRIBUTES, ProvisioningRecord, STORAGE_KEY_ATTRIBUTES, TPM_LAYOUT } from './layout.ts';
 import { externalEccName, fromHex, nvCounterName, policyAuthorize, policyAuthValue, spkiFingerprint, toHex } from './policy.ts';
@@ -19,6 +19,12 @@ import { KeyService } from './key-service.ts';
 export interface ProvisionOptions {
   oemPolicyKeyPem: string;
   policyRef?: Uint8Array;
+  /**
+   * Dictionary-attack parameters (TPM.md pitfall 13): a power loss after any use of the DA-protected storage key
+   * counts as one failure, so a vehicle that loses 12 V a few times within the recovery time would lock its
+   * storage key out with the TPM's defaults (swtpm: 3 tries, 1000 s). Applied on every run when given.
+   */
+  dictionaryAttack?: DictionaryAttackParameters;
 }
 
 export interface ProvisionResult {
@@ -45,6 +51,15 @@ export async function provisionTpm(deps: { tpm: Tpm; data: FileStore; run: FileS
   } else {
     record = await provisionFresh(deps, opts);
     created.push('srk', 'nv-counter', 'storage-key');
+  }
+  if (opts.dictionaryAttack) {
+    const da = opts.dictionaryAttack;
+    const now = await tpm.dictionaryAttackState();
+    if (now.maxTries !== da.maxTries || now.recoveryTime !== da.recoveryTime || now.lockoutRecovery !== da.lockoutRecovery) {
+      await tpm.setDictionaryAttackParameters(da);
+      created.push('dictionary-attack-parameters');
+      log.info({ ...da }, 'dictionary-attack parameters set');
+    }
   }
   if (!record.oemProvisioningKey) {
     if (await deps.run.exists('boot.json')) {

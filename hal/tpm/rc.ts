@@ -38,6 +38,7 @@ const BY_BASE: Record<number, TpmErrorCode> = {
   0x14a: 'TPM_NV_UNINITIALIZED',
   0x921: 'TPM_LOCKOUT',
   0x902: 'TPM_OBJECT_MEMORY',
+  0x903: 'TPM_SESSION_MEMORY',
 };
 
 /** Meaning depends on the command for the generic VALUE/POLICY codes. */
@@ -70,6 +71,7 @@ const MESSAGES: Record<TpmErrorCode, string> = {
   TPM_NV_UNINITIALIZED: 'NV index not written yet',
   TPM_LOCKOUT: 'TPM is in dictionary-attack lockout',
   TPM_OBJECT_MEMORY: 'TPM out of object memory',
+  TPM_SESSION_MEMORY: 'TPM out of session memory',
   TPM_SESSION_INVALID: 'policy session no longer valid',
   TPM_ERROR: 'TPM refused the command',
   TPM_TOOL_FAILED: 'tpm2-tools failed',

@@ -5,7 +5,7 @@ import { execa } from 'execa';
 import { EvccError } from '../../firmware/errors.ts';
 import type { Logger } from '../../firmware/log/logger.ts';
 import { tpmErrorFromTool } from './rc.ts';
-import type { Auth, KeyBlob, KeyRef, KeyTemplate, PcrBank, PolicySession, PolicyStep, PublicInfo, SaltKey, ShutdownType, Tpm } from './types.ts';
+import type { Auth, DictionaryAttackParameters, DictionaryAttackState, KeyBlob, KeyRef, KeyTemplate, PcrBank, PolicySession, PolicyStep, PublicInfo, SaltKey, ShutdownType, Tpm } from './types.ts';
 
 export interface Tpm2ToolsOptions {
   /** TPM2TOOLS_TCTI: `device:/dev/tpmrm0` on the Pi, `swtpm:host=127.0.0.1,port=N` on the bench. */
@@ -162,11 +162,30 @@ export class Tpm2Tools implements Tpm {
   }
 
   lockoutCounter(): Promise<number> {
+    return this.dictionaryAttackState().then((s) => s.counter);
+  }
+
+  dictionaryAttackState(): Promise<DictionaryAttackState> {
     return this.locked(async () => {
       const out = await this.run('tpm2_getcap', ['properties-variable']);
-      const m = /TPM2_PT_LOCKOUT_COUNTER:\s*(0x[0-9a-fA-F]+|\d+)/.exec(out);
-      if (!m) throw new EvccError('TPM_TOOL_FAILED', 'lockout counter missing from tpm2_getcap output');
-      return Number(m[1]);
+      const prop = (name: string): number => {
+        const m = new RegExp(`${name}:\\s*(0x[0-9a-fA-F]+|\\d+)`).exec(out);
+        if (!m) throw new EvccError('TPM_TOOL_FAILED', `${name} missing from tpm2_getcap output`);
+        return Number(m[1]);
+      };
+      return {
+        counter: prop('TPM2_PT_LOCKOUT_COUNTER'),
+        maxTries: prop('TPM2_PT_MAX_AUTH_FAIL'),
+        recoveryTime: prop('TPM2_PT_LOCKOUT_INTERVAL'),
+        lockoutRecovery: prop('TPM2_PT_LOCKOUT_RECOVERY'),
+        inLockout: /inLockout:\s*1/.test(out),
+      };
+    });
+  }
+
+  setDictionaryAttackParameters(p: DictionaryAttackParameters): Promise<void> {
+    return this.locked(async () => {
+      await this.run('tpm2_dictionarylockout', ['-s', '-n', String(p.maxTries), '-t', String(p.recoveryTime), '-l', String(p.lockoutRecovery)]);
     });
   }
 

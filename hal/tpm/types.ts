@@ -26,6 +26,7 @@ export type TpmErrorCode =
   | 'TPM_NV_UNINITIALIZED' //    0x14A: NV index never written
   | 'TPM_LOCKOUT' //             0x921: dictionary-attack lockout
   | 'TPM_OBJECT_MEMORY' //       0x902: out of object slots (a leak)
+  | 'TPM_SESSION_MEMORY' //      0x903: out of session slots (sessions of unclosed key services)
   | 'TPM_SESSION_INVALID' //     session context no longer loadable
   | 'TPM_ERROR' //               any other TPM response code
   | 'TPM_TOOL_FAILED' //         tpm2-tools failed without a TPM response code
@@ -88,6 +89,20 @@ export interface SaltKey {
 
 export type ShutdownType = 'clear' | 'state';
 
+export interface DictionaryAttackParameters {
+  /** Authorisation failures before lockout. */
+  maxTries: number;
+  /** Seconds after which one failure is forgotten. */
+  recoveryTime: number;
+  /** Seconds before a lockout-auth failure may be retried. */
+  lockoutRecovery: number;
+}
+
+export interface DictionaryAttackState extends DictionaryAttackParameters {
+  counter: number;
+  inLockout: boolean;
+}
+
 export interface Tpm {
   readonly tcti: string;
   /** Number of tpm2-tools processes spawned so far (bench: processes on the critical path). */
@@ -95,6 +110,10 @@ export interface Tpm {
 
   handles(kind: 'persistent' | 'nv-index' | 'transient' | 'loaded-session' | 'saved-session'): Promise<number[]>;
   lockoutCounter(): Promise<number>;
+  /** Dictionary-attack state and parameters (TPM2_PT_LOCKOUT_COUNTER, MAX_AUTH_FAIL, LOCKOUT_INTERVAL/RECOVERY). */
+  dictionaryAttackState(): Promise<DictionaryAttackState>;
+  /** TPM2_DictionaryAttackParameters (lockout hierarchy; empty lockout auth on a fresh TPM). */
+  setDictionaryAttackParameters(p: DictionaryAttackParameters): Promise<void>;
   /** TPM2_DictionaryAttackLockReset (lab: empty lockout auth). */
   resetDictionaryLockout(): Promise<void>;
 

@@ -83,8 +83,9 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
   }
 
   it('1. provision → release v1 → boot → import (direct, compat) → sign → verifies with the contract certificate', async () => {
-    const first = await lab.cliOk(['tpm', 'provision', '--oem-policy-key', lab.oemPolicyPub, '--export', lab.exportDir], { tpm: true }) as { created: string[]; oemProvisioningKey: string };
-    expect(first.created).toEqual(['srk', 'nv-counter', 'storage-key']);
+    const first = await lab.cliOk(['tpm', 'provision', '--oem-policy-key', lab.oemPolicyPub, '--export', lab.exportDir,
+      '--da-max-tries', '12', '--da-recovery', '600', '--da-lockout-recovery', '3600'], { tpm: true }) as { created: string[]; oemProvisioningKey: string };
+    expect(first.created).toEqual(['srk', 'nv-counter', 'storage-key', 'dictionary-attack-parameters']);
     expect(first.oemProvisioningKey).toBe('pending');
     // idempotent: a second run before the first boot changes nothing
     expect(((await lab.cliOk(['tpm', 'provision', '--oem-policy-key', lab.oemPolicyPub], { tpm: true })) as { created: string[] }).created).toEqual([]);
@@ -142,6 +143,8 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     expect(await lab.cliOk(['boot', '--bundle', bundles[2]!, '--keyring', lab.bundleCert], { tpm: true })).toMatchObject({ version: 2, measured: 'extended', ticket: 'cached', counter: '1' });
     const msg = Buffer.from('AuthorizationReq after OTA');
     expect(verifiesWithCert(compat.certPem, msg, await sign('contract', msg))).toBe(true);
+    expect((await lab.cliOk(['tpm', 'status'], { tpm: true }) as { dictionaryAttack: unknown }).dictionaryAttack)
+      .toMatchObject({ maxTries: 12, recoveryTime: 600, lockoutRecovery: 3600 });
     const commit = await lab.cliOk(['boot', 'commit'], { tpm: true });
     expect(commit).toMatchObject({ version: 2, from: '1', to: '2', proof: 'contract' });
     expect(verifiesWithCert(compat.certPem, msg, await sign('contract', msg))).toBe(true);
