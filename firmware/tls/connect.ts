@@ -50,7 +50,17 @@ export interface ConnectTlsOptions {
   /** Bench builds: receives SSLKEYLOGFILE lines. */
   keyLog?: (line: string) => void;
   signal?: AbortSignal;
+  /**
+   * Privacy (mutual profiles): in TLS 1.3 the client sends its certificate before Node lets us look at the server's
+   * chain, so any SECC learns the vehicle identity. With this option a first handshake without the vehicle
+   * certificate fetches and validates the SECC's chain, and only an SECC that passed gets the certificate in the
+   * second handshake (validated again). Costs one handshake. Default off (the standard's single handshake).
+   */
+  validateBeforeClientAuth?: boolean;
 }
+
+/** Internal: ends the probe handshake after a successful validation. */
+class ProbePassed extends Error {}
 
 export interface TlsChannel {
   stream: ByteStream;
@@ -95,21 +105,39 @@ export async function connectTls(deps: ConnectTlsDeps, o: ConnectTlsOptions): Pr
   };
 
   log.info({ ...where, iface: o.secc.iface }, `TLS ${profile.version} handshake with [${o.secc.address}]:${o.secc.port}`);
+  const common = {
+    host: o.secc.address,
+    port: o.secc.port,
+    ...(o.secc.iface ? { iface: o.secc.iface } : {}),
+    minVersion: profile.version,
+    maxVersion: profile.version,
+    ciphers: profile.ciphers,
+    ecdhCurve: profile.ecdhCurve,
+    sigalgs: profile.sigalgs,
+    timeoutMs: o.timeoutMs ?? TLS_HANDSHAKE_TIMEOUT_MS,
+    ...(o.signal ? { signal: o.signal } : {}),
+  };
   try {
+    if (profile.mutual && o.validateBeforeClientAuth) {
+      // Probe: same profile, no client certificate. Our gate validates, then ends the connection on purpose.
+      const probe = await deps.connector.connect({
+        ...common,
+        verifyPeer: (peer) => {
+          verifyPeer(peer);
+          throw new ProbePassed();
+        },
+      }).catch((err: unknown) => err);
+      if (!(probe instanceof ProbePassed)) {
+        throw probe instanceof Error ? probe : new EvccError<TlsErrorCode>('TLS_HANDSHAKE_FAILED', 'probe handshake did not reach validation');
+      }
+      log.info({ ...where, cp: 'TLS-PROBE-OK' }, 'SECC chain valid in the probe handshake: presenting the vehicle certificate');
+      validated = undefined;
+    }
     const session = await deps.connector.connect({
-      host: o.secc.address,
-      port: o.secc.port,
-      ...(o.secc.iface ? { iface: o.secc.iface } : {}),
-      minVersion: profile.version,
-      maxVersion: profile.version,
-      ciphers: profile.ciphers,
-      ecdhCurve: profile.ecdhCurve,
-      sigalgs: profile.sigalgs,
+      ...common,
       ...(profile.mutual && o.vehicle ? { clientCertChainPem: o.vehicle.certChainPem, clientKeyPem: o.vehicle.keyPem } : {}),
       verifyPeer,
       ...(o.keyLog ? { onKeyLog: o.keyLog } : {}),
-      timeoutMs: o.timeoutMs ?? TLS_HANDSHAKE_TIMEOUT_MS,
-      ...(o.signal ? { signal: o.signal } : {}),
     });
     const handshakeMs = mono() - t0;
     const path = validated!;

@@ -192,4 +192,25 @@ describe('TLS client against the simulated SECC (loopback)', () => {
     const o = { host: '127.0.0.1', port: 9, minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2', ciphers: 'x', ecdhCurve: 'prime256v1', sigalgs: 'ECDSA+SHA256', timeoutMs: 100 };
     expect(await codeOf(connector.connect(o as unknown as Parameters<typeof connector.connect>[0]))).toBe('CONFIG_INVALID');
   });
+
+  it('privacy option: the vehicle certificate is presented only to an SECC whose chain passed a first handshake', async () => {
+    const trust = await vehicleStore([pki.a.root.der]);
+    // Rejected SECC: it never sees the vehicle certificate.
+    const bad = await secc(neg.expiredLeaf, 'tls13');
+    const ended = new Promise((r) => { bad.events.once('connection-closed', r); bad.events.once('tls-error', r); });
+    expect(await codeOf(connectTls(deps(trust), { secc: { address: bad.address, port: bad.port }, profile: 'iso20-tls13', vehicle: vehicle(), validateBeforeClientAuth: true }))).toBe('PKI_CERT_EXPIRED');
+    await ended;
+    await new Promise((r) => setTimeout(r, 50));
+    expect(bad.tcpConnections).toBe(1);
+    expect(bad.connections.filter((c) => c.clientCertSubject)).toEqual([]);
+    // Good SECC: probe, then the mutual handshake.
+    const good = await secc(pkiA(), 'tls13');
+    const ch = await connectTls(deps(trust), { secc: { address: good.address, port: good.port }, profile: 'iso20-tls13', vehicle: vehicle(), validateBeforeClientAuth: true });
+    expect(ch.cipher).toBe('TLS_AES_128_GCM_SHA256');
+    const closed = new Promise((r) => good.events.once('connection-closed', r));
+    await ch.stream.close();
+    await closed;
+    expect(good.tcpConnections).toBe(2);
+    expect(good.connections.map((c) => c.clientCertSubject)).toEqual(['EVCC-TEST-VEHICLE-1']);
+  });
 });
