@@ -1,7 +1,5 @@
 import { z } from 'zod';
-import {
-  OTA_MAX_DN_CHARS, OTA_MAX_REQUEST_BYTES, OTA_MAX_ROOTS_PER_LIST, OTA_MAX_ROOT_ANSWER_BYTES, OTA_TOPIC_PREFIX,
-} from './constants.ts';
+import { OTA_MAX_DN_CHARS, OTA_MAX_ROOTS_PER_LIST, OTA_MAX_ROOT_ANSWER_BYTES, OTA_TOPIC_PREFIX } from './constants.ts';
 import { otaError } from './errors.ts';
 
 /**
@@ -108,4 +106,3 @@ export function peekRequestId(payload: Uint8Array, maxBytes: number): string | u
   }
 }
 
-export { OTA_MAX_REQUEST_BYTES };

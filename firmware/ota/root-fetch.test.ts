@@ -21,6 +21,7 @@ import { OemRootFetcher } from './root-fetch.ts';
 import { RootSyncScheduler, syncRootList } from './root-sync.ts';
 import { rootCaSigningInput, sha256Hex } from './signing.ts';
 import { connectWithRootFetch, rootFetchBudget } from './unknown-root.ts';
+import { openTlsWithRootFetch } from './tls-stage.ts';
 
 /**
  * The root-CA fetch and its verification in virtual time over the in-memory MQTT transport: the real OEM backend
@@ -210,6 +211,20 @@ describe('Solution C in virtual time: TLS_UNKNOWN_ROOT → fetch → install →
     expect(r.backend!.stats.answered.ok).toBe(20);
     const { ok } = await settle(r.clock, r.fetcher.fetchRoot(r.presentedB, { budgetMs: 2000 }), 2000);
     expect(ok?.sha256).toBe(sha256Hex(fx.pki.b.root.der));
+    await r.link.close();
+  });
+
+  it('as the orchestrator\'s TLS stage: budget from the setup deadline; no time left → typed fallback without asking', async () => {
+    const r = await rig();
+    const stage = (setupDeadline: number) => openTlsWithRootFetch({
+      connect: () => r.connectTls(), fetcher: r.fetcher, store: rootStoreOf(r.store), clock: r.clock,
+      log: { tls: silentLogger(), ota: silentLogger() }, settings: { reserveAfterFetchMs: 4500, rootFetchMaxMs: 8000, fallback: 'eim' },
+    }, { signal: new AbortController().signal, setupDeadline });
+    const late = await settle(r.clock, stage(r.clock.now() + 4000), 0);
+    expect(late.err?.details).toMatchObject({ causeCode: 'OTA_BACKEND_SILENT', fallback: 'eim' });
+    expect(r.bus.log.filter((m) => m.topic.endsWith('/pki/rootca/req'))).toHaveLength(0);
+    const ok = await settle(r.clock, stage(r.clock.now() + 20_000), 8000);
+    expect(ok.ok?.summary.installedRoot?.subject).toBe(fx.pki.b.root.cert.subject);
     await r.link.close();
   });
 
