@@ -11,6 +11,8 @@ export const TlsSettings = z
     profile: z.enum(['iso2-tls12', 'iso20-tls13']).default('iso2-tls12'),
     handshakeTimeoutMs: z.number().int().min(500).max(20_000).default(TLS_HANDSHAKE_TIMEOUT_MS),
     keyLogFile: z.string().min(1).optional(),
+    /** Mutual profiles: present the vehicle certificate only after a probe handshake validated the SECC chain. */
+    validateBeforeClientAuth: z.boolean().default(false),
   })
   .strict();
 export type TlsSettings = z.infer<typeof TlsSettings>;
