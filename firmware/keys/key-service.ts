@@ -67,7 +67,13 @@ export class KeyService {
 
   private constructor(private readonly d: KeyServiceDeps, private readonly record: ProvisioningRecord, private readonly storagePassword: Uint8Array) {}
 
-  static async open(deps: KeyServiceDeps): Promise<KeyService> {
+  /**
+   * `reclaim`: flush every transient object and session left in the TPM first. For the runtime at start-up, as the
+   * TPM's sole user: without a resource manager a crashed predecessor's armed session stays in one of the TPM's
+   * few session slots (swtpm: 3) until the next TPM reset (TPM_RC_SESSION_MEMORY, 0x903).
+   */
+  static async open(deps: KeyServiceDeps, opts: { reclaim?: boolean } = {}): Promise<KeyService> {
+    if (opts.reclaim) await deps.tpm.flushAll();
     const record = parseJson(ProvisioningRecord, await deps.data.read(DATA.record), 'TPM provisioning record', 'KEYS_NOT_PROVISIONED');
     const pass = await deps.data.read(DATA.storagePassword);
     if (!pass) throw new EvccError('KEYS_NOT_PROVISIONED', 'storage-key password missing');

@@ -426,6 +426,16 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     expect(await t.handles('loaded-session')).toEqual([]);
     expect(await t.handles('saved-session')).toEqual([]);
     expect((await t.handles('persistent')).sort()).toEqual([0x81000001, 0x81000101]);
+    // a crashed runtime leaves its armed session in a TPM slot; the next runtime reclaims it at start-up
+    await claimBooted(2);
+    const crashed = await keyService();
+    await crashed.signWithContractKey(digest);
+    await crashed.status(); // re-armed: its session now sits in the TPM
+    expect((await t.handles('saved-session')).length + (await t.handles('loaded-session')).length).toBe(1);
+    const next = await KeyService.open(await lab.deps(), { reclaim: true });
+    expect((await t.handles('saved-session')).length + (await t.handles('loaded-session')).length).toBe(0);
+    expect((await next.signWithContractKey(digest)).length).toBe(64);
+    await next.close();
   });
 });
 
