@@ -20,7 +20,7 @@ import { createRuntime, type GlobalOptions } from '../runtime.ts';
  *   evcc oem-backend link-pki --out DIR --vehicle ID…  link CA, broker server cert, backend + vehicle client certs
  *   evcc oem-backend broker [--port N] [--tls-dir DIR] embedded aedes broker with the per-vehicle ACL (bench)
  */
-export async function readIdentity(o: { ca?: string; cert?: string; key?: string }): Promise<MqttTlsIdentity | undefined> {
+export async function readIdentity(o: { ca?: string; cert?: string; key?: string; keyPassEnv?: string }): Promise<MqttTlsIdentity | undefined> {
   if (!o.ca && !o.cert && !o.key) return undefined;
   if (!o.ca || !o.cert || !o.key) throw new EvccError('CONFIG_INVALID', 'mutual TLS needs --ca, --cert and --key together');
   const read = async (p: string) => {
@@ -30,7 +30,14 @@ export async function readIdentity(o: { ca?: string; cert?: string; key?: string
       throw new EvccError('CONFIG_INVALID', `cannot read ${p}`, { path: p }, { cause: err });
     }
   };
-  return { ca: await read(o.ca), cert: await read(o.cert), key: await read(o.key) };
+  const passphrase = o.keyPassEnv ? process.env[o.keyPassEnv] : undefined;
+  if (o.keyPassEnv && !passphrase) throw new EvccError('CONFIG_INVALID', `environment variable ${o.keyPassEnv} is not set`);
+  const key = await read(o.key);
+  if (!passphrase && !/BEGIN ENCRYPTED PRIVATE KEY/.test(key)) {
+    // Allowed for bench link credentials only; a vehicle keeps its link key encrypted (TPM-sealed passphrase).
+    process.stderr.write(`evcc: warning: ${o.key} is an unencrypted private key (bench use only)\n`);
+  }
+  return { ca: await read(o.ca), cert: await read(o.cert), key, ...(passphrase ? { passphrase } : {}) };
 }
 
 function waitForSignal(): Promise<string> {
@@ -55,6 +62,7 @@ interface ServeOptions {
   ca?: string;
   cert?: string;
   key?: string;
+  keyPassEnv?: string;
   mqttVersion: string;
   clientId: string;
   fleet?: string;
@@ -74,7 +82,8 @@ export function registerOemBackend(program: Command, globals: () => GlobalOption
     .option('--signing-key-pass-env <name>', 'environment variable holding the signing key passphrase')
     .option('--ca <file>', 'CA of the broker certificate (PEM)')
     .option('--cert <file>', 'backend client certificate (PEM, CN = oem-backend)')
-    .option('--key <file>', 'backend client key (PKCS#8 PEM)')
+    .option('--key <file>', 'backend client key (PKCS#8 PEM, preferably encrypted)')
+    .option('--key-pass-env <name>', 'environment variable holding the passphrase of --key')
     .addOption(new Option('--mqtt-version <v>', 'MQTT protocol version').choices(['4', '5']).default('5'))
     .option('--client-id <id>', 'MQTT client id (stable: persistent session)', 'oem-backend-1')
     .option('--fleet <file>', 'serve only the vehicle ids listed in this file (one per line)')

@@ -34,6 +34,7 @@ interface LinkFlags {
   ca?: string;
   cert?: string;
   key?: string;
+  keyPassEnv?: string;
   mqttVersion?: string;
   dataDir?: string;
   storeKeyEnv: string;
@@ -45,7 +46,8 @@ function addLinkOptions(c: Command): Command {
     .option('--vehicle-id <id>', 'vehicle id (topic prefix and client certificate CN); default: config vehicleId')
     .option('--ca <file>', 'CA of the broker certificate (PEM)')
     .option('--cert <file>', 'vehicle client certificate (PEM)')
-    .option('--key <file>', 'vehicle client key (PKCS#8 PEM)')
+    .option('--key <file>', 'vehicle client key (encrypted PKCS#8 PEM; see --key-pass-env)')
+    .option('--key-pass-env <name>', 'environment variable holding the passphrase of --key (unsealed from the TPM by the service wrapper)')
     .addOption(new Option('--mqtt-version <v>', 'MQTT protocol version').choices(['4', '5']))
     .option('--data-dir <dir>', 'persistent data dir (certificate store); default: config dataDir')
     .option('--store-key-env <name>', 'environment variable with the store integrity key (hex)', 'EVCC_STORE_KEY');
@@ -64,7 +66,7 @@ async function openStore(rt: Runtime, f: LinkFlags): Promise<{ files: FsStore; s
 async function openLink(rt: Runtime, f: LinkFlags): Promise<{ link: OtaLink; settings: OtaSettings; vehicleId: string }> {
   const settings = parseSettings(OtaSettings, rt.rawConfig.ota ?? {}, 'ota');
   const vehicleId = f.vehicleId ?? rt.settings.vehicleId;
-  const tls = await readIdentity({ ca: f.ca ?? settings.caFile, cert: f.cert ?? settings.certFile, key: f.key ?? settings.keyFile });
+  const tls = await readIdentity({ ca: f.ca ?? settings.caFile, cert: f.cert ?? settings.certFile, key: f.key ?? settings.keyFile, ...(f.keyPassEnv ? { keyPassEnv: f.keyPassEnv } : {}) });
   const url = f.broker ?? settings.brokerUrl;
   if (url.startsWith('mqtts://') && !tls) throw new EvccError('CONFIG_INVALID', 'mqtts:// needs the vehicle link credentials (--ca, --cert, --key)');
   const link = new OtaLink({

@@ -37,7 +37,7 @@ class MqttJsClient implements MqttClient {
       reconnectPeriod: options.reconnectPeriodMs ?? 1000,
       connectTimeout: options.connectTimeoutMs ?? 5000,
       // Never downgrade: the broker certificate is verified against the configured CA, the client presents its own.
-      ...(tls ? { ca: toBuffer(tls.ca), cert: toBuffer(tls.cert), key: toBuffer(tls.key), rejectUnauthorized: true } : {}),
+      ...(tls ? { ca: toBuffer(tls.ca), cert: toBuffer(tls.cert), key: toBuffer(tls.key), rejectUnauthorized: true, ...(tls.passphrase ? { passphrase: tls.passphrase } : {}) } : {}),
       ...(options.will
         ? { will: { topic: options.will.topic, payload: toBuffer(options.will.payload), qos: options.will.qos, retain: options.will.retain } }
         : {}),

@@ -21,8 +21,13 @@ export interface MqttTlsIdentity {
   ca: string | Uint8Array;
   /** PEM client certificate chain (per vehicle / per backend instance) for mutual TLS. */
   cert: string | Uint8Array;
-  /** PEM PKCS#8 private key of `cert`; kept in memory only. */
+  /** PEM PKCS#8 private key of `cert`, preferably encrypted (then `passphrase`); kept in memory only. */
   key: string | Uint8Array;
+  /**
+   * Passphrase of an encrypted `key`. On the vehicle it is unsealed from the TPM at start (Node's TLS cannot use a
+   * TPM-resident key, PLATFORM.md), so the key file on disk is never plaintext.
+   */
+  passphrase?: string;
 }
 
 export interface MqttConnectOptions {

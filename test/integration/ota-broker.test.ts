@@ -1,3 +1,4 @@
+import { createPrivateKey } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -90,6 +91,16 @@ describeWith([tool('mosquitto')])('OEM link over mosquitto (mTLS + per-vehicle A
       await veh.link.close();
     });
   }
+
+  it('the vehicle link key can stay encrypted on disk (passphrase in memory only)', async () => {
+    const id = await broker.identity('veh-enc');
+    const encrypted = createPrivateKey(id.key as string).export({ type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase: 'sealed-by-tpm' }).toString();
+    expect(encrypted).toContain('BEGIN ENCRYPTED PRIVATE KEY');
+    const link = new OtaLink({ connector, url: broker.url, vehicleId: 'veh-enc', protocolVersion: 5, tls: { ...id, key: encrypted, passphrase: 'sealed-by-tpm' }, clock, log: silentLogger() });
+    const fetcher = new OemRootFetcher({ rpc: link.rootCaRpc, vehicleId: 'veh-enc', trust: fx.trust, clock, log: silentLogger() });
+    expect((await fetcher.fetchRoot(presentedB(), { budgetMs: 5000 })).sha256).toBe(sha256Hex(fx.pki.b.root.der));
+    await link.close();
+  });
 
   it('proactive sync installs the pool\'s roots over the broker', async () => {
     const veh = await vehicle('veh-sync');
