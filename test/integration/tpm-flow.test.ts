@@ -12,6 +12,8 @@ import { TpmLab } from './tpm-lab.ts';
  * verifies with the contract certificate's public key; OTA v1 → v2 without re-import, commit, v1 refused;
  * and no file the product wrote holds private key material in clear.
  */
+/** ~15 `evcc` processes per test at ~1–3 s each (tsx start-up) on a loaded 2-core machine. */
+const CLI_TEST_TIMEOUT_MS = 240_000;
 const sha256 = (b: Uint8Array | string) => new Uint8Array(createHash('sha256').update(b).digest());
 
 interface ContractKey {
@@ -133,7 +135,7 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     const psig = await sign('provisioning', cireq);
     const ppem = await readFile(join(lab.exportDir, 'oem-provisioning.pub.pem'), 'utf8');
     expect(cryptoVerify('sha256', cireq, { key: ppem, dsaEncoding: 'ieee-p1363' }, psig)).toBe(true);
-  });
+  }, CLI_TEST_TIMEOUT_MS);
 
   it('3. OTA v1 → v2: new signed policy, same contract key without re-import; after commit v1 is refused', async () => {
     await release(2);
@@ -169,7 +171,7 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     await lab.reboot('orderly');
     await lab.cliOk(['boot', '--bundle', bundles[2]!, '--keyring', lab.bundleCert], { tpm: true });
     expect(verifiesWithCert(compat.certPem, msg, await sign('contract', msg))).toBe(true);
-  });
+  }, CLI_TEST_TIMEOUT_MS);
 
   it('4. no file written by the product holds private key material in clear', async () => {
     const secrets: { what: string; bytes: Uint8Array }[] = [];
