@@ -13,7 +13,7 @@ import { CertificateStore, HmacIntegrity } from '../../firmware/pki/store.ts';
  * afterwards (no PKI_STORE_CORRUPT / PKI_STORE_TAMPERED) and hold the old or the new root set — exactly the roots
  * whose install had completed, plus at most the one in flight — never a torn or partial store.
  */
-const TRIALS = 8;
+const TRIALS = 12;
 const ROOTS = 12;
 let pki: TestPki;
 let dir: string;
@@ -34,9 +34,8 @@ afterAll(async () => {
 
 describe('kill during root install (spawned child, SIGKILL at random points)', () => {
   it(`leaves the store old or new, never corrupt (${TRIALS} kills)`, async () => {
-    const outcomes: number[] = [];
-    for (let t = 0; t < TRIALS; t++) {
-      const dataDir = join(dir, `trial-${t}`);
+    /** Starts the installing child on a fresh store holding root A; resolves once it is about to install. */
+    const startChild = async (dataDir: string) => {
       await vehicleStore(await FsStore.open(dataDir), [pki.a.root.der]);
       // node itself (tsx as an import hook, no wrapper process): SIGKILL must hit the process that writes the store.
       const child = spawn(process.execPath, ['--import', 'tsx', join(process.cwd(), 'test/integration/ota-install-child.ts'), dataDir, Buffer.from(STORE_KEY).toString('hex'), rootsJson], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -49,20 +48,38 @@ describe('kill during root install (spawned child, SIGKILL at random points)', (
             clearInterval(iv);
             resolve();
           }
-        }, 2);
+        }, 1);
         child.once('exit', () => {
           clearInterval(iv);
           reject(new Error(`child exited before READY: ${lines.join(' ')}`));
         });
       });
-      // Random point inside the install sequence (installs take a few ms each: write, fsync, rename, fsync dir).
-      await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 100)));
+      return { child, lines, exited };
+    };
+    const reopen = async (dataDir: string) => {
+      // Exactly as the runtime opens it: integrity tag checked, every certificate parsed.
+      const store = await CertificateStore.open(await FsStore.open(dataDir), { integrity: new HmacIntegrity(STORE_KEY), maxRoots: 64 });
+      return store.listRoots().map((r) => Buffer.from(r.der).toString('base64'));
+    };
+
+    // Calibration: an unkilled run installs everything; its duration spreads the kill points over the sequence
+    // whatever the machine's speed.
+    const calib = await startChild(join(dir, 'calibration'));
+    const t0 = Date.now();
+    await calib.exited;
+    const fullMs = Date.now() - t0;
+    expect(calib.lines).toContain('DONE');
+    expect(await reopen(join(dir, 'calibration'))).toHaveLength(ROOTS + 1);
+
+    const outcomes: number[] = [];
+    for (let t = 0; t < TRIALS; t++) {
+      const dataDir = join(dir, `trial-${t}`);
+      const { child, lines, exited } = await startChild(dataDir);
+      await new Promise((r) => setTimeout(r, Math.floor(Math.random() * fullMs)));
       child.kill('SIGKILL');
       await exited;
       const done = lines.filter((l) => l.startsWith('INSTALLED')).length;
-      // Reopen exactly as the runtime does: integrity tag checked, every certificate parsed.
-      const store = await CertificateStore.open(await FsStore.open(dataDir), { integrity: new HmacIntegrity(STORE_KEY), maxRoots: 64 });
-      const fingerprints = store.listRoots().map((r) => Buffer.from(r.der).toString('base64'));
+      const fingerprints = await reopen(dataDir);
       const installed = fingerprints.length - 1;
       // Old or new: root A, then a prefix of the sequence; everything reported as installed is there.
       expect(fingerprints[0]).toBe(Buffer.from(pki.a.root.der).toString('base64'));
@@ -72,7 +89,7 @@ describe('kill during root install (spawned child, SIGKILL at random points)', (
       // The only other files a kill can leave are unreferenced temp files of the atomic replace.
       expect((await readdir(join(dataDir, 'pki'))).filter((n) => n !== 'store.json' && !n.endsWith('.tmp'))).toEqual([]);
       outcomes.push(installed);
-      if (process.env.EVCC_SHOW_KILL_POINTS) process.stderr.write(`kill after ${done} reported installs: store holds ${installed}\n`);
+      if (process.env.EVCC_SHOW_KILL_POINTS) process.stderr.write(`kill after ${done} reported installs: store holds ${installed} (full run ${fullMs} ms)\n`);
     }
     // The kills landed at different points (not all before the first or after the last install).
     expect(new Set(outcomes).size).toBeGreaterThan(1);
