@@ -30,6 +30,8 @@ export interface BootOptions {
   keyring: string;
   /** Signed policy of this release, if not installed yet (`releases/v<N>/signed-policy.json`). */
   policy?: unknown;
+  /** See VerifyOptions.checkTime (default true). */
+  checkCertificateTime?: boolean;
 }
 
 export interface BootReport {
@@ -63,7 +65,7 @@ export async function measuredBoot(d: BootDeps, o: BootOptions): Promise<BootRep
     throw new EvccError('BOOT_PCR_UNEXPECTED', `PCR ${pcr} was extended by something else this boot: refusing to measure`, { pcr, value: toHex(current) });
   }
 
-  const info = await verifyBundle(o.bundlePath, o.keyring);
+  const info = await verifyBundle(o.bundlePath, o.keyring, { checkTime: o.checkCertificateTime });
   const version = releaseVersion(info);
   const counter = await d.tpm.nvReadCounter(record.nvCounter.index);
   if (BigInt(version) < counter) {

@@ -13,8 +13,18 @@ export interface BundleInfo {
   version: string;
 }
 
-export async function verifyBundle(bundlePath: string, keyringPath: string): Promise<BundleInfo> {
-  const r = await execa('rauc', ['info', '--keyring', keyringPath, '--output-format=json', bundlePath], { reject: false, stdin: 'ignore', timeout: 60_000 });
+export interface VerifyOptions {
+  /**
+   * Check the signing certificate's validity period against the clock (RAUC's default). A Pi has no RTC: before
+   * NTP its clock may sit before the certificate's notBefore, which would refuse every bundle at boot; the device
+   * config can turn this off (the signature is still checked).
+   */
+  checkTime?: boolean;
+}
+
+export async function verifyBundle(bundlePath: string, keyringPath: string, opts: VerifyOptions = {}): Promise<BundleInfo> {
+  const args = ['info', '--keyring', keyringPath, '--output-format=json', ...(opts.checkTime === false ? ['--no-check-time'] : []), bundlePath];
+  const r = await execa('rauc', args, { reject: false, stdin: 'ignore', timeout: 60_000 });
   if (r.exitCode !== 0) {
     const why = String(r.stderr ?? '').trim().split('\n').filter((l) => !/^rauc-Message/.test(l)).slice(-1)[0] ?? `exit ${r.exitCode}`;
     throw new EvccError('BUNDLE_INVALID', `bundle ${bundlePath} refused by rauc: ${why}`, { bundle: bundlePath, exitCode: r.exitCode, reason: why });

@@ -33,6 +33,7 @@ export const registerBoot: CommandModule = (program, globals) => {
             bundlePath: o.bundle ?? c.settings.bundlePath,
             keyring: o.keyring ?? c.settings.keyring,
             policy: o.policy ? await readJson(o.policy) : undefined,
+            checkCertificateTime: c.settings.bundleCheckTime,
           });
           print(r);
         } catch (err) {

@@ -64,6 +64,34 @@ describeWith([tool('rauc'), tool('openssl'), tool('mksquashfs')])('RAUC bundle b
     await expect(verifyBundle(await tamper(out, 1000), cert)).resolves.toMatchObject({ version: '1' });
   });
 
+  it('a device clock before the certificate (Pi without RTC): refused by default, accepted with checkTime false', async () => {
+    const x509 = await import('@peculiar/x509');
+    const { webcrypto } = await import('node:crypto');
+    x509.cryptoProvider.set(webcrypto as unknown as Crypto);
+    const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
+    const keys = await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify']);
+    const future = new Date(Date.now() + 365 * 24 * 3600 * 1000);
+    const c = await x509.X509CertificateGenerator.createSelfSigned({
+      serialNumber: '01', name: 'CN=future bundle signer', notBefore: future, notAfter: new Date(future.getTime() + 24 * 3600 * 1000),
+      signingAlgorithm: alg, keys: keys as CryptoKeyPair, extensions: [new x509.BasicConstraintsExtension(true, undefined, true)],
+    });
+    const fCert = join(dir, 'future.cert.pem');
+    const fKey = join(dir, 'future.key.pem');
+    await writeFile(fCert, c.toString('pem'));
+    const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', (keys as CryptoKeyPair).privateKey)).toString('base64');
+    await writeFile(fKey, `-----BEGIN PRIVATE KEY-----\n${pkcs8.match(/.{1,64}/g)!.join('\n')}\n-----END PRIVATE KEY-----\n`);
+    const out = join(dir, 'future.raucb');
+    await execa('rauc', ['bundle', '--cert', fCert, '--key', fKey, await (async () => {
+      const content = join(dir, 'future-content');
+      await execa('mkdir', ['-p', content]);
+      await writeFile(join(content, 'rootfs.img'), randomBytes(64 * 1024));
+      await writeFile(join(content, 'manifest.raucm'), '[update]\ncompatible=evcc-bench\nversion=1\n\n[bundle]\nformat=plain\n\n[image.rootfs]\nfilename=rootfs.img\n');
+      return content;
+    })(), out]);
+    await expect(verifyBundle(out, fCert)).rejects.toMatchObject({ code: 'BUNDLE_INVALID' });
+    await expect(verifyBundle(out, fCert, { checkTime: false })).resolves.toMatchObject({ version: '1' });
+  });
+
   it('versions that cannot be anti-rollback units are refused', () => {
     for (const version of ['0', '1.2', 'v3', '', '01']) expect(() => releaseVersion({ compatible: 'x', version })).toThrow(/positive integer/);
   });
