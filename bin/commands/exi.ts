@@ -3,6 +3,7 @@ import { Option } from 'commander';
 import { EvccError } from '../../firmware/errors.ts';
 import { decodeAny, decodeFragment, encodeAny, encodeFragment, SCHEMA_IDS, type FragmentOf, type SchemaId } from '../../firmware/exi/index.ts';
 import { decodeV2gtpPayload, payloadTypeOf } from '../../firmware/exi/v2gtp.ts';
+import { decodeDatagram } from '../../firmware/v2gtp/codec.ts';
 import type { CommandModule } from './index.ts';
 
 /**
@@ -24,13 +25,19 @@ export const registerExi: CommandModule = (program) => {
   const schemaOption = (): Option => new Option('-s, --schema <id>', 'schema').choices(SCHEMA_IDS);
 
   exi.command('decode')
-    .description('decode an EXI stream given as hex; without --schema the 0x8001 family (appHandshake, ISO-2, DIN) is tried')
+    .description('decode an EXI stream given as hex (or a whole V2GTP message, 01fe…); without --schema the schema is picked from the payload type and content')
     .addOption(schemaOption())
     .option('--fragment', 'the stream is an EXI fragment (xmldsig references, SignedInfo)')
     .option('--payload-type <n>', 'V2GTP payload type for schema selection (e.g. 0x8004 for -20 DC)')
     .argument('<hex>', 'EXI bytes as hex')
     .action((hex: string, o: { schema?: SchemaId; fragment?: boolean; payloadType?: string }) => {
-      const bytes = hexBytes(hex);
+      let bytes = hexBytes(hex);
+      if (bytes[0] === 0x01 && bytes[1] === 0xfe) {
+        // A V2GTP message as captured on the wire: its header names the payload type.
+        const frame = decodeDatagram(bytes);
+        bytes = frame.payload;
+        o.payloadType ??= String(frame.payloadType);
+      }
       if (o.fragment) {
         process.stdout.write(`${json(decodeFragment(o.schema ?? 'iso2', bytes))}\n`);
       } else if (o.schema) {
