@@ -133,7 +133,7 @@ export function registerOta(program: Command, globals: () => GlobalOptions): voi
         const result = await connectWithRootFetch({
           connectTls: () => connectTls({ connector, trust: store, log: tlsLog }, { secc: { address: o.secc, port: o.port, ...(o.iface ? { iface: o.iface } : {}) }, profile: 'iso2-tls12' }),
           fetcher, store: rootStoreOf(store), clock: rt.clock, log: { tls: tlsLog, ota: rt.log('OTA') },
-          budgetMs: rootFetchBudget(start + o.setupMs, rt.clock.now(), { reserveAfterFetchMs: settings.reserveAfterFetchMs, maxMs: settings.rootFetchMaxMs }),
+          budgetMs: () => rootFetchBudget(start + o.setupMs, rt.clock.now(), { reserveAfterFetchMs: settings.reserveAfterFetchMs, maxMs: settings.rootFetchMaxMs }),
           fallback: o.fallback ?? settings.fallback, peer: `[${o.secc}]:${o.port}`,
         });
         await result.session.stream.close();

@@ -108,6 +108,26 @@ describe('Solution C in virtual time: TLS_UNKNOWN_ROOT → fetch → install →
     await r.link.close();
   });
 
+  it('the retry happens once: a second unknown root ends the path with the TLS error, no second fetch', async () => {
+    const r = await rig();
+    let calls = 0;
+    const alwaysUnknown = async () => {
+      calls++;
+      return r.connectTls().then(() => {
+        throw new UnknownRootError('TLS_UNKNOWN_ROOT', describeTop(parseCert(r.chainB[2]!), r.chainB));
+      });
+    };
+    const p = connectWithRootFetch({
+      connectTls: alwaysUnknown, fetcher: r.fetcher, store: rootStoreOf(r.store), budgetMs: () => 8000, clock: r.clock,
+      log: { tls: silentLogger(), ota: silentLogger() }, fallback: 'retry-later',
+    });
+    const { err } = await settle(r.clock, p, 8000);
+    expect(err?.code).toBe('TLS_UNKNOWN_ROOT');
+    expect(calls).toBe(2);
+    expect(r.bus.log.filter((m) => m.topic.endsWith('/pki/rootca/req'))).toHaveLength(1);
+    await r.link.close();
+  });
+
   it('a known root needs no fetch: one TLS attempt, nothing requested', async () => {
     const r = await rig();
     await r.store.installRoot(fx.pki.b.root.der, { source: 'factory' });

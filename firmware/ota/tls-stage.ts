@@ -33,8 +33,8 @@ export async function openTlsWithRootFetch<S>(o: TlsStageOptions<S>, ctx: { sign
     store: o.store,
     clock: o.clock,
     log: o.log,
-    // Computed when the stage starts; the fetch starts right after the first (fast, ~3 ms) handshake fails.
-    budgetMs: rootFetchBudget(ctx.setupDeadline, o.clock.now(), { reserveAfterFetchMs: o.settings.reserveAfterFetchMs, maxMs: o.settings.rootFetchMaxMs }),
+    // Evaluated when the first handshake has failed: what is left of the setup window then, minus the reserve.
+    budgetMs: () => rootFetchBudget(ctx.setupDeadline, o.clock.now(), { reserveAfterFetchMs: o.settings.reserveAfterFetchMs, maxMs: o.settings.rootFetchMaxMs }),
     fallback: o.settings.fallback,
     signal: ctx.signal,
     ...(o.peer ? { peer: o.peer } : {}),

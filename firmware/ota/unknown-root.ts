@@ -31,8 +31,11 @@ export interface ConnectWithRootFetchOptions<S> {
   connectTls: () => Promise<S>;
   fetcher: RootFetcher;
   store: RootStorePort;
-  /** Budget of the fetch; see rootFetchBudget(). */
-  budgetMs: number;
+  /**
+   * Budget of the fetch; see rootFetchBudget(). A function is evaluated when the first handshake has failed, so the
+   * time that handshake took is not counted twice.
+   */
+  budgetMs: number | (() => number);
   clock: Clock;
   /** Logger with `sub` unset or any; TLS lines go to `tls`, fetch/install lines to `ota`. */
   log: { tls: Logger; ota: Logger };
@@ -89,11 +92,12 @@ export async function connectWithRootFetch<S>(o: ConnectWithRootFetchOptions<S>)
   tls.error({ issuer: missing.issuer, aki: missing.aki, code: 'TLS_UNKNOWN_ROOT' }, `connection failed: unknown root CA ${missing.issuer}`);
   enter('RootMissing', { issuer: missing.issuer });
 
-  enter('FetchRoot', { budgetMs: o.budgetMs });
+  const budgetMs = typeof o.budgetMs === 'function' ? o.budgetMs() : o.budgetMs;
+  enter('FetchRoot', { budgetMs });
   let root;
   try {
-    if (o.budgetMs <= 0) throw otaError('OTA_BACKEND_SILENT', 'no communication-setup time left for a root fetch', { budgetMs: o.budgetMs });
-    root = await o.fetcher.fetchRoot(missing, { budgetMs: o.budgetMs, ...(o.signal ? { signal: o.signal } : {}) });
+    if (budgetMs <= 0) throw otaError('OTA_BACKEND_SILENT', 'no communication-setup time left for a root fetch', { budgetMs });
+    root = await o.fetcher.fetchRoot(missing, { budgetMs, ...(o.signal ? { signal: o.signal } : {}) });
   } catch (err) {
     throw fallback(o, ota, missing, err, states);
   }
@@ -109,7 +113,15 @@ export async function connectWithRootFetch<S>(o: ConnectWithRootFetchOptions<S>)
 
   enter('Retry');
   tls.info({ attempt: 2 }, `retrying TLS connection${where}`);
-  const session = await o.connectTls();
+  let session: S;
+  try {
+    session = await o.connectTls();
+  } catch (err) {
+    // Once only: a second unknown root (or any other failure) ends here, no fetch loop.
+    const code = isEvccError(err) ? err.code : 'INTERNAL';
+    tls.error({ code, state: 'Retry' }, `connection failed after the root install: ${code}`);
+    throw err;
+  }
   const recoveryMs = o.clock.now() - failedAt;
   tls.info({ state: 'Established', recoveryMs: Math.round(recoveryMs) }, 'connection established');
   enter('Established');
