@@ -2,7 +2,7 @@ import { createHash, generateKeyPairSync, randomBytes, verify as cryptoVerify, X
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { decode, encode, encodeFragment, type Iso2 } from '../../firmware/exi/index.ts';
-import { buildSignedInfo, referenceDigest, sign, signedInfoBytes, verify, XmldsigError, type SignedElement, type Signer } from '../../firmware/exi/xmldsig/index.ts';
+import { buildSignedInfo, referenceDigest, sign, signedInfoBytes, verify, verifyDetached, XmldsigError, type SignedElement, type Signer } from '../../firmware/exi/xmldsig/index.ts';
 import { exiVectorsPath } from './exi-support.ts';
 
 /** Must show 2 (issue #3): reference digests reproduced from the decoded messages; the given ECDSA signatures verify. */
@@ -154,6 +154,16 @@ describe('xmldsig over EXI: signing through an injected Signer', () => {
     expect(verify(back, publicKey)).toEqual({ references: ['id1'], signedInfoEncoding: 'xmldsig', signatureFormat: 'raw' });
     // The digest the signer saw is the SHA-256 of SignedInfo as a standalone-xmldsig fragment.
     expect(cryptoVerify('sha256', signedInfoBytes(buildSignedInfo([body])), { key: publicKey, dsaEncoding: 'ieee-p1363' }, Buffer.from(signature.SignatureValue.CONTENT, 'hex'))).toBe(true);
+  });
+
+  it('refuses keys that are not EC P-256 and garbage signature values with typed errors', async () => {
+    const body = { AuthorizationReq: { Id: 'id1', GenChallenge: '0102030405060708090a0b0c0d0e0f10' } };
+    const signature = await sign([body], signer);
+    const rsa = generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey;
+    expect(() => verifyDetached(signature, body, rsa)).toThrow(expect.objectContaining({ code: 'XMLDSIG_BAD_KEY' }));
+    expect(() => verifyDetached(signature, body, new Uint8Array([1, 2, 3]))).toThrow(expect.objectContaining({ code: 'XMLDSIG_BAD_KEY' }));
+    const garbage = { ...signature, SignatureValue: { CONTENT: '30'.repeat(70) } };
+    expect(() => verifyDetached(garbage, body, publicKey)).toThrow(expect.objectContaining({ code: 'XMLDSIG_BAD_SIGNATURE' }));
   });
 
   it('refuses a signer that returns DER or fails, and duplicate Ids in the body', async () => {

@@ -22,6 +22,7 @@ export type XmldsigErrorCode =
   | 'XMLDSIG_DUPLICATE_ID'
   | 'XMLDSIG_DIGEST_MISMATCH'
   | 'XMLDSIG_BAD_SIGNATURE'
+  | 'XMLDSIG_BAD_KEY'
   | 'XMLDSIG_SIGNER_FAILED';
 
 export class XmldsigError extends EvccError<XmldsigErrorCode> {
@@ -104,10 +105,20 @@ export interface VerifiedSignature {
   signatureFormat: 'raw' | 'der';
 }
 
+/** The verification key: must be an EC P-256 public key (ISO 15118-2 signatures are ECDSA-P256-SHA256). */
 function publicKey(key: VerificationKey): KeyObject {
-  if (key instanceof X509Certificate) return key.publicKey;
-  if (key instanceof Uint8Array) return new X509Certificate(key).publicKey;
-  return key.type === 'public' ? key : createPublicKey(key);
+  let pk: KeyObject;
+  try {
+    if (key instanceof X509Certificate) pk = key.publicKey;
+    else if (key instanceof Uint8Array) pk = new X509Certificate(key).publicKey;
+    else pk = key.type === 'public' ? key : createPublicKey(key);
+  } catch (err) {
+    throw new XmldsigError('XMLDSIG_BAD_KEY', 'verification key is not a certificate or public key', {}, { cause: err });
+  }
+  if (pk.asymmetricKeyType !== 'ec' || pk.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
+    throw new XmldsigError('XMLDSIG_BAD_KEY', 'verification key is not an EC P-256 key', { type: pk.asymmetricKeyType, curve: pk.asymmetricKeyDetails?.namedCurve });
+  }
+  return pk;
 }
 
 /** All elements carrying an Id attribute, by Id. Duplicate Ids are refused (signature-wrapping defence). */
@@ -157,7 +168,12 @@ export function verifyDetached(sig: Iso2.SignatureType, body: unknown, key: Veri
   const format: 'raw' | 'der' = value.length === 64 ? 'raw' : 'der';
   const pk = publicKey(key);
   for (const encoding of ['xmldsig', 'msgdef'] as const) {
-    const ok = cryptoVerify('sha256', signedInfoBytes(si, encoding), { key: pk, dsaEncoding: format === 'raw' ? 'ieee-p1363' : 'der' }, value);
+    let ok = false;
+    try {
+      ok = cryptoVerify('sha256', signedInfoBytes(si, encoding), { key: pk, dsaEncoding: format === 'raw' ? 'ieee-p1363' : 'der' }, value);
+    } catch {
+      ok = false; // malformed DER and the like: simply not a valid signature
+    }
     if (ok) return { references: verified, signedInfoEncoding: encoding, signatureFormat: format };
   }
   throw new XmldsigError('XMLDSIG_BAD_SIGNATURE', 'ECDSA signature over SignedInfo does not verify', { references: verified });
