@@ -400,7 +400,9 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     await refused((await keyService()).signWithContractKey(digest), 'TPM_POLICY_NOT_APPROVED', '0x1C4'); // N20
 
     await lab.reboot('orderly');
-    await boot(bundles.v2);
+    // a signed policy of another release is refused before the TPM sees it
+    await refused(measuredBoot(await lab.deps(), { bundlePath: bundles.v2, keyring: lab.bundleCert, policy: policies[1] }), 'BOOT_POLICY_MISMATCH');
+    expect(await boot(bundles.v2)).toMatchObject({ measured: 'already', ticket: 'cached' }); // same boot, PCR already holds v2
     const back = await keyService();
     expect(cryptoVerify('sha256', message, { key: contractPub, dsaEncoding: 'ieee-p1363' }, await back.signWithContractKey(sha256(message)))).toBe(true);
     await back.close(); // flushes its armed session (swtpm has 3 session slots)
