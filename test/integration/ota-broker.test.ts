@@ -33,6 +33,7 @@ let fx: OtaFixture;
 let backend: OemBackend;
 const tmp: string[] = [];
 const clients: MqttClient[] = [];
+const links: OtaLink[] = [];
 
 const wait = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function until(cond: () => boolean, ms = 5000): Promise<void> {
@@ -49,6 +50,7 @@ async function vehicle(vid: string, protocolVersion: 4 | 5 = 5) {
   const files = await FsStore.open(dir);
   const store = await vehicleStore(files, [fx.pki.a.root.der]);
   const link = new OtaLink({ connector, url: broker.url, vehicleId: vid, protocolVersion, tls: await broker.identity(vid), clock, log: silentLogger(), reconnectPeriodMs: 200 });
+  links.push(link);
   const fetcher = new OemRootFetcher({ rpc: link.rootCaRpc, vehicleId: vid, trust: fx.trust, clock, log: silentLogger(), validatePath: validateSeccPath });
   return { dir, files, store, link, fetcher };
 }
@@ -75,6 +77,7 @@ describeWith([tool('mosquitto')])('OEM link over mosquitto (mTLS + per-vehicle A
   });
   afterAll(async () => {
     for (const c of clients) await c.close().catch(() => undefined);
+    for (const l of links) await l.close().catch(() => undefined);
     await backend?.stop();
     await broker?.stop();
     await fx?.cleanup();
@@ -97,6 +100,7 @@ describeWith([tool('mosquitto')])('OEM link over mosquitto (mTLS + per-vehicle A
     const encrypted = createPrivateKey(id.key as string).export({ type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase: 'sealed-by-tpm' }).toString();
     expect(encrypted).toContain('BEGIN ENCRYPTED PRIVATE KEY');
     const link = new OtaLink({ connector, url: broker.url, vehicleId: 'veh-enc', protocolVersion: 5, tls: { ...id, key: encrypted, passphrase: 'sealed-by-tpm' }, clock, log: silentLogger() });
+    links.push(link);
     const fetcher = new OemRootFetcher({ rpc: link.rootCaRpc, vehicleId: 'veh-enc', trust: fx.trust, clock, log: silentLogger() });
     expect((await fetcher.fetchRoot(presentedB(), { budgetMs: 5000 })).sha256).toBe(sha256Hex(fx.pki.b.root.der));
     await link.close();
@@ -137,6 +141,7 @@ describeWith([tool('mosquitto')])('OEM link over mosquitto (mTLS + per-vehicle A
 
   it('a link certificate of another vehicle cannot use this vehicle\'s topics: OTA_BROKER_REFUSED (MQTT 5 reason 135)', async () => {
     const link = new OtaLink({ connector, url: broker.url, vehicleId: 'veh-victim', protocolVersion: 5, tls: await broker.identity('veh-thief'), clock, log: silentLogger() });
+    links.push(link);
     const fetcher = new OemRootFetcher({ rpc: link.rootCaRpc, vehicleId: 'veh-victim', trust: fx.trust, clock, log: silentLogger() });
     const before = backend.stats.requests;
     await expect(fetcher.fetchRoot(presentedB(), { budgetMs: 3000 })).rejects.toMatchObject({ code: 'OTA_BROKER_REFUSED', details: { reasonCode: 135 } });
