@@ -164,6 +164,11 @@ describe('xmldsig over EXI: signing through an injected Signer', () => {
     expect(() => verifyDetached(signature, body, new Uint8Array([1, 2, 3]))).toThrow(expect.objectContaining({ code: 'XMLDSIG_BAD_KEY' }));
     const garbage = { ...signature, SignatureValue: { CONTENT: '30'.repeat(70) } };
     expect(() => verifyDetached(garbage, body, publicKey)).toThrow(expect.objectContaining({ code: 'XMLDSIG_BAD_SIGNATURE' }));
+    // As non-strict EXI can deliver it: an empty SignatureValue, a SignedInfo ended early.
+    const empty = { ...signature, SignatureValue: {} } as unknown as typeof signature;
+    expect(() => verifyDetached(empty, body, publicKey)).toThrow(expect.objectContaining({ code: 'XMLDSIG_BAD_SIGNATURE' }));
+    const truncated = { ...signature, SignedInfo: { CanonicalizationMethod: signature.SignedInfo.CanonicalizationMethod } } as unknown as typeof signature;
+    expect(() => verifyDetached(truncated, body, publicKey)).toThrow(expect.objectContaining({ code: 'XMLDSIG_BAD_SIGNATURE' }));
   });
 
   it('refuses a signer that returns DER or fails, and duplicate Ids in the body', async () => {

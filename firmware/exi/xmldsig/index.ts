@@ -149,7 +149,19 @@ export function verify(message: Iso2.Document, key: VerificationKey): VerifiedSi
 
 /** Verifies a Signature whose references point into `body` (a V2G Body, or any object holding the signed elements). */
 export function verifyDetached(sig: Iso2.SignatureType, body: unknown, key: VerificationKey): VerifiedSignature {
+  try {
+    return verifyChecked(sig, body, key);
+  } catch (err) {
+    if (err instanceof XmldsigError) throw err;
+    // A decoded message may lack mandatory parts (non-strict EXI ends elements early), or carry elements that cannot
+    // be re-encoded: whatever it is, the signature is not verified.
+    throw new XmldsigError('XMLDSIG_BAD_SIGNATURE', 'malformed signature or signed element', {}, { cause: err });
+  }
+}
+
+function verifyChecked(sig: Iso2.SignatureType, body: unknown, key: VerificationKey): VerifiedSignature {
   const si = sig.SignedInfo;
+  if (typeof sig.SignatureValue?.CONTENT !== 'string') throw new XmldsigError('XMLDSIG_BAD_SIGNATURE', 'empty SignatureValue');
   if (si.SignatureMethod.Algorithm !== ECDSA_SHA256) throw new XmldsigError('XMLDSIG_ALGORITHM', 'unsupported SignatureMethod', { algorithm: si.SignatureMethod.Algorithm });
   const ids = new Map<string, SignedElement>();
   collectIds(body, '', ids);
