@@ -79,7 +79,7 @@ async function provisionFresh(deps: { tpm: Tpm; data: FileStore; log: Logger }, 
   const nv = await tpm.handles('nv-index');
   const busy = ([L.srkHandle, L.storageKeyHandle] as number[]).filter((h) => persistent.includes(h)).concat(nv.includes(L.nvCounterIndex) ? [L.nvCounterIndex] : []);
   if (busy.length) {
-    throw new EvccError('KEYS_PROVISION_CONFLICT', `TPM handles already in use: ${busy.map((h) => `0x${h.toString(16)}`).join(', ')} — refusing to overwrite`, { busy });
+    throw new EvccError('KEYS_PROVISION_CONFLICT', `TPM handles already in use: ${busy.map((h) => `0x${h.toString(16)}`).join(', ')} — refusing to overwrite (a TPM provisioned for another data dir, or an interrupted provisioning: clear the TPM in the factory, then re-run)`, { busy });
   }
   const policyRef = opts.policyRef ?? new TextEncoder().encode(DEFAULT_POLICY_REF);
 
