@@ -177,7 +177,7 @@ export function registerOemBackend(program: Command, globals: () => GlobalOption
             }
           : undefined;
         const broker = await startEmbeddedBroker({ port: o.port, host: o.host, ...(tls ? { tls } : {}), log });
-        log.info({ url: broker.url }, 'embedded broker listening');
+        log.info({ url: broker.url }, `embedded broker listening on ${broker.url}`);
         await waitForSignal();
         await broker.close();
       } finally {
