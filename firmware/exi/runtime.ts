@@ -466,6 +466,15 @@ export class Encoder {
     this.path.push(key);
   }
 
+  /** Back to a fresh state (the compiled path reuses one encoder per writer). */
+  resetState(): this {
+    this.depth = 0;
+    if (this.path.length !== 0) this.path.length = 0;
+    if (this.global) this.global = undefined;
+    if (this.local) this.local = undefined;
+    return this;
+  }
+
   private fail(message: string, details: Record<string, unknown> = {}): never {
     throw exiError('EXI_ENCODE_INVALID', message, { path: this.path.map((k) => (typeof k === 'number' ? `[${k}]` : k)).join('.').replace(/\.\[/g, '['), ...details });
   }
@@ -714,6 +723,17 @@ function bitLength(n: number | bigint): number {
 }
 
 let sharedWriter: BitWriter | undefined;
+const defaultEncoders = new WeakMap<BitWriter, Encoder>();
+const NO_OPTIONS: EncodeOptions = Object.freeze({});
+
+function encoderFor(w: BitWriter): Encoder {
+  let e = defaultEncoders.get(w);
+  if (!e) {
+    e = new Encoder(w, NO_OPTIONS);
+    defaultEncoders.set(w, e);
+  }
+  return e;
+}
 
 function encodeWith(s: CompiledSchema, list: CompiledSchema['doc'], byKey: Map<string, number>, bits: number, fragment: boolean, message: unknown, opts: EncodeOptions, interpretOnly = false): Uint8Array {
   if (typeof message !== 'object' || message === null) throw exiError('EXI_ENCODE_INVALID', 'message must be an object { ElementName: content }');
@@ -739,7 +759,8 @@ function encodeWith(s: CompiledSchema, list: CompiledSchema['doc'], byKey: Map<s
         w.reset();
         w.writeBits(8, 0x80);
         w.writeBits(bits, idx);
-        fast.enc[e.grammar!.index]!(new Encoder(w, opts), w, content, e.name);
+        const enc = opts.ignoreLengthFacets ? new Encoder(w, opts) : encoderFor(w);
+        fast.enc[e.grammar!.index]!(enc.resetState(), w, content, e.name);
         if (fragment) w.writeBits(bits, list.length + 1);
         return w.finish();
       } catch {
