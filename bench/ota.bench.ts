@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BenchReport, BenchRow } from './run.ts';
@@ -40,6 +40,13 @@ const LOAD_SECONDS = 6;
 
 const clock = new SystemClock();
 const connector = new MqttJsConnector();
+
+/** CPU time (user + system) a process has used so far, from /proc (clock ticks of 10 ms). */
+async function cpuMs(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
 
 async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
   const end = Date.now() + ms;
@@ -141,6 +148,7 @@ export async function run(): Promise<BenchReport> {
     let answered = 0;
     let lost = 0;
     const latencies: number[] = [];
+    const cpu0 = await cpuMs(backend.pid!);
     const t0 = clock.now();
     const stopAt = t0 + LOAD_SECONDS * 1000;
     const perSecond: number[] = [];
@@ -163,6 +171,7 @@ export async function run(): Promise<BenchReport> {
     }));
     clearInterval(meter);
     const elapsed = (clock.now() - t0) / 1000;
+    const backendCpuMs = (await cpuMs(backend.pid!)) - cpu0;
     const lat = summarize(latencies);
     const rec = summarize(recovery);
     const hs = summarize(handshake);
@@ -174,6 +183,8 @@ export async function run(): Promise<BenchReport> {
       { name: '  same over the embedded aedes broker (MQTT 3.1.1)', median: emb.median, unit: 'ms', min: emb.min, max: emb.max, n: emb.n, note: 'bench session' },
       { name: `root-CA answers/s, ${VEHICLES} vehicles connected (total/elapsed)`, median: answered / elapsed, unit: '1/s', n: answered, note: `${elapsed.toFixed(1)} s` },
       ...(sustained ? [{ name: '  per-second windows', median: sustained.median, unit: '1/s', min: sustained.min, max: sustained.max, n: sustained.n }] : []),
+      { name: '  backend CPU per answer (oem-backend process, utime+stime)', median: backendCpuMs / answered, unit: 'ms', n: answered },
+      { name: '  → backend capacity per CPU core (1000 / CPU ms per answer)', median: answered / (backendCpuMs / 1000), unit: '1/s', note: 'load-independent estimate' },
       { name: '  request → verified answer latency under load', median: lat.median, unit: 'ms', min: lat.min, max: lat.max, n: lat.n },
       { name: '  requests lost (timed out)', median: lost, unit: 'requests', note: lost === 0 ? 'zero lost' : 'LOST REQUESTS' },
       { name: '  answers that needed a republish (> OTA_REQUEST_REPUBLISH_MS)', median: latencies.filter((l) => l > OTA_REQUEST_REPUBLISH_MS).length, unit: 'requests' },
