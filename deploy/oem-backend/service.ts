@@ -2,7 +2,9 @@ import { createHash } from 'node:crypto';
 import type { Clock } from '../../hal/clock/types.ts';
 import type { MqttClient, MqttConnector, MqttMessage, MqttTlsIdentity } from '../../hal/mqtt/types.ts';
 import type { Logger } from '../../firmware/log/logger.ts';
-import { BACKEND_FILTERS, OTA_MAX_REQUEST_BYTES, VEHICLE_ID_PATTERN, vehicleTopics } from '../../firmware/ota/constants.ts';
+import {
+  BACKEND_FILTERS, OTA_MAX_REQUEST_BYTES, OTA_MAX_ROOT_LIST_BYTES, OTA_MAX_ROOTS_PER_LIST, VEHICLE_ID_PATTERN, vehicleTopics,
+} from '../../firmware/ota/constants.ts';
 import { isEvccError } from '../../firmware/errors.ts';
 import { decodeMessage, encodeMessage, RootCaRequest, RootListRequest, type AnswerStatus } from '../../firmware/ota/messages.ts';
 import { rootCaSigningInput, rootListDigest, rootListSigningInput } from '../../firmware/ota/signing.ts';
@@ -190,7 +192,7 @@ export class OemBackend {
     if (!this.replyAllowed(vehicleId, req.replyTo, vehicleTopics(vehicleId).rootListResponse, req.requestId)) return;
     const denied = this.o.fleet !== undefined && !this.o.fleet.has(vehicleId);
     const status: AnswerStatus = denied ? 'denied' : 'ok';
-    const certs = denied ? [] : this.o.pool.all().map((e) => e.der);
+    const certs = denied ? [] : this.listForVehicle(vehicleId);
     const sig = this.o.signer.sign(
       rootListSigningInput({ vehicleId, requestId: req.requestId, nonce: req.nonce, status, certDigest: rootListDigest(certs) }),
     );
@@ -199,6 +201,22 @@ export class OemBackend {
       certs: certs.map((d) => Buffer.from(d).toString('base64')), keyId: this.o.signer.keyId, sig: Buffer.from(sig).toString('base64'),
     };
     await this.answer(req.replyTo, answer, { vehicleId, requestId: req.requestId, status, roots: certs.length, t0 });
+  }
+
+  /** The pool's roots within what a vehicle accepts in one list (count and bytes); the rest is logged. */
+  private listForVehicle(vehicleId: string): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    let bytes = 1024; // envelope, ids, signature
+    for (const e of this.o.pool.all()) {
+      const size = Math.ceil(e.der.byteLength / 3) * 4 + 3;
+      if (out.length >= OTA_MAX_ROOTS_PER_LIST || bytes + size > OTA_MAX_ROOT_LIST_BYTES) {
+        this.o.log.warn({ vehicleId, pool: this.o.pool.size, sent: out.length }, 'root list truncated to the vehicle limits');
+        break;
+      }
+      out.push(e.der);
+      bytes += size;
+    }
+    return out;
   }
 
   private async answer(topic: string, body: object, f: { t0: number; status: AnswerStatus } & Record<string, unknown>): Promise<void> {
