@@ -93,12 +93,12 @@ function timeNs(fn: () => void, iterations: number): number {
 }
 
 function measure(fn: () => void): ReturnType<typeof summarize> {
-  // Calibrate to ~20 ms per run, warm up, then 15 runs.
+  // Calibrate to ~20 ms per run, warm up, then 25 runs (the median resists other processes on a shared machine).
   let iterations = 100;
   while (timeNs(fn, iterations) * iterations < 20e6 && iterations < 1e7) iterations *= 2;
   for (let i = 0; i < 3; i++) timeNs(fn, iterations);
   const samples: number[] = [];
-  for (let r = 0; r < 15; r++) samples.push(timeNs(fn, iterations));
+  for (let r = 0; r < 25; r++) samples.push(timeNs(fn, iterations));
   return summarize(samples);
 }
 
