@@ -17,9 +17,8 @@ const program = new Command('evcc')
   .option('--no-log-fields', 'bench log lines without structured key=value fields')
   .showHelpAfterError();
 
-registerCommands(program, () => program.opts<GlobalOptions>());
-
 try {
+  await registerCommands(program, () => program.opts<GlobalOptions>(), process.argv.slice(2));
   await program.parseAsync(process.argv);
 } catch (err) {
   if (isEvccError(err)) {

@@ -1,26 +1,56 @@
 import type { Command } from 'commander';
 import type { GlobalOptions } from '../runtime.ts';
-import { registerSlac } from './slac.ts';
-import { registerSimSlac } from './sim-slac.ts';
-import { registerTpm } from './tpm.ts';
-import { registerBoot } from './boot.ts';
-import { registerOem } from './oem.ts';
-import { registerMo } from './mo.ts';
-import { registerBundle } from './bundle.ts';
-import { registerOemBackend } from './oem-backend.ts';
-import { registerOta } from './ota.ts';
-import { registerPki } from './pki.ts';
-import { registerSimSecc } from './sim-secc.ts';
-import { registerSdpTools } from './sdp.ts';
-import { registerExi } from './exi.ts';
-import { registerBenchSession } from './bench-session.ts';
 
 /** A subcommand module: adds itself to the program. Global options are read lazily at action time. */
 export type CommandModule = (program: Command, globals: () => GlobalOptions) => void;
 
-// One line per command module; each module is the composition root of its subcommand.
-const modules: CommandModule[] = [registerBenchSession, registerSlac, registerSimSlac, registerTpm, registerBoot, registerOem, registerMo, registerBundle, registerPki, registerSimSecc, registerSdpTools, registerOemBackend, registerOta, registerExi];
+interface CommandEntry {
+  /** Top-level command names the module registers. */
+  names: readonly string[];
+  load: () => Promise<CommandModule>;
+}
 
-export function registerCommands(program: Command, globals: () => GlobalOptions): void {
-  for (const register of modules) register(program, globals);
+/**
+ * One entry per command module; each module is the composition root of its subcommand. Modules are imported only
+ * when their command runs (all of them for `--help`), so starting `evcc slac` does not load the TPM, EXI or MQTT
+ * stacks — process start-up stays short on the Pi and in the integration tests that spawn the CLI.
+ */
+const COMMANDS: readonly CommandEntry[] = [
+  { names: ['bench-session'], load: async () => (await import('./bench-session.ts')).registerBenchSession },
+  { names: ['slac'], load: async () => (await import('./slac.ts')).registerSlac },
+  { names: ['sim'], load: async () => (await import('./sim-slac.ts')).registerSimSlac },
+  { names: ['tpm'], load: async () => (await import('./tpm.ts')).registerTpm },
+  { names: ['boot'], load: async () => (await import('./boot.ts')).registerBoot },
+  { names: ['oem'], load: async () => (await import('./oem.ts')).registerOem },
+  { names: ['mo'], load: async () => (await import('./mo.ts')).registerMo },
+  { names: ['bundle'], load: async () => (await import('./bundle.ts')).registerBundle },
+  { names: ['pki'], load: async () => (await import('./pki.ts')).registerPki },
+  { names: ['sim-secc'], load: async () => (await import('./sim-secc.ts')).registerSimSecc },
+  { names: ['sdp', 'tls-probe'], load: async () => (await import('./sdp.ts')).registerSdpTools },
+  { names: ['oem-backend'], load: async () => (await import('./oem-backend.ts')).registerOemBackend },
+  { names: ['ota'], load: async () => (await import('./ota.ts')).registerOta },
+  { names: ['exi'], load: async () => (await import('./exi.ts')).registerExi },
+];
+
+/** Global options that take a value (so the value is not mistaken for the command name). */
+const VALUE_OPTIONS = new Set(['-c', '--config', '--log-level', '--log-json']);
+
+/** The first positional argument: the command name, or undefined (help, version, no command). */
+export function commandNameOf(argv: readonly string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (VALUE_OPTIONS.has(a)) {
+      i++;
+      continue;
+    }
+    if (a.startsWith('-')) continue;
+    return a;
+  }
+  return undefined;
+}
+
+export async function registerCommands(program: Command, globals: () => GlobalOptions, argv: readonly string[]): Promise<void> {
+  const name = commandNameOf(argv);
+  const wanted = COMMANDS.filter((c) => name !== undefined && c.names.includes(name));
+  for (const entry of wanted.length ? wanted : COMMANDS) (await entry.load())(program, globals);
 }
