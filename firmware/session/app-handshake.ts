@@ -1,5 +1,5 @@
 /**
- * SupportedAppProtocol handshake (ISO 15118-2 §8.2 / ISO 15118-20 §8.3.1): the first EXI exchange on the V2G
+ * SupportedAppProtocol handshake (ISO 15118-2 and -20, appHandshake schema): the first EXI exchange on the V2G
  * channel, in which the EVCC offers the protocol namespaces it speaks with a priority each and the SECC picks one.
  * EV side: build the request, send it in V2GTP, wait V2G_EVCC_Msg_Timeout for the answer, check it. SECC side
  * (used by the simulator): pick the offered protocol with the best priority among those it supports.

@@ -42,7 +42,7 @@ export const SLAC_TIMING = {
    * Not an ISO 15118-3 timer: how long the host waits for its local modem's CM_SET_KEY.CNF (HomePlug Green PHY
    * host interface; QCA firmware answers within a few ms, 500 ms is the customary wait).
    */
-  CM_SET_KEY_cnf_wait: { value: 500, unit: 'ms', ref: 'HomePlug GP 1.1 §11.5.4 (CM_SET_KEY); not ISO 15118-3' },
+  CM_SET_KEY_cnf_wait: { value: 500, unit: 'ms', ref: 'HomePlug Green PHY CM_SET_KEY host exchange; not an ISO 15118-3 timer' },
 } as const satisfies Record<string, SlacConstant>;
 
 /** TIME_OUT field of CM_SLAC_PARM.CNF / CM_START_ATTEN_CHAR.IND, in units of 100 ms. */
@@ -74,7 +74,7 @@ export const APPLICATION_TYPE_PEV_EVSE = 0x00;
 export const SECURITY_TYPE_NONE = 0x00;
 /** Number of attenuation groups (carrier groups) Green PHY reports. */
 export const ATTEN_GROUPS = 58;
-/** CM_SET_KEY.REQ fields for setting an NMK as HLE (ISO 15118-3 A.9.5 / HomePlug GP). */
+/** CM_SET_KEY.REQ fields for setting an NMK as HLE (HomePlug Green PHY, as ISO 15118-3 uses it). */
 export const SET_KEY = { KEY_TYPE_NMK: 0x01, PID_HLE: 0x04, NEW_EKS_NMK: 0x01 } as const;
 /** MVFLength of CM_SLAC_MATCH.REQ / .CNF. */
 export const MATCH_MVF_LENGTH = { REQ: 0x3e, CNF: 0x56 } as const;
