@@ -126,7 +126,7 @@ export const registerTpm: CommandModule = (program, globals) => {
         if (o.export) await writeExport(o.export, backendExport(r.record));
         c.log.info({ created: r.created }, r.created.length ? `provisioned: ${r.created.join(', ')}` : 'already provisioned, nothing changed');
         print({ created: r.created, storageKeyName: r.record.storageKey.name, policies: r.record.policies, nvCounter: r.record.nvCounter,
-          oemProvisioningKey: r.record.oemProvisioningKey ? 'present' : 'pending' });
+          oemProvisioningKey: r.record.oemProvisioningKey ? 'present' : 'pending', runtimeSecret: r.record.runtimeSecret ? 'present' : 'pending' });
       });
     });
 

@@ -272,6 +272,50 @@ export class KeyService {
     });
   }
 
+  /**
+   * Seals `data` under the storage key as a keyedhash data object with the given authPolicy (runtime secret:
+   * factory, first good boot — the storage key's own policy needs the OEM-approved state). Data via stdin only.
+   */
+  sealUnderStorageKey(data: Uint8Array, authPolicy: Uint8Array): Promise<KeyBlob> {
+    return this.serial(async () => {
+      const release = await this.release();
+      const tpm = this.d.tpm;
+      const session = await tpm.startPolicySession(this.salt);
+      return this.guarded(async () => {
+        await tpm.policy(session, [...release.steps, { kind: 'authValue' }]);
+        const blob = await tpm.createSealed(this.storageKey, this.storageAuth(session), { data, authPolicy });
+        await tpm.flushSession(session);
+        return blob;
+      });
+    });
+  }
+
+  /**
+   * Unseals a data object sealed under the storage key with policy A: loads it through the storage key (state
+   * policy ; PolicyAuthValue) and unseals it through its own policy (state policy again: the direct binding, so a
+   * context cached in a good boot does not unseal in a tampered one). In a tampered or rolled-back state the TPM
+   * refuses with a typed TPM_POLICY_* error. The context file is removed whatever happens.
+   */
+  unsealWithStatePolicy(blob: KeyBlob, contextName: string): Promise<Uint8Array> {
+    return this.serial(async () => {
+      const release = await this.release();
+      const tpm = this.d.tpm;
+      const session = await tpm.startPolicySession(this.salt);
+      try {
+        return await this.guarded(async () => {
+          await tpm.policy(session, [...release.steps, { kind: 'authValue' }]);
+          await tpm.load(this.storageKey, this.storageAuth(session), blob, contextName);
+          await tpm.policy(session, release.steps); // the session was reset by its use in Load (pitfall 12)
+          const data = await tpm.unseal({ context: contextName }, { kind: 'policy', session });
+          await tpm.flushSession(session);
+          return data;
+        });
+      } finally {
+        await tpm.forgetContext(contextName);
+      }
+    });
+  }
+
   // ---- import -------------------------------------------------------------------------------------------------
 
   /** Direct import (TR-2019-04 §3.3.3): the MO wrapped the key for this vehicle's storage key; nothing in clear. */

@@ -23,6 +23,8 @@ export const DATA = {
   oemPolicyKey: 'tpm/oem-policy.pub.pem',
   provisioningKey: (ext: 'pub' | 'priv' | 'pub.pem') => `keys/oem-provisioning.${ext}`,
   contractKey: (id: string, ext: 'pub' | 'priv' | 'pub.pem') => `keys/contract/${id}.${ext}`,
+  /** Sealed runtime secret (keyedhash data object under the storage key, authPolicy A): TPM-wrapped only. */
+  runtimeSecret: (ext: 'pub' | 'priv') => `keys/runtime-secret.${ext}`,
   contractDir: 'keys/contract',
   activeContractKey: 'keys/contract/active',
   release: (version: number, file: 'signed-policy.json' | 'ticket.bin') => `releases/v${version}/${file}`,
@@ -47,6 +49,8 @@ export const ProvisioningRecord = z.object({
   /** A = PolicyAuthorize(OEM, ref) for contract and provisioning keys; S = A ; PolicyAuthValue for the storage key. */
   policies: z.object({ keys: hex, storage: hex }),
   oemProvisioningKey: z.object({ name: hex, publicKeyPem: z.string() }).optional(),
+  /** Sealed runtime secret (firmware/keys/runtime-secret.ts): its TPM name; the data never leaves the TPM in a file. */
+  runtimeSecret: z.object({ name: hex }).optional(),
   provisionedAt: z.string(),
 });
 export type ProvisioningRecord = z.infer<typeof ProvisioningRecord>;

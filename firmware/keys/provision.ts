@@ -8,6 +8,7 @@ import { DATA, jsonBytes, parseJson, PROVISIONING_KEY_ATTRIBUTES, ProvisioningRe
 import { externalEccName, fromHex, nvCounterName, policyAuthorize, policyAuthValue, spkiFingerprint, toHex } from './policy.ts';
 import { DEFAULT_POLICY_REF } from './signed-policy.ts';
 import { KeyService } from './key-service.ts';
+import { createRuntimeSecret } from './runtime-secret.ts';
 
 /**
  * Factory provisioning (TR-2019-04 §3.3.1; TPM.md §2, §3): SRK, storage key (restricted decrypt; password +
@@ -67,6 +68,20 @@ export async function provisionTpm(deps: { tpm: Tpm; data: FileStore; run: FileS
       created.push('oem-provisioning-key');
     } else {
       log.warn({}, 'OEM provisioning key pending: it is created under the storage key after the first good boot (evcc boot, then evcc tpm provision again)');
+    }
+  }
+  if (!record.runtimeSecret) {
+    // Same gate as the provisioning key: sealing under the storage key needs the OEM-approved state.
+    if (await deps.run.exists('boot.json')) {
+      const keys = await KeyService.open(deps);
+      try {
+        record = await createRuntimeSecret({ keys, data, log }, record);
+      } finally {
+        await keys.close();
+      }
+      created.push('runtime-secret');
+    } else {
+      log.warn({}, 'runtime secret pending: it is sealed under the storage key after the first good boot (evcc boot, then evcc tpm provision again)');
     }
   }
   return { record, created };

@@ -5,7 +5,7 @@ import { execa } from 'execa';
 import { EvccError } from '../../firmware/errors.ts';
 import type { Logger } from '../../firmware/log/logger.ts';
 import { tpmErrorFromTool } from './rc.ts';
-import type { Auth, DictionaryAttackParameters, DictionaryAttackState, KeyBlob, KeyRef, KeyTemplate, PcrBank, PolicySession, PolicyStep, PublicInfo, SaltKey, ShutdownType, Tpm } from './types.ts';
+import type { Auth, DictionaryAttackParameters, DictionaryAttackState, KeyBlob, KeyRef, KeyTemplate, PcrBank, PolicySession, PolicyStep, PublicInfo, SaltKey, SealTemplate, ShutdownType, Tpm } from './types.ts';
 
 export interface Tpm2ToolsOptions {
   /** TPM2TOOLS_TCTI: `device:/dev/tpmrm0` on the Pi, `swtpm:host=127.0.0.1,port=N` on the bench. */
@@ -70,18 +70,37 @@ export class Tpm2Tools implements Tpm {
     return { exitCode: r.exitCode, stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? '') };
   }
 
+  /**
+   * As `exec`, for secrets: `input` goes to the tool's stdin and stdout comes back as bytes (a pipe: nothing on
+   * disk, nothing in /proc/<pid>/cmdline). `-o /dev/stdout` fails from Node (PLATFORM.md); the default stdout works.
+   */
+  private async execSecret(tool: string, args: string[], input?: Uint8Array): Promise<{ exitCode: number | undefined; stdout: Uint8Array; stderr: string }> {
+    this.spawns++;
+    const r = await execa(tool, args, {
+      env: { TPM2TOOLS_TCTI: this.tcti }, reject: false, timeout: 30_000, encoding: 'buffer', stripFinalNewline: false,
+      ...(input ? { input: Buffer.from(input) } : { stdin: 'ignore' as const }),
+    });
+    const out = r.stdout instanceof Uint8Array ? r.stdout : new Uint8Array(0);
+    return { exitCode: r.exitCode, stdout: out, stderr: Buffer.from(r.stderr ?? new Uint8Array(0)).toString('utf8') };
+  }
+
   /** Runs one tool; on failure flushes everything, invalidates sessions and throws the typed error. */
   private async run(tool: string, args: string[]): Promise<string> {
+    return new TextDecoder().decode(await this.runWith(tool, args, false));
+  }
+
+  private async runWith(tool: string, args: string[], secret: boolean, input?: Uint8Array): Promise<Uint8Array> {
     if (this.pendingFlush) {
       this.pendingFlush = false;
       await this.exec('tpm2_flushcontext', ['-t']);
     }
-    const r = await this.exec(tool, args);
+    const r = secret ? await this.execSecret(tool, args, input) : await this.exec(tool, args);
     if (this.contextUsed) {
       this.contextUsed = false;
       this.pendingFlush = true; // flushed before the next command, i.e. off the critical path of this one
     }
-    if (r.exitCode === 0) return r.stdout;
+    if (r.exitCode === 0) return typeof r.stdout === 'string' ? new TextEncoder().encode(r.stdout) : r.stdout;
+    if (typeof r.stdout !== 'string') r.stdout.fill(0);
     const err = tpmErrorFromTool(tool, r.exitCode, r.stderr);
     this.log?.debug({ command: tool, code: err.code, rc: err.details.rc }, `${tool} refused`);
     await this.recover();
@@ -222,6 +241,29 @@ export class Tpm2Tools implements Tpm {
       await this.run('tpm2_create', args);
       return { public: new Uint8Array(await readFile(f.pub!)), private: new Uint8Array(await readFile(f.priv!)) };
     }));
+  }
+
+  createSealed(parent: KeyRef, parentAuth: Auth, t: SealTemplate): Promise<KeyBlob> {
+    if (t.data.length < 1 || t.data.length > 128) {
+      return Promise.reject(new EvccError('CONFIG_INVALID', 'sealed data must be 1..128 bytes (MAX_SYM_DATA)', { length: t.data.length }));
+    }
+    return this.locked(() => this.withFiles({ policy: t.authPolicy, pub: undefined, priv: undefined }, async (f) => {
+      // `-i -`: the data comes through stdin; without -G the object is a keyedhash sealed data object.
+      const args = ['-C', this.ref(parent), ...this.flag('-P', this.auth(parentAuth)), '-g', 'sha256', '-a', t.attributes ?? 'fixedtpm|fixedparent',
+        '-i', '-', '-u', f.pub!, '-r', f.priv!];
+      if (t.authPolicy) args.push('-L', f.policy!);
+      await this.runWith('tpm2_create', args, true, t.data);
+      return { public: new Uint8Array(await readFile(f.pub!)), private: new Uint8Array(await readFile(f.priv!)) };
+    }));
+  }
+
+  unseal(key: KeyRef, auth: Auth): Promise<Uint8Array> {
+    return this.locked(async () => {
+      const out = await this.runWith('tpm2_unseal', ['-c', this.ref(key), ...this.flag('-p', this.auth(auth))], true);
+      const copy = Uint8Array.from(out);
+      out.fill(0);
+      return copy;
+    });
   }
 
   private flag(name: string, value: string[]): string[] {

@@ -71,6 +71,18 @@ export type PolicyStep =
   | { kind: 'authorize'; approvedPolicy: Uint8Array; policyRef: Uint8Array; keyName: Uint8Array; ticket?: Uint8Array }
   | { kind: 'authValue' };
 
+/**
+ * A sealed data object (TPM2_Create of a keyedhash object with sign and decrypt clear): up to 128 bytes the TPM
+ * only gives back through TPM2_Unseal under the object's authorisation. The data comes in memory (tool stdin),
+ * never through a file or the command line.
+ */
+export interface SealTemplate {
+  data: Uint8Array;
+  /** tpm2-tools attribute list; default 'fixedtpm|fixedparent' (no userwithauth: policy-only use). */
+  attributes?: string;
+  authPolicy?: Uint8Array;
+}
+
 export interface KeyTemplate {
   alg: 'ecc256' | 'rsa2048';
   /** tpm2-tools attribute list, e.g. 'fixedtpm|fixedparent|sensitivedataorigin|sign'. */
@@ -121,6 +133,10 @@ export interface Tpm {
   createStoragePrimary(handle: number): Promise<PublicInfo>;
   readPublic(key: KeyRef): Promise<PublicInfo>;
   create(parent: KeyRef, parentAuth: Auth, template: KeyTemplate): Promise<KeyBlob>;
+  /** TPM2_Create of a sealed data object under `parent`; the data reaches the tool through stdin only. */
+  createSealed(parent: KeyRef, parentAuth: Auth, template: SealTemplate): Promise<KeyBlob>;
+  /** TPM2_Unseal of a loaded sealed data object; the data comes back through the tool's stdout, never a file. */
+  unseal(key: KeyRef, auth: Auth): Promise<Uint8Array>;
   /** Loads a blob; its context is kept under `contextName` (in the run dir) until `forgetContext`. */
   load(parent: KeyRef, parentAuth: Auth, blob: KeyBlob, contextName: string): Promise<KeyRef>;
   hasContext(contextName: string): Promise<boolean>;

@@ -108,7 +108,7 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     expect(await lab.cliOk(['boot', '--bundle', bundles[1]!, '--keyring', lab.bundleCert], { tpm: true })).toMatchObject({ measured: 'already', ticket: 'cached' });
     // first good boot: the OEM provisioning key is created under the storage key
     expect(((await lab.cliOk(['tpm', 'provision', '--oem-policy-key', lab.oemPolicyPub, '--export', lab.exportDir], { tpm: true })) as { created: string[] }).created)
-      .toEqual(['oem-provisioning-key']);
+      .toEqual(['oem-provisioning-key', 'runtime-secret']); // runtime secret: sealed under the storage key, same gate
 
     // direct import: the MO wraps offline for this vehicle's storage key
     const blob = join(lab.oemDir, 'direct.import.json');
