@@ -30,6 +30,7 @@ const COMMANDS: readonly CommandEntry[] = [
   { names: ['oem-backend'], load: async () => (await import('./oem-backend.ts')).registerOemBackend },
   { names: ['ota'], load: async () => (await import('./ota.ts')).registerOta },
   { names: ['exi'], load: async () => (await import('./exi.ts')).registerExi },
+  { names: ['charge'], load: async () => (await import('./charge.ts')).registerCharge },
 ];
 
 /** Global options that take a value (so the value is not mistaken for the command name). */

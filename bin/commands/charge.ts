@@ -1,0 +1,414 @@
+/**
+ * `evcc charge` — one charging-session setup on real links, starting at once (the bench operator or the HIL harness
+ * has plugged in). Composition root of the vehicle's real stack, shared with `evcc run` (run.ts):
+ *
+ *   AF_PACKET SLAC on IF (or QCA7000 over UART) → SDP on IF's link-local scope → TLS with firmware/pki validation →
+ *   on TLS_UNKNOWN_ROOT: Solution C over the OEM broker (mutual TLS, per-vehicle certificate) → verified, installed,
+ *   retried → SupportedAppProtocol.
+ *
+ * Security policy (explicit, logged, in the report): PnC needs the contract key, and the key service only signs when
+ * measured boot succeeded and the TPM accepts the OEM-signed state (ARCHITECTURE.md §3 steps 1 and 7). When it
+ * refuses, the session goes on EIM-only (ExternalPayment) and says why; the TLS requirement is never relaxed for
+ * PnC, and this runtime opens no plain-TCP channel at all (an SECC that offers only TCP ends the session, typed).
+ */
+import { appendFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { Option, type Command } from 'commander';
+import { bootState } from '../../boot/measured-boot.ts';
+import { EvccError, isEvccError } from '../../firmware/errors.ts';
+import { runChargingSession, type ChargingStages, type SessionReport, type StageContext } from '../../firmware/evcc.ts';
+import { KeyService } from '../../firmware/keys/key-service.ts';
+import { TpmSettings } from '../../firmware/keys/settings.ts';
+import type { Logger } from '../../firmware/log/logger.ts';
+import { loadBackendTrust } from '../../firmware/ota/backend-key.ts';
+import { vehicleTopics } from '../../firmware/ota/constants.ts';
+import { OtaLink } from '../../firmware/ota/link.ts';
+import { rootStoreOf, validateSeccPath } from '../../firmware/ota/pki-adapter.ts';
+import { OemRootFetcher } from '../../firmware/ota/root-fetch.ts';
+import { RootSyncScheduler } from '../../firmware/ota/root-sync.ts';
+import { OtaSettings } from '../../firmware/ota/settings.ts';
+import { openTlsWithRootFetch } from '../../firmware/ota/tls-stage.ts';
+import { CertificateStore, HmacIntegrity } from '../../firmware/pki/store.ts';
+import { discoverSecc } from '../../firmware/sdp/client.ts';
+import { SdpSettings, type SdpSecurityPolicy } from '../../firmware/sdp/settings.ts';
+import { performAppHandshake } from '../../firmware/session/app-handshake.ts';
+import { parseSettings } from '../../firmware/settings.ts';
+import { toHex } from '../../firmware/slac/codec.ts';
+import { runSlac } from '../../firmware/slac/driver.ts';
+import { SlacSettings } from '../../firmware/slac/settings.ts';
+import { connectTls, type TlsChannel, type VehicleCredentials } from '../../firmware/tls/connect.ts';
+import { TlsSettings } from '../../firmware/tls/settings.ts';
+import { MqttJsConnector } from '../../hal/mqtt/mqtt-js.ts';
+import { OsInterfaces } from '../../hal/net/os-interfaces.ts';
+import { NodeTlsConnector } from '../../hal/net/tls-connector.ts';
+import { NodeUdp6 } from '../../hal/net/udp6.ts';
+import { AfPacketLink } from '../../hal/plc/af-packet.ts';
+import { QcaUartLink } from '../../hal/plc/qca-uart.ts';
+import type { PlcLink } from '../../hal/plc/types.ts';
+import { FsStore } from '../../hal/store/fs-store.ts';
+import { Tpm2Tools } from '../../hal/tpm/tpm2-tools.ts';
+import { createRuntime, type GlobalOptions, type Runtime } from '../runtime.ts';
+import { readIdentity } from './oem-backend.ts';
+
+// ---- security policy ----------------------------------------------------------------------------------------------
+
+/** What the key service said at start: ready to sign with the contract key, or refused (typed). */
+export type KeyReadiness = { ready: true; version: number; contractKey: string } | { ready: false; code: string; message: string };
+
+/** ISO 15118-2 PaymentOption values the session may offer. */
+export type PaymentOption = 'Contract' | 'ExternalPayment';
+
+export interface SecurityPolicy {
+  /** Plug & Charge (contract signature in the TPM) allowed for this session. */
+  pnc: boolean;
+  paymentOptions: PaymentOption[];
+  /** SDP security actually used: PnC never accepts an SECC without TLS [V2G2-xxx: PnC requires TLS]. */
+  sdpSecurity: SdpSecurityPolicy;
+  /** Why (one sentence, also logged). */
+  reason: string;
+  degraded?: { code: string; message: string };
+}
+
+/**
+ * The session's security policy from the key service's answer and the configured SDP policy. Pure, so the rule is
+ * tested without a TPM: PnC only with a key service that armed the contract key, and then TLS is required whatever
+ * the config says; without it the vehicle is EIM-capable only (degraded mode, ARCHITECTURE.md §3 step 1).
+ */
+export function securityPolicy(keys: KeyReadiness, configured: SdpSecurityPolicy): SecurityPolicy {
+  if (keys.ready) {
+    return {
+      pnc: true, paymentOptions: ['Contract', 'ExternalPayment'], sdpSecurity: 'tls-required',
+      reason: configured === 'tls-required'
+        ? `contract key ${keys.contractKey} armed for release v${keys.version}: PnC and EIM offered, TLS required`
+        : `contract key ${keys.contractKey} armed for release v${keys.version}: PnC and EIM offered; TLS required for PnC (config sdp.security=${configured} not applied)`,
+    };
+  }
+  return {
+    pnc: false, paymentOptions: ['ExternalPayment'], sdpSecurity: configured,
+    reason: `key service refused (${keys.code}): degraded mode, EIM only (ExternalPayment), no contract signature`,
+    degraded: { code: keys.code, message: keys.message },
+  };
+}
+
+// ---- the vehicle's stack -------------------------------------------------------------------------------------------
+
+export interface StackFlags {
+  iface?: string;
+  uart?: string;
+  mac?: string;
+  baud: number;
+  dataDir?: string;
+  runDir?: string;
+  tcti?: string;
+  /** false: no TPM (bench without a TPM HAT): the session is EIM-only, and says so. */
+  keys: boolean;
+  /** false: no OEM link (an unknown root ends in the configured fallback). */
+  ota: boolean;
+  broker?: string;
+  ca?: string;
+  cert?: string;
+  key?: string;
+  keyPassEnv?: string;
+  storeKeyEnv: string;
+  vehicleCert?: string;
+  vehicleKey?: string;
+  keylog?: string;
+}
+
+export function addStackOptions(c: Command): Command {
+  return c
+    .option('-i, --iface <name>', 'network interface of the PLC modem (AF_PACKET SLAC, SDP, TLS); default: config plcInterface')
+    .option('--uart <path>', 'QCA7000 wired by UART for SLAC (needs --mac); SDP and TLS still run on --iface')
+    .option('--mac <mac>', 'host MAC on the PLC segment (UART only)')
+    .addOption(new Option('--baud <rate>', 'UART baud rate').argParser(Number).default(115200))
+    .option('--data-dir <dir>', 'persistent data dir (certificate store, TPM blobs, OEM backend key); default: config dataDir')
+    .option('--run-dir <dir>', 'volatile run dir (boot state, cached key contexts); default: config runDir')
+    .option('--tcti <tcti>', 'TPM TCTI; default: config tpm.tcti')
+    .option('--no-keys', 'no TPM key service (bench without a TPM): EIM only, stated in log and report')
+    .option('--no-ota', 'no OEM backend link: an unknown V2G root ends in the configured fallback')
+    .option('--broker <url>', 'OEM backend broker; default: config ota.brokerUrl')
+    .option('--ca <file>', 'CA of the broker certificate (PEM); default: config ota.caFile')
+    .option('--cert <file>', 'vehicle link certificate (PEM); default: config ota.certFile')
+    .option('--key <file>', 'vehicle link key (encrypted PKCS#8 PEM); default: config ota.keyFile')
+    .option('--key-pass-env <name>', 'environment variable holding the passphrase of the link key')
+    .option('--store-key-env <name>', 'environment variable with the certificate-store integrity key (hex, ≥ 32 bytes)', 'EVCC_STORE_KEY')
+    .option('--vehicle-cert <pem>', 'TLS 1.3 profile: vehicle certificate chain (PEM, leaf first)')
+    .option('--vehicle-key <pem>', 'TLS 1.3 profile: vehicle PKCS#8 key (software key: Node TLS cannot use a TPM key)')
+    .option('--keylog <file>', 'append SSLKEYLOGFILE lines (bench builds only: lets Wireshark decrypt the session)');
+}
+
+interface OtaPart {
+  link: OtaLink;
+  fetcher?: OemRootFetcher;
+  settings: OtaSettings;
+  vehicleId: string;
+}
+
+export interface VehicleStack {
+  rt: Runtime;
+  iface: string;
+  store: CertificateStore;
+  files: FsStore;
+  ota?: OtaPart;
+  keys?: KeyService;
+  /** The key service's answer at start (a refusal is an answer: degraded mode). */
+  keyReadiness: KeyReadiness;
+  settings: { slac: SlacSettings; sdp: SdpSettings; tls: TlsSettings; ota: OtaSettings };
+  close(): Promise<void>;
+}
+
+/**
+ * Opens the certificate store. The integrity key comes from the environment (a bench arrangement shared with
+ * `evcc ota`) until the TPM-sealed runtime secret is wired; the store refuses a tampered file either way.
+ */
+async function openStore(rt: Runtime, files: FsStore, envName: string): Promise<CertificateStore> {
+  const hex = process.env[envName];
+  if (!hex || !/^([0-9a-fA-F]{2}){32,}$/.test(hex)) {
+    throw new EvccError('CONFIG_INVALID', `environment variable ${envName} must hold the certificate-store integrity key (≥ 32 bytes hex)`);
+  }
+  return CertificateStore.open(files, { integrity: new HmacIntegrity(new Uint8Array(Buffer.from(hex, 'hex'))), log: rt.log('PKI') });
+}
+
+/** Opens the key service and arms the contract key; any refusal is the answer, never an exception. */
+async function checkKeys(rt: Runtime, f: StackFlags, reclaim: boolean): Promise<{ keys?: KeyService; readiness: KeyReadiness; close(): Promise<void> }> {
+  const log = rt.log('KEYS');
+  if (!f.keys) return { readiness: { ready: false, code: 'KEYS_DISABLED', message: 'key service disabled (--no-keys)' }, close: async () => undefined };
+  const tpmSettings = parseSettings(TpmSettings, { ...((rt.rawConfig.tpm as object | undefined) ?? {}), ...(f.tcti ? { tcti: f.tcti } : {}) }, 'tpm');
+  let tpm: Tpm2Tools | undefined;
+  let keys: KeyService | undefined;
+  try {
+    const data = await FsStore.open(rt.settings.dataDir);
+    const run = await FsStore.open(rt.settings.runDir);
+    tpm = await Tpm2Tools.open({ tcti: tpmSettings.tcti, runDir: rt.settings.runDir, log: rt.log('TPM') });
+    keys = await KeyService.open({ tpm, data, run, log }, { reclaim });
+    // Measured boot leaves the booted release in the run dir; without it (boot failed or did not run) no key use.
+    const boot = await bootState(run);
+    await keys.arm();
+    const status = await keys.status();
+    const k = keys;
+    const t = tpm;
+    return {
+      keys, readiness: { ready: true, version: boot.version, contractKey: status.activeContractKey ?? '?' },
+      close: async () => {
+        await k.close().catch(() => undefined);
+        await t.close().catch(() => undefined);
+      },
+    };
+  } catch (err) {
+    await keys?.close().catch(() => undefined);
+    await tpm?.close().catch(() => undefined);
+    const code = isEvccError(err) ? err.code : 'KEYS_UNAVAILABLE';
+    const message = err instanceof Error ? err.message : String(err);
+    return { readiness: { ready: false, code, message }, close: async () => undefined };
+  }
+}
+
+async function openOta(rt: Runtime, f: StackFlags, files: FsStore, settings: OtaSettings, stateExtras: Record<string, unknown>): Promise<OtaPart | undefined> {
+  const log = rt.log('OTA');
+  if (!f.ota || !settings.enabled) {
+    log.warn('OEM backend link disabled: an unknown V2G root cannot be fetched (Solution C off)');
+    return undefined;
+  }
+  const vehicleId = rt.settings.vehicleId;
+  const tls = await readIdentity({ ca: f.ca ?? settings.caFile, cert: f.cert ?? settings.certFile, key: f.key ?? settings.keyFile, ...(f.keyPassEnv ? { keyPassEnv: f.keyPassEnv } : {}) });
+  const url = f.broker ?? settings.brokerUrl;
+  if (url.startsWith('mqtts://') && !tls) throw new EvccError('CONFIG_INVALID', 'mqtts:// needs the vehicle link credentials (ota.caFile, ota.certFile, ota.keyFile)');
+  const link = new OtaLink({
+    connector: new MqttJsConnector(), url, vehicleId, protocolVersion: settings.protocolVersion, ...(tls ? { tls } : {}),
+    clock: rt.clock, log, reconnectPeriodMs: settings.reconnectPeriodMs, keepaliveSeconds: settings.keepaliveSeconds, stateExtras,
+  });
+  const trust = await loadBackendTrust(files);
+  if (!trust) {
+    // Answers we cannot verify are worth nothing: no fetcher, the unknown-root path ends in the fallback.
+    log.error('no OEM backend key installed (evcc ota install-backend-key): root-CA answers cannot be verified, Solution C off');
+    return { link, settings, vehicleId };
+  }
+  const fetcher = new OemRootFetcher({ rpc: link.rootCaRpc, vehicleId, trust, clock: rt.clock, log, validatePath: validateSeccPath });
+  return { link, fetcher, settings, vehicleId };
+}
+
+/**
+ * Builds the vehicle's long-lived parts: settings, certificate store, key service (armed), OEM link. `reclaim`:
+ * the service (sole TPM user) flushes what a crashed predecessor left in the TPM; `evcc charge` does not.
+ */
+export async function openVehicleStack(globals: GlobalOptions, f: StackFlags, o: { reclaim: boolean }): Promise<VehicleStack> {
+  const overrides: Record<string, unknown> = {};
+  if (f.dataDir) overrides.dataDir = f.dataDir;
+  if (f.runDir) overrides.runDir = f.runDir;
+  const rt = await createRuntime(globals, overrides);
+  const closers: (() => Promise<unknown>)[] = [];
+  try {
+    const settings = {
+      slac: parseSettings(SlacSettings, rt.rawConfig.slac ?? {}, 'slac'),
+      sdp: parseSettings(SdpSettings, rt.rawConfig.sdp ?? {}, 'sdp'),
+      tls: parseSettings(TlsSettings, rt.rawConfig.tls ?? {}, 'tls'),
+      ota: parseSettings(OtaSettings, rt.rawConfig.ota ?? {}, 'ota'),
+    };
+    const iface = f.iface ?? rt.settings.plcInterface;
+    if (f.uart && !f.mac) throw new EvccError('CONFIG_INVALID', '--uart needs --mac (the host MAC on the PLC segment)');
+    const files = await FsStore.open(rt.settings.dataDir);
+    const store = await openStore(rt, files, f.storeKeyEnv);
+    rt.log('PKI').info({ roots: store.listRoots().map((r) => r.subject) }, `certificate store open: ${store.listRoots().length} V2G root(s)`);
+
+    // The key service and the OEM link start together.
+    const stateExtras: Record<string, unknown> = {};
+    const keysP = checkKeys(rt, f, o.reclaim);
+    const ota = await openOta(rt, f, files, settings.ota, stateExtras);
+    if (ota) closers.push(() => ota.link.close());
+    const keyPart = await keysP;
+    closers.push(() => keyPart.close());
+    const r = keyPart.readiness;
+    const keysLog = rt.log('KEYS');
+    if (r.ready) keysLog.info({ version: r.version, contractKey: r.contractKey }, `contract key armed (release v${r.version}): Plug & Charge available`);
+    else keysLog.warn({ code: r.code }, `key service refused: ${r.message} — degraded mode, EIM only`);
+    // The OEM backend learns of the degraded mode from the retained state (ARCHITECTURE.md §3 step 1).
+    Object.assign(stateExtras, r.ready ? { mode: 'pnc' } : { mode: 'eim-only', degraded: { code: r.code } });
+    if (ota && ota.link.status === 'connected') {
+      await ota.link.client.publish(vehicleTopics(ota.vehicleId).state, JSON.stringify({ state: 'online', ...stateExtras }), { qos: 1, retain: true }).catch(() => undefined);
+    }
+    return {
+      rt, iface, store, files, settings, keyReadiness: r, ...(ota ? { ota } : {}), ...(keyPart.keys ? { keys: keyPart.keys } : {}),
+      async close() {
+        for (const c of closers.reverse()) await c().catch(() => undefined);
+        await rt.close();
+      },
+    };
+  } catch (err) {
+    for (const c of closers.reverse()) await c().catch(() => undefined);
+    await rt.close();
+    throw err;
+  }
+}
+
+export async function openPlcLink(f: StackFlags, iface: string): Promise<PlcLink> {
+  return f.uart ? QcaUartLink.open({ path: f.uart, mac: f.mac!, baudRate: f.baud }) : AfPacketLink.open(iface);
+}
+
+export interface SessionExtras {
+  security?: SecurityPolicy;
+}
+
+export type ChargeReport = SessionReport & { security?: SecurityPolicy; roots?: string[] };
+
+/**
+ * One session on the stack: the orchestrator's stages bound to the real HAL. `waitForPlugIn` is the trigger (pilot
+ * board in the service, immediate in `evcc charge`).
+ */
+export async function runRealSession(stack: VehicleStack, f: StackFlags, o: { waitForPlugIn: (ctx: StageContext) => Promise<void>; signal?: AbortSignal }): Promise<ChargeReport> {
+  const { rt, iface, settings } = stack;
+  const clock = rt.clock;
+  const extras: SessionExtras = {};
+  const vehicle: VehicleCredentials | undefined = f.vehicleCert && f.vehicleKey
+    ? { certChainPem: await readFile(f.vehicleCert, 'utf8'), keyPem: await readFile(f.vehicleKey, 'utf8') } : undefined;
+  if (settings.tls.profile === 'iso20-tls13' && !vehicle) {
+    throw new EvccError('CONFIG_INVALID', 'tls.profile iso20-tls13 (mutual) needs --vehicle-cert and --vehicle-key');
+  }
+  const keyLogFile = f.keylog ?? settings.tls.keyLogFile;
+  if (keyLogFile) rt.log('TLS').warn({ file: keyLogFile }, 'TLS key log enabled: session secrets are written to disk (bench only)');
+  let link: PlcLink | undefined;
+  const connector = new NodeTlsConnector();
+  const stages: ChargingStages<TlsChannel> = {
+    waitForPlugIn: o.waitForPlugIn,
+    slac: async (ctx) => {
+      link = await openPlcLink(f, iface);
+      const r = await runSlac({ link, clock, log: rt.log('SLAC'), settings: settings.slac, signal: ctx.signal });
+      return {
+        evseMac: r.evseMac, nid: toHex(r.nid),
+        evses: r.evses.map((e) => ({ mac: e.mac, averageAttenuationDb: e.averageAttenuationDb ?? Number.NaN })),
+      };
+    },
+    discoverSecc: async (ctx) => {
+      const policy = securityPolicy(stack.keyReadiness, settings.sdp.security);
+      extras.security = policy;
+      rt.log('EVCC')[policy.pnc ? 'info' : 'warn']({ pnc: policy.pnc, paymentOptions: policy.paymentOptions, sdpSecurity: policy.sdpSecurity }, `security policy: ${policy.reason}`);
+      const localAddress = await new OsInterfaces().waitLinkLocal(iface, 5_000);
+      const found = await discoverSecc({ udp: new NodeUdp6(), clock, log: rt.log('SDP') }, {
+        iface, localAddress, settings: { ...settings.sdp, security: policy.sdpSecurity }, signal: ctx.signal,
+      });
+      return { address: found.address, port: found.port, security: found.security, iface: found.iface };
+    },
+    openChannel: async (e, ctx) => {
+      if (e.security !== 'tls') {
+        // EIM over plain TCP is allowed by the standard but not implemented here; PnC never reaches this (SDP refuses).
+        throw new EvccError('EVCC_NO_TLS', `SECC [${e.address}]:${e.port} offers no TLS; this runtime opens no plain-TCP channel`, { address: e.address, port: e.port });
+      }
+      const tlsLog = rt.log('TLS');
+      const connect = (signal: AbortSignal) => connectTls({ connector, trust: stack.store, log: tlsLog }, {
+        secc: { address: e.address, port: e.port, iface: e.iface ?? iface }, profile: settings.tls.profile, timeoutMs: settings.tls.handshakeTimeoutMs,
+        validateBeforeClientAuth: settings.tls.validateBeforeClientAuth, signal, ...(vehicle ? { vehicle } : {}),
+        ...(keyLogFile ? { keyLog: (line: string) => appendFileSync(keyLogFile, line.endsWith('\n') ? line : `${line}\n`, { mode: 0o600 }) } : {}),
+      });
+      const fetcher = stack.ota?.fetcher;
+      if (!fetcher) {
+        const channel = await connect(ctx.signal);
+        tlsLog.info({ protocol: channel.protocol, cipher: channel.cipher }, 'connection established');
+        return { channel, summary: { protocol: channel.protocol, cipher: channel.cipher } };
+      }
+      const r = await openTlsWithRootFetch({
+        connect, fetcher, store: rootStoreOf(stack.store, { log: rt.log('PKI') }), clock, log: { tls: tlsLog, ota: rt.log('OTA') },
+        settings: settings.ota, peer: `[${e.address}]:${e.port}`,
+      }, ctx);
+      return {
+        channel: r.channel,
+        summary: {
+          protocol: r.channel.protocol, cipher: r.channel.cipher, ...(r.summary.installedRoot ? { installedRoot: r.summary.installedRoot } : {}),
+          ...(r.summary.recoveryMs !== undefined ? { recoveryMs: Math.round(r.summary.recoveryMs) } : {}),
+        },
+      };
+    },
+    appHandshake: async (channel, ctx) => {
+      const n = await performAppHandshake({ stream: channel.stream, clock, log: rt.log('APPHAND'), signal: ctx.signal });
+      return { namespace: n.namespace, schemaId: n.schemaId, responseCode: n.responseCode };
+    },
+    closeChannel: (channel) => channel.stream.close(),
+  };
+  try {
+    const report = await runChargingSession({ stages, clock, log: rt.log('EVCC'), ...(o.signal ? { signal: o.signal } : {}) });
+    const roots = stack.store.listRoots().map((r) => r.subject);
+    return { ...report, ...(extras.security ? { security: extras.security } : {}), roots };
+  } finally {
+    await link?.close().catch(() => undefined);
+  }
+}
+
+/** The bench log's closing line for one session. */
+export function logSessionEnd(log: Logger, r: ChargeReport): void {
+  if (r.state === 'Established') {
+    log.info({ state: r.state, setupMs: r.setupMs, pnc: r.security?.pnc, roots: r.roots },
+      `session established in ${r.setupMs} ms; ${r.security?.pnc ? 'PnC and EIM' : 'EIM only'}; vehicle trusts ${r.roots?.length ?? 0} V2G root(s)`);
+  } else {
+    log.error({ state: r.state, code: r.error?.code }, `session FAILED: ${r.error?.code}: ${r.error?.message}`);
+  }
+}
+
+// ---- evcc charge ---------------------------------------------------------------------------------------------------
+
+export function registerCharge(program: Command, globals: () => GlobalOptions): void {
+  addStackOptions(program.command('charge'))
+    .description('one charging-session setup on real links, starting now (plugged in): SLAC, SDP, TLS (+ OEM root fetch), SupportedAppProtocol')
+    .option('--json', 'print the session report as JSON on stdout')
+    .action(async (opts: StackFlags & { json?: boolean }) => {
+      if (opts.uart && !opts.mac) throw new EvccError('CONFIG_INVALID', '--uart needs --mac (the host MAC on the PLC segment)');
+      const stack = await openVehicleStack(globals(), opts, { reclaim: false });
+      const ac = new AbortController();
+      const stop = () => ac.abort(new EvccError('ABORTED', 'interrupted'));
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+      try {
+        const report = await runRealSession(stack, opts, {
+          signal: ac.signal,
+          waitForPlugIn: async () => stack.rt.log('PILOT').info('trigger: now (operator plugged in; no pilot board read)'),
+        });
+        logSessionEnd(stack.rt.log('EVCC'), report);
+        if (opts.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+        if (report.state !== 'Established') {
+          process.stderr.write(`evcc: ${report.error?.code ?? 'EVCC_STAGE_FAILED'}: ${report.error?.message ?? 'session failed'}\n`);
+          process.exitCode = 1;
+        }
+      } finally {
+        process.off('SIGINT', stop);
+        process.off('SIGTERM', stop);
+        await stack.close();
+      }
+    });
+}

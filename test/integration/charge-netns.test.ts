@@ -1,0 +1,145 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { installBackendKey } from '../../firmware/ota/backend-key.ts';
+import { chainPem } from '../../firmware/pki/generate.ts';
+import { FsStore } from '../../hal/store/fs-store.ts';
+import { OEM_BACKEND_USER, startMosquitto, type MosquittoBroker } from '../support/mosquitto.ts';
+import { describeWith, root, tool } from '../support/prereq.ts';
+import { otaFixture, STORE_KEY, vehicleStore, type OtaFixture } from './ota-fixtures.ts';
+import { evccArgs, SlacRig } from './slac-rig.ts';
+
+/**
+ * `evcc charge` end to end on real links: two network namespaces joined by a veth pair (the PLC segment).
+ *   charger namespace (veth-se): `evcc sim evse-slac` (charger SLAC host), the EV's modem simulator, and the SECC
+ *                                simulator (SDP + TLS 1.2 + SupportedAppProtocol) presenting a PKI-B chain;
+ *   EV namespace (veth-ev):      `evcc charge --iface veth-ev`, the charger's modem simulator (see test/sim/modem),
+ *                                and on the namespace's loopback (standing in for the vehicle's uplink) Debian
+ *                                mosquitto (mTLS, per-vehicle ACL) with `evcc oem-backend` serving root B.
+ * The vehicle's data dir holds V2G root A only and no TPM provisioning: the session must run SLAC → SDP → TLS
+ * (unknown root) → OTA fetch and install of root B → TLS retry → SupportedAppProtocol, EIM-only and saying so.
+ */
+const VID = 'veh-charge-netns';
+let fx: OtaFixture;
+let rig: SlacRig;
+let broker: MosquittoBroker;
+let dir: string;
+const children: ChildProcess[] = [];
+
+function lines(p: ChildProcess): { out: string[]; err: string[] } {
+  const io = { out: [] as string[], err: [] as string[] };
+  createInterface({ input: p.stdout! }).on('line', (l) => io.out.push(l));
+  createInterface({ input: p.stderr! }).on('line', (l) => io.err.push(l));
+  return io;
+}
+
+async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function spawnIn(ns: string, args: string[], env: NodeJS.ProcessEnv = process.env): ChildProcess {
+  const [node, argv] = evccArgs(args);
+  const c = spawn('ip', ['netns', 'exec', ns, node, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], env, cwd: process.cwd() });
+  children.push(c);
+  return c;
+}
+
+describeWith([root, tool('ip'), tool('mosquitto')])('evcc charge over veth: SLAC, SDP, TLS unknown root → OTA → retry, SupportedAppProtocol', () => {
+  beforeAll(async () => {
+    fx = await otaFixture();
+    dir = await mkdtemp(join(tmpdir(), 'evcc-charge-'));
+    rig = await SlacRig.start({ charger: 'evcc-sim' });
+    broker = await startMosquitto({ netns: rig.pair.ev });
+  }, 90_000);
+  afterAll(async () => {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    await broker?.stop();
+    await rig?.destroy();
+    await fx?.cleanup();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('establishes the session with root B fetched from the OEM backend, every step in the bench log', async () => {
+    const { pair } = rig;
+    // SECC (PKI-B: leaf + CPO Sub-CA 2 + Sub-CA 1) in the charger namespace.
+    await writeFile(join(dir, 'secc-chain.pem'), chainPem({ name: 'b', leaf: fx.pki.b.seccLeaf, intermediates: [fx.pki.b.cpoSub2, fx.pki.b.cpoSub1], root: fx.pki.b.root, purpose: 'secc-tls' }));
+    await writeFile(join(dir, 'secc.key'), fx.pki.b.seccLeaf.keyPem, { mode: 0o600 });
+    const seccChild = spawn('ip', ['netns', 'exec', pair.se, process.execPath, '--import', 'tsx', join(process.cwd(), 'test/sim/secc/main.ts'), '--log-level', 'warn',
+      'sim-secc', '--iface', pair.seIf, '--transport', 'tls12', '--cert', join(dir, 'secc-chain.pem'), '--key', join(dir, 'secc.key')], { stdio: ['ignore', 'pipe', 'pipe'], cwd: process.cwd() });
+    children.push(seccChild);
+    const secc = lines(seccChild);
+
+    // Link credentials (per-vehicle client certificate), the OEM backend in the EV namespace next to the broker.
+    for (const [name, cn] of [['backend', OEM_BACKEND_USER], ['vehicle', VID]] as const) {
+      const id = await broker.identity(cn);
+      await writeFile(join(dir, `${name}.pem`), id.cert as string);
+      await writeFile(join(dir, `${name}.key`), id.key as string, { mode: 0o600 });
+    }
+    await writeFile(join(dir, 'link-ca.pem'), broker.ca.certPem);
+    await writeFile(join(dir, 'oem-answer.key'), fx.signerKeyPem, { mode: 0o600 });
+    const backend = lines(spawnIn(pair.ev, ['--no-log-fields', 'oem-backend', '--pool', fx.poolDir, '--broker', broker.url, '--signing-key', join(dir, 'oem-answer.key'),
+      '--ca', join(dir, 'link-ca.pem'), '--cert', join(dir, 'backend.pem'), '--key', join(dir, 'backend.key'), '--client-id', 'oem-backend-charge']));
+
+    // The vehicle: factory root A, the OEM backend key; no TPM provisioning (degraded: EIM only).
+    const dataDir = join(dir, 'data');
+    const files = await FsStore.open(dataDir);
+    await vehicleStore(files, [fx.pki.a.root.der]);
+    await installBackendKey(files, fx.signer.publicKeyPem);
+    const config = join(dir, 'evcc.json');
+    await writeFile(config, JSON.stringify({
+      vehicleId: VID, dataDir, runDir: join(dir, 'run'), plcInterface: pair.evIf,
+      ota: { brokerUrl: broker.url, protocolVersion: 5, caFile: join(dir, 'link-ca.pem'), certFile: join(dir, 'vehicle.pem'), keyFile: join(dir, 'vehicle.key'), fallback: 'eim' },
+    }));
+
+    await until(() => secc.out.some((l) => l.includes('"ready"')), 30_000, 'SECC simulator');
+    await until(() => backend.err.some((l) => l.includes('OEM backend ready')), 30_000, 'OEM backend');
+
+    const ev = spawnIn(pair.ev, ['--config', config, '--no-log-fields', 'charge', '--iface', pair.evIf, '--json'],
+      { ...process.env, EVCC_STORE_KEY: Buffer.from(STORE_KEY).toString('hex') });
+    const evIo = lines(ev);
+    const code = await new Promise<number | null>((r) => ev.once('exit', (c) => r(c)));
+    await new Promise((r) => setTimeout(r, 50)); // readline drains
+    const log = evIo.err.map((l) => l.slice(13)); // drop the time stamp
+    if (process.env.EVCC_SHOW_BENCH_LOG) process.stderr.write(`${evIo.err.join('\n')}\n${evIo.out.join('\n')}\n`);
+    expect(code, evIo.err.join('\n')).toBe(0);
+
+    const report = JSON.parse(evIo.out.join('\n')) as {
+      state: string; link: { evseMac: string }; secc: { address: string; iface: string }; channel: { protocol: string; installedRoot: { subject: string } };
+      app: { responseCode: string; namespace: string }; security: { pnc: boolean; paymentOptions: string[]; degraded: { code: string } }; roots: string[];
+    };
+    expect(report.state).toBe('Established');
+    expect(report.link.evseMac.toLowerCase()).toBe(rig.seMac.toLowerCase());
+    expect(report.secc.iface).toBe(pair.evIf);
+    expect(report.channel.protocol).toBe('TLSv1.2');
+    expect(report.channel.installedRoot.subject).toBe(fx.pki.b.root.cert.subject);
+    expect(report.app.responseCode).toMatch(/^OK/);
+    expect(report.roots).toEqual([fx.pki.a.root.cert.subject, fx.pki.b.root.cert.subject]);
+    // No TPM provisioning: the key service refuses, the session says it is EIM-only.
+    expect(report.security.pnc).toBe(false);
+    expect(report.security.paymentOptions).toEqual(['ExternalPayment']);
+    expect(report.security.degraded.code).toBe('KEYS_NOT_PROVISIONED');
+
+    // The bench log, in order.
+    const step = (re: RegExp) => log.findIndex((l) => re.test(l));
+    const steps = [
+      step(/^\[INFO\] SLAC: matching process successful$/),
+      step(/^\[INFO\] SDP: SECC found at \[fe80::[0-9a-f:]+\]:\d+ \(TLS\)$/),
+      step(/^\[ERROR\] TLS: connection failed: unknown root CA CN=V2G Root CA B/),
+      step(/^\[INFO\] OTA: V2G root installed$/),
+      step(/^\[INFO\] TLS: connection established$/),
+      step(/^\[INFO\] APPHAND: SupportedAppProtocolRes: OK_SuccessfulNegotiation/),
+    ];
+    expect(steps.every((i) => i >= 0), `${JSON.stringify(steps)}\n${log.join('\n')}`).toBe(true);
+    for (let i = 1; i < steps.length; i++) expect(steps[i]!, log.join('\n')).toBeGreaterThan(steps[i - 1]!);
+    expect(step(/^\[WARN\] EVCC: security policy: key service refused \(KEYS_NOT_PROVISIONED\)/)).toBeGreaterThanOrEqual(0);
+
+  }, 120_000);
+});
+
