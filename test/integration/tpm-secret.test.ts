@@ -1,0 +1,275 @@
+import { createPrivateKey, generateKeyPairSync } from 'node:crypto';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { EvccError } from '../../firmware/errors.ts';
+import { KeyService, statePolicySteps } from '../../firmware/keys/key-service.ts';
+import { fromHex } from '../../firmware/keys/policy.ts';
+import { DATA, jsonBytes, type BootState } from '../../firmware/keys/layout.ts';
+import { provisionTpm } from '../../firmware/keys/provision.ts';
+import { RUNTIME_SECRET_PURPOSES, TpmSealedIntegrity, unsealRuntimeSecret } from '../../firmware/keys/runtime-secret.ts';
+import { BACKEND_KEY_TAG_PATH, openVehicleTrust } from '../../firmware/keys/vehicle-trust.ts';
+import type { SignedPolicy } from '../../firmware/keys/signed-policy.ts';
+import { BACKEND_KEY_PATH, installBackendKey } from '../../firmware/ota/backend-key.ts';
+import { CertificateStore, HmacIntegrity } from '../../firmware/pki/store.ts';
+import { commitRelease } from '../../boot/commit.ts';
+import { installReleasePolicy, measuredBoot } from '../../boot/measured-boot.ts';
+import { createSignedPolicy } from '../../deploy/oem/release.ts';
+import { describeWith, tool } from '../support/prereq.ts';
+import { TpmLab } from './tpm-lab.ts';
+
+/**
+ * The TPM-sealed runtime secret and the vehicle trust built on it, against a real swtpm, in process (no CLI start-up):
+ * provision → release → boot → unseal → store written and verified; tampered state, rollback after commit → the TPM
+ * refuses the unseal with its RC and the store cannot be opened (KEYS_TRUST_UNAVAILABLE, PnC refused); the secret
+ * and its derived keys never appear in the data or run dir.
+ */
+async function filesUnder(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) out.push(...(await filesUnder(p)));
+    else if (e.isFile()) out.push(p);
+  }
+  return out;
+}
+
+async function refused(p: Promise<unknown>): Promise<EvccError> {
+  const err = await p.then(() => undefined, (e: unknown) => e);
+  expect(err).toBeInstanceOf(EvccError);
+  return err as EvccError;
+}
+
+/** A self-signed V2G-root-like CA (P-256, ecdsa-with-SHA256, CA:TRUE, keyCertSign) made by openssl, DER. */
+async function opensslRoot(dir: string, name: string): Promise<Uint8Array> {
+  const key = join(dir, `${name}.key.pem`);
+  const der = join(dir, `${name}.der`);
+  await execa('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-outform', 'DER', '-out', der,
+    '-subj', `/CN=${name}/O=Test V2G/DC=V2G`, '-days', '30', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+  return new Uint8Array(await readFile(der));
+}
+
+describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')])('TPM-sealed runtime secret and vehicle trust (swtpm)', () => {
+  let lab: TpmLab;
+  let oemPem: string;
+  let oemKeyPem: string;
+  const bundles: Record<number, string> = {};
+  const policies: Record<number, SignedPolicy> = {};
+  let rootA: Uint8Array;
+  let rootB: Uint8Array;
+
+  async function keyService(): Promise<KeyService> {
+    return KeyService.open(await lab.deps(), { reclaim: true });
+  }
+  /** Opens the trust as the runtime does and closes its key service. */
+  async function withTrust<T>(fn: (t: Awaited<ReturnType<typeof openVehicleTrust>>) => Promise<T>): Promise<T> {
+    const deps = await lab.deps();
+    const keys = await KeyService.open(deps, { reclaim: true });
+    try {
+      return await fn(await openVehicleTrust({ keys, data: deps.data, log: deps.log }));
+    } finally {
+      await keys.close();
+    }
+  }
+  async function trustRefusal(): Promise<EvccError> {
+    return refused(withTrust(async () => undefined));
+  }
+  /** The run dir's boot state as a tampered or old runtime that skipped the checks would leave it. */
+  async function claimBooted(v: number): Promise<void> {
+    const p = policies[v]!;
+    const s: BootState = { format: 'evcc-boot-state/1', version: v, bundleSha256: p.bundle.sha256, pcrValue: p.pcrs.value, bootedAt: new Date().toISOString() };
+    await writeFile(join(lab.runDir, 'boot.json'), jsonBytes(s));
+  }
+  async function boot(v: number): Promise<unknown> {
+    return measuredBoot(await lab.deps(), { bundlePath: bundles[v]!, keyring: lab.bundleCert, policy: policies[v] });
+  }
+
+  beforeAll(async () => {
+    lab = await TpmLab.create();
+    oemPem = await readFile(lab.oemPolicyPub, 'utf8');
+    oemKeyPem = await readFile(lab.oemPolicyKey, 'utf8');
+    for (const v of [1, 2]) {
+      bundles[v] = await lab.bundle(v);
+      policies[v] = await createSignedPolicy({ bundlePath: bundles[v]!, keyring: lab.bundleCert, policyKeyPem: oemKeyPem });
+    }
+    rootA = await opensslRoot(lab.oemDir, 'V2G Root A');
+    rootB = await opensslRoot(lab.oemDir, 'V2G Root B');
+  });
+  afterAll(async () => {
+    await lab?.close();
+  });
+
+  it('provision → release → boot → unseal: the store is written and verified with the TPM-derived key', async () => {
+    const first = await provisionTpm(await lab.deps(), { oemPolicyKeyPem: oemPem });
+    expect(first.created).toEqual(['srk', 'nv-counter', 'storage-key']);
+    expect(first.record.runtimeSecret).toBeUndefined(); // pending: the storage key needs the approved state
+    expect((await trustRefusal()).details).toMatchObject({ reason: 'KEYS_RUNTIME_SECRET_MISSING' });
+
+    await boot(1);
+    const second = await provisionTpm(await lab.deps(), { oemPolicyKeyPem: oemPem });
+    expect(second.created).toEqual(['oem-provisioning-key', 'runtime-secret']);
+    expect(second.record.runtimeSecret?.name).toMatch(/^000b[0-9a-f]{64}$/);
+    expect((await provisionTpm(await lab.deps(), { oemPolicyKeyPem: oemPem })).created).toEqual([]); // idempotent
+
+    const { passphrase, backendKeyId } = await withTrust(async (t) => {
+      expect(t.store.rootCount).toBe(0);
+      await t.store.installRoot(rootA, { source: 'factory' });
+      await t.store.installRoot(rootB, { source: 'factory' });
+      const backend = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }) as string;
+      const trust = await t.installBackendKey(backend);
+      return { passphrase: t.linkKeyPassphrase, backendKeyId: trust.keyId };
+    });
+    expect(passphrase).toMatch(/^[0-9a-f]{64}$/);
+
+    // a later start (new key service, new driver): same secret, store verifies, backend key tag verifies
+    await withTrust(async (t) => {
+      expect(t.store.listRoots().map((r) => r.subject).sort()).toEqual(['CN=V2G Root A, O=Test V2G, DC=V2G', 'CN=V2G Root B, O=Test V2G, DC=V2G'].sort());
+      expect(t.store.listRoots().every((r) => r.source === 'factory')).toBe(true);
+      expect(t.linkKeyPassphrase).toBe(passphrase);
+      expect(t.backendTrust?.keyId).toBe(backendKeyId);
+    });
+
+    // the link key: an encrypted PKCS#8 made with the derived passphrase opens with it, and only with it
+    const link = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase }) as string;
+    expect(createPrivateKey({ key: link, passphrase }).asymmetricKeyType).toBe('ec');
+    expect(() => createPrivateKey({ key: link, passphrase: passphrase.replace(/^./, (c) => (c === '0' ? '1' : '0')) })).toThrow();
+
+    // the file is tagged under the TPM scheme: a bench env-key guard cannot read it, nor forge it
+    const stored = JSON.parse(await readFile(join(lab.dataDir, 'pki/store.json'), 'utf8')) as { scheme: string };
+    expect(stored.scheme).toBe(TpmSealedIntegrity.SCHEME);
+    const e = await refused(CertificateStore.open(await (await lab.deps()).data, { integrity: new HmacIntegrity(new Uint8Array(32).fill(7)) }));
+    expect(e.code).toBe('PKI_STORE_TAMPERED');
+  });
+
+  it('the secret and its derived keys never appear in the data or run dir (raw, hex, base64)', async () => {
+    const deps = await lab.deps();
+    const keys = await KeyService.open(deps, { reclaim: true });
+    const raw = await keys.unsealWithStatePolicy({
+      public: new Uint8Array(await readFile(join(lab.dataDir, DATA.runtimeSecret('pub')))),
+      private: new Uint8Array(await readFile(join(lab.dataDir, DATA.runtimeSecret('priv')))),
+    }, 'scan-runtime-secret');
+    await keys.close();
+    expect(raw.length).toBe(32);
+    const { hkdfSync } = await import('node:crypto');
+    const derived = Object.values(RUNTIME_SECRET_PURPOSES).map((info) => new Uint8Array(hkdfSync('sha256', raw, new Uint8Array(0), info, 32)));
+    const needles: { what: string; bytes: Buffer }[] = [];
+    for (const [what, b] of [['secret', raw], ...derived.map((d, i) => [`derived ${Object.keys(RUNTIME_SECRET_PURPOSES)[i]}`, d] as const)] as const) {
+      const buf = Buffer.from(b);
+      needles.push({ what, bytes: buf }, { what: `${what} hex`, bytes: Buffer.from(buf.toString('hex')) }, { what: `${what} HEX`, bytes: Buffer.from(buf.toString('hex').toUpperCase()) },
+        { what: `${what} base64`, bytes: Buffer.from(buf.toString('base64').replace(/=+$/, '')) }, { what: `${what} base64url`, bytes: Buffer.from(buf.toString('base64url')) });
+    }
+    const files = [...(await filesUnder(lab.dataDir)), ...(await filesUnder(lab.runDir))];
+    expect(files.some((f) => f.endsWith('keys/runtime-secret.priv'))).toBe(true);
+    expect(files.some((f) => f.endsWith('pki/store.json'))).toBe(true);
+    expect(files.filter((f) => /runtime-secret.*\.ctx$/.test(f))).toEqual([]); // the loaded context is gone after the unseal
+    const findings: string[] = [];
+    for (const f of files) {
+      const content = await readFile(f);
+      for (const n of needles) if (content.includes(n.bytes)) findings.push(`${f}: ${n.what}`);
+    }
+    expect(findings).toEqual([]);
+    // the scanner finds a planted copy
+    await writeFile(join(lab.runDir, 'planted'), Buffer.concat([Buffer.from('x'), Buffer.from(raw)]));
+    expect((await readFile(join(lab.runDir, 'planted'))).includes(needles[0]!.bytes)).toBe(true);
+    raw.fill(0);
+  });
+
+  it('the sealed object is bound to policy A itself: empty auth → 0x12F, PCR+NV without the OEM authorisation → 0x99D', async () => {
+    const deps = await lab.deps();
+    const tpm = deps.tpm;
+    const record = (await KeyService.open(deps)).provisioning;
+    const salt = { handle: record.srk.handle, name: fromHex(record.srk.name) };
+    const password = fromHex((await readFile(join(lab.dataDir, DATA.storagePassword), 'utf8')).trim());
+    const steps = statePolicySteps(policies[1]!, new Uint8Array(await readFile(join(lab.dataDir, DATA.release(1, 'ticket.bin')))));
+    const blob = { public: new Uint8Array(await readFile(join(lab.dataDir, DATA.runtimeSecret('pub')))), private: new Uint8Array(await readFile(join(lab.dataDir, DATA.runtimeSecret('priv')))) };
+    const s = await tpm.startPolicySession(salt);
+    await tpm.policy(s, [...steps, { kind: 'authValue' }]);
+    const ctx = await tpm.load({ persistent: record.storageKey.handle }, { kind: 'policy', session: s, secret: password }, blob, 'attacker-secret');
+    try {
+      // loaded in a good state by someone who knows the storage password: still no unseal without policy A
+      const e1 = await refused(tpm.unseal(ctx, { kind: 'empty' }));
+      expect({ code: e1.code, rc: e1.details.rc }).toEqual({ code: 'TPM_AUTH_UNAVAILABLE', rc: '0x12F' });
+      const s2 = await tpm.startPolicySession(salt);
+      await tpm.policy(s2, steps.slice(0, 2));
+      const e2 = await refused(tpm.unseal(ctx, { kind: 'policy', session: s2 }));
+      expect({ code: e2.code, rc: e2.details.rc }).toEqual({ code: 'TPM_POLICY_FAIL', rc: '0x99D' });
+    } finally {
+      await tpm.forgetContext('attacker-secret');
+      await tpm.flushAll();
+    }
+  });
+
+  it('tampered store or backend key: refused, never silently trusted', async () => {
+    const path = join(lab.dataDir, 'pki/store.json');
+    const good = await readFile(path, 'utf8');
+    const env = JSON.parse(good) as { body: string };
+    // an attacker with file access adds their root to the body without the key: tag no longer matches
+    const body = JSON.parse(env.body) as { roots: { der: string }[] };
+    body.roots.push({ ...body.roots[0]!, der: Buffer.from(rootB).toString('base64') });
+    await writeFile(path, JSON.stringify({ ...env, body: JSON.stringify(body) }));
+    const e = await trustRefusal();
+    expect(e.code).toBe('KEYS_TRUST_UNAVAILABLE');
+    expect(e.details).toMatchObject({ reason: 'PKI_STORE_TAMPERED' });
+    await writeFile(path, good);
+
+    // backend key swapped through the untagged ota path: no longer trusted (the store still opens)
+    const attacker = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }) as string;
+    const goodKey = await readFile(join(lab.dataDir, BACKEND_KEY_PATH));
+    await installBackendKey((await lab.deps()).data, attacker);
+    await withTrust(async (t) => {
+      expect(t.backendTrust).toBeUndefined();
+      expect(t.store.rootCount).toBe(2);
+    });
+    await writeFile(join(lab.dataDir, BACKEND_KEY_PATH), goodKey);
+    await withTrust(async (t) => expect(t.backendTrust).toBeDefined());
+    expect(await readFile(join(lab.dataDir, BACKEND_KEY_TAG_PATH), 'utf8')).toMatch(/^[0-9a-f]{64}\n$/);
+  });
+
+  it('tampered bundle booted: the TPM refuses the unseal (0x1C4) → the store cannot be opened, PnC refused', async () => {
+    await lab.reboot('orderly');
+    const tampered = join(lab.oemDir, 'v1-tampered.raucb');
+    const b = await readFile(bundles[1]!);
+    b[b.length >> 1] = b[b.length >> 1]! ^ 0x01;
+    await writeFile(tampered, b);
+    // measured boot measures first, then refuses the bundle: no approved state for this boot
+    const bootErr = await refused(measuredBoot(await lab.deps(), { bundlePath: tampered, keyring: lab.bundleCert }));
+    expect(bootErr.code).toBe('BUNDLE_INVALID');
+    expect((await trustRefusal()).details).toMatchObject({ reason: 'KEYS_NOT_BOOTED' });
+    // a tampered runtime that claims the good v1 state anyway: the TPM itself refuses
+    await claimBooted(1);
+    const keys = await keyService();
+    const tpmErr = await refused(unsealRuntimeSecret({ keys, data: (await lab.deps()).data, log: (await lab.deps()).log }));
+    await keys.close();
+    expect({ code: tpmErr.code, rc: tpmErr.details.rc }).toEqual({ code: 'TPM_POLICY_NOT_APPROVED', rc: '0x1C4' });
+    const e = await trustRefusal();
+    expect(e.code).toBe('KEYS_TRUST_UNAVAILABLE');
+    expect(e.details).toEqual({ reason: 'TPM_POLICY_NOT_APPROVED', rc: '0x1C4' });
+    expect(e.message).toContain('PnC refused');
+    // and the store file alone is useless without the key
+    expect((await refused(CertificateStore.open((await lab.deps()).data, { integrity: new HmacIntegrity(new Uint8Array(32)) }))).code).toBe('PKI_STORE_TAMPERED');
+  });
+
+  it('OTA v1 → v2 keeps the secret; after commit a rollback to v1 is refused by the TPM (0x126)', async () => {
+    await installReleasePolicy(await lab.deps(), policies[2], 2);
+    await lab.reboot('orderly');
+    await boot(2);
+    await withTrust(async (t) => expect(t.store.rootCount).toBe(2)); // same secret under the new release
+    const deps = await lab.deps();
+    const keys = await KeyService.open(deps, { reclaim: true });
+    try {
+      expect(await commitRelease({ ...deps, keys })).toMatchObject({ version: 2, to: '2' });
+    } finally {
+      await keys.close();
+    }
+    await lab.reboot('orderly');
+    expect((await refused(boot(1))).code).toBe('BOOT_ROLLBACK');
+    await claimBooted(1); // old firmware that skips the counter check and replays its genuine v1 policy
+    const e = await trustRefusal();
+    expect(e.details).toEqual({ reason: 'TPM_POLICY_ROLLBACK', rc: '0x126' });
+
+    await lab.reboot('orderly');
+    await boot(2);
+    await withTrust(async (t) => expect(t.store.listRoots()).toHaveLength(2));
+  });
+});
