@@ -18,15 +18,16 @@ import { bootState } from '../../boot/measured-boot.ts';
 import { EvccError, isEvccError } from '../../firmware/errors.ts';
 import { runChargingSession, type ChargingStages, type SessionReport, type StageContext } from '../../firmware/evcc.ts';
 import { KeyService } from '../../firmware/keys/key-service.ts';
+import { openVehicleTrust, type VehicleTrust } from '../../firmware/keys/vehicle-trust.ts';
 import { TpmSettings } from '../../firmware/keys/settings.ts';
 import type { Logger } from '../../firmware/log/logger.ts';
 import { loadBackendTrust } from '../../firmware/ota/backend-key.ts';
-import { vehicleTopics } from '../../firmware/ota/constants.ts';
 import { OtaLink } from '../../firmware/ota/link.ts';
 import { rootStoreOf, validateSeccPath } from '../../firmware/ota/pki-adapter.ts';
 import { OemRootFetcher } from '../../firmware/ota/root-fetch.ts';
 import { RootSyncScheduler } from '../../firmware/ota/root-sync.ts';
 import { OtaSettings } from '../../firmware/ota/settings.ts';
+import type { BackendTrust } from '../../firmware/ota/signing.ts';
 import { openTlsWithRootFetch } from '../../firmware/ota/tls-stage.ts';
 import { CertificateStore, HmacIntegrity } from '../../firmware/pki/store.ts';
 import { discoverSecc } from '../../firmware/sdp/client.ts';
@@ -39,6 +40,7 @@ import { SlacSettings } from '../../firmware/slac/settings.ts';
 import { connectTls, type TlsChannel, type VehicleCredentials } from '../../firmware/tls/connect.ts';
 import { TlsSettings } from '../../firmware/tls/settings.ts';
 import { MqttJsConnector } from '../../hal/mqtt/mqtt-js.ts';
+import type { MqttTlsIdentity } from '../../hal/mqtt/types.ts';
 import { OsInterfaces } from '../../hal/net/os-interfaces.ts';
 import { NodeTlsConnector } from '../../hal/net/tls-connector.ts';
 import { NodeUdp6 } from '../../hal/net/udp6.ts';
@@ -48,7 +50,6 @@ import type { PlcLink } from '../../hal/plc/types.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
 import { Tpm2Tools } from '../../hal/tpm/tpm2-tools.ts';
 import { createRuntime, type GlobalOptions, type Runtime } from '../runtime.ts';
-import { readIdentity } from './oem-backend.ts';
 
 // ---- security policy ----------------------------------------------------------------------------------------------
 
@@ -109,7 +110,8 @@ export interface StackFlags {
   cert?: string;
   key?: string;
   keyPassEnv?: string;
-  storeKeyEnv: string;
+  /** Bench without a TPM: environment variable holding the store integrity key. */
+  storeKeyEnv?: string;
   vehicleCert?: string;
   vehicleKey?: string;
   keylog?: string;
@@ -130,8 +132,8 @@ export function addStackOptions(c: Command): Command {
     .option('--ca <file>', 'CA of the broker certificate (PEM); default: config ota.caFile')
     .option('--cert <file>', 'vehicle link certificate (PEM); default: config ota.certFile')
     .option('--key <file>', 'vehicle link key (encrypted PKCS#8 PEM); default: config ota.keyFile')
-    .option('--key-pass-env <name>', 'environment variable holding the passphrase of the link key')
-    .option('--store-key-env <name>', 'environment variable with the certificate-store integrity key (hex, ≥ 32 bytes)', 'EVCC_STORE_KEY')
+    .option('--key-pass-env <name>', 'environment variable holding the passphrase of the link key; default: derived from the TPM-sealed secret')
+    .option('--store-key-env <name>', 'bench without a TPM: environment variable with the certificate-store integrity key (hex, ≥ 32 bytes); default: the TPM-sealed key')
     .option('--vehicle-cert <pem>', 'TLS 1.3 profile: vehicle certificate chain (PEM, leaf first)')
     .option('--vehicle-key <pem>', 'TLS 1.3 profile: vehicle PKCS#8 key (software key: Node TLS cannot use a TPM key)')
     .option('--keylog <file>', 'append SSLKEYLOGFILE lines (bench builds only: lets Wireshark decrypt the session)');
@@ -147,7 +149,9 @@ interface OtaPart {
 export interface VehicleStack {
   rt: Runtime;
   iface: string;
-  store: CertificateStore;
+  /** Verified store; absent when the TPM refused and no bench key was named (then no TLS is possible). */
+  store?: CertificateStore;
+  trustSource: TrustSource;
   files: FsStore;
   ota?: OtaPart;
   keys?: KeyService;
@@ -157,79 +161,135 @@ export interface VehicleStack {
   close(): Promise<void>;
 }
 
-/**
- * Opens the certificate store. The integrity key comes from the environment (a bench arrangement shared with
- * `evcc ota`) until the TPM-sealed runtime secret is wired; the store refuses a tampered file either way.
- */
-async function openStore(rt: Runtime, files: FsStore, envName: string): Promise<CertificateStore> {
-  const hex = process.env[envName];
-  if (!hex || !/^([0-9a-fA-F]{2}){32,}$/.test(hex)) {
-    throw new EvccError('CONFIG_INVALID', `environment variable ${envName} must hold the certificate-store integrity key (≥ 32 bytes hex)`);
-  }
-  return CertificateStore.open(files, { integrity: new HmacIntegrity(new Uint8Array(Buffer.from(hex, 'hex'))), log: rt.log('PKI') });
+/** Where the certificate store's integrity key (and the link-key passphrase) came from. */
+export type TrustSource = 'tpm' | 'bench-env' | 'none';
+
+interface TrustPart {
+  readiness: KeyReadiness;
+  source: TrustSource;
+  keys?: KeyService;
+  store?: CertificateStore;
+  linkKeyPassphrase?: string;
+  backendTrust?: BackendTrust;
+  close(): Promise<void>;
 }
 
-/** Opens the key service and arms the contract key; any refusal is the answer, never an exception. */
-async function checkKeys(rt: Runtime, f: StackFlags, reclaim: boolean): Promise<{ keys?: KeyService; readiness: KeyReadiness; close(): Promise<void> }> {
+const refusal = (err: unknown, fallbackCode: string): { code: string; message: string } => ({
+  code: isEvccError(err) ? (err.code === 'KEYS_TRUST_UNAVAILABLE' && typeof err.details?.reason === 'string' ? err.details.reason : err.code) : fallbackCode,
+  message: err instanceof Error ? err.message : String(err),
+});
+
+/**
+ * The vehicle's trust (ARCHITECTURE.md §3 steps 1 and 7): key service → runtime secret unsealed through the
+ * OEM-signed state (openVehicleTrust: store integrity key, link-key passphrase, tagged OEM backend key) → contract
+ * key armed. Every refusal is an answer (degraded mode), never an exception. A bench without a TPM names an
+ * environment variable holding a store key instead (`--store-key-env`): said loudly, and PnC stays off.
+ */
+async function openTrust(rt: Runtime, f: StackFlags, files: FsStore, reclaim: boolean): Promise<TrustPart> {
   const log = rt.log('KEYS');
-  if (!f.keys) return { readiness: { ready: false, code: 'KEYS_DISABLED', message: 'key service disabled (--no-keys)' }, close: async () => undefined };
+  const benchStore = async (): Promise<{ store?: CertificateStore; backendTrust?: BackendTrust }> => {
+    if (!f.storeKeyEnv) return {};
+    const hex = process.env[f.storeKeyEnv];
+    if (!hex || !/^([0-9a-fA-F]{2}){32,}$/.test(hex)) {
+      throw new EvccError('CONFIG_INVALID', `environment variable ${f.storeKeyEnv} must hold the certificate-store integrity key (≥ 32 bytes hex)`);
+    }
+    rt.log('PKI').warn({ env: f.storeKeyEnv }, `certificate-store integrity key from the environment (${f.storeKeyEnv}): bench arrangement, not TPM-sealed`);
+    const store = await CertificateStore.open(files, { integrity: new HmacIntegrity(new Uint8Array(Buffer.from(hex, 'hex'))), log: rt.log('PKI') });
+    const backendTrust = await loadBackendTrust(files);
+    return { store, ...(backendTrust ? { backendTrust } : {}) };
+  };
+  if (!f.keys) {
+    const bench = await benchStore();
+    return { readiness: { ready: false, code: 'KEYS_DISABLED', message: 'key service disabled (--no-keys)' }, source: bench.store ? 'bench-env' : 'none', ...bench, close: async () => undefined };
+  }
   const tpmSettings = parseSettings(TpmSettings, { ...((rt.rawConfig.tpm as object | undefined) ?? {}), ...(f.tcti ? { tcti: f.tcti } : {}) }, 'tpm');
   let tpm: Tpm2Tools | undefined;
   let keys: KeyService | undefined;
-  try {
-    const data = await FsStore.open(rt.settings.dataDir);
-    const run = await FsStore.open(rt.settings.runDir);
-    tpm = await Tpm2Tools.open({ tcti: tpmSettings.tcti, runDir: rt.settings.runDir, log: rt.log('TPM') });
-    keys = await KeyService.open({ tpm, data, run, log }, { reclaim });
-    // Measured boot leaves the booted release in the run dir; without it (boot failed or did not run) no key use.
-    const boot = await bootState(run);
-    await keys.arm();
-    const status = await keys.status();
-    const k = keys;
-    const t = tpm;
-    return {
-      keys, readiness: { ready: true, version: boot.version, contractKey: status.activeContractKey ?? '?' },
-      close: async () => {
-        await k.close().catch(() => undefined);
-        await t.close().catch(() => undefined);
-      },
-    };
-  } catch (err) {
+  const release = async () => {
     await keys?.close().catch(() => undefined);
     await tpm?.close().catch(() => undefined);
-    const code = isEvccError(err) ? err.code : 'KEYS_UNAVAILABLE';
-    const message = err instanceof Error ? err.message : String(err);
-    return { readiness: { ready: false, code, message }, close: async () => undefined };
+  };
+  let trust: VehicleTrust | undefined;
+  try {
+    const run = await FsStore.open(rt.settings.runDir);
+    tpm = await Tpm2Tools.open({ tcti: tpmSettings.tcti, runDir: rt.settings.runDir, log: rt.log('TPM') });
+    keys = await KeyService.open({ tpm, data: files, run, log }, { reclaim });
+    // Measured boot leaves the booted release in the run dir; without it (boot failed or did not run) no key use.
+    await bootState(run);
+    trust = await openVehicleTrust({ keys, data: files, log });
+  } catch (err) {
+    await release();
+    // Degraded: the TPM-held trust is unavailable. A bench key (explicitly named) still opens the store.
+    const bench = await benchStore();
+    return { readiness: { ready: false, ...refusal(err, 'KEYS_UNAVAILABLE') }, source: bench.store ? 'bench-env' : 'none', ...bench, close: async () => undefined };
+  }
+  const common = {
+    source: 'tpm' as const, keys, store: trust.store, linkKeyPassphrase: trust.linkKeyPassphrase,
+    ...(trust.backendTrust ? { backendTrust: trust.backendTrust } : {}), close: release,
+  };
+  try {
+    const boot = await bootState(await FsStore.open(rt.settings.runDir));
+    await keys.arm();
+    const status = await keys.status();
+    return { ...common, readiness: { ready: true, version: boot.version, contractKey: status.activeContractKey ?? '?' } };
+  } catch (err) {
+    // The store verified, but the contract key cannot be used (none installed, or the TPM refused): EIM only.
+    return { ...common, readiness: { ready: false, ...refusal(err, 'KEYS_UNAVAILABLE') } };
   }
 }
 
-async function openOta(rt: Runtime, f: StackFlags, files: FsStore, settings: OtaSettings, stateExtras: Record<string, unknown>): Promise<OtaPart | undefined> {
+async function readPem(path: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    throw new EvccError('CONFIG_INVALID', `cannot read ${path}`, { path }, { cause: err });
+  }
+}
+
+async function openOta(rt: Runtime, f: StackFlags, trust: TrustPart, settings: OtaSettings, stateExtras: Record<string, unknown>): Promise<OtaPart | undefined> {
   const log = rt.log('OTA');
   if (!f.ota || !settings.enabled) {
     log.warn('OEM backend link disabled: an unknown V2G root cannot be fetched (Solution C off)');
     return undefined;
   }
   const vehicleId = rt.settings.vehicleId;
-  const tls = await readIdentity({ ca: f.ca ?? settings.caFile, cert: f.cert ?? settings.certFile, key: f.key ?? settings.keyFile, ...(f.keyPassEnv ? { keyPassEnv: f.keyPassEnv } : {}) });
+  const ca = f.ca ?? settings.caFile;
+  const cert = f.cert ?? settings.certFile;
+  const keyFile = f.key ?? settings.keyFile;
   const url = f.broker ?? settings.brokerUrl;
+  let tls: MqttTlsIdentity | undefined;
+  if (ca || cert || keyFile) {
+    if (!ca || !cert || !keyFile) throw new EvccError('CONFIG_INVALID', 'the OEM link needs ota.caFile, ota.certFile and ota.keyFile together');
+    const key = await readPem(keyFile);
+    const passphrase = f.keyPassEnv ? process.env[f.keyPassEnv] : trust.linkKeyPassphrase;
+    if (f.keyPassEnv && !passphrase) throw new EvccError('CONFIG_INVALID', `environment variable ${f.keyPassEnv} is not set`);
+    const encrypted = /BEGIN ENCRYPTED PRIVATE KEY/.test(key);
+    if (encrypted && !passphrase) {
+      // The passphrase is derived from the TPM-sealed secret: a refused state has no OEM link.
+      log.error({ keyFile }, 'OEM link key is encrypted and its passphrase is unavailable (TPM trust refused): no OEM link');
+      return undefined;
+    }
+    if (!encrypted) log.warn({ keyFile }, 'OEM link key is not encrypted (bench use only)');
+    tls = { ca: await readPem(ca), cert: await readPem(cert), key, ...(encrypted && passphrase ? { passphrase } : {}) };
+  }
   if (url.startsWith('mqtts://') && !tls) throw new EvccError('CONFIG_INVALID', 'mqtts:// needs the vehicle link credentials (ota.caFile, ota.certFile, ota.keyFile)');
   const link = new OtaLink({
     connector: new MqttJsConnector(), url, vehicleId, protocolVersion: settings.protocolVersion, ...(tls ? { tls } : {}),
     clock: rt.clock, log, reconnectPeriodMs: settings.reconnectPeriodMs, keepaliveSeconds: settings.keepaliveSeconds, stateExtras,
   });
-  const trust = await loadBackendTrust(files);
-  if (!trust) {
+  if (!trust.backendTrust) {
     // Answers we cannot verify are worth nothing: no fetcher, the unknown-root path ends in the fallback.
-    log.error('no OEM backend key installed (evcc ota install-backend-key): root-CA answers cannot be verified, Solution C off');
+    log.error('no verified OEM backend key: root-CA answers cannot be verified, Solution C off');
     return { link, settings, vehicleId };
   }
-  const fetcher = new OemRootFetcher({ rpc: link.rootCaRpc, vehicleId, trust, clock: rt.clock, log, validatePath: validateSeccPath });
+  const fetcher = new OemRootFetcher({ rpc: link.rootCaRpc, vehicleId, trust: trust.backendTrust, clock: rt.clock, log, validatePath: validateSeccPath });
   return { link, fetcher, settings, vehicleId };
 }
 
 /**
- * Builds the vehicle's long-lived parts: settings, certificate store, key service (armed), OEM link. `reclaim`:
- * the service (sole TPM user) flushes what a crashed predecessor left in the TPM; `evcc charge` does not.
+ * Builds the vehicle's long-lived parts: settings, trust (key service, certificate store, armed contract key), OEM
+ * link. `reclaim`: the service (sole TPM user) flushes what a crashed predecessor left in the TPM; `evcc charge`
+ * does not.
  */
 export async function openVehicleStack(globals: GlobalOptions, f: StackFlags, o: { reclaim: boolean }): Promise<VehicleStack> {
   const overrides: Record<string, unknown> = {};
@@ -247,27 +307,22 @@ export async function openVehicleStack(globals: GlobalOptions, f: StackFlags, o:
     const iface = f.iface ?? rt.settings.plcInterface;
     if (f.uart && !f.mac) throw new EvccError('CONFIG_INVALID', '--uart needs --mac (the host MAC on the PLC segment)');
     const files = await FsStore.open(rt.settings.dataDir);
-    const store = await openStore(rt, files, f.storeKeyEnv);
-    rt.log('PKI').info({ roots: store.listRoots().map((r) => r.subject) }, `certificate store open: ${store.listRoots().length} V2G root(s)`);
-
-    // The key service and the OEM link start together.
-    const stateExtras: Record<string, unknown> = {};
-    const keysP = checkKeys(rt, f, o.reclaim);
-    const ota = await openOta(rt, f, files, settings.ota, stateExtras);
-    if (ota) closers.push(() => ota.link.close());
-    const keyPart = await keysP;
-    closers.push(() => keyPart.close());
-    const r = keyPart.readiness;
+    const trust = await openTrust(rt, f, files, o.reclaim);
+    closers.push(() => trust.close());
+    const r = trust.readiness;
     const keysLog = rt.log('KEYS');
     if (r.ready) keysLog.info({ version: r.version, contractKey: r.contractKey }, `contract key armed (release v${r.version}): Plug & Charge available`);
     else keysLog.warn({ code: r.code }, `key service refused: ${r.message} — degraded mode, EIM only`);
+    if (trust.store) rt.log('PKI').info({ roots: trust.store.listRoots().map((x) => x.subject), source: trust.source }, `certificate store verified: ${trust.store.listRoots().length} V2G root(s)`);
+    else rt.log('PKI').error({ code: r.ready ? undefined : r.code }, 'no verified certificate store: the SECC cannot be authenticated (TLS impossible) in this state');
+
     // The OEM backend learns of the degraded mode from the retained state (ARCHITECTURE.md §3 step 1).
-    Object.assign(stateExtras, r.ready ? { mode: 'pnc' } : { mode: 'eim-only', degraded: { code: r.code } });
-    if (ota && ota.link.status === 'connected') {
-      await ota.link.client.publish(vehicleTopics(ota.vehicleId).state, JSON.stringify({ state: 'online', ...stateExtras }), { qos: 1, retain: true }).catch(() => undefined);
-    }
+    const stateExtras: Record<string, unknown> = r.ready ? { mode: 'pnc' } : { mode: 'eim-only', degraded: { code: r.code } };
+    const ota = await openOta(rt, f, trust, settings.ota, stateExtras);
+    if (ota) closers.push(() => ota.link.close());
     return {
-      rt, iface, store, files, settings, keyReadiness: r, ...(ota ? { ota } : {}), ...(keyPart.keys ? { keys: keyPart.keys } : {}),
+      rt, iface, files, settings, keyReadiness: r, trustSource: trust.source,
+      ...(trust.store ? { store: trust.store } : {}), ...(ota ? { ota } : {}), ...(trust.keys ? { keys: trust.keys } : {}),
       async close() {
         for (const c of closers.reverse()) await c().catch(() => undefined);
         await rt.close();
@@ -333,7 +388,11 @@ export async function runRealSession(stack: VehicleStack, f: StackFlags, o: { wa
         throw new EvccError('EVCC_NO_TLS', `SECC [${e.address}]:${e.port} offers no TLS; this runtime opens no plain-TCP channel`, { address: e.address, port: e.port });
       }
       const tlsLog = rt.log('TLS');
-      const connect = (signal: AbortSignal) => connectTls({ connector, trust: stack.store, log: tlsLog }, {
+      const store = stack.store;
+      if (!store) {
+        throw new EvccError('EVCC_TRUST_UNAVAILABLE', `no verified V2G roots in this state (${stack.keyReadiness.ready ? 'store' : stack.keyReadiness.code}): the SECC cannot be authenticated, and an unverified store is never used`);
+      }
+      const connect = (signal: AbortSignal) => connectTls({ connector, trust: store, log: tlsLog }, {
         secc: { address: e.address, port: e.port, iface: e.iface ?? iface }, profile: settings.tls.profile, timeoutMs: settings.tls.handshakeTimeoutMs,
         validateBeforeClientAuth: settings.tls.validateBeforeClientAuth, signal, ...(vehicle ? { vehicle } : {}),
         ...(keyLogFile ? { keyLog: (line: string) => appendFileSync(keyLogFile, line.endsWith('\n') ? line : `${line}\n`, { mode: 0o600 }) } : {}),
@@ -345,7 +404,7 @@ export async function runRealSession(stack: VehicleStack, f: StackFlags, o: { wa
         return { channel, summary: { protocol: channel.protocol, cipher: channel.cipher } };
       }
       const r = await openTlsWithRootFetch({
-        connect, fetcher, store: rootStoreOf(stack.store, { log: rt.log('PKI') }), clock, log: { tls: tlsLog, ota: rt.log('OTA') },
+        connect, fetcher, store: rootStoreOf(store, { log: rt.log('PKI') }), clock, log: { tls: tlsLog, ota: rt.log('OTA') },
         settings: settings.ota, peer: `[${e.address}]:${e.port}`,
       }, ctx);
       return {
@@ -364,7 +423,7 @@ export async function runRealSession(stack: VehicleStack, f: StackFlags, o: { wa
   };
   try {
     const report = await runChargingSession({ stages, clock, log: rt.log('EVCC'), ...(o.signal ? { signal: o.signal } : {}) });
-    const roots = stack.store.listRoots().map((r) => r.subject);
+    const roots = stack.store?.listRoots().map((r) => r.subject) ?? [];
     return { ...report, ...(extras.security ? { security: extras.security } : {}), roots };
   } finally {
     await link?.close().catch(() => undefined);

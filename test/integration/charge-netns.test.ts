@@ -101,7 +101,7 @@ describeWith([root, tool('ip'), tool('mosquitto')])('evcc charge over veth: SLAC
     await until(() => secc.out.some((l) => l.includes('"ready"')), 30_000, 'SECC simulator');
     await until(() => backend.err.some((l) => l.includes('OEM backend ready')), 30_000, 'OEM backend');
 
-    const ev = spawnIn(pair.ev, ['--config', config, '--no-log-fields', 'charge', '--iface', pair.evIf, '--json'],
+    const ev = spawnIn(pair.ev, ['--config', config, '--no-log-fields', 'charge', '--iface', pair.evIf, '--store-key-env', 'EVCC_STORE_KEY', '--json'],
       { ...process.env, EVCC_STORE_KEY: Buffer.from(STORE_KEY).toString('hex') });
     const evIo = lines(ev);
     const code = await new Promise<number | null>((r) => ev.once('exit', (c) => r(c)));
