@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
+import { Option, type Command } from 'commander';
 import { EvccError } from '../../firmware/errors.ts';
 import { pemToDerList } from '../../firmware/pki/cert.ts';
 import {
@@ -9,8 +10,16 @@ import {
 } from '../../firmware/pki/generate.ts';
 import type { ValidationPurpose } from '../../firmware/pki/profiles.ts';
 import { validateChain } from '../../firmware/pki/validate.ts';
-import { createRuntime } from '../runtime.ts';
+import type { Logger } from '../../firmware/log/logger.ts';
+import type { VehicleTrust } from '../../firmware/keys/vehicle-trust.ts';
+import type { RootEntry } from '../../firmware/pki/store.ts';
+import { createRuntime, type GlobalOptions } from '../runtime.ts';
 import type { CommandModule } from './index.ts';
+import type { TpmCommandOptions } from './tpm.ts';
+
+function print(v: unknown): void {
+  process.stdout.write(`${JSON.stringify(v, null, 2)}\n`);
+}
 
 const run = promisify(execFile);
 
@@ -106,9 +115,94 @@ export async function opensslVerify(dir: string, c: ChainFile): Promise<string> 
   }
 }
 
-/** `evcc pki init|verify|validate`. */
+/** Certificates from a PEM file (one or more) or a single DER certificate. */
+export async function readCertificates(path: string): Promise<Uint8Array[]> {
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(path);
+  } catch (err) {
+    throw new EvccError('CONFIG_INVALID', `cannot read ${path}`, { path }, { cause: err });
+  }
+  const text = bytes.toString('latin1');
+  const certs = text.includes('-----BEGIN') ? pemToDerList(text) : [new Uint8Array(bytes)];
+  if (!certs.length) throw new EvccError('PKI_CERT_MALFORMED', `${path} holds no certificate`, { path });
+  return certs;
+}
+
+function rootView(r: RootEntry): Record<string, unknown> {
+  return { fingerprint: r.fingerprint, subject: r.subject, subjectKeyId: r.subjectKeyId, notAfter: r.notAfter.toISOString(), installedAt: r.installedAt, source: r.source };
+}
+
+/**
+ * Runs `fn` with the vehicle's trust as the runtime composes it (bench / factory): TPM key service, runtime secret
+ * unsealed through the OEM-signed state policy, certificate store of the data dir verified with the derived key.
+ * Loaded lazily so `evcc pki init` does not pull in the TPM stack.
+ */
+async function withVehicleTrust<T>(globals: GlobalOptions, o: TpmCommandOptions, fn: (t: VehicleTrust, log: Logger) => Promise<T>): Promise<T> {
+  const { withTpm } = await import('./tpm.ts');
+  const { KeyService } = await import('../../firmware/keys/key-service.ts');
+  const { openVehicleTrust } = await import('../../firmware/keys/vehicle-trust.ts');
+  return withTpm(globals, o, async (c) => {
+    const keys = await KeyService.open({ ...c, log: c.rt.log('KEYS') });
+    try {
+      const log = c.rt.log('PKI');
+      return await fn(await openVehicleTrust({ keys, data: c.data, log }), log);
+    } finally {
+      await keys.close();
+    }
+  });
+}
+
+function tpmOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--tcti <tcti>', 'TPM2TOOLS_TCTI (config tpm.tcti; e.g. swtpm:host=127.0.0.1,port=2321)'))
+    .addOption(new Option('--data-dir <dir>', 'persistent data dir (config dataDir)'))
+    .addOption(new Option('--run-dir <dir>', 'volatile run dir, tmpfs on the device (config runDir)'));
+}
+
+/** `evcc pki init|verify|validate`, and the vehicle store: `evcc pki roots list|install|remove`, `evcc pki backend-key install`. */
 export const registerPki: CommandModule = (program, globals) => {
-  const pki = program.command('pki').description('ISO 15118 PKI tools: test PKI generation and chain checks');
+  const pki = program.command('pki').description('ISO 15118 PKI tools: test PKI generation and chain checks; the vehicle\'s V2G root store');
+
+  const roots = pki.command('roots').description('V2G root CAs in the vehicle\'s certificate store (integrity key unsealed from the TPM: needs a good, OEM-approved boot)');
+
+  tpmOptions(roots.command('list'))
+    .description('list the installed V2G roots (JSON)')
+    .action(async (o: TpmCommandOptions) => {
+      await withVehicleTrust(globals(), o, async (t) => print(t.store.listRoots().map(rootView)));
+    });
+
+  tpmOptions(roots.command('install <file...>'))
+    .description('install V2G root CAs (PEM, one or more certificates per file, or DER): factory or bench')
+    .option('--source <source>', 'provenance recorded with each root', 'factory')
+    .action(async (files: string[], o: TpmCommandOptions & { source: string }) => {
+      const ders = (await Promise.all(files.map(readCertificates))).flat();
+      await withVehicleTrust(globals(), o, async (t, log) => {
+        const installed: RootEntry[] = [];
+        for (const der of ders) installed.push(await t.store.installRoot(der, { source: o.source }));
+        log.info({ count: installed.length, total: t.store.rootCount }, `${installed.length} V2G root(s) installed`);
+        print(installed.map(rootView));
+      });
+    });
+
+  tpmOptions(roots.command('remove <id>'))
+    .description('remove a V2G root by SHA-256 fingerprint (hex) or subject key identifier')
+    .action(async (id: string, o: TpmCommandOptions) => {
+      await withVehicleTrust(globals(), o, async (t) => {
+        if (!(await t.store.removeRoot(id))) throw new EvccError('PKI_ROOT_NOT_INSTALLED', `no installed V2G root has fingerprint or key id ${id}`, { id });
+        print({ removed: id, remaining: t.store.rootCount });
+      });
+    });
+
+  const backendKey = pki.command('backend-key').description('the OEM backend\'s answer-verification key, tagged with the TPM-derived key');
+  tpmOptions(backendKey.command('install <file>'))
+    .description('install the OEM backend key (EC P-256 public key, PEM) and its TPM-derived integrity tag: production step')
+    .action(async (file: string, o: TpmCommandOptions) => {
+      const pem = await readFile(file, 'utf8').catch((err: unknown) => {
+        throw new EvccError('CONFIG_INVALID', `cannot read ${file}`, { path: file }, { cause: err });
+      });
+      await withVehicleTrust(globals(), o, async (t) => print({ keyId: (await t.installBackendKey(pem)).keyId }));
+    });
 
   pki.command('init')
     .description('generate the complete ISO 15118-2 TEST PKI (V2G roots A and B with CPO Sub-CAs and SECC leaves, cross-certificate, OEM chain with provisioning and vehicle certificates, MO chain with contract certificate, CPS chain). Writes UNENCRYPTED TEST private keys (PKCS#8, mode 0600) next to the certificates: for benches and tests only')
