@@ -194,6 +194,44 @@ export const registerPki: CommandModule = (program, globals) => {
       });
     });
 
+  const linkKey = pki.command('link-key').description('the vehicle\'s OEM-backend link key (MQTT mTLS client key), stored only encrypted under the TPM-derived passphrase');
+  tpmOptions(linkKey.command('create'))
+    .description('generate a P-256 link key in memory; write it encrypted (PKCS#8) and a CSR for the OEM link CA (CN = vehicle id)')
+    .requiredOption('--vehicle-id <id>', 'certificate CN (broker ACL user name)')
+    .requiredOption('--key-out <file>', 'encrypted PKCS#8 PEM to write (0600, refuses to overwrite)')
+    .requiredOption('--csr-out <file>', 'PKCS#10 request to write')
+    .action(async (o: TpmCommandOptions & { vehicleId: string; keyOut: string; csrOut: string }) => {
+      const { createLinkKey } = await import('../../firmware/keys/link-key.ts');
+      await withVehicleTrust(globals(), o, async (t, log) => {
+        const k = await createLinkKey({ passphrase: t.linkKeyPassphrase, commonName: o.vehicleId });
+        await writeFile(o.keyOut, k.keyPem, { mode: 0o600, flag: 'wx' });
+        await writeFile(o.csrOut, k.csrPem, { mode: 0o644 });
+        log.info({ key: o.keyOut, csr: o.csrOut }, 'link key created (encrypted under the TPM-derived passphrase); CSR written for the OEM link CA');
+        print({ key: o.keyOut, csr: o.csrOut, publicKeyPem: k.publicKeyPem });
+      });
+    });
+  tpmOptions(linkKey.command('import <file>'))
+    .description('re-encrypt an existing link key (bench link PKI) under the TPM-derived passphrase; delete the source afterwards')
+    .requiredOption('--key-out <file>', 'encrypted PKCS#8 PEM to write (0600, refuses to overwrite)')
+    .option('--pass-env <name>', 'environment variable holding the source key\'s passphrase (if encrypted)')
+    .action(async (file: string, o: TpmCommandOptions & { keyOut: string; passEnv?: string }) => {
+      const current = o.passEnv ? process.env[o.passEnv] : undefined;
+      if (o.passEnv && !current) throw new EvccError('CONFIG_INVALID', `environment variable ${o.passEnv} is not set`);
+      const pem = await readFile(file).catch((err: unknown) => {
+        throw new EvccError('CONFIG_INVALID', `cannot read ${file}`, { path: file }, { cause: err });
+      });
+      const { reencryptLinkKey } = await import('../../firmware/keys/link-key.ts');
+      try {
+        await withVehicleTrust(globals(), o, async (t, log) => {
+          await writeFile(o.keyOut, reencryptLinkKey(pem, { passphrase: t.linkKeyPassphrase, ...(current ? { current } : {}) }), { mode: 0o600, flag: 'wx' });
+          log.warn({ source: file }, 'link key re-encrypted under the TPM-derived passphrase: delete the source key file');
+          print({ key: o.keyOut });
+        });
+      } finally {
+        pem.fill(0);
+      }
+    });
+
   const backendKey = pki.command('backend-key').description('the OEM backend\'s answer-verification key, tagged with the TPM-derived key');
   tpmOptions(backendKey.command('install <file>'))
     .description('install the OEM backend key (EC P-256 public key, PEM) and its TPM-derived integrity tag: production step')

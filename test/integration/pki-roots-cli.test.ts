@@ -1,9 +1,11 @@
-import { generateKeyPairSync } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { createPrivateKey, generateKeyPairSync } from 'node:crypto';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { KeyService } from '../../firmware/keys/key-service.ts';
 import { provisionTpm } from '../../firmware/keys/provision.ts';
+import { openVehicleTrust } from '../../firmware/keys/vehicle-trust.ts';
 import { measuredBoot } from '../../boot/measured-boot.ts';
 import { createSignedPolicy } from '../../deploy/oem/release.ts';
 import { describeWith, tool } from '../support/prereq.ts';
@@ -14,7 +16,7 @@ import { TpmLab } from './tpm-lab.ts';
  * on a vehicle provisioned and booted in process against a real swtpm: the store is opened with the key unsealed
  * from the TPM; a store file changed on disk is refused with a typed error and exit code 1.
  */
-const CLI_TEST_TIMEOUT_MS = 120_000; // 6 `evcc` processes at ~1–3 s each (tsx start-up) on a loaded 2-core machine
+const CLI_TEST_TIMEOUT_MS = 120_000; // 7 `evcc` processes at ~1–3 s each (tsx start-up) on a loaded 2-core machine
 
 interface RootView { fingerprint: string; subject: string; source: string }
 
@@ -58,6 +60,24 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     const backend = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }) as string;
     await writeFile(join(lab.oemDir, 'backend.pub.pem'), backend);
     expect(await lab.cliOk(['pki', 'backend-key', 'install', join(lab.oemDir, 'backend.pub.pem')], { tpm: true })).toMatchObject({ keyId: expect.stringMatching(/^[0-9a-f]{64}$/) });
+
+    // the vehicle's link key: generated in the CLI process, on disk only encrypted under the TPM-derived passphrase
+    const keyOut = join(lab.base, 'link.key.pem');
+    const csrOut = join(lab.base, 'link.csr.pem');
+    await lab.cliOk(['pki', 'link-key', 'create', '--vehicle-id', 'VIN-0001', '--key-out', keyOut, '--csr-out', csrOut], { tpm: true });
+    const linkPem = await readFile(keyOut, 'utf8');
+    expect(linkPem).toMatch(/^-----BEGIN ENCRYPTED PRIVATE KEY-----/);
+    expect((await stat(keyOut)).mode & 0o077).toBe(0);
+    expect(() => createPrivateKey(linkPem)).toThrow();
+    const deps = await lab.deps();
+    const keys = await KeyService.open(deps, { reclaim: true });
+    try {
+      const trust = await openVehicleTrust({ keys, data: deps.data, log: deps.log });
+      expect(createPrivateKey({ key: linkPem, passphrase: trust.linkKeyPassphrase }).asymmetricKeyDetails?.namedCurve).toBe('prime256v1');
+    } finally {
+      await keys.close();
+    }
+    expect((await execa('openssl', ['req', '-in', csrOut, '-noout', '-verify', '-subject'])).stdout).toMatch(/subject=CN\s?=\s?VIN-0001/);
 
     const listed = await lab.cliOk(['pki', 'roots', 'list'], { tpm: true }) as RootView[];
     expect(listed.map((r) => r.subject)).toEqual(['CN=V2G Root B, O=Test V2G']);
