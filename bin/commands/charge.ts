@@ -25,7 +25,6 @@ import { loadBackendTrust } from '../../firmware/ota/backend-key.ts';
 import { OtaLink } from '../../firmware/ota/link.ts';
 import { rootStoreOf, validateSeccPath } from '../../firmware/ota/pki-adapter.ts';
 import { OemRootFetcher } from '../../firmware/ota/root-fetch.ts';
-import { RootSyncScheduler } from '../../firmware/ota/root-sync.ts';
 import { OtaSettings } from '../../firmware/ota/settings.ts';
 import type { BackendTrust } from '../../firmware/ota/signing.ts';
 import { openTlsWithRootFetch } from '../../firmware/ota/tls-stage.ts';
@@ -154,6 +153,8 @@ export interface VehicleStack {
   trustSource: TrustSource;
   files: FsStore;
   ota?: OtaPart;
+  /** The OEM backend's answer-verification key (TPM-tagged, or the bench file), when one verified. */
+  backendTrust?: BackendTrust;
   keys?: KeyService;
   /** The key service's answer at start (a refusal is an answer: degraded mode). */
   keyReadiness: KeyReadiness;
@@ -322,7 +323,7 @@ export async function openVehicleStack(globals: GlobalOptions, f: StackFlags, o:
     if (ota) closers.push(() => ota.link.close());
     return {
       rt, iface, files, settings, keyReadiness: r, trustSource: trust.source,
-      ...(trust.store ? { store: trust.store } : {}), ...(ota ? { ota } : {}), ...(trust.keys ? { keys: trust.keys } : {}),
+      ...(trust.store ? { store: trust.store } : {}), ...(trust.backendTrust ? { backendTrust: trust.backendTrust } : {}), ...(ota ? { ota } : {}), ...(trust.keys ? { keys: trust.keys } : {}),
       async close() {
         for (const c of closers.reverse()) await c().catch(() => undefined);
         await rt.close();

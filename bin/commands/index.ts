@@ -31,6 +31,7 @@ const COMMANDS: readonly CommandEntry[] = [
   { names: ['ota'], load: async () => (await import('./ota.ts')).registerOta },
   { names: ['exi'], load: async () => (await import('./exi.ts')).registerExi },
   { names: ['charge'], load: async () => (await import('./charge.ts')).registerCharge },
+  { names: ['run'], load: async () => (await import('./run.ts')).registerRun },
 ];
 
 /** Global options that take a value (so the value is not mistaken for the command name). */

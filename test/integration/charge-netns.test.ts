@@ -10,6 +10,7 @@ import { FsStore } from '../../hal/store/fs-store.ts';
 import { OEM_BACKEND_USER, startMosquitto, type MosquittoBroker } from '../support/mosquitto.ts';
 import { describeWith, root, tool } from '../support/prereq.ts';
 import { otaFixture, STORE_KEY, vehicleStore, type OtaFixture } from './ota-fixtures.ts';
+import { PtyPilotBoard } from './pilot-pty.ts';
 import { evccArgs, SlacRig } from './slac-rig.ts';
 
 /**
@@ -28,6 +29,8 @@ let rig: SlacRig;
 let broker: MosquittoBroker;
 let dir: string;
 const children: ChildProcess[] = [];
+let secc: { out: string[]; err: string[] };
+let backend: { out: string[]; err: string[] };
 
 function lines(p: ChildProcess): { out: string[]; err: string[] } {
   const io = { out: [] as string[], err: [] as string[] };
@@ -51,12 +54,51 @@ function spawnIn(ns: string, args: string[], env: NodeJS.ProcessEnv = process.en
   return c;
 }
 
+/** A vehicle data dir (factory root A, the OEM backend key, no TPM provisioning) and its config file. */
+async function vehicle(name: string, extra: Record<string, unknown> = {}): Promise<{ config: string; dataDir: string }> {
+  const dataDir = join(dir, `${name}-data`);
+  const files = await FsStore.open(dataDir);
+  await vehicleStore(files, [fx.pki.a.root.der]);
+  await installBackendKey(files, fx.signer.publicKeyPem);
+  const config = join(dir, `${name}.json`);
+  await writeFile(config, JSON.stringify({
+    vehicleId: VID, dataDir, runDir: join(dir, `${name}-run`), plcInterface: rig.pair.evIf,
+    ota: { brokerUrl: broker.url, protocolVersion: 5, caFile: join(dir, 'link-ca.pem'), certFile: join(dir, 'vehicle.pem'), keyFile: join(dir, 'vehicle.key'), fallback: 'eim' },
+    ...extra,
+  }));
+  return { config, dataDir };
+}
+
+const storeKeyEnv = (): NodeJS.ProcessEnv => ({ ...process.env, EVCC_STORE_KEY: Buffer.from(STORE_KEY).toString('hex') });
+
 describeWith([root, tool('ip'), tool('mosquitto')])('evcc charge over veth: SLAC, SDP, TLS unknown root → OTA → retry, SupportedAppProtocol', () => {
   beforeAll(async () => {
     fx = await otaFixture();
     dir = await mkdtemp(join(tmpdir(), 'evcc-charge-'));
     rig = await SlacRig.start({ charger: 'evcc-sim' });
     broker = await startMosquitto({ netns: rig.pair.ev });
+    const { pair } = rig;
+    // SECC (PKI-B: leaf + CPO Sub-CA 2 + Sub-CA 1) in the charger namespace.
+    await writeFile(join(dir, 'secc-chain.pem'), chainPem({ name: 'b', leaf: fx.pki.b.seccLeaf, intermediates: [fx.pki.b.cpoSub2, fx.pki.b.cpoSub1], root: fx.pki.b.root, purpose: 'secc-tls' }));
+    await writeFile(join(dir, 'secc.key'), fx.pki.b.seccLeaf.keyPem, { mode: 0o600 });
+    const seccChild = spawn('ip', ['netns', 'exec', pair.se, process.execPath, '--import', 'tsx', join(process.cwd(), 'test/sim/secc/main.ts'), '--log-level', 'warn',
+      'sim-secc', '--iface', pair.seIf, '--transport', 'tls12', '--cert', join(dir, 'secc-chain.pem'), '--key', join(dir, 'secc.key')], { stdio: ['ignore', 'pipe', 'pipe'], cwd: process.cwd() });
+    children.push(seccChild);
+    secc = lines(seccChild);
+
+    // Link credentials (per-vehicle client certificate), the OEM backend in the EV namespace next to the broker.
+    for (const [name, cn] of [['backend', OEM_BACKEND_USER], ['vehicle', VID]] as const) {
+      const id = await broker.identity(cn);
+      await writeFile(join(dir, `${name}.pem`), id.cert as string);
+      await writeFile(join(dir, `${name}.key`), id.key as string, { mode: 0o600 });
+    }
+    await writeFile(join(dir, 'link-ca.pem'), broker.ca.certPem);
+    await writeFile(join(dir, 'oem-answer.key'), fx.signerKeyPem, { mode: 0o600 });
+    backend = lines(spawnIn(pair.ev, ['--no-log-fields', 'oem-backend', '--pool', fx.poolDir, '--broker', broker.url, '--signing-key', join(dir, 'oem-answer.key'),
+      '--ca', join(dir, 'link-ca.pem'), '--cert', join(dir, 'backend.pem'), '--key', join(dir, 'backend.key'), '--client-id', 'oem-backend-charge']));
+
+    await until(() => secc.out.some((l) => l.includes('"ready"')), 30_000, 'SECC simulator');
+    await until(() => backend.err.some((l) => l.includes('OEM backend ready')), 30_000, 'OEM backend');
   }, 90_000);
   afterAll(async () => {
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
@@ -68,41 +110,9 @@ describeWith([root, tool('ip'), tool('mosquitto')])('evcc charge over veth: SLAC
 
   it('establishes the session with root B fetched from the OEM backend, every step in the bench log', async () => {
     const { pair } = rig;
-    // SECC (PKI-B: leaf + CPO Sub-CA 2 + Sub-CA 1) in the charger namespace.
-    await writeFile(join(dir, 'secc-chain.pem'), chainPem({ name: 'b', leaf: fx.pki.b.seccLeaf, intermediates: [fx.pki.b.cpoSub2, fx.pki.b.cpoSub1], root: fx.pki.b.root, purpose: 'secc-tls' }));
-    await writeFile(join(dir, 'secc.key'), fx.pki.b.seccLeaf.keyPem, { mode: 0o600 });
-    const seccChild = spawn('ip', ['netns', 'exec', pair.se, process.execPath, '--import', 'tsx', join(process.cwd(), 'test/sim/secc/main.ts'), '--log-level', 'warn',
-      'sim-secc', '--iface', pair.seIf, '--transport', 'tls12', '--cert', join(dir, 'secc-chain.pem'), '--key', join(dir, 'secc.key')], { stdio: ['ignore', 'pipe', 'pipe'], cwd: process.cwd() });
-    children.push(seccChild);
-    const secc = lines(seccChild);
-
-    // Link credentials (per-vehicle client certificate), the OEM backend in the EV namespace next to the broker.
-    for (const [name, cn] of [['backend', OEM_BACKEND_USER], ['vehicle', VID]] as const) {
-      const id = await broker.identity(cn);
-      await writeFile(join(dir, `${name}.pem`), id.cert as string);
-      await writeFile(join(dir, `${name}.key`), id.key as string, { mode: 0o600 });
-    }
-    await writeFile(join(dir, 'link-ca.pem'), broker.ca.certPem);
-    await writeFile(join(dir, 'oem-answer.key'), fx.signerKeyPem, { mode: 0o600 });
-    const backend = lines(spawnIn(pair.ev, ['--no-log-fields', 'oem-backend', '--pool', fx.poolDir, '--broker', broker.url, '--signing-key', join(dir, 'oem-answer.key'),
-      '--ca', join(dir, 'link-ca.pem'), '--cert', join(dir, 'backend.pem'), '--key', join(dir, 'backend.key'), '--client-id', 'oem-backend-charge']));
-
     // The vehicle: factory root A, the OEM backend key; no TPM provisioning (degraded: EIM only).
-    const dataDir = join(dir, 'data');
-    const files = await FsStore.open(dataDir);
-    await vehicleStore(files, [fx.pki.a.root.der]);
-    await installBackendKey(files, fx.signer.publicKeyPem);
-    const config = join(dir, 'evcc.json');
-    await writeFile(config, JSON.stringify({
-      vehicleId: VID, dataDir, runDir: join(dir, 'run'), plcInterface: pair.evIf,
-      ota: { brokerUrl: broker.url, protocolVersion: 5, caFile: join(dir, 'link-ca.pem'), certFile: join(dir, 'vehicle.pem'), keyFile: join(dir, 'vehicle.key'), fallback: 'eim' },
-    }));
-
-    await until(() => secc.out.some((l) => l.includes('"ready"')), 30_000, 'SECC simulator');
-    await until(() => backend.err.some((l) => l.includes('OEM backend ready')), 30_000, 'OEM backend');
-
-    const ev = spawnIn(pair.ev, ['--config', config, '--no-log-fields', 'charge', '--iface', pair.evIf, '--store-key-env', 'EVCC_STORE_KEY', '--json'],
-      { ...process.env, EVCC_STORE_KEY: Buffer.from(STORE_KEY).toString('hex') });
+    const { config } = await vehicle('charge');
+    const ev = spawnIn(pair.ev, ['--config', config, '--no-log-fields', 'charge', '--iface', pair.evIf, '--store-key-env', 'EVCC_STORE_KEY', '--json'], storeKeyEnv());
     const evIo = lines(ev);
     const code = await new Promise<number | null>((r) => ev.once('exit', (c) => r(c)));
     await new Promise((r) => setTimeout(r, 50)); // readline drains
@@ -141,5 +151,44 @@ describeWith([root, tool('ip'), tool('mosquitto')])('evcc charge over veth: SLAC
     expect(step(/^\[WARN\] EVCC: security policy: key service refused \(KEYS_NOT_PROVISIONED\)/)).toBeGreaterThanOrEqual(0);
 
   }, 120_000);
-});
+  it('evcc run: proactive root sync, a session per plug-in reported by the pilot board (pty), ended at unplug; clean SIGTERM', async () => {
+    const board = new PtyPilotBoard();
+    try {
+      const { config, dataDir } = await vehicle('run', { pilot: { serialPath: board.path } });
+      const svc = spawnIn(rig.pair.ev, ['--config', config, '--no-log-fields', 'run', '--store-key-env', 'EVCC_STORE_KEY'], storeKeyEnv());
+      const io = lines(svc);
+      const exited = new Promise<number | null>((r) => svc.once('exit', (c) => r(c)));
+      const has = (re: RegExp) => io.err.some((l) => re.test(l));
+      const count = (re: RegExp) => io.err.filter((l) => re.test(l)).length;
+      const show = () => io.err.join('\n');
+      try {
+        await until(() => has(/EVCC: service running: waiting for plug-in/), 30_000, `service start\n${show()}`);
+        expect(has(/KEYS: key service refused/), show()).toBe(true);
+        // Proactive sync: root B arrives from the Root Certificate Pool before any charger asks for it.
+        await until(() => has(/OTA: V2G root list synced/), 15_000, `root list sync\n${show()}`);
 
+        board.plugIn(100); // state B without 5 %: no high-level communication, no session
+        board.plugIn(5);
+        await until(() => count(/EVCC: session established/) === 1, 30_000, `first session\n${show()}`);
+        board.unplug();
+        await until(() => has(/PILOT: unplugged \(state A\): session 1 ended/), 10_000, `unplug\n${show()}`);
+        board.plugIn(5);
+        await until(() => count(/EVCC: session established/) === 2, 30_000, `second session\n${show()}`);
+        // Every session went through SLAC, SDP, TLS (root B already synced: no fetch) and SupportedAppProtocol.
+        expect(count(/SLAC: matching process successful/)).toBe(2);
+        expect(count(/APPHAND: SupportedAppProtocolRes: OK_SuccessfulNegotiation/)).toBe(2);
+        expect(has(/OTA: requesting V2G root from OEM backend/)).toBe(false);
+        expect(count(/PILOT: state B, 5 % duty: high-level communication requested/)).toBe(2);
+      } finally {
+        svc.kill('SIGTERM');
+      }
+      expect(await exited, show()).toBe(0);
+      if (process.env.EVCC_SHOW_BENCH_LOG) process.stderr.write(`${show()}\n`);
+      expect(has(/EVCC: service stopped/), show()).toBe(true);
+      const reopened = await vehicleStore(await FsStore.open(dataDir), []);
+      expect(reopened.listRoots().map((r) => r.subject)).toEqual([fx.pki.a.root.cert.subject, fx.pki.b.root.cert.subject]);
+    } finally {
+      board.close();
+    }
+  }, 120_000);
+});

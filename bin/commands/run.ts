@@ -1,0 +1,138 @@
+/**
+ * `evcc run` — the service (systemd `evcc.service`). Composition root of the long-running vehicle runtime:
+ *
+ *   key service (reclaim what a crashed predecessor left in the TPM, unseal the vehicle trust, arm the contract key)
+ *   → OEM link (retained state online/offline with the security mode, proactive V2G root-list sync)
+ *   → pilot board: each plug-in with 5 % duty (state B/C) runs one session (charge.ts `runRealSession`); the
+ *     session ends at unplug (state A), which also aborts a setup still under way
+ *   → SIGTERM/SIGINT: abort the session, publish offline, close the TPM and the serial line, exit 0.
+ *
+ * `--trigger now` (config `pilot.trigger`) runs one session at once instead, for benches without a pilot board, and
+ * keeps the service (OEM link, root sync) up until it is stopped.
+ */
+import { Option, type Command } from 'commander';
+import { EvccError } from '../../firmware/errors.ts';
+import { rootStoreOf } from '../../firmware/ota/pki-adapter.ts';
+import { RootSyncScheduler } from '../../firmware/ota/root-sync.ts';
+import { parseSettings } from '../../firmware/settings.ts';
+import { SerialPilotBoard } from '../../hal/pilot/serial-board.ts';
+import { PilotSettings } from '../../hal/pilot/settings.ts';
+import { requestsHighLevelCommunication, type PilotBoard, type PilotReading } from '../../hal/pilot/types.ts';
+import type { GlobalOptions } from '../runtime.ts';
+import { addStackOptions, logSessionEnd, openVehicleStack, runRealSession, type StackFlags } from './charge.ts';
+
+interface RunFlags extends StackFlags {
+  trigger?: 'pilot' | 'now';
+  pilot?: string;
+  pilotBaud?: number;
+}
+
+/** Resolves when `pred` holds for the board's reading (now or at a later change); rejects on abort. */
+function waitForPilot(board: PilotBoard, pred: (r: PilotReading) => boolean, signal: AbortSignal): Promise<PilotReading> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason);
+    const now = board.read();
+    if (pred(now)) return resolve(now);
+    const off = board.onChange((r) => {
+      if (!pred(r)) return;
+      off();
+      signal.removeEventListener('abort', onAbort);
+      resolve(r);
+    });
+    const onAbort = () => {
+      off();
+      reject(signal.reason);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+export function registerRun(program: Command, globals: () => GlobalOptions): void {
+  addStackOptions(program.command('run'))
+    .description('the EVCC service: OEM link, key service, and one session per plug-in reported by the pilot board, until SIGTERM')
+    .addOption(new Option('--trigger <mode>', 'pilot: a session per plug-in with 5 % duty; now: one session at once (no pilot board); default: config pilot.trigger').choices(['pilot', 'now']))
+    .option('--pilot <path>', 'serial device of the pilot board (protocol evcc-pilot/1); default: config pilot.serialPath')
+    .addOption(new Option('--pilot-baud <rate>', 'pilot board baud rate; default: config pilot.baudRate').argParser(Number))
+    .action(async (opts: RunFlags) => {
+      const shutdown = new AbortController();
+      const stop = (sig: string) => shutdown.abort(new EvccError('ABORTED', `${sig}: service stopping`));
+      const onTerm = () => stop('SIGTERM');
+      const onInt = () => stop('SIGINT');
+      process.once('SIGTERM', onTerm);
+      process.once('SIGINT', onInt);
+      const stack = await openVehicleStack(globals(), opts, { reclaim: true });
+      const { rt } = stack;
+      const log = rt.log('EVCC');
+      const pilotLog = rt.log('PILOT');
+      let scheduler: RootSyncScheduler | undefined;
+      let board: PilotBoard | undefined;
+      try {
+        const pilotSettings = parseSettings(PilotSettings, {
+          ...((rt.rawConfig.pilot as object | undefined) ?? {}),
+          ...(opts.trigger ? { trigger: opts.trigger } : {}), ...(opts.pilot ? { serialPath: opts.pilot } : {}), ...(opts.pilotBaud ? { baudRate: opts.pilotBaud } : {}),
+        }, 'pilot');
+
+        // Proactive root sync while online (Solution C's complement: the root is usually there before the charger asks).
+        const ota = stack.ota;
+        const syncSettings = ota?.settings.proactiveSync;
+        if (ota && stack.store && syncSettings?.enabled && stack.backendTrust) {
+          scheduler = new RootSyncScheduler({
+            client: ota.link.client, intervalMs: syncSettings.intervalMs, budgetMs: syncSettings.budgetMs, rpc: ota.link.rootListRpc,
+            vehicleId: ota.vehicleId, trust: stack.backendTrust, store: rootStoreOf(stack.store, { log: rt.log('PKI') }), clock: rt.clock, log: rt.log('OTA'),
+          });
+          scheduler.start();
+        }
+
+        if (pilotSettings.trigger === 'pilot') {
+          board = await SerialPilotBoard.open({ path: pilotSettings.serialPath, baudRate: pilotSettings.baudRate, log: pilotLog });
+        }
+        log.info({ trigger: pilotSettings.trigger, mode: stack.keyReadiness.ready ? 'pnc' : 'eim-only', iface: stack.iface }, `service running: ${pilotSettings.trigger === 'pilot' ? `waiting for plug-in on ${pilotSettings.serialPath}` : 'one session now'}`);
+
+        let sessions = 0;
+        while (!shutdown.signal.aborted) {
+          if (!board) {
+            if (sessions > 0) break;
+            sessions++;
+            const report = await runRealSession(stack, opts, {
+              signal: shutdown.signal, waitForPlugIn: async () => pilotLog.info('trigger: now (no pilot board)'),
+            });
+            logSessionEnd(log, report);
+            continue;
+          }
+          const b = board;
+          const plugged = await waitForPilot(b, requestsHighLevelCommunication, shutdown.signal).catch(() => undefined);
+          if (!plugged) break;
+          sessions++;
+          // Unplug (state A) ends the session, also while its setup is still under way.
+          const session = new AbortController();
+          const onShutdown = () => session.abort(shutdown.signal.reason);
+          shutdown.signal.addEventListener('abort', onShutdown, { once: true });
+          const offUnplug = b.onChange((r) => {
+            if (r.state === 'A') session.abort(new EvccError('ABORTED', 'unplugged (state A)'));
+          });
+          const report = await runRealSession(stack, opts, {
+            signal: session.signal,
+            waitForPlugIn: async () => pilotLog.info({ state: plugged.state, duty: plugged.dutyPercent }, `state ${plugged.state}, ${plugged.dutyPercent} % duty: high-level communication requested (session ${sessions})`),
+          });
+          offUnplug();
+          logSessionEnd(log, report);
+          // The session layer after SupportedAppProtocol is not wired yet: the service holds until unplug.
+          await waitForPilot(b, (r) => r.state === 'A', shutdown.signal).catch(() => undefined);
+          shutdown.signal.removeEventListener('abort', onShutdown);
+          if (!shutdown.signal.aborted) pilotLog.info({ session: sessions }, `unplugged (state A): session ${sessions} ended`);
+        }
+        if (!shutdown.signal.aborted) {
+          // `--trigger now`: the session is done; the service stays up (OEM link, root sync) until it is stopped.
+          await new Promise<void>((resolve) => shutdown.signal.addEventListener('abort', () => resolve(), { once: true }));
+        }
+        log.info({ reason: (shutdown.signal.reason as Error | undefined)?.message, sessions }, 'service stopping');
+      } finally {
+        process.off('SIGTERM', onTerm);
+        process.off('SIGINT', onInt);
+        scheduler?.stop();
+        await board?.close().catch(() => undefined);
+        log.info('service stopped: OEM link closed (state offline), TPM released');
+        await stack.close();
+      }
+    });
+}
