@@ -18,7 +18,10 @@ import { objectName } from './duplicate.ts';
  * In a tampered or rolled-back state the TPM refuses the unseal (TPM_POLICY_NOT_APPROVED 0x1C4 / TPM_POLICY_ROLLBACK
  * 0x126), so neither key exists there: the store cannot be verified and PnC is refused (vehicle-trust.ts).
  * The secret is never written anywhere in clear: it reaches tpm2_create through stdin and comes back from
- * tpm2_unseal through stdout; only the TPM-wrapped blob is on disk.
+ * tpm2_unseal through stdout; only the TPM-wrapped blob is on disk. On the TPM bus it travels encrypted: both
+ * commands run in the policy session salted with the SRK, which tpm2-tools starts with parameter encryption
+ * (`tpm2_startauthsession -c`: AES-CFB on the first command/response parameter) — tapped and asserted in
+ * test/integration/tpm-secret.test.ts (an unsalted session would show it in clear).
  */
 export const RUNTIME_SECRET_BYTES = 32;
 

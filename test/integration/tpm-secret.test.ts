@@ -1,4 +1,4 @@
-import { createPrivateKey, generateKeyPairSync } from 'node:crypto';
+import { createPrivateKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -18,6 +18,8 @@ import { installReleasePolicy, measuredBoot } from '../../boot/measured-boot.ts'
 import { createSignedPolicy } from '../../deploy/oem/release.ts';
 import { describeWith, tool } from '../support/prereq.ts';
 import { TpmLab } from './tpm-lab.ts';
+import { Tpm2Tools } from '../../hal/tpm/tpm2-tools.ts';
+import { TpmBusTap } from './tpm-secret-bus-tap.ts';
 
 /**
  * The TPM-sealed runtime secret and the vehicle trust built on it, against a real swtpm, in process (no CLI start-up):
@@ -173,6 +175,49 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     await writeFile(join(lab.runDir, 'planted'), Buffer.concat([Buffer.from('x'), Buffer.from(raw)]));
     expect((await readFile(join(lab.runDir, 'planted'))).includes(needles[0]!.bytes)).toBe(true);
     raw.fill(0);
+  });
+
+  it('on the TPM bus the secret travels only encrypted (salted session: parameter encryption); unsalted it would show', async () => {
+    const bus = await TpmBusTap.start(lab.swtpm.port, lab.swtpm.ctrlPort);
+    const tpm = await Tpm2Tools.open({ tcti: bus.tcti, runDir: join(lab.base, 'tap-run') });
+    try {
+      const deps = { ...(await lab.deps()), tpm };
+      const keys = await KeyService.open(deps, { reclaim: true });
+      const blob = { public: new Uint8Array(await readFile(join(lab.dataDir, DATA.runtimeSecret('pub')))), private: new Uint8Array(await readFile(join(lab.dataDir, DATA.runtimeSecret('priv')))) };
+      bus.clear();
+      const secret = await keys.unsealWithStatePolicy(blob, 'tap-secret');
+      const unsealTraffic = bus.bytes;
+      expect(unsealTraffic.length).toBeGreaterThan(1000);
+      expect(unsealTraffic.includes(Buffer.from(secret))).toBe(false);
+      expect(unsealTraffic.includes(Buffer.from(secret.subarray(0, 8)))).toBe(false);
+      // sealing (provisioning) too: the data goes to the TPM inside an encrypted TPM2_Create parameter
+      const fresh = new Uint8Array(randomBytes(32));
+      bus.clear();
+      await keys.sealUnderStorageKey(fresh, fromHex(keys.provisioning.policies.keys));
+      expect(bus.bytes.length).toBeGreaterThan(1000);
+      expect(bus.bytes.includes(Buffer.from(fresh.subarray(0, 8)))).toBe(false);
+      await keys.close();
+
+      // control: the same unseal through an UNSALTED policy session puts the 32 bytes on the bus in clear
+      const record = keys.provisioning;
+      const steps = statePolicySteps(policies[1]!, new Uint8Array(await readFile(join(lab.dataDir, DATA.release(1, 'ticket.bin')))));
+      const password = fromHex((await readFile(join(lab.dataDir, DATA.storagePassword), 'utf8')).trim());
+      const salted = await tpm.startPolicySession({ handle: record.srk.handle, name: fromHex(record.srk.name) });
+      await tpm.policy(salted, [...steps, { kind: 'authValue' }]);
+      const ctx = await tpm.load({ persistent: record.storageKey.handle }, { kind: 'policy', session: salted, secret: password }, blob, 'tap-control');
+      await tpm.flushSession(salted);
+      const plain = await tpm.startPolicySession();
+      await tpm.policy(plain, steps);
+      bus.clear();
+      expect(Buffer.from(await tpm.unseal(ctx, { kind: 'policy', session: plain })).equals(Buffer.from(secret))).toBe(true);
+      expect(bus.bytes.includes(Buffer.from(secret))).toBe(true);
+      await tpm.flushSession(plain);
+      await tpm.forgetContext('tap-control');
+      secret.fill(0);
+    } finally {
+      await tpm.close();
+      await bus.close();
+    }
   });
 
   it('the sealed object is bound to policy A itself: empty auth → 0x12F, PCR+NV without the OEM authorisation → 0x99D', async () => {
