@@ -32,7 +32,7 @@ import { CertificateStore, HmacIntegrity } from '../../firmware/pki/store.ts';
 import { discoverSecc } from '../../firmware/sdp/client.ts';
 import { SdpSettings, type SdpSecurityPolicy } from '../../firmware/sdp/settings.ts';
 import { performAppHandshake } from '../../firmware/session/app-handshake.ts';
-import { parseSettings } from '../../firmware/settings.ts';
+import { parseSettings, RuntimeSettings } from '../../firmware/settings.ts';
 import { toHex } from '../../firmware/slac/codec.ts';
 import { runSlac } from '../../firmware/slac/driver.ts';
 import { SlacSettings } from '../../firmware/slac/settings.ts';
@@ -46,6 +46,7 @@ import { NodeUdp6 } from '../../hal/net/udp6.ts';
 import { AfPacketLink } from '../../hal/plc/af-packet.ts';
 import { QcaUartLink } from '../../hal/plc/qca-uart.ts';
 import type { PlcLink } from '../../hal/plc/types.ts';
+import { PilotSettings } from '../../hal/pilot/settings.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
 import { Tpm2Tools } from '../../hal/tpm/tpm2-tools.ts';
 import { createRuntime, type GlobalOptions, type Runtime } from '../runtime.ts';
@@ -87,6 +88,41 @@ export function securityPolicy(keys: KeyReadiness, configured: SdpSecurityPolicy
     pnc: false, paymentOptions: ['ExternalPayment'], sdpSecurity: configured,
     reason: `key service refused (${keys.code}): degraded mode, EIM only (ExternalPayment), no contract signature`,
     degraded: { code: keys.code, message: keys.message },
+  };
+}
+
+// ---- configuration ------------------------------------------------------------------------------------------------
+
+/** Sections of the vehicle config (/etc/evcc/evcc.json) that `evcc charge` / `evcc run` read, with their schemas. */
+export const VEHICLE_CONFIG_SECTIONS = {
+  slac: SlacSettings, sdp: SdpSettings, tls: TlsSettings, ota: OtaSettings, tpm: TpmSettings, pilot: PilotSettings,
+} as const;
+
+export interface VehicleConfig {
+  runtime: RuntimeSettings;
+  slac: SlacSettings;
+  sdp: SdpSettings;
+  tls: TlsSettings;
+  ota: OtaSettings;
+  tpm: TpmSettings;
+  pilot: PilotSettings;
+  /** Top-level keys no schema reads (a typo does nothing: reported, not ignored silently). */
+  unknownKeys: string[];
+}
+
+/** Validates the whole vehicle config with every subsystem's own schema (CONFIG_INVALID names the bad key). */
+export function parseVehicleConfig(raw: Record<string, unknown>): VehicleConfig {
+  const runtime = parseSettings(RuntimeSettings, raw, 'config');
+  const known = new Set([...Object.keys(RuntimeSettings.shape), ...Object.keys(VEHICLE_CONFIG_SECTIONS)]);
+  return {
+    runtime,
+    slac: parseSettings(SlacSettings, raw.slac ?? {}, 'slac'),
+    sdp: parseSettings(SdpSettings, raw.sdp ?? {}, 'sdp'),
+    tls: parseSettings(TlsSettings, raw.tls ?? {}, 'tls'),
+    ota: parseSettings(OtaSettings, raw.ota ?? {}, 'ota'),
+    tpm: parseSettings(TpmSettings, raw.tpm ?? {}, 'tpm'),
+    pilot: parseSettings(PilotSettings, raw.pilot ?? {}, 'pilot'),
+    unknownKeys: Object.keys(raw).filter((k) => !known.has(k)),
   };
 }
 
@@ -299,12 +335,9 @@ export async function openVehicleStack(globals: GlobalOptions, f: StackFlags, o:
   const rt = await createRuntime(globals, overrides);
   const closers: (() => Promise<unknown>)[] = [];
   try {
-    const settings = {
-      slac: parseSettings(SlacSettings, rt.rawConfig.slac ?? {}, 'slac'),
-      sdp: parseSettings(SdpSettings, rt.rawConfig.sdp ?? {}, 'sdp'),
-      tls: parseSettings(TlsSettings, rt.rawConfig.tls ?? {}, 'tls'),
-      ota: parseSettings(OtaSettings, rt.rawConfig.ota ?? {}, 'ota'),
-    };
+    const config = parseVehicleConfig(rt.rawConfig);
+    if (config.unknownKeys.length) rt.log('EVCC').warn({ keys: config.unknownKeys }, `config keys not read by the runtime: ${config.unknownKeys.join(', ')}`);
+    const settings = { slac: config.slac, sdp: config.sdp, tls: config.tls, ota: config.ota };
     const iface = f.iface ?? rt.settings.plcInterface;
     if (f.uart && !f.mac) throw new EvccError('CONFIG_INVALID', '--uart needs --mac (the host MAC on the PLC segment)');
     const files = await FsStore.open(rt.settings.dataDir);
