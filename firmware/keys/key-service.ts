@@ -24,7 +24,8 @@ import { parseSignedPolicy, type SignedPolicy } from './signed-policy.ts';
  */
 export type KeysErrorCode =
   | 'KEYS_NOT_PROVISIONED' | 'KEYS_NOT_BOOTED' | 'KEYS_NO_CONTRACT_KEY' | 'KEYS_NO_PROVISIONING_KEY'
-  | 'KEYS_BLOB_MALFORMED' | 'KEYS_WRONG_VEHICLE' | 'KEYS_DIGEST_INVALID' | 'KEYS_SIGNATURE_MALFORMED' | 'KEYS_SELFTEST_FAILED';
+  | 'KEYS_BLOB_MALFORMED' | 'KEYS_WRONG_VEHICLE' | 'KEYS_DIGEST_INVALID' | 'KEYS_SIGNATURE_MALFORMED' | 'KEYS_SELFTEST_FAILED'
+  | 'KEYS_RUNTIME_SECRET_MISSING' | 'KEYS_RUNTIME_SECRET_MALFORMED' | 'KEYS_RUNTIME_SECRET_DESTROYED' | 'KEYS_TRUST_UNAVAILABLE';
 
 export interface KeyServiceDeps {
   tpm: Tpm;
@@ -42,6 +43,8 @@ export interface KeyStatus {
   dictionaryAttack?: { counter: number; maxTries: number; recoveryTime: number; lockoutRecovery: number; inLockout: boolean };
   bootedVersion?: number;
   provisioningKey: 'present' | 'pending';
+  /** TPM-sealed runtime secret (store integrity key, link-key passphrase): sealed after the first good boot. */
+  runtimeSecret: 'present' | 'pending';
   contractKeys: string[];
   activeContractKey?: string;
   armed: boolean;
@@ -144,6 +147,7 @@ export class KeyService {
         dictionaryAttack,
         bootedVersion: boot ? parseJson(BootState, boot, 'boot state', 'KEYS_NOT_BOOTED').version : undefined,
         provisioningKey: (await this.d.data.exists(DATA.provisioningKey('priv'))) ? 'present' : 'pending',
+        runtimeSecret: this.record.runtimeSecret && (await this.d.data.exists(DATA.runtimeSecret('priv'))) ? 'present' : 'pending',
         contractKeys: ids,
         activeContractKey: active ? Buffer.from(active).toString('utf8').trim() : undefined,
         armed: this.armed,

@@ -107,12 +107,14 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     expect(first.created).toEqual(['srk', 'nv-counter', 'storage-key']);
     expect(first.record.runtimeSecret).toBeUndefined(); // pending: the storage key needs the approved state
     expect((await trustRefusal()).details).toMatchObject({ reason: 'KEYS_RUNTIME_SECRET_MISSING' });
+    expect((await (await KeyService.open(await lab.deps())).status()).runtimeSecret).toBe('pending');
 
     await boot(1);
     const second = await provisionTpm(await lab.deps(), { oemPolicyKeyPem: oemPem });
     expect(second.created).toEqual(['oem-provisioning-key', 'runtime-secret']);
     expect(second.record.runtimeSecret?.name).toMatch(/^000b[0-9a-f]{64}$/);
     expect((await provisionTpm(await lab.deps(), { oemPolicyKeyPem: oemPem })).created).toEqual([]); // idempotent
+    expect((await (await KeyService.open(await lab.deps())).status()).runtimeSecret).toBe('present');
 
     const { passphrase, backendKeyId } = await withTrust(async (t) => {
       expect(t.store.rootCount).toBe(0);
