@@ -1,9 +1,17 @@
+import { generateKeyPairSync } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { measuredBoot } from '../../boot/measured-boot.ts';
+import { createSignedPolicy } from '../../deploy/oem/release.ts';
+import { KeyService } from '../../firmware/keys/key-service.ts';
+import { reencryptLinkKey } from '../../firmware/keys/link-key.ts';
+import { provisionTpm } from '../../firmware/keys/provision.ts';
+import { openVehicleTrust } from '../../firmware/keys/vehicle-trust.ts';
 import { installBackendKey } from '../../firmware/ota/backend-key.ts';
 import { chainPem } from '../../firmware/pki/generate.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
@@ -11,6 +19,7 @@ import { OEM_BACKEND_USER, startMosquitto, type MosquittoBroker } from '../suppo
 import { describeWith, root, tool } from '../support/prereq.ts';
 import { otaFixture, STORE_KEY, vehicleStore, type OtaFixture } from './ota-fixtures.ts';
 import { PtyPilotBoard } from './pilot-pty.ts';
+import { TpmLab } from './tpm-lab.ts';
 import { evccArgs, SlacRig } from './slac-rig.ts';
 
 /**
@@ -71,7 +80,7 @@ async function vehicle(name: string, extra: Record<string, unknown> = {}): Promi
 
 const storeKeyEnv = (): NodeJS.ProcessEnv => ({ ...process.env, EVCC_STORE_KEY: Buffer.from(STORE_KEY).toString('hex') });
 
-describeWith([root, tool('ip'), tool('mosquitto')])('evcc charge over veth: SLAC, SDP, TLS unknown root → OTA → retry, SupportedAppProtocol', () => {
+describeWith([root, tool('ip'), tool('mosquitto'), tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('socat')])('evcc charge over veth: SLAC, SDP, TLS unknown root → OTA → retry, SupportedAppProtocol', () => {
   beforeAll(async () => {
     fx = await otaFixture();
     dir = await mkdtemp(join(tmpdir(), 'evcc-charge-'));
@@ -151,6 +160,66 @@ describeWith([root, tool('ip'), tool('mosquitto')])('evcc charge over veth: SLAC
     expect(step(/^\[WARN\] EVCC: security policy: key service refused \(KEYS_NOT_PROVISIONED\)/)).toBeGreaterThanOrEqual(0);
 
   }, 120_000);
+  it('evcc charge on a provisioned, booted vehicle (swtpm): trust unsealed from the TPM, encrypted link key, PnC offered', async () => {
+    const lab = await TpmLab.create();
+    const bridges: ChildProcess[] = [];
+    try {
+      // Factory and first good boot, in process against the real swtpm (as the other TPM tests do).
+      const oemPem = await readFile(lab.oemPolicyPub, 'utf8');
+      await provisionTpm(await lab.deps(), { oemPolicyKeyPem: oemPem });
+      const bundle = await lab.bundle(1);
+      const policy = await createSignedPolicy({ bundlePath: bundle, keyring: lab.bundleCert, policyKeyPem: await readFile(lab.oemPolicyKey, 'utf8') });
+      await measuredBoot(await lab.deps(), { bundlePath: bundle, keyring: lab.bundleCert, policy });
+      await provisionTpm(await lab.deps(), { oemPolicyKeyPem: oemPem }); // runtime secret, provisioning key
+      const deps = await lab.deps();
+      const keys = await KeyService.open(deps, { reclaim: true });
+      const linkKey = join(dir, 'tpm-vehicle-link.key');
+      try {
+        const trust = await openVehicleTrust({ keys, data: deps.data, log: deps.log });
+        await trust.store.installRoot(fx.pki.a.root.der, { source: 'factory' });
+        await trust.installBackendKey(fx.signer.publicKeyPem);
+        await writeFile(linkKey, reencryptLinkKey(await readFile(join(dir, 'vehicle.key')), { passphrase: trust.linkKeyPassphrase }), { mode: 0o600 });
+        const contract = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
+        await keys.importPlaintextContractKey(new Uint8Array(Buffer.from(contract)));
+      } finally {
+        await keys.close();
+      }
+
+      // swtpm listens on the host's loopback: bridge both ports into the EV namespace through unix sockets.
+      for (const port of [lab.swtpm.port, lab.swtpm.ctrlPort]) {
+        const sock = join(dir, `swtpm-${port}.sock`);
+        const host = spawn('socat', [`UNIX-LISTEN:${sock},fork`, `TCP:127.0.0.1:${port}`], { stdio: 'ignore' });
+        bridges.push(host);
+        await until(() => existsSync(sock), 5_000, 'socat unix socket');
+        bridges.push(spawn('ip', ['netns', 'exec', rig.pair.ev, 'socat', `TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork`, `UNIX-CONNECT:${sock}`], { stdio: 'ignore' }));
+      }
+      const config = join(dir, 'tpm.json');
+      await writeFile(config, JSON.stringify({
+        vehicleId: VID, dataDir: lab.dataDir, runDir: lab.runDir, plcInterface: rig.pair.evIf, tpm: { tcti: lab.tcti },
+        ota: { brokerUrl: broker.url, protocolVersion: 5, caFile: join(dir, 'link-ca.pem'), certFile: join(dir, 'vehicle.pem'), keyFile: linkKey, fallback: 'eim' },
+      }));
+      await new Promise((r) => setTimeout(r, 300)); // the namespace-side listeners
+
+      const ev = spawnIn(rig.pair.ev, ['--config', config, '--no-log-fields', 'charge', '--json']); // no store key in the environment
+      const io = lines(ev);
+      const code = await new Promise<number | null>((r) => ev.once('exit', (c) => r(c)));
+      await new Promise((r) => setTimeout(r, 50));
+      if (process.env.EVCC_SHOW_BENCH_LOG) process.stderr.write(`${io.err.join('\n')}\n`);
+      expect(code, io.err.join('\n')).toBe(0);
+      const report = JSON.parse(io.out.join('\n')) as { state: string; security: { pnc: boolean; paymentOptions: string[] }; channel: { installedRoot: { subject: string } }; roots: string[] };
+      expect(report.state).toBe('Established');
+      expect(report.security).toMatchObject({ pnc: true, paymentOptions: ['Contract', 'ExternalPayment'], sdpSecurity: 'tls-required' });
+      expect(report.channel.installedRoot.subject).toBe(fx.pki.b.root.cert.subject);
+      const log = io.err.map((l) => l.slice(13));
+      expect(log.some((l) => /^\[INFO\] KEYS: vehicle trust opened: store verified with the TPM-derived key$/.test(l)), log.join('\n')).toBe(true);
+      expect(log.some((l) => /^\[INFO\] KEYS: contract key armed \(release v1\): Plug & Charge available$/.test(l))).toBe(true);
+      expect(log.some((l) => /not encrypted|from the environment/.test(l))).toBe(false);
+    } finally {
+      for (const b of bridges) b.kill('SIGKILL');
+      await lab.close();
+    }
+  }, 180_000);
+
   it('evcc run: proactive root sync, a session per plug-in reported by the pilot board (pty), ended at unplug; clean SIGTERM', async () => {
     const board = new PtyPilotBoard();
     try {
