@@ -102,8 +102,19 @@ export class TpmSealedIntegrity implements IntegrityGuard {
  */
 export async function createRuntimeSecret(deps: { keys: KeyService; data: FileStore; log: Logger }, record: ProvisioningRecord): Promise<ProvisioningRecord> {
   const { keys, data, log } = deps;
-  if (record.runtimeSecret || (await data.exists(DATA.runtimeSecret('priv')))) {
+  if (record.runtimeSecret) {
     throw new EvccError('KEYS_PROVISION_CONFLICT', 'a sealed runtime secret already exists: refusing to replace it (its store would become unverifiable)');
+  }
+  const oldPub = await data.read(DATA.runtimeSecret('pub'));
+  const oldPriv = await data.read(DATA.runtimeSecret('priv'));
+  if (oldPub && oldPriv) {
+    // Interrupted provisioning (blob written, record not yet): adopt the blob if it is what we seal, never replace it.
+    const why = sealedObjectMismatch(oldPub, fromHex(record.policies.keys));
+    if (why) throw new EvccError('KEYS_PROVISION_CONFLICT', `a runtime-secret blob not in the provisioning record is in the data dir and is not ours (${why}): refusing to replace or adopt it`);
+    const next: ProvisioningRecord = { ...record, runtimeSecret: { name: toHex(objectName(oldPub)) } };
+    await data.writeAtomic(DATA.record, jsonBytes(next), { mode: 0o644 });
+    log.warn({ name: next.runtimeSecret!.name }, 'runtime secret from an interrupted provisioning adopted (sealed object with policy A)');
+    return next;
   }
   const secret = new Uint8Array(randomBytes(RUNTIME_SECRET_BYTES));
   let blob;
@@ -112,12 +123,34 @@ export async function createRuntimeSecret(deps: { keys: KeyService; data: FileSt
   } finally {
     secret.fill(0);
   }
+  const why = sealedObjectMismatch(blob.public, fromHex(record.policies.keys));
+  if (why) throw new EvccError('KEYS_PROVISION_CONFLICT', `the TPM created an unexpected runtime-secret object (${why})`);
   await data.writeAtomic(DATA.runtimeSecret('pub'), blob.public, { mode: 0o644 });
   await data.writeAtomic(DATA.runtimeSecret('priv'), blob.private, { mode: 0o600 });
   const next: ProvisioningRecord = { ...record, runtimeSecret: { name: toHex(objectName(blob.public)) } };
   await data.writeAtomic(DATA.record, jsonBytes(next), { mode: 0o644 });
   log.info({ name: next.runtimeSecret!.name }, 'runtime secret sealed in the TPM under the storage key (policy A)');
   return next;
+}
+
+const TPM_ALG_KEYEDHASH = 0x0008;
+const TPMA = { fixedTPM: 0x2, fixedParent: 0x10, userWithAuth: 0x40, decrypt: 0x20000, sign: 0x40000 } as const;
+
+/**
+ * Why a TPM2B_PUBLIC is not a sealed data object bound to `authPolicy` (keyedhash, sign and decrypt clear,
+ * fixedTPM|fixedParent, no userWithAuth), or undefined when it is.
+ */
+export function sealedObjectMismatch(tpm2bPublic: Uint8Array, authPolicy: Uint8Array): string | undefined {
+  const b = Buffer.from(tpm2bPublic);
+  if (b.length < 12 || b.readUInt16BE(0) !== b.length - 2) return 'malformed public area';
+  if (b.readUInt16BE(2) !== TPM_ALG_KEYEDHASH) return 'not a keyedhash object';
+  const attrs = b.readUInt32BE(6);
+  if (attrs & (TPMA.sign | TPMA.decrypt)) return 'a key, not a sealed data object';
+  if (attrs & TPMA.userWithAuth) return 'usable with a password (userWithAuth)';
+  if ((attrs & (TPMA.fixedTPM | TPMA.fixedParent)) !== (TPMA.fixedTPM | TPMA.fixedParent)) return 'duplicable';
+  const n = b.readUInt16BE(10);
+  if (12 + n > b.length || toHex(b.subarray(12, 12 + n)) !== toHex(authPolicy)) return 'authPolicy is not the state policy A';
+  return undefined;
 }
 
 /**

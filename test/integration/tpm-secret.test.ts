@@ -146,6 +146,31 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     expect(e.code).toBe('PKI_STORE_TAMPERED');
   });
 
+  it('an interrupted provisioning (blob written, record not) is completed by adopting the blob; a foreign blob is refused', async () => {
+    const recordPath = join(lab.dataDir, DATA.record);
+    const good = await readFile(recordPath, 'utf8');
+    const rec = JSON.parse(good) as { runtimeSecret?: { name: string } };
+    const name = rec.runtimeSecret!.name;
+    delete rec.runtimeSecret;
+    await writeFile(recordPath, JSON.stringify(rec));
+    // (restored by the adoption below; if that fails, the rest of this file fails with it, loudly)
+    const pubPath = join(lab.dataDir, DATA.runtimeSecret('pub'));
+    const pub = await readFile(pubPath);
+    // the OEM provisioning key's public area is no sealed data object: never adopted
+    await writeFile(pubPath, await readFile(join(lab.dataDir, DATA.provisioningKey('pub'))));
+    try {
+      const e = await refused(provisionTpm(await lab.deps(), { oemPolicyKeyPem: oemPem }));
+      expect(e.code).toBe('KEYS_PROVISION_CONFLICT');
+      expect(e.message).toContain('not a keyedhash object');
+    } finally {
+      await writeFile(pubPath, pub);
+    }
+    const r = await provisionTpm(await lab.deps(), { oemPolicyKeyPem: oemPem });
+    expect(r.created).toEqual(['runtime-secret']);
+    expect(r.record.runtimeSecret?.name).toBe(name); // the same sealed object: the store still verifies
+    await withTrust(async (t) => expect(t.store.rootCount).toBe(2));
+  });
+
   it('the secret and its derived keys never appear in the data or run dir (raw, hex, base64)', async () => {
     const deps = await lab.deps();
     const keys = await KeyService.open(deps, { reclaim: true });
