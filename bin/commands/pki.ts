@@ -164,7 +164,7 @@ function tpmOptions(cmd: Command): Command {
 export const registerPki: CommandModule = (program, globals) => {
   const pki = program.command('pki').description('ISO 15118 PKI tools: test PKI generation and chain checks; the vehicle\'s V2G root store');
 
-  const roots = pki.command('roots').description('V2G root CAs in the vehicle\'s certificate store (integrity key unsealed from the TPM: needs a good, OEM-approved boot)');
+  const roots = pki.command('roots').description('V2G root CAs in the vehicle\'s certificate store (integrity key unsealed from the TPM: needs a good, OEM-approved boot; run with the runtime stopped)');
 
   tpmOptions(roots.command('list'))
     .description('list the installed V2G roots (JSON)')
