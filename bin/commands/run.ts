@@ -66,6 +66,7 @@ export function registerRun(program: Command, globals: () => GlobalOptions): voi
       const pilotLog = rt.log('PILOT');
       let scheduler: RootSyncScheduler | undefined;
       let board: PilotBoard | undefined;
+      let lost: EvccError | undefined;
       try {
         const pilotSettings = parseSettings(PilotSettings, {
           ...((rt.rawConfig.pilot as object | undefined) ?? {}),
@@ -84,7 +85,13 @@ export function registerRun(program: Command, globals: () => GlobalOptions): voi
         }
 
         if (pilotSettings.trigger === 'pilot') {
-          board = await SerialPilotBoard.open({ path: pilotSettings.serialPath, baudRate: pilotSettings.baudRate, log: pilotLog });
+          const serial = await SerialPilotBoard.open({ path: pilotSettings.serialPath, baudRate: pilotSettings.baudRate, log: pilotLog });
+          board = serial;
+          // Without the board the plug state is unknown: stop with a typed failure (systemd restarts the service).
+          serial.onLost((err) => {
+            lost = err;
+            shutdown.abort(err);
+          });
         }
         log.info({ trigger: pilotSettings.trigger, mode: stack.keyReadiness.ready ? 'pnc' : 'eim-only', iface: stack.iface }, `service running: ${pilotSettings.trigger === 'pilot' ? `waiting for plug-in on ${pilotSettings.serialPath}` : 'one session now'}`);
 
@@ -123,7 +130,10 @@ export function registerRun(program: Command, globals: () => GlobalOptions): voi
         }
         if (!shutdown.signal.aborted) {
           // `--trigger now`: the session is done; the service stays up (OEM link, root sync) until it is stopped.
+          // A timer holds the event loop open: with no OEM link nothing else would, and node would exit (code 13).
+          const keepAlive = setInterval(() => undefined, 3_600_000);
           await new Promise<void>((resolve) => shutdown.signal.addEventListener('abort', () => resolve(), { once: true }));
+          clearInterval(keepAlive);
         }
         log.info({ reason: (shutdown.signal.reason as Error | undefined)?.message, sessions }, 'service stopping');
       } finally {
@@ -134,5 +144,6 @@ export function registerRun(program: Command, globals: () => GlobalOptions): voi
         log.info('service stopped: OEM link closed (state offline), TPM released');
         await stack.close();
       }
+      if (lost) throw lost;
     });
 }

@@ -98,6 +98,7 @@ export class SerialPilotBoard implements PilotBoard {
   private ackChain: Promise<unknown> = Promise.resolve();
   private closed = false;
   private firstReading: (() => void) | undefined;
+  private readonly lostListeners = new Set<(err: EvccError) => void>();
   /** Lines that did not decode (noise on the line, firmware mismatch). */
   invalidLines = 0;
 
@@ -136,6 +137,12 @@ export class SerialPilotBoard implements PilotBoard {
     return () => this.listeners.delete(listener);
   }
 
+  /** Called once if the serial line closes under us (board unplugged, USB reset): the pilot state is unknown then. */
+  onLost(listener: (err: EvccError) => void): () => void {
+    this.lostListeners.add(listener);
+    return () => this.lostListeners.delete(listener);
+  }
+
   /** S2 closed = state C (ready to draw power), open = state B. Resolves on the board's `OK`. */
   setChargeRequest(closed: boolean): Promise<void> {
     return this.command(`S2 ${closed ? 1 : 0}`);
@@ -145,6 +152,7 @@ export class SerialPilotBoard implements PilotBoard {
     if (this.closed) return;
     this.closed = true;
     this.listeners.clear();
+    this.lostListeners.clear();
     this.failPending(new EvccError<PilotErrorCode>('PILOT_CLOSED', 'pilot board closed'));
     if (this.port.isOpen) await new Promise<void>((r) => this.port.close(() => r()));
   }
@@ -228,7 +236,10 @@ export class SerialPilotBoard implements PilotBoard {
   private onClosed(): void {
     if (this.closed) return;
     this.o.log.error({ path: this.o.path }, 'pilot board serial line closed');
-    this.failPending(new EvccError<PilotErrorCode>('PILOT_CLOSED', 'pilot board serial line closed'));
+    const err = new EvccError<PilotErrorCode>('PILOT_CLOSED', `pilot board serial line ${this.o.path} closed`, { path: this.o.path });
+    this.failPending(err);
+    for (const l of [...this.lostListeners]) l(err);
+    this.lostListeners.clear();
   }
 
   private failPending(err: Error): void {

@@ -248,6 +248,16 @@ describeWith([root, tool('ip'), tool('mosquitto'), tool('swtpm'), tool('tpm2_sta
         expect(count(/APPHAND: SupportedAppProtocolRes: OK_SuccessfulNegotiation/)).toBe(2);
         expect(has(/OTA: requesting V2G root from OEM backend/)).toBe(false);
         expect(count(/PILOT: state B, 5 % duty: high-level communication requested/)).toBe(2);
+
+        // Unplugged during SLAC: the setup is aborted (typed), the service waits for the next plug-in.
+        board.unplug();
+        await until(() => has(/PILOT: unplugged \(state A\): session 2 ended/), 10_000, `unplug 2\n${show()}`);
+        board.plugIn(5);
+        await until(() => count(/EVCC: WaitForPlugIn -> Matching/) === 3, 10_000, `third session\n${show()}`);
+        board.unplug();
+        await until(() => has(/PILOT: unplugged \(state A\): session 3 ended/), 10_000, `unplug 3\n${show()}`);
+        expect(has(/EVCC: session FAILED: ABORTED/), show()).toBe(true);
+        expect(count(/EVCC: session established/)).toBe(2);
       } finally {
         svc.kill('SIGTERM');
       }
@@ -260,4 +270,24 @@ describeWith([root, tool('ip'), tool('mosquitto'), tool('swtpm'), tool('tpm2_sta
       board.close();
     }
   }, 120_000);
+  it('evcc run --trigger now (bench without a pilot board): one session at once, service up until SIGTERM', async () => {
+    const { config } = await vehicle('now', { ota: { enabled: false } });
+    const svc = spawnIn(rig.pair.ev, ['--config', config, '--no-log-fields', 'run', '--trigger', 'now', '--no-keys', '--store-key-env', 'EVCC_STORE_KEY'], storeKeyEnv());
+    const io = lines(svc);
+    const exited = new Promise<number | null>((r) => svc.once('exit', (c) => r(c)));
+    const show = () => io.err.join('\n');
+    try {
+      // Root A only and no OEM link: the PKI-B charger cannot be authenticated; the failure is typed, nothing downgraded.
+      await until(() => io.err.some((l) => /EVCC: session FAILED: OTA_ROOT_UNAVAILABLE|EVCC: session FAILED: TLS_UNKNOWN_ROOT/.test(l)), 30_000, `session end\n${show()}`);
+      expect(io.err.some((l) => /KEYS: key service refused: key service disabled \(--no-keys\)/.test(l)), show()).toBe(true);
+      expect(io.err.some((l) => /OTA: OEM backend link disabled/.test(l)), show()).toBe(true);
+      expect(io.err.some((l) => /session established/.test(l))).toBe(false);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(svc.exitCode, 'the service stays up after the session').toBeNull();
+    } finally {
+      svc.kill('SIGTERM');
+    }
+    expect(await exited, show()).toBe(0);
+    expect(io.err.some((l) => /EVCC: service stopped/.test(l))).toBe(true);
+  }, 60_000);
 });

@@ -92,6 +92,16 @@ export class PtyPilotBoard {
     this.send('ERR unknown command');
   }
 
+  /** The board disappears (USB unplugged): the master end closes, the host's reads fail. */
+  hangUp(): void {
+    this.input.destroy();
+    try {
+      closeSync(this.slave);
+    } catch {
+      // already closed
+    }
+  }
+
   close(): void {
     this.input.destroy();
     try {

@@ -104,4 +104,18 @@ describeWith([ptyAvailable])('SerialPilotBoard on a pty', () => {
     await until(() => pilot.read().state === 'B', 'state after restart');
     expect(board.received.filter((l) => l === '?')).toHaveLength(2);
   });
+
+  it('reports a lost serial line (board unplugged) as PILOT_CLOSED', async () => {
+    const board = new PtyPilotBoard();
+    cleanups.push(() => board.close());
+    const pilot = await SerialPilotBoard.open({ path: board.path, log: silentLogger() });
+    cleanups.push(() => pilot.close());
+    const lost: { code: string }[] = [];
+    pilot.onLost((e) => lost.push(e));
+    // Let serialport's reader settle after the open handshake (a hang-up right inside it goes unseen on a pty).
+    await new Promise((r) => setTimeout(r, 200));
+    board.hangUp();
+    await until(() => lost.length === 1, 'line loss');
+    expect(lost[0]!.code).toBe('PILOT_CLOSED');
+  });
 });
