@@ -78,6 +78,23 @@ async function vehicle(name: string, extra: Record<string, unknown> = {}): Promi
   return { config, dataDir };
 }
 
+/** The vehicle's retained state topic as the OEM backend sees it (a client in the EV namespace, backend identity). */
+async function retainedState(): Promise<Record<string, unknown>> {
+  const id = await broker.identity(OEM_BACKEND_USER);
+  const script = `import mqtt from 'mqtt';
+const c = mqtt.connect(${JSON.stringify(broker.url)}, { protocolVersion: 5, ca: ${JSON.stringify(id.ca)}, cert: ${JSON.stringify(id.cert)}, key: ${JSON.stringify(id.key)}, clientId: 'state-probe', reconnectPeriod: 0 });
+c.on('connect', () => c.subscribe(${JSON.stringify(`evcc/v1/${VID}/state`)}));
+c.on('message', (_t, p) => { process.stdout.write(p.toString() + '\\n'); c.end(true, () => process.exit(0)); });
+setTimeout(() => process.exit(2), 5000);`;
+  const child = spawn('ip', ['netns', 'exec', rig.pair.ev, process.execPath, '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'], cwd: process.cwd() });
+  children.push(child);
+  const io = lines(child);
+  const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  await new Promise((r) => setTimeout(r, 20));
+  if (code !== 0) throw new Error(`state probe failed (${code}): ${io.err.join('\n')}`);
+  return JSON.parse(io.out[0]!) as Record<string, unknown>;
+}
+
 const storeKeyEnv = (): NodeJS.ProcessEnv => ({ ...process.env, EVCC_STORE_KEY: Buffer.from(STORE_KEY).toString('hex') });
 
 describeWith([root, tool('ip'), tool('mosquitto'), tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('socat')])('evcc charge over veth: SLAC, SDP, TLS unknown root → OTA → retry, SupportedAppProtocol', () => {
@@ -236,6 +253,9 @@ describeWith([root, tool('ip'), tool('mosquitto'), tool('swtpm'), tool('tpm2_sta
         // Proactive sync: root B arrives from the Root Certificate Pool before any charger asks for it.
         await until(() => has(/OTA: V2G root list synced/), 15_000, `root list sync\n${show()}`);
 
+        // The OEM backend sees the vehicle online and in degraded mode (ARCHITECTURE.md §3 step 1).
+        expect(await retainedState()).toEqual({ state: 'online', mode: 'eim-only', degraded: { code: 'KEYS_NOT_PROVISIONED' } });
+
         board.plugIn(100); // state B without 5 %: no high-level communication, no session
         board.plugIn(5);
         await until(() => count(/EVCC: session established/) === 1, 30_000, `first session\n${show()}`);
@@ -264,6 +284,7 @@ describeWith([root, tool('ip'), tool('mosquitto'), tool('swtpm'), tool('tpm2_sta
       expect(await exited, show()).toBe(0);
       if (process.env.EVCC_SHOW_BENCH_LOG) process.stderr.write(`${show()}\n`);
       expect(has(/EVCC: service stopped/), show()).toBe(true);
+      expect(await retainedState()).toEqual({ state: 'offline' });
       const reopened = await vehicleStore(await FsStore.open(dataDir), []);
       expect(reopened.listRoots().map((r) => r.subject)).toEqual([fx.pki.a.root.cert.subject, fx.pki.b.root.cert.subject]);
     } finally {
