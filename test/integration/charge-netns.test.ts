@@ -237,6 +237,22 @@ describeWith([root, tool('ip'), tool('mosquitto'), tool('swtpm'), tool('tpm2_sta
     }
   }, 180_000);
 
+  it('degraded without a verified store: EIM only, and no TLS against unverified roots (typed failure, exit 1)', async () => {
+    const { config } = await vehicle('untrusted');
+    const ev = spawnIn(rig.pair.ev, ['--config', config, '--no-log-fields', 'charge', '--no-keys', '--no-ota', '--json']);
+    const io = lines(ev);
+    const code = await new Promise<number | null>((r) => ev.once('exit', (c) => r(c)));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(code, io.err.join('\n')).toBe(1);
+    const report = JSON.parse(io.out.join('\n')) as { state: string; error: { code: string }; security: { pnc: boolean }; timeline: { state: string }[] };
+    expect(report.state).toBe('Failed');
+    expect(report.error.code).toBe('EVCC_TRUST_UNAVAILABLE');
+    expect(report.security.pnc).toBe(false);
+    expect(report.timeline.map((t) => t.state)).toEqual(['WaitForPlugIn', 'Matching', 'WaitForSeccDiscoveryRes', 'WaitForTlsEstablished']);
+    expect(io.err.some((l) => /PKI: no verified certificate store/.test(l))).toBe(true);
+    expect(io.err.at(-1)).toMatch(/^evcc: EVCC_TRUST_UNAVAILABLE: /);
+  }, 60_000);
+
   it('evcc run: proactive root sync, a session per plug-in reported by the pilot board (pty), ended at unplug; clean SIGTERM', async () => {
     const board = new PtyPilotBoard();
     try {
