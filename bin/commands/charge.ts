@@ -6,10 +6,17 @@
  *   on TLS_UNKNOWN_ROOT: Solution C over the OEM broker (mutual TLS, per-vehicle certificate) → verified, installed,
  *   retried → SupportedAppProtocol.
  *
- * Security policy (explicit, logged, in the report): PnC needs the contract key, and the key service only signs when
+ * Trust: the key service unseals the vehicle trust (firmware/keys openVehicleTrust: certificate-store integrity key,
+ * link-key passphrase, tagged OEM backend key) through the OEM-signed state, and arms the contract key. A bench
+ * without a TPM names an environment variable with a store key instead (`--store-key-env`, said loudly).
+ *
+ * Security policy (explicit, logged, in the report): PnC needs the armed contract key, which exists only when
  * measured boot succeeded and the TPM accepts the OEM-signed state (ARCHITECTURE.md §3 steps 1 and 7). When it
- * refuses, the session goes on EIM-only (ExternalPayment) and says why; the TLS requirement is never relaxed for
- * PnC, and this runtime opens no plain-TCP channel at all (an SECC that offers only TCP ends the session, typed).
+ * refuses, the session goes on EIM-only (ExternalPayment) and says why — in the log, the `--json` report and the
+ * OEM backend's retained state. The TLS requirement is never relaxed for PnC; this runtime opens no plain-TCP
+ * channel at all (an SECC that offers only TCP ends the session, typed), and without a verified store (TPM refused,
+ * no bench key) TLS cannot authenticate the SECC, so the session ends typed (EVCC_TRUST_UNAVAILABLE) rather than
+ * trusting an unverified store.
  */
 import { appendFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -63,7 +70,7 @@ export interface SecurityPolicy {
   /** Plug & Charge (contract signature in the TPM) allowed for this session. */
   pnc: boolean;
   paymentOptions: PaymentOption[];
-  /** SDP security actually used: PnC never accepts an SECC without TLS [V2G2-xxx: PnC requires TLS]. */
+  /** SDP security actually used: with PnC possible, an SECC without TLS is never accepted (ISO 15118-2: PnC needs TLS). */
   sdpSecurity: SdpSecurityPolicy;
   /** Why (one sentence, also logged). */
   reason: string;
