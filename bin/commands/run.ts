@@ -107,9 +107,11 @@ export function registerRun(program: Command, globals: () => GlobalOptions): voi
             continue;
           }
           const b = board;
+          // Waiting happens here, not in the orchestrator's WaitForPlugIn: a SIGTERM while nobody is plugged in is a
+          // normal stop, not a failed session.
           const plugged = await waitForPilot(b, requestsHighLevelCommunication, shutdown.signal).catch(() => undefined);
           if (!plugged) break;
-          sessions++;
+          const n = ++sessions;
           // Unplug (state A) ends the session, also while its setup is still under way.
           const session = new AbortController();
           const onShutdown = () => session.abort(shutdown.signal.reason);
@@ -119,14 +121,19 @@ export function registerRun(program: Command, globals: () => GlobalOptions): voi
           });
           const report = await runRealSession(stack, opts, {
             signal: session.signal,
-            waitForPlugIn: async () => pilotLog.info({ state: plugged.state, duty: plugged.dutyPercent }, `state ${plugged.state}, ${plugged.dutyPercent} % duty: high-level communication requested (session ${sessions})`),
+            waitForPlugIn: async () => pilotLog.info({ state: plugged.state, duty: plugged.dutyPercent, session: n }, `state ${plugged.state}, ${plugged.dutyPercent} % duty: high-level communication requested (session ${n})`),
           });
           offUnplug();
-          logSessionEnd(log, report);
+          shutdown.signal.removeEventListener('abort', onShutdown);
+          if (report.state !== 'Established' && session.signal.aborted) {
+            const why = (session.signal.reason as Error | undefined)?.message ?? 'aborted';
+            log.warn({ session: n, state: report.timeline.at(-1)?.state, reason: why }, `session ${n} setup aborted in ${report.timeline.at(-1)?.state}: ${why}`);
+          } else {
+            logSessionEnd(log, report);
+          }
           // The session layer after SupportedAppProtocol is not wired yet: the service holds until unplug.
           await waitForPilot(b, (r) => r.state === 'A', shutdown.signal).catch(() => undefined);
-          shutdown.signal.removeEventListener('abort', onShutdown);
-          if (!shutdown.signal.aborted) pilotLog.info({ session: sessions }, `unplugged (state A): session ${sessions} ended`);
+          if (!shutdown.signal.aborted) pilotLog.info({ session: n }, `unplugged (state A): session ${n} ended`);
         }
         if (!shutdown.signal.aborted) {
           // `--trigger now`: the session is done; the service stays up (OEM link, root sync) until it is stopped.
