@@ -76,12 +76,17 @@ export class Tpm2Tools implements Tpm {
    */
   private async execSecret(tool: string, args: string[], input?: Uint8Array): Promise<{ exitCode: number | undefined; stdout: Uint8Array; stderr: string }> {
     this.spawns++;
-    const r = await execa(tool, args, {
-      env: { TPM2TOOLS_TCTI: this.tcti }, reject: false, timeout: 30_000, encoding: 'buffer', stripFinalNewline: false,
-      ...(input ? { input: Buffer.from(input) } : { stdin: 'ignore' as const }),
-    });
-    const out = r.stdout instanceof Uint8Array ? r.stdout : new Uint8Array(0);
-    return { exitCode: r.exitCode, stdout: out, stderr: Buffer.from(r.stderr ?? new Uint8Array(0)).toString('utf8') };
+    const stdin = input ? Buffer.from(input) : undefined;
+    try {
+      const r = await execa(tool, args, {
+        env: { TPM2TOOLS_TCTI: this.tcti }, reject: false, timeout: 30_000, encoding: 'buffer', stripFinalNewline: false,
+        ...(stdin ? { input: stdin } : { stdin: 'ignore' as const }),
+      });
+      const out = r.stdout instanceof Uint8Array ? r.stdout : new Uint8Array(0);
+      return { exitCode: r.exitCode, stdout: out, stderr: Buffer.from(r.stderr ?? new Uint8Array(0)).toString('utf8') };
+    } finally {
+      stdin?.fill(0);
+    }
   }
 
   /** Runs one tool; on failure flushes everything, invalidates sessions and throws the typed error. */
