@@ -285,6 +285,18 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     expect(e.details).toMatchObject({ reason: 'PKI_STORE_TAMPERED' });
     await writeFile(path, good);
 
+    // the sealed blob itself corrupted on disk: the TPM's integrity check refuses to load it
+    const privPath = join(lab.dataDir, DATA.runtimeSecret('priv'));
+    const priv = await readFile(privPath);
+    const bad = Buffer.from(priv);
+    bad[bad.length - 1] = bad[bad.length - 1]! ^ 0x01;
+    await writeFile(privPath, bad);
+    try {
+      expect((await trustRefusal()).details).toMatchObject({ reason: 'TPM_BLOB_INTEGRITY', rc: expect.stringMatching(/^0x[0-9A-F]DF$/) });
+    } finally {
+      await writeFile(privPath, priv, { mode: 0o600 });
+    }
+
     // backend key swapped through the untagged ota path: no longer trusted (the store still opens)
     const attacker = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }) as string;
     const goodKey = await readFile(join(lab.dataDir, BACKEND_KEY_PATH));
