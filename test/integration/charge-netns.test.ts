@@ -1,10 +1,8 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { measuredBoot } from '../../boot/measured-boot.ts';
 import { createSignedPolicy } from '../../deploy/oem/release.ts';
@@ -12,126 +10,38 @@ import { KeyService } from '../../firmware/keys/key-service.ts';
 import { reencryptLinkKey } from '../../firmware/keys/link-key.ts';
 import { provisionTpm } from '../../firmware/keys/provision.ts';
 import { openVehicleTrust } from '../../firmware/keys/vehicle-trust.ts';
-import { installBackendKey } from '../../firmware/ota/backend-key.ts';
-import { chainPem } from '../../firmware/pki/generate.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
-import { OEM_BACKEND_USER, startMosquitto, type MosquittoBroker } from '../support/mosquitto.ts';
+import type { MosquittoBroker } from '../support/mosquitto.ts';
 import { describeWith, root, tool } from '../support/prereq.ts';
-import { otaFixture, STORE_KEY, vehicleStore, type OtaFixture } from './ota-fixtures.ts';
+import { ChargeRig, lines, storeKeyEnv, until, VID } from './charge-rig.ts';
+import { vehicleStore, type OtaFixture } from './ota-fixtures.ts';
 import { PtyPilotBoard } from './pilot-pty.ts';
+import type { SlacRig } from './slac-rig.ts';
 import { TpmLab } from './tpm-lab.ts';
-import { evccArgs, SlacRig } from './slac-rig.ts';
 
 /**
- * `evcc charge` end to end on real links: two network namespaces joined by a veth pair (the PLC segment).
- *   charger namespace (veth-se): `evcc sim evse-slac` (charger SLAC host), the EV's modem simulator, and the SECC
- *                                simulator (SDP + TLS 1.2 + SupportedAppProtocol) presenting a PKI-B chain;
- *   EV namespace (veth-ev):      `evcc charge --iface veth-ev`, the charger's modem simulator (see test/sim/modem),
- *                                and on the namespace's loopback (standing in for the vehicle's uplink) Debian
- *                                mosquitto (mTLS, per-vehicle ACL) with `evcc oem-backend` serving root B.
- * The vehicle's data dir holds V2G root A only and no TPM provisioning: the session must run SLAC → SDP → TLS
- * (unknown root) → OTA fetch and install of root B → TLS retry → SupportedAppProtocol, EIM-only and saying so.
+ * `evcc charge` and `evcc run` end to end on real links (charge-rig.ts: veth pair between a charger namespace with
+ * `evcc sim evse-slac`, the modem simulators and the SECC simulator on PKI-B, and an EV namespace with Debian
+ * mosquitto + `evcc oem-backend` on its loopback). The vehicle starts with V2G root A only: the session must run
+ * SLAC → SDP → TLS (unknown root) → OTA fetch and install of root B → TLS retry → SupportedAppProtocol; without a
+ * provisioned TPM it is EIM-only and says so, with a provisioned and booted swtpm it offers PnC.
  */
-const VID = 'veh-charge-netns';
+let cr: ChargeRig;
 let fx: OtaFixture;
 let rig: SlacRig;
 let broker: MosquittoBroker;
 let dir: string;
-const children: ChildProcess[] = [];
-let secc: { out: string[]; err: string[] };
-let backend: { out: string[]; err: string[] };
-
-function lines(p: ChildProcess): { out: string[]; err: string[] } {
-  const io = { out: [] as string[], err: [] as string[] };
-  createInterface({ input: p.stdout! }).on('line', (l) => io.out.push(l));
-  createInterface({ input: p.stderr! }).on('line', (l) => io.err.push(l));
-  return io;
-}
-
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-function spawnIn(ns: string, args: string[], env: NodeJS.ProcessEnv = process.env): ChildProcess {
-  const [node, argv] = evccArgs(args);
-  const c = spawn('ip', ['netns', 'exec', ns, node, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], env, cwd: process.cwd() });
-  children.push(c);
-  return c;
-}
-
-/** A vehicle data dir (factory root A, the OEM backend key, no TPM provisioning) and its config file. */
-async function vehicle(name: string, extra: Record<string, unknown> = {}): Promise<{ config: string; dataDir: string }> {
-  const dataDir = join(dir, `${name}-data`);
-  const files = await FsStore.open(dataDir);
-  await vehicleStore(files, [fx.pki.a.root.der]);
-  await installBackendKey(files, fx.signer.publicKeyPem);
-  const config = join(dir, `${name}.json`);
-  await writeFile(config, JSON.stringify({
-    vehicleId: VID, dataDir, runDir: join(dir, `${name}-run`), plcInterface: rig.pair.evIf,
-    ota: { brokerUrl: broker.url, protocolVersion: 5, caFile: join(dir, 'link-ca.pem'), certFile: join(dir, 'vehicle.pem'), keyFile: join(dir, 'vehicle.key'), fallback: 'eim' },
-    ...extra,
-  }));
-  return { config, dataDir };
-}
-
-/** The vehicle's retained state topic as the OEM backend sees it (a client in the EV namespace, backend identity). */
-async function retainedState(): Promise<Record<string, unknown>> {
-  const id = await broker.identity(OEM_BACKEND_USER);
-  const script = `import mqtt from 'mqtt';
-const c = mqtt.connect(${JSON.stringify(broker.url)}, { protocolVersion: 5, ca: ${JSON.stringify(id.ca)}, cert: ${JSON.stringify(id.cert)}, key: ${JSON.stringify(id.key)}, clientId: 'state-probe', reconnectPeriod: 0 });
-c.on('connect', () => c.subscribe(${JSON.stringify(`evcc/v1/${VID}/state`)}));
-c.on('message', (_t, p) => { process.stdout.write(p.toString() + '\\n'); c.end(true, () => process.exit(0)); });
-setTimeout(() => process.exit(2), 5000);`;
-  const child = spawn('ip', ['netns', 'exec', rig.pair.ev, process.execPath, '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'], cwd: process.cwd() });
-  children.push(child);
-  const io = lines(child);
-  const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
-  await new Promise((r) => setTimeout(r, 20));
-  if (code !== 0) throw new Error(`state probe failed (${code}): ${io.err.join('\n')}`);
-  return JSON.parse(io.out[0]!) as Record<string, unknown>;
-}
-
-const storeKeyEnv = (): NodeJS.ProcessEnv => ({ ...process.env, EVCC_STORE_KEY: Buffer.from(STORE_KEY).toString('hex') });
+const spawnIn = (ns: string, args: string[], env?: NodeJS.ProcessEnv): ChildProcess => cr.spawnIn(ns, args, env);
+const vehicle = (name: string, extra?: Record<string, unknown>) => cr.vehicle(name, extra);
+const retainedState = () => cr.retainedState();
 
 describeWith([root, tool('ip'), tool('mosquitto'), tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('socat')])('evcc charge over veth: SLAC, SDP, TLS unknown root → OTA → retry, SupportedAppProtocol', () => {
   beforeAll(async () => {
-    fx = await otaFixture();
-    dir = await mkdtemp(join(tmpdir(), 'evcc-charge-'));
-    rig = await SlacRig.start({ charger: 'evcc-sim' });
-    broker = await startMosquitto({ netns: rig.pair.ev });
-    const { pair } = rig;
-    // SECC (PKI-B: leaf + CPO Sub-CA 2 + Sub-CA 1) in the charger namespace.
-    await writeFile(join(dir, 'secc-chain.pem'), chainPem({ name: 'b', leaf: fx.pki.b.seccLeaf, intermediates: [fx.pki.b.cpoSub2, fx.pki.b.cpoSub1], root: fx.pki.b.root, purpose: 'secc-tls' }));
-    await writeFile(join(dir, 'secc.key'), fx.pki.b.seccLeaf.keyPem, { mode: 0o600 });
-    const seccChild = spawn('ip', ['netns', 'exec', pair.se, process.execPath, '--import', 'tsx', join(process.cwd(), 'test/sim/secc/main.ts'), '--log-level', 'warn',
-      'sim-secc', '--iface', pair.seIf, '--transport', 'tls12', '--cert', join(dir, 'secc-chain.pem'), '--key', join(dir, 'secc.key')], { stdio: ['ignore', 'pipe', 'pipe'], cwd: process.cwd() });
-    children.push(seccChild);
-    secc = lines(seccChild);
-
-    // Link credentials (per-vehicle client certificate), the OEM backend in the EV namespace next to the broker.
-    for (const [name, cn] of [['backend', OEM_BACKEND_USER], ['vehicle', VID]] as const) {
-      const id = await broker.identity(cn);
-      await writeFile(join(dir, `${name}.pem`), id.cert as string);
-      await writeFile(join(dir, `${name}.key`), id.key as string, { mode: 0o600 });
-    }
-    await writeFile(join(dir, 'link-ca.pem'), broker.ca.certPem);
-    await writeFile(join(dir, 'oem-answer.key'), fx.signerKeyPem, { mode: 0o600 });
-    backend = lines(spawnIn(pair.ev, ['--no-log-fields', 'oem-backend', '--pool', fx.poolDir, '--broker', broker.url, '--signing-key', join(dir, 'oem-answer.key'),
-      '--ca', join(dir, 'link-ca.pem'), '--cert', join(dir, 'backend.pem'), '--key', join(dir, 'backend.key'), '--client-id', 'oem-backend-charge']));
-
-    await until(() => secc.out.some((l) => l.includes('"ready"')), 30_000, 'SECC simulator');
-    await until(() => backend.err.some((l) => l.includes('OEM backend ready')), 30_000, 'OEM backend');
+    cr = await ChargeRig.start();
+    ({ fx, rig, broker, dir } = cr);
   }, 90_000);
   afterAll(async () => {
-    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-    await broker?.stop();
-    await rig?.destroy();
-    await fx?.cleanup();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await cr?.destroy();
   });
 
   it('establishes the session with root B fetched from the OEM backend, every step in the bench log', async () => {
