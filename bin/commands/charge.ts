@@ -474,7 +474,7 @@ export async function runRealSession(stack: VehicleStack, f: StackFlags, o: { wa
 /** The bench log's closing line for one session. */
 export function logSessionEnd(log: Logger, r: ChargeReport): void {
   if (r.state === 'Established') {
-    log.info({ state: r.state, setupMs: r.setupMs, pnc: r.security?.pnc, roots: r.roots },
+    log.info({ state: r.state, setupMs: r.setupMs, pnc: r.security?.pnc, roots: r.roots, timeline: r.timeline, recoveryMs: r.channel?.recoveryMs },
       `session established in ${r.setupMs} ms; ${r.security?.pnc ? 'PnC and EIM' : 'EIM only'}; vehicle trusts ${r.roots?.length ?? 0} V2G root(s)`);
   } else {
     log.error({ state: r.state, code: r.error?.code }, `session FAILED: ${r.error?.code}: ${r.error?.message}`);
