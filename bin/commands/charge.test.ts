@@ -56,6 +56,11 @@ describe('deploy/config/evcc.bench.json and the systemd units match the real pro
       expect(text).toMatch(new RegExp(`RuntimeDirectory=${raw.runDir.replace('/run/', '')}|Requisite=evcc-boot.service`));
       if (unit !== 'evcc-commit.service') expect(text).toContain(`StateDirectory=${raw.dataDir.replace('/var/lib/', '')}`);
     }
+    // Every directory the bench config points into under the data dir is created by tmpfiles for the evcc user.
+    const tmpfiles = await readFile(join(repo, 'deploy/systemd/evcc.tmpfiles.conf'), 'utf8');
+    const cfg = JSON.parse(await readFile(join(repo, 'deploy/config/evcc.bench.json'), 'utf8')) as { ota: { keyFile: string } };
+    const keyDir = cfg.ota.keyFile.slice(0, cfg.ota.keyFile.lastIndexOf('/'));
+    expect(tmpfiles).toMatch(new RegExp(`^d ${keyDir} 0700 evcc evcc`, 'm'));
     const runUnit = await readFile(join(repo, 'deploy/systemd/evcc.service'), 'utf8');
     expect(runUnit).toMatch(/ExecStart=.* run$/m);
     expect(runUnit).toContain('AmbientCapabilities=CAP_NET_RAW');
