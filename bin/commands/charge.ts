@@ -162,7 +162,7 @@ export interface StackFlags {
 export function addStackOptions(c: Command): Command {
   return c
     .option('-i, --iface <name>', 'network interface of the PLC modem (AF_PACKET SLAC, SDP, TLS); default: config plcInterface')
-    .option('--uart <path>', 'QCA7000 wired by UART for SLAC (needs --mac); SDP and TLS still run on --iface')
+    .option('--uart <path>', 'SLAC through a QCA7000 UART in user space (needs --mac); SDP and TLS still need a netdev (--iface) that reaches the modem, e.g. a bench bridge — with the kernel qcauart driver use --iface alone')
     .option('--mac <mac>', 'host MAC on the PLC segment (UART only)')
     .addOption(new Option('--baud <rate>', 'UART baud rate').argParser(Number).default(115200))
     .option('--data-dir <dir>', 'persistent data dir (certificate store, TPM blobs, OEM backend key); default: config dataDir')
