@@ -310,7 +310,8 @@ async function openOta(rt: Runtime, f: StackFlags, trust: TrustPart, settings: O
     const encrypted = /BEGIN ENCRYPTED PRIVATE KEY/.test(key);
     if (encrypted && !passphrase) {
       // The passphrase is derived from the TPM-sealed secret: a refused state has no OEM link.
-      log.error({ keyFile }, 'OEM link key is encrypted and its passphrase is unavailable (TPM trust refused): no OEM link');
+      // Consequence worth knowing: a vehicle whose TPM refused cannot report its degraded state over this link.
+      log.error({ keyFile }, 'OEM link key is encrypted and its passphrase is unavailable (TPM trust refused): no OEM link, the degraded state cannot be reported');
       return undefined;
     }
     if (!encrypted) log.warn({ keyFile }, 'OEM link key is not encrypted (bench use only)');
