@@ -87,7 +87,7 @@ describeWith([root, tool('ip'), tool('mosquitto'), tool('swtpm'), tool('tpm2_sta
     expect(step(/^\[WARN\] EVCC: security policy: key service refused \(KEYS_NOT_PROVISIONED\)/)).toBeGreaterThanOrEqual(0);
 
   }, 120_000);
-  it('evcc charge on a provisioned, booted vehicle (swtpm): trust unsealed from the TPM, encrypted link key, PnC offered', async () => {
+  it('evcc charge on a provisioned, booted vehicle (swtpm): trust unsealed from the TPM, encrypted link key, PnC offered; refused after an unmeasured reboot', async () => {
     const lab = await TpmLab.create();
     const bridges: ChildProcess[] = [];
     try {
@@ -141,6 +141,20 @@ describeWith([root, tool('ip'), tool('mosquitto'), tool('swtpm'), tool('tpm2_sta
       expect(log.some((l) => /^\[INFO\] KEYS: vehicle trust opened: store verified with the TPM-derived key$/.test(l)), log.join('\n')).toBe(true);
       expect(log.some((l) => /^\[INFO\] KEYS: contract key armed \(release v1\): Plug & Charge available$/.test(l))).toBe(true);
       expect(log.some((l) => /not encrypted|from the environment/.test(l))).toBe(false);
+
+      // Reboot without measured boot, the old boot state kept (PCR 14 back to zero): the TPM refuses the OEM-signed
+      // state, so there is no verified store, no link key, no PnC — the session ends typed, and says why.
+      await lab.reboot('orderly', { keepRunDir: true });
+      const again = spawnIn(rig.pair.ev, ['--config', config, '--no-log-fields', 'charge', '--json']);
+      const aio = lines(again);
+      expect(await new Promise<number | null>((r) => again.once('exit', (c) => r(c))), aio.err.join('\n')).toBe(1);
+      await new Promise((r) => setTimeout(r, 50));
+      const refused = JSON.parse(aio.out.join('\n')) as { state: string; error: { code: string }; security: { pnc: boolean; degraded: { code: string } } };
+      expect(refused.state).toBe('Failed');
+      expect(refused.error.code).toBe('EVCC_TRUST_UNAVAILABLE');
+      expect(refused.security.pnc).toBe(false);
+      expect(refused.security.degraded.code, aio.err.join('\n')).toMatch(/^TPM_POLICY_/);
+      expect(aio.err.some((l) => /OTA: OEM link key is encrypted and its passphrase is unavailable .* the degraded state cannot be reported/.test(l)), aio.err.join('\n')).toBe(true);
     } finally {
       for (const b of bridges) b.kill('SIGKILL');
       await lab.close();
