@@ -31,7 +31,8 @@ do_install:append() {
     install -m 0644 ${S}/deploy/systemd/evcc-boot.service ${S}/deploy/systemd/evcc.service \
                     ${S}/deploy/systemd/evcc-commit.service ${D}${systemd_system_unitdir}/
     install -m 0644 ${S}/deploy/systemd/evcc.tmpfiles.conf ${D}${nonarch_libdir}/tmpfiles.d/evcc.conf
-    install -m 0640 ${S}/deploy/config/evcc.bench.json ${D}${sysconfdir}/evcc/evcc.json
+    # Readable by the runtime (group evcc), writable by root only.
+    install -m 0640 -o root -g evcc ${S}/deploy/config/evcc.bench.json ${D}${sysconfdir}/evcc/evcc.json
     install -m 0755 ${WORKDIR}/evcc.wrapper ${D}${bindir}/evcc
 }
 FILES:${PN} += "${systemd_system_unitdir} ${nonarch_libdir}/tmpfiles.d ${sysconfdir}/evcc"
