@@ -208,7 +208,10 @@ export interface VehicleStack {
 /** Where the certificate store's integrity key (and the link-key passphrase) came from. */
 export type TrustSource = 'tpm' | 'bench-env' | 'none';
 
-interface TrustPart {
+/** What the trust needs from the flags (shared with `evcc ota`, which opens the same trust without a session). */
+export type TrustFlags = Pick<StackFlags, 'keys' | 'tcti' | 'storeKeyEnv'>;
+
+export interface TrustPart {
   readiness: KeyReadiness;
   source: TrustSource;
   keys?: KeyService;
@@ -228,8 +231,9 @@ const refusal = (err: unknown, fallbackCode: string): { code: string; message: s
  * OEM-signed state (openVehicleTrust: store integrity key, link-key passphrase, tagged OEM backend key) → contract
  * key armed. Every refusal is an answer (degraded mode), never an exception. A bench without a TPM names an
  * environment variable holding a store key instead (`--store-key-env`): said loudly, and PnC stays off.
+ * `armContractKey: false` (the `evcc ota` tools): the store, link-key passphrase and backend key only.
  */
-async function openTrust(rt: Runtime, f: StackFlags, files: FsStore, reclaim: boolean): Promise<TrustPart> {
+export async function openTrust(rt: Runtime, f: TrustFlags, files: FsStore, o: { reclaim: boolean; armContractKey: boolean }): Promise<TrustPart> {
   const log = rt.log('KEYS');
   const benchStore = async (): Promise<{ store?: CertificateStore; backendTrust?: BackendTrust }> => {
     if (!f.storeKeyEnv) return {};
@@ -257,7 +261,7 @@ async function openTrust(rt: Runtime, f: StackFlags, files: FsStore, reclaim: bo
   try {
     const run = await FsStore.open(rt.settings.runDir);
     tpm = await Tpm2Tools.open({ tcti: tpmSettings.tcti, runDir: rt.settings.runDir, log: rt.log('TPM') });
-    keys = await KeyService.open({ tpm, data: files, run, log }, { reclaim });
+    keys = await KeyService.open({ tpm, data: files, run, log }, { reclaim: o.reclaim });
     // Measured boot leaves the booted release in the run dir; without it (boot failed or did not run) no key use.
     await bootState(run);
     trust = await openVehicleTrust({ keys, data: files, log });
@@ -271,6 +275,7 @@ async function openTrust(rt: Runtime, f: StackFlags, files: FsStore, reclaim: bo
     source: 'tpm' as const, keys, store: trust.store, linkKeyPassphrase: trust.linkKeyPassphrase,
     ...(trust.backendTrust ? { backendTrust: trust.backendTrust } : {}), close: release,
   };
+  if (!o.armContractKey) return { ...common, readiness: { ready: false, code: 'KEYS_NOT_ARMED', message: 'contract key not armed (not needed by this command)' } };
   try {
     const boot = await bootState(await FsStore.open(rt.settings.runDir));
     await keys.arm();
@@ -349,7 +354,7 @@ export async function openVehicleStack(globals: GlobalOptions, f: StackFlags, o:
     const iface = f.iface ?? rt.settings.plcInterface;
     if (f.uart && !f.mac) throw new EvccError('CONFIG_INVALID', '--uart needs --mac (the host MAC on the PLC segment)');
     const files = await FsStore.open(rt.settings.dataDir);
-    const trust = await openTrust(rt, f, files, o.reclaim);
+    const trust = await openTrust(rt, f, files, { reclaim: o.reclaim, armContractKey: true });
     closers.push(() => trust.close());
     const r = trust.readiness;
     const keysLog = rt.log('KEYS');

@@ -1,32 +1,35 @@
-import { readFile } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
 import { EvccError } from '../../firmware/errors.ts';
 import { parseSettings } from '../../firmware/settings.ts';
-import { installBackendKey, loadBackendTrust } from '../../firmware/ota/backend-key.ts';
 import { OtaLink } from '../../firmware/ota/link.ts';
 import { rootStoreOf, validateSeccPath } from '../../firmware/ota/pki-adapter.ts';
 import { OemRootFetcher } from '../../firmware/ota/root-fetch.ts';
 import { syncRootList } from '../../firmware/ota/root-sync.ts';
 import { OtaSettings } from '../../firmware/ota/settings.ts';
 import { connectWithRootFetch, rootFetchBudget } from '../../firmware/ota/unknown-root.ts';
-import { CertificateStore, HmacIntegrity } from '../../firmware/pki/store.ts';
+import type { CertificateStore } from '../../firmware/pki/store.ts';
 import { connectTls } from '../../firmware/tls/connect.ts';
 import { V2G_EVCC_COMMUNICATION_SETUP_TIMEOUT_MS } from '../../firmware/session/timers.ts';
 import { MqttJsConnector } from '../../hal/mqtt/mqtt-js.ts';
 import { NodeTlsConnector } from '../../hal/net/tls-connector.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
 import { createRuntime, type GlobalOptions, type Runtime } from '../runtime.ts';
+import { openTrust, type TrustPart } from './charge.ts';
 import { readIdentity } from './oem-backend.ts';
+import { addBackendKeyInstall } from './pki.ts';
 
 /**
  * `evcc ota` — the vehicle's side of the OEM backend link (composition root):
- *   evcc ota install-backend-key FILE            production: install the OEM backend's answer-verification key
+ *   evcc ota install-backend-key FILE            = `evcc pki backend-key install`: the OEM backend key, TPM-tagged
  *   evcc ota sync-roots                          proactive mode: fetch the full V2G root list, install what is missing
  *   evcc ota tls-connect --secc ADDR --port N    TLS to a SECC with the unknown-root path (Kilic 2023 Fig. 11 → 12)
  * Link options come from the `ota` config section; flags override it.
  *
- * The certificate store's integrity key comes from the environment variable named by --store-key-env (hex, ≥ 32
- * bytes): a bench arrangement until the TPM-held HMAC guard is wired (firmware/pki/store.ts says production uses one).
+ * Trust as the runtime opens it (charge.ts openTrust → firmware/keys openVehicleTrust): the TPM unseals the runtime
+ * secret through the OEM-signed state; the certificate store verifies under the derived key, the OEM backend key
+ * only with its TPM-derived tag, and an encrypted link key opens with the derived passphrase. So a store written by
+ * `evcc pki roots install` is this store. A bench without a TPM names an environment variable holding a store key
+ * (`--store-key-env`, logged as a bench arrangement); then the untagged backend key file is used, as in `evcc charge`.
  */
 interface LinkFlags {
   broker?: string;
@@ -37,7 +40,9 @@ interface LinkFlags {
   keyPassEnv?: string;
   mqttVersion?: string;
   dataDir?: string;
-  storeKeyEnv: string;
+  runDir?: string;
+  tcti?: string;
+  storeKeyEnv?: string;
 }
 
 function addLinkOptions(c: Command): Command {
@@ -47,26 +52,43 @@ function addLinkOptions(c: Command): Command {
     .option('--ca <file>', 'CA of the broker certificate (PEM)')
     .option('--cert <file>', 'vehicle client certificate (PEM)')
     .option('--key <file>', 'vehicle client key (encrypted PKCS#8 PEM; see --key-pass-env)')
-    .option('--key-pass-env <name>', 'environment variable holding the passphrase of --key (unsealed from the TPM by the service wrapper)')
+    .option('--key-pass-env <name>', 'environment variable holding the passphrase of --key; default: derived from the TPM-sealed secret')
     .addOption(new Option('--mqtt-version <v>', 'MQTT protocol version').choices(['4', '5']))
-    .option('--data-dir <dir>', 'persistent data dir (certificate store); default: config dataDir')
-    .option('--store-key-env <name>', 'environment variable with the store integrity key (hex)', 'EVCC_STORE_KEY');
+    .option('--data-dir <dir>', 'persistent data dir (certificate store, TPM blobs, OEM backend key); default: config dataDir')
+    .option('--run-dir <dir>', 'volatile run dir (boot state, cached key contexts); default: config runDir')
+    .option('--tcti <tcti>', 'TPM TCTI; default: config tpm.tcti')
+    .option('--store-key-env <name>', 'bench without a TPM: environment variable with the certificate-store integrity key (hex, ≥ 32 bytes); default: the TPM-sealed key');
 }
 
-async function openStore(rt: Runtime, f: LinkFlags): Promise<{ files: FsStore; store: CertificateStore }> {
-  const hex = process.env[f.storeKeyEnv];
-  if (!hex || !/^([0-9a-fA-F]{2}){32,}$/.test(hex)) {
-    throw new EvccError('CONFIG_INVALID', `environment variable ${f.storeKeyEnv} must hold the store integrity key (≥ 32 bytes hex)`);
+/** The runtime's trust (see above) and a runtime whose data/run dirs follow the flags. */
+async function openRuntimeTrust(globals: GlobalOptions, f: LinkFlags): Promise<{ rt: Runtime; trust: TrustPart; store: CertificateStore }> {
+  const rt = await createRuntime(globals, { ...(f.dataDir ? { dataDir: f.dataDir } : {}), ...(f.runDir ? { runDir: f.runDir } : {}) });
+  try {
+    const files = await FsStore.open(rt.settings.dataDir);
+    const trust = await openTrust(rt, { keys: true, ...(f.tcti ? { tcti: f.tcti } : {}), ...(f.storeKeyEnv ? { storeKeyEnv: f.storeKeyEnv } : {}) }, files, { reclaim: false, armContractKey: false });
+    if (!trust.store) {
+      await trust.close();
+      const r = trust.readiness;
+      // Never an unverified store: without the TPM's answer (or an explicit bench key) there is nothing to trust.
+      throw new EvccError('KEYS_TRUST_UNAVAILABLE', `no verified certificate store (${r.ready ? 'UNKNOWN' : r.code}): ${r.ready ? '' : r.message}; on a bench without a TPM name the store key with --store-key-env`, { reason: r.ready ? 'UNKNOWN' : r.code });
+    }
+    const r = trust.readiness;
+    if (trust.source === 'bench-env' && !r.ready) rt.log('KEYS').warn({ code: r.code }, `TPM trust unavailable (${r.code}): ${r.message}`);
+    rt.log('PKI').info({ roots: trust.store.rootCount, source: trust.source }, `certificate store verified: ${trust.store.rootCount} V2G root(s)`);
+    return { rt, trust, store: trust.store };
+  } catch (err) {
+    await rt.close();
+    throw err;
   }
-  const files = await FsStore.open(f.dataDir ?? rt.settings.dataDir);
-  const store = await CertificateStore.open(files, { integrity: new HmacIntegrity(new Uint8Array(Buffer.from(hex, 'hex'))), log: rt.log('PKI') });
-  return { files, store };
 }
 
-async function openLink(rt: Runtime, f: LinkFlags): Promise<{ link: OtaLink; settings: OtaSettings; vehicleId: string }> {
+async function openLink(rt: Runtime, f: LinkFlags, trust: TrustPart): Promise<{ link: OtaLink; settings: OtaSettings; vehicleId: string }> {
   const settings = parseSettings(OtaSettings, rt.rawConfig.ota ?? {}, 'ota');
   const vehicleId = f.vehicleId ?? rt.settings.vehicleId;
-  const tls = await readIdentity({ ca: f.ca ?? settings.caFile, cert: f.cert ?? settings.certFile, key: f.key ?? settings.keyFile, ...(f.keyPassEnv ? { keyPassEnv: f.keyPassEnv } : {}) });
+  const identity = await readIdentity({ ca: f.ca ?? settings.caFile, cert: f.cert ?? settings.certFile, key: f.key ?? settings.keyFile, ...(f.keyPassEnv ? { keyPassEnv: f.keyPassEnv } : {}) });
+  // As in the runtime: an encrypted link key opens with the passphrase derived from the TPM-sealed secret.
+  const tls = identity && !identity.passphrase && trust.linkKeyPassphrase && typeof identity.key === 'string' && /BEGIN ENCRYPTED PRIVATE KEY/.test(identity.key)
+    ? { ...identity, passphrase: trust.linkKeyPassphrase } : identity;
   const url = f.broker ?? settings.brokerUrl;
   if (url.startsWith('mqtts://') && !tls) throw new EvccError('CONFIG_INVALID', 'mqtts:// needs the vehicle link credentials (--ca, --cert, --key)');
   const link = new OtaLink({
@@ -79,36 +101,28 @@ async function openLink(rt: Runtime, f: LinkFlags): Promise<{ link: OtaLink; set
 export function registerOta(program: Command, globals: () => GlobalOptions): void {
   const cmd = program.command('ota').description('OEM backend link: V2G root fetch and sync (Solution C), backend key');
 
-  cmd
-    .command('install-backend-key <file>')
-    .description('production step: install the OEM backend answer-verification key (EC P-256 public key, PEM)')
-    .option('--data-dir <dir>', 'persistent data dir; default: config dataDir')
-    .action(async (file: string, o: { dataDir?: string }) => {
-      const rt = await createRuntime(globals());
-      try {
-        const files = await FsStore.open(o.dataDir ?? rt.settings.dataDir);
-        const trust = await installBackendKey(files, await readFile(file, 'utf8'));
-        rt.log('OTA').info({ keyId: trust.keyId }, 'OEM backend key installed');
-      } finally {
-        await rt.close();
-      }
-    });
+  // One implementation: the runtime trusts the backend key only with its TPM-derived tag.
+  addBackendKeyInstall(cmd.command('install-backend-key <file>'), globals)
+    .description('same as `evcc pki backend-key install`: install the OEM backend key (EC P-256 public key, PEM) with its TPM-derived integrity tag');
 
   addLinkOptions(cmd.command('sync-roots'))
     .description('fetch the Root Certificate Pool\'s V2G roots from the OEM backend and install the missing ones')
     .addOption(new Option('--budget-ms <ms>', 'time allowed for the sync').argParser(Number))
     .action(async (o: LinkFlags & { budgetMs?: number }) => {
-      const rt = await createRuntime(globals());
-      const { link, settings, vehicleId } = await openLink(rt, o);
+      const { rt, trust, store } = await openRuntimeTrust(globals(), o);
       try {
-        const { files, store } = await openStore(rt, o);
-        const result = await syncRootList({
-          rpc: link.rootListRpc, vehicleId, trust: await loadBackendTrust(files), store: rootStoreOf(store), clock: rt.clock, log: rt.log('OTA'),
-          budgetMs: o.budgetMs ?? settings.proactiveSync.budgetMs,
-        });
-        process.stdout.write(`${JSON.stringify(result)}\n`);
+        const { link, settings, vehicleId } = await openLink(rt, o, trust);
+        try {
+          const result = await syncRootList({
+            rpc: link.rootListRpc, vehicleId, trust: trust.backendTrust, store: rootStoreOf(store), clock: rt.clock, log: rt.log('OTA'),
+            budgetMs: o.budgetMs ?? settings.proactiveSync.budgetMs,
+          });
+          process.stdout.write(`${JSON.stringify(result)}\n`);
+        } finally {
+          await link.close();
+        }
       } finally {
-        await link.close();
+        await trust.close();
         await rt.close();
       }
     });
@@ -121,25 +135,28 @@ export function registerOta(program: Command, globals: () => GlobalOptions): voi
     .addOption(new Option('--setup-ms <ms>', 'communication-setup time left at the TLS stage').argParser(Number).default(V2G_EVCC_COMMUNICATION_SETUP_TIMEOUT_MS))
     .addOption(new Option('--fallback <policy>', 'when no root can be had in time').choices(['retry-later', 'eim']))
     .action(async (o: LinkFlags & { secc: string; port: number; iface?: string; setupMs: number; fallback?: 'retry-later' | 'eim' }) => {
-      const rt = await createRuntime(globals());
+      const { rt, trust, store } = await openRuntimeTrust(globals(), o);
       const start = rt.clock.now();
-      const { link, settings, vehicleId } = await openLink(rt, o);
       try {
-        const { files, store } = await openStore(rt, o);
-        const tlsLog = rt.log('TLS');
-        const fetcher = new OemRootFetcher({ rpc: link.rootCaRpc, vehicleId, trust: await loadBackendTrust(files), clock: rt.clock, log: rt.log('OTA'), validatePath: validateSeccPath });
-        const connector = new NodeTlsConnector();
-        tlsLog.info(`starting TLS connection to [${o.secc}]:${o.port}${o.iface ? ` on ${o.iface}` : ''}`);
-        const result = await connectWithRootFetch({
-          connectTls: () => connectTls({ connector, trust: store, log: tlsLog }, { secc: { address: o.secc, port: o.port, ...(o.iface ? { iface: o.iface } : {}) }, profile: 'iso2-tls12' }),
-          fetcher, store: rootStoreOf(store), clock: rt.clock, log: { tls: tlsLog, ota: rt.log('OTA') },
-          budgetMs: () => rootFetchBudget(start + o.setupMs, rt.clock.now(), { reserveAfterFetchMs: settings.reserveAfterFetchMs, maxMs: settings.rootFetchMaxMs }),
-          fallback: o.fallback ?? settings.fallback, peer: `[${o.secc}]:${o.port}`,
-        });
-        await result.session.stream.close();
-        process.stdout.write(`${JSON.stringify({ established: true, states: result.states, installedRoot: result.installedRoot, recoveryMs: result.recoveryMs })}\n`);
+        const { link, settings, vehicleId } = await openLink(rt, o, trust);
+        try {
+          const tlsLog = rt.log('TLS');
+          const fetcher = new OemRootFetcher({ rpc: link.rootCaRpc, vehicleId, trust: trust.backendTrust, clock: rt.clock, log: rt.log('OTA'), validatePath: validateSeccPath });
+          const connector = new NodeTlsConnector();
+          tlsLog.info(`starting TLS connection to [${o.secc}]:${o.port}${o.iface ? ` on ${o.iface}` : ''}`);
+          const result = await connectWithRootFetch({
+            connectTls: () => connectTls({ connector, trust: store, log: tlsLog }, { secc: { address: o.secc, port: o.port, ...(o.iface ? { iface: o.iface } : {}) }, profile: 'iso2-tls12' }),
+            fetcher, store: rootStoreOf(store), clock: rt.clock, log: { tls: tlsLog, ota: rt.log('OTA') },
+            budgetMs: () => rootFetchBudget(start + o.setupMs, rt.clock.now(), { reserveAfterFetchMs: settings.reserveAfterFetchMs, maxMs: settings.rootFetchMaxMs }),
+            fallback: o.fallback ?? settings.fallback, peer: `[${o.secc}]:${o.port}`,
+          });
+          await result.session.stream.close();
+          process.stdout.write(`${JSON.stringify({ established: true, states: result.states, installedRoot: result.installedRoot, recoveryMs: result.recoveryMs })}\n`);
+        } finally {
+          await link.close();
+        }
       } finally {
-        await link.close();
+        await trust.close();
         await rt.close();
       }
     });

@@ -153,6 +153,21 @@ async function withVehicleTrust<T>(globals: GlobalOptions, o: TpmCommandOptions,
   });
 }
 
+/**
+ * `evcc pki backend-key install FILE` (also registered as `evcc ota install-backend-key FILE`): the OEM backend key
+ * and its tag under the TPM-derived key — the only form the runtime (openVehicleTrust) trusts.
+ */
+export function addBackendKeyInstall(cmd: Command, globals: () => GlobalOptions): Command {
+  return tpmOptions(cmd)
+    .description('install the OEM backend key (EC P-256 public key, PEM) and its TPM-derived integrity tag: production step')
+    .action(async (file: string, o: TpmCommandOptions) => {
+      const pem = await readFile(file, 'utf8').catch((err: unknown) => {
+        throw new EvccError('CONFIG_INVALID', `cannot read ${file}`, { path: file }, { cause: err });
+      });
+      await withVehicleTrust(globals(), o, async (t) => print({ keyId: (await t.installBackendKey(pem)).keyId }));
+    });
+}
+
 function tpmOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--tcti <tcti>', 'TPM2TOOLS_TCTI (config tpm.tcti; e.g. swtpm:host=127.0.0.1,port=2321)'))
@@ -233,14 +248,7 @@ export const registerPki: CommandModule = (program, globals) => {
     });
 
   const backendKey = pki.command('backend-key').description('the OEM backend\'s answer-verification key, tagged with the TPM-derived key');
-  tpmOptions(backendKey.command('install <file>'))
-    .description('install the OEM backend key (EC P-256 public key, PEM) and its TPM-derived integrity tag: production step')
-    .action(async (file: string, o: TpmCommandOptions) => {
-      const pem = await readFile(file, 'utf8').catch((err: unknown) => {
-        throw new EvccError('CONFIG_INVALID', `cannot read ${file}`, { path: file }, { cause: err });
-      });
-      await withVehicleTrust(globals(), o, async (t) => print({ keyId: (await t.installBackendKey(pem)).keyId }));
-    });
+  addBackendKeyInstall(backendKey.command('install <file>'), globals);
 
   pki.command('init')
     .description('generate the complete ISO 15118-2 TEST PKI (V2G roots A and B with CPO Sub-CAs and SECC leaves, cross-certificate, OEM chain with provisioning and vehicle certificates, MO chain with contract certificate, CPS chain). Writes UNENCRYPTED TEST private keys (PKCS#8, mode 0600) next to the certificates: for benches and tests only')

@@ -5,8 +5,9 @@
  * Persistence: one file (`pki/store.json` in a FileStore) written by atomic replace, so a power cut leaves the old
  * or the new store. The body is protected by an integrity tag from an `IntegrityGuard`; a file changed on disk is
  * refused with `PKI_STORE_TAMPERED` at open (and the store is not used). Whoever holds the guard's key can forge a
- * store, so production wires a guard whose key never leaves the TPM (HMAC key in the TPM — firmware/keys);
- * `HmacIntegrity` with a key in memory serves tests and the simulated bench.
+ * store, so production wires `TpmSealedIntegrity` (firmware/keys/runtime-secret.ts): an HMAC key derived in memory
+ * (HKDF) from the runtime secret the TPM unseals only in an OEM-approved state; the key is never on disk. A plain
+ * `HmacIntegrity` with a key from elsewhere serves tests and the explicit `--store-key-env` bench arrangement.
  *
  * Mutations are serialised and persisted before they become visible: `installRoot` resolves only after the new
  * file is durably on disk.
@@ -26,7 +27,7 @@ export interface IntegrityGuard {
   verify(data: Uint8Array, tag: Uint8Array): Promise<boolean>;
 }
 
-/** HMAC-SHA256 with a key held in memory (tests, simulated bench). Production: a TPM-held HMAC key. */
+/** HMAC-SHA256 with a key held in memory (tests, bench). Production: TpmSealedIntegrity, keyed from the TPM-sealed secret. */
 export class HmacIntegrity implements IntegrityGuard {
   readonly scheme = 'hmac-sha256';
   private readonly key: Buffer;

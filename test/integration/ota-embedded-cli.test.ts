@@ -70,12 +70,15 @@ describe('embedded bench session: aedes broker + evcc oem-backend + evcc ota as 
     const files = await FsStore.open(dataDir);
     await vehicleStore(files, [fx.pki.a.root.der]);
     await installBackendKey(files, fx.signer.publicKeyPem);
+    // No TPM here: the bench store key is named explicitly (the default is the TPM-sealed key, as in the runtime).
     const env = { EVCC_STORE_KEY: Buffer.from(STORE_KEY).toString('hex') };
+    const bench = ['--store-key-env', 'EVCC_STORE_KEY', '--tcti', 'swtpm:host=127.0.0.1,port=1', '--run-dir', join(dir, 'run')];
     const ev = run(['ota', 'tls-connect', '--secc', '127.0.0.1', '--port', String(secc.port), '--broker', brokerUrl, '--mqtt-version', '4',
-      '--vehicle-id', 'bench-ev-1', '--data-dir', dataDir], env);
+      '--vehicle-id', 'bench-ev-1', '--data-dir', dataDir, ...bench], env);
     expect(await ev.exit, ev.err.join('\n')).toBe(0);
     const log = ev.err.map((l) => l.slice(13));
     const at = (re: RegExp) => log.findIndex((l) => re.test(l));
+    expect(at(/^\[WARN\] PKI: certificate-store integrity key from the environment \(EVCC_STORE_KEY\): bench arrangement, not TPM-sealed$/)).toBeGreaterThanOrEqual(0);
     expect(at(/^\[ERROR\] TLS: connection failed: unknown root CA CN=V2G Root CA B/)).toBeGreaterThanOrEqual(0);
     expect(at(/^\[INFO\] OTA: V2G root installed$/)).toBeGreaterThan(at(/^\[ERROR\] TLS: connection failed/));
     expect(at(/^\[INFO\] TLS: connection established$/)).toBeGreaterThan(at(/^\[INFO\] OTA: V2G root installed$/));
@@ -83,8 +86,14 @@ describe('embedded bench session: aedes broker + evcc oem-backend + evcc ota as 
     // Proactive mode on a vehicle with an empty store: both pool roots arrive.
     const dataDir2 = join(dir, 'vehicle2');
     await installBackendKey(await FsStore.open(dataDir2), fx.signer.publicKeyPem);
-    const sync = run(['ota', 'sync-roots', '--broker', brokerUrl, '--mqtt-version', '4', '--vehicle-id', 'bench-ev-2', '--data-dir', dataDir2], env);
+    const sync = run(['ota', 'sync-roots', '--broker', brokerUrl, '--mqtt-version', '4', '--vehicle-id', 'bench-ev-2', '--data-dir', dataDir2, ...bench], env);
     expect(await sync.exit, sync.err.join('\n')).toBe(0);
     expect(JSON.parse(sync.out[sync.out.length - 1]!)).toMatchObject({ installed: [fx.pki.a.root.cert.subject, fx.pki.b.root.cert.subject] });
+
+    // Without the TPM and without an explicitly named bench key there is no store to trust: refused, typed.
+    const refused = run(['ota', 'sync-roots', '--broker', brokerUrl, '--mqtt-version', '4', '--vehicle-id', 'bench-ev-2', '--data-dir', dataDir2,
+      '--tcti', 'swtpm:host=127.0.0.1,port=1', '--run-dir', join(dir, 'run')], env);
+    expect(await refused.exit).not.toBe(0);
+    expect(refused.err.join('\n')).toMatch(/KEYS_TRUST_UNAVAILABLE/);
   });
 });

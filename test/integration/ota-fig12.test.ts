@@ -101,7 +101,8 @@ describeWith([root, tool('ip'), tool('mosquitto')])('Fig. 11 → Fig. 12 over ve
     // The vehicle: TLS to the SECC with the unknown-root path.
     const ev = veth.spawn(veth.ev, node, [...tsx, evcc, '--no-log-fields', 'ota', 'tls-connect', '--secc', seAddr, '--iface', veth.evIf, '--port', port,
       '--broker', broker.url, '--vehicle-id', VID, '--ca', join(dir, 'link-ca.pem'), '--cert', join(dir, 'vehicle.pem'), '--key', join(dir, 'vehicle.key'),
-      '--data-dir', dataDir], { env: { ...process.env, EVCC_STORE_KEY: Buffer.from(STORE_KEY).toString('hex') } });
+      '--data-dir', dataDir, '--run-dir', join(dir, 'run'), '--tcti', 'swtpm:host=127.0.0.1,port=1', '--store-key-env', 'EVCC_STORE_KEY'], // no TPM here: bench key, named explicitly
+    { env: { ...process.env, EVCC_STORE_KEY: Buffer.from(STORE_KEY).toString('hex') } });
     children.push(ev);
     const evIo = collect(ev);
     const code = await new Promise<number | null>((r) => ev.once('exit', (c) => r(c)));
