@@ -2,10 +2,17 @@
  * `evcc bench-session` — the main job: one full charging-session setup on the embedded default, with no hardware
  * and no root. Composition root of the simulated bench:
  *
+ *   vehicle on swtpm (test/sim/vehicle-tpm.ts: factory provisioning → OEM-signed release → measured boot → trust
+ *   unsealed → MO contract key imported and armed) →
  *   pilot (SimPilot) → SLAC on an in-memory PLC segment with two simulated chargers (ours + a neighbour) →
  *   SDP on a simulated IPv6 link → real TLS on loopback to the SECC simulator whose chain ends in a V2G root the
  *   vehicle lacks (PKI-B) → TLS_UNKNOWN_ROOT → root fetched from the OEM backend reference service over an
- *   in-process MQTT broker (mutual TLS, per-vehicle ACL) → verified, installed, TLS retried → SupportedAppProtocol.
+ *   in-process MQTT broker (mutual TLS, per-vehicle ACL) → verified, installed, TLS retried → SupportedAppProtocol →
+ *   the contract key signs through the pre-armed TPM session (verified with the contract certificate) → A/B commit
+ *   raises the anti-rollback counter.
+ *
+ * Without swtpm/tpm2-tools/rauc (a laptop) or with --no-tpm the session runs on a random in-memory store key and
+ * says so loudly (WARN line, `tpm: { skipped }` in the report); the integration test fails that path under CI.
  *
  * Every part is the product's own code; only the peers (chargers, modem, SECC, backend, broker) are simulators.
  */
@@ -21,6 +28,7 @@ import { OemBackend } from '../../deploy/oem-backend/service.ts';
 import { KeyObjectSigner } from '../../deploy/oem-backend/signer.ts';
 import { EvccError } from '../../firmware/errors.ts';
 import { runChargingSession, type ChargingStages, type SessionReport } from '../../firmware/evcc.ts';
+import type { Logger } from '../../firmware/log/logger.ts';
 import { OtaLink } from '../../firmware/ota/link.ts';
 import { rootStoreOf, validateSeccPath } from '../../firmware/ota/pki-adapter.ts';
 import { OemRootFetcher } from '../../firmware/ota/root-fetch.ts';
@@ -44,12 +52,16 @@ import { SimSegment } from '../../hal/plc/sim.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
 import { startSimCharger, startSimEvModem } from '../../test/sim/evse-slac/index.ts';
 import { startEmbeddedSecc, vehicleCredentials, type EmbeddedChain } from '../../test/sim/secc/embedded.ts';
+import { missingVehicleTpmTools, startBenchVehicleTpm, type BenchVehicleTpm } from '../../test/sim/vehicle-tpm.ts';
+import type { BackendTrust } from '../../firmware/ota/signing.ts';
 import { createRuntime, type GlobalOptions } from '../runtime.ts';
 
 interface BenchSessionOptions {
   tls: '1.2' | '1.3';
   chargerPki: 'a' | 'b' | 'b-cross';
   ota: boolean;
+  /** false (--no-tpm): no vehicle TPM stage; the store key is random and in memory (said loudly). */
+  tpm: boolean;
   keep?: boolean;
   json?: boolean;
 }
@@ -57,6 +69,29 @@ interface BenchSessionOptions {
 const EV_MAC = '02:e7:cc:00:00:01';
 const OUR_CHARGER = { mac: '02:5e:cc:00:00:01', attenuationDb: 18 };
 const NEIGHBOUR = { mac: '02:5e:cc:00:00:02', attenuationDb: 34 };
+/**
+ * Release the bench OEM ships. Factory provisioning leaves the NV anti-rollback counter at 1 (a new TPM NV counter
+ * must be incremented once before it can be read), so committing v1 would raise nothing; v2 makes the commit visible.
+ */
+const BENCH_RELEASE = 2;
+
+/** The TPM part of the session report. */
+export type BenchTpmReport =
+  | {
+    release: number;
+    /** PCR 14 after measured boot (sha256 bank, hex). */
+    pcr14: string;
+    contractKey: 'signed' | 'unused' | 'signature-invalid';
+    /** Contract-key signature through the pre-armed policy session (ms), and tpm2-tools processes on that path. */
+    signMs?: number;
+    signProcesses?: number;
+    /** NV anti-rollback counter before and after the A/B commit. */
+    counterFrom?: string;
+    counter?: string;
+  }
+  | { skipped: string };
+
+export type BenchSessionReport = SessionReport & { tpm: BenchTpmReport };
 
 export function registerBenchSession(program: Command, globals: () => GlobalOptions): void {
   program
@@ -65,6 +100,7 @@ export function registerBenchSession(program: Command, globals: () => GlobalOpti
     .option('--tls <version>', 'TLS profile: 1.2 (ISO 15118-2) or 1.3 (ISO 15118-20, mutual)', '1.2')
     .option('--charger-pki <pki>', 'the SECC chain ends in root a (known), b (unknown: Solution C) or b-cross (Solution A)', 'b')
     .option('--no-ota', 'no OEM backend: an unknown root ends in the configured fallback')
+    .option('--no-tpm', 'no vehicle TPM stage (swtpm): certificate store under a random in-memory key, no contract key')
     .option('--keep', 'keep the session data dir (certificate store) for inspection')
     .option('--json', 'print the session report as JSON on stdout')
     .action(async (opts: BenchSessionOptions) => {
@@ -76,7 +112,7 @@ export function registerBenchSession(program: Command, globals: () => GlobalOpti
     });
 }
 
-export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOptions): Promise<SessionReport> {
+export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOptions): Promise<BenchSessionReport> {
   const rt = await createRuntime(g);
   const bench = rt.log('BENCH');
   const sim = rt.log('SIM');
@@ -89,10 +125,28 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
     // --- vehicle state: certificate store with the factory V2G root (PKI-A only: Kilic 2023 Scenario 2) -------------
     bench.info('generating the ISO 15118-2 test PKI (V2G roots A and B, CPO, OEM, MO chains)');
     const pki = await generateTestPki();
-    const files = await FsStore.open(join(dataDir, 'data'));
-    // Bench-only integrity key; on the device the key is provisioned with the vehicle (see the PKI notes).
-    const store = await CertificateStore.open(files, { integrity: new HmacIntegrity(randomBytes(32)) });
-    await store.installRoot(pki.a.root.der, { source: 'factory' });
+    // The OEM backend's answer-signing key: the vehicle must trust it before the first session (factory/bench step).
+    const signer = opts.ota ? KeyObjectSigner.fromPem(generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString()) : undefined;
+    const missingTools = opts.tpm ? missingVehicleTpmTools() : [];
+    const skipped = !opts.tpm ? '--no-tpm' : missingTools.length ? `missing ${missingTools.join(', ')}` : undefined;
+    let vehicle: BenchVehicleTpm | undefined;
+    let store: CertificateStore;
+    let backendTrust: BackendTrust | undefined;
+    if (skipped === undefined) {
+      vehicle = await startBenchVehicleTpm({
+        baseDir: join(dataDir, 'vehicle'), dataDir: join(dataDir, 'data'), pki, releaseVersion: BENCH_RELEASE, log: (sub) => rt.log(sub),
+        ...(signer ? { backendKeyPem: signer.publicKeyPem } : {}),
+      });
+      cleanups.push(() => vehicle!.close());
+      store = vehicle.store;
+      backendTrust = vehicle.backendTrust;
+    } else {
+      bench.warn({ tpm: 'skipped', reason: skipped }, `NO TPM (${skipped}): vehicle keys are NOT TPM-protected in this run — certificate store under a random in-memory key, no contract key, no measured boot`);
+      const files = await FsStore.open(join(dataDir, 'data'));
+      store = await CertificateStore.open(files, { integrity: new HmacIntegrity(randomBytes(32)) });
+      await store.installRoot(pki.a.root.der, { source: 'factory' });
+      backendTrust = signer ? backendTrustFromPem(signer.publicKeyPem) : undefined;
+    }
 
     // --- peers ---------------------------------------------------------------------------------------------------
     const segment = new SimSegment();
@@ -112,7 +166,7 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
     sim.info({ chain, tls: opts.tls, port: secc.port }, `SECC simulator up, presenting ${chain}`);
 
     let fetcher: OemRootFetcher | undefined;
-    if (opts.ota) {
+    if (signer && backendTrust) {
       const ca = await createLinkCa('evcc bench OEM link CA');
       const brokerCert = await issueLinkCert(ca, { commonName: 'broker', server: { ips: ['127.0.0.1'] } });
       const broker = await startEmbeddedBroker({ tls: { ca: ca.certPem, cert: brokerCert.certPem, key: brokerCert.keyPem }, log: sim });
@@ -121,7 +175,6 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
       const poolFiles = await FsStore.open(poolDir);
       await poolFiles.writeAtomic('v2g-root-a.pem', derToPem(pki.a.root.der), { mode: 0o644 });
       await poolFiles.writeAtomic('v2g-root-b.pem', derToPem(pki.b.root.der), { mode: 0o644 });
-      const signer = KeyObjectSigner.fromPem(generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString());
       const backendId = await issueLinkCert(ca, { commonName: BACKEND_IDENTITY });
       const backend = new OemBackend({
         connector: new MqttJsConnector(), url: broker.url, protocolVersion: 4, clientId: 'oem-backend-bench',
@@ -137,7 +190,7 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
         tls: { ca: ca.certPem, cert: vehicleLinkId.certPem, key: vehicleLinkId.keyPem },
       });
       cleanups.push(() => link.close());
-      fetcher = new OemRootFetcher({ rpc: link.rootCaRpc, vehicleId, trust: backendTrustFromPem(signer.publicKeyPem), clock, log: rt.log('OTA'), validatePath: validateSeccPath });
+      fetcher = new OemRootFetcher({ rpc: link.rootCaRpc, vehicleId, trust: backendTrust, clock, log: rt.log('OTA'), validatePath: validateSeccPath });
     }
 
     // --- the session ---------------------------------------------------------------------------------------------
@@ -197,11 +250,39 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
     const report = await runChargingSession({ stages, clock, log: rt.log('EVCC') });
     const roots = store.listRoots().map((r) => r.subject);
     bench.info({ state: report.state, setupMs: report.setupMs, roots }, `session ${report.state === 'Established' ? 'established' : 'FAILED'}; vehicle now trusts ${roots.length} V2G root(s)`);
-    return report;
+    const tpm: BenchTpmReport = vehicle ? await proveAndCommit(vehicle, report, bench) : { skipped: skipped ?? 'unknown' };
+    return { ...report, tpm };
   } finally {
     for (const c of cleanups.reverse()) await c().catch(() => undefined);
     if (!opts.keep) await rm(dataDir, { recursive: true, force: true });
     else bench.info({ dataDir }, 'data dir kept');
     await rt.close();
   }
+}
+
+/**
+ * After SupportedAppProtocol: the contract key proves it works (a real ECDSA signature through the session armed
+ * before plug-in, verified with the MO's contract certificate), then the A/B commit (`evcc boot commit`) raises the
+ * anti-rollback counter. Only an established session with a verifying signature commits the release.
+ */
+async function proveAndCommit(vehicle: BenchVehicleTpm, report: SessionReport, bench: Logger): Promise<BenchTpmReport> {
+  const base = { release: vehicle.outcome.boot.version, pcr14: vehicle.outcome.boot.pcr14 };
+  if (report.state !== 'Established') {
+    bench.warn({ tpm: 'not-committed' }, `vehicle: session failed: contract key unused, release v${base.release} NOT committed`);
+    return { ...base, contractKey: 'unused' };
+  }
+  // Stand-in for the AuthorizationReq SignedInfo the contract key signs in PnC (GenChallenge from the SECC).
+  const message = Buffer.concat([Buffer.from(`evcc bench-session contract-key proof, EVSE ${report.link?.evseMac ?? '?'}, GenChallenge=`), randomBytes(16)]);
+  const proof = await vehicle.proveContractKey(new Uint8Array(message));
+  const fields = { signMs: proof.signMs, processes: proof.criticalPathProcesses, verified: proof.verified, digest: proof.digest };
+  if (!proof.verified) {
+    bench.error(fields, `vehicle: contract key signature does NOT verify with the contract certificate: release v${base.release} NOT committed`);
+    return { ...base, contractKey: 'signature-invalid', signMs: proof.signMs };
+  }
+  bench.info(fields, `vehicle: contract key signature verifies with the contract certificate (${vehicle.outcome.contractKey.certificate.split(',')[0]}); TPM2_Sign ${proof.signMs} ms through the pre-armed session`);
+  const commit = await vehicle.commit(); // logs `BOOT: release vN committed: anti-rollback counter a -> b`
+  return {
+    ...base, contractKey: 'signed', signMs: proof.signMs, ...(proof.criticalPathProcesses !== undefined ? { signProcesses: proof.criticalPathProcesses } : {}),
+    counterFrom: commit.from, counter: commit.to,
+  };
 }

@@ -1,0 +1,225 @@
+/**
+ * The bench vehicle's security core on swtpm, for `evcc bench-session` (the main job): what a factory, the OEM and a
+ * mobility operator do to one vehicle before it can charge with Plug & Charge (firmware/keys/README.md, "Factory /
+ * bench sequence"; ARCHITECTURE.md §3 steps 1 and 7), done in one process with the product's own code:
+ *
+ *   swtpm (free ports, temp state) → factory provisioning (SRK, storage key, NV anti-rollback counter; export for
+ *   the backends) → OEM release vN (RAUC bundle signed with bench OEM material made on the fly; signed state policy)
+ *   → measured boot (PCR 14, ticket) → first-boot completion (OEM provisioning key, sealed runtime secret) →
+ *   openVehicleTrust (certificate store under the TPM-derived key, factory root A; tagged OEM backend key) → MO wraps
+ *   the contract key for this vehicle's storage key → direct import → arm().
+ *
+ * Only the TPM (swtpm) and the OEM/MO roles are simulated; every vehicle-side step is the product's code. Each step
+ * writes one BENCH line (`vehicle: …`); the product code underneath logs its own lines as on the device.
+ */
+import { createHash, generateKeyPairSync, randomBytes, verify as cryptoVerify, X509Certificate } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { commitRelease } from '../../boot/commit.ts';
+import { measuredBoot, type BootReport } from '../../boot/measured-boot.ts';
+import { buildBundle } from '../../deploy/bundle/build.ts';
+import { wrapContractKey } from '../../deploy/mo/wrap.ts';
+import { createSignedPolicy } from '../../deploy/oem/release.ts';
+import { EvccError } from '../../firmware/errors.ts';
+import { KeyService } from '../../firmware/keys/key-service.ts';
+import { backendExport, provisionTpm } from '../../firmware/keys/provision.ts';
+import { openVehicleTrust } from '../../firmware/keys/vehicle-trust.ts';
+import type { Logger, Subsystem } from '../../firmware/log/logger.ts';
+import type { BackendTrust } from '../../firmware/ota/signing.ts';
+import type { TestPki } from '../../firmware/pki/generate.ts';
+import type { CertificateStore } from '../../firmware/pki/store.ts';
+import { FsStore } from '../../hal/store/fs-store.ts';
+import { Swtpm } from '../../hal/tpm/swtpm.ts';
+import { Tpm2Tools } from '../../hal/tpm/tpm2-tools.ts';
+
+/** Debian tools the TPM stage runs (swtpm, tpm2-tools, rauc, openssl for the bench OEM bundle certificate). */
+export const VEHICLE_TPM_TOOLS = ['swtpm', 'tpm2_startup', 'rauc', 'openssl'] as const;
+
+/** The tools of VEHICLE_TPM_TOOLS this machine lacks (empty: the TPM stage can run). */
+export function missingVehicleTpmTools(): string[] {
+  return VEHICLE_TPM_TOOLS.filter((t) => {
+    try {
+      execFileSync('sh', ['-c', `command -v ${t}`], { stdio: 'ignore' });
+      return false;
+    } catch {
+      return true;
+    }
+  });
+}
+
+export interface BenchVehicleTpmOptions {
+  /** Dir for swtpm state, the vehicle's data and run dirs, and the OEM/MO bench material (absolute). */
+  baseDir: string;
+  /** The vehicle's persistent data dir (certificate store, TPM-wrapped blobs). */
+  dataDir: string;
+  pki: TestPki;
+  /** The OEM backend's answer-signing public key, installed into the vehicle and tagged with the TPM-derived key. */
+  backendKeyPem?: string;
+  /**
+   * Release the OEM ships to this vehicle. Provisioning leaves the NV counter at 1 (a fresh TPM NV counter starts at
+   * the TPM's highest counter value and must be incremented once before it can be read), so only a release above 1
+   * lets the A/B commit visibly raise it.
+   */
+  releaseVersion: number;
+  log: (sub: Subsystem) => Logger;
+}
+
+export interface ContractProof {
+  /** SHA-256 digest signed (hex). */
+  digest: string;
+  /** Raw r||s signature, base64. */
+  signature: string;
+  verified: boolean;
+  /** Wall time of the signature through the pre-armed policy session (ms). */
+  signMs: number;
+  /** tpm2-tools processes on the critical path of that signature (1 when pre-armed). */
+  criticalPathProcesses: number | undefined;
+}
+
+export interface VehicleTpmOutcome {
+  boot: { version: number; pcr14: string; bundleSha256: string };
+  contractKey: { id: string; certificate: string };
+  proof?: ContractProof;
+  counter?: { from: string; to: string; proof: string };
+}
+
+export interface BenchVehicleTpm {
+  /** Certificate store opened with the TPM-derived integrity key (factory root A installed). */
+  store: CertificateStore;
+  /** The OEM backend key as the vehicle trusts it (tagged; undefined when none was given). */
+  backendTrust: BackendTrust | undefined;
+  keys: KeyService;
+  outcome: VehicleTpmOutcome;
+  /** Signs `message`'s SHA-256 with the contract key (pre-armed session) and verifies it with the contract certificate. */
+  proveContractKey(message: Uint8Array): Promise<ContractProof>;
+  /** `evcc boot commit`: self-test through the TPM, then the NV anti-rollback counter raised to the running release. */
+  commit(): Promise<{ version: number; from: string; to: string; proof: string }>;
+  close(): Promise<void>;
+}
+
+const sha256 = (b: Uint8Array): Uint8Array => new Uint8Array(createHash('sha256').update(b).digest());
+
+export async function startBenchVehicleTpm(o: BenchVehicleTpmOptions): Promise<BenchVehicleTpm> {
+  const bench = o.log('BENCH');
+  const step = async <T>(what: (r: T, ms: number) => [Record<string, unknown>, string], fn: () => Promise<T>): Promise<T> => {
+    const t0 = performance.now();
+    const r = await fn();
+    const ms = Math.round(performance.now() - t0);
+    const [fields, msg] = what(r, ms);
+    bench.info({ ...fields, ms }, `vehicle: ${msg}`);
+    return r;
+  };
+  const oemDir = join(o.baseDir, 'oem');
+  const moDir = join(o.baseDir, 'mo');
+  const runDir = join(o.baseDir, 'run');
+  await mkdir(oemDir, { recursive: true, mode: 0o700 });
+  await mkdir(moDir, { recursive: true, mode: 0o700 });
+  await mkdir(runDir, { recursive: true, mode: 0o700 });
+  const closers: (() => Promise<unknown>)[] = [];
+  const close = async () => {
+    for (const c of closers.splice(0).reverse()) await c().catch(() => undefined);
+  };
+  try {
+    const swtpm = await step((s) => [{ tcti: s.tcti, pid: s.pid }, `swtpm started (${s.tcti})`],
+      () => Swtpm.start({ stateDir: join(o.baseDir, 'swtpm-state'), logFile: join(o.baseDir, 'swtpm.log') }));
+    closers.push(() => swtpm.stop());
+    const tpm = await Tpm2Tools.open({ tcti: swtpm.tcti, runDir, log: o.log('TPM') });
+    closers.push(() => tpm.close());
+    const data = await FsStore.open(o.dataDir);
+    const run = await FsStore.open(runDir);
+    const deps = { tpm, data, run, log: o.log('KEYS') };
+
+    // --- OEM bench material, made on the fly (never on the vehicle) ------------------------------------------------
+    const policyKeys = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const oemPolicyKeyPem = policyKeys.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+    const oemPolicyPubPem = policyKeys.publicKey.export({ type: 'spki', format: 'pem' }).toString();
+    const bundleCert = join(oemDir, 'bundle.cert.pem');
+    const bundleKey = join(oemDir, 'bundle.key.pem');
+
+    // --- factory ---------------------------------------------------------------------------------------------------
+    const exportDir = join(o.baseDir, 'export');
+    await step((r) => [{ created: r.created, storageKey: r.record.storageKey.name }, `factory provisioning: ${r.created.join(', ')}; export for the OEM/MO backends written`], async () => {
+      const r = await provisionTpm(deps, { oemPolicyKeyPem: oemPolicyPubPem });
+      await mkdir(exportDir, { recursive: true });
+      for (const [name, content] of Object.entries(backendExport(r.record))) await writeFile(join(exportDir, name), content, { mode: 0o644 });
+      return r;
+    });
+
+    // --- OEM release -------------------------------------------------------------------------------------------------
+    const bundlePath = join(oemDir, `v${o.releaseVersion}.raucb`);
+    const policy = await step((p) => [{ version: p.version, pcr14: p.pcrs.value, bundleSha256: p.bundle.sha256 }, `OEM release v${p.version}: RAUC bundle built and OEM-signed, state policy signed (PCR 14 ${p.pcrs.value.slice(0, 16)}…, counter ≤ ${p.version})`], async () => {
+      await execa('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', bundleKey,
+        '-out', bundleCert, '-subj', '/CN=EVCC bench OEM bundle signing', '-days', '30'], { stdin: 'ignore' });
+      const image = join(oemDir, `v${o.releaseVersion}-rootfs.img`);
+      await writeFile(image, randomBytes(64 * 1024));
+      await buildBundle({ images: { rootfs: image }, version: o.releaseVersion, compatible: 'evcc-bench', cert: bundleCert, key: bundleKey, out: bundlePath });
+      return createSignedPolicy({ bundlePath, keyring: bundleCert, policyKeyPem: oemPolicyKeyPem });
+    });
+
+    // --- vehicle: measured boot, first-boot completion -----------------------------------------------------------------
+    const boot: BootReport = await step((b) => [{ version: b.version, pcr14: b.pcrValue, counter: b.counter, ticket: b.ticket }, `measured boot: bundle v${b.version} measured into PCR 14 (${b.pcrValue.slice(0, 16)}…), signature verified, policy ticket ${b.ticket}`],
+      () => measuredBoot({ ...deps, log: o.log('BOOT') }, { bundlePath, keyring: bundleCert, policy }));
+    await step((r) => [{ created: r.created }, `first-boot completion: ${r.created.join(', ')} created under the storage key`],
+      () => provisionTpm(deps, { oemPolicyKeyPem: oemPolicyPubPem }));
+
+    // --- runtime start: trust unsealed through the OEM-signed state -----------------------------------------------
+    const keys = await KeyService.open(deps, { reclaim: true });
+    closers.push(() => keys.close());
+    const trust = await step((t) => [{ roots: t.store.rootCount }, 'trust unsealed through the OEM-signed state: certificate store verified with the TPM-derived key'],
+      () => openVehicleTrust({ keys, data, log: o.log('KEYS') }));
+    const store = trust.store;
+    await step(() => [{ source: 'factory' }, 'factory V2G root A installed (tagged with the TPM-derived key)'],
+      () => store.installRoot(o.pki.a.root.der, { source: 'factory' }));
+    let backendTrust: BackendTrust | undefined;
+    if (o.backendKeyPem) {
+      const pem = o.backendKeyPem;
+      backendTrust = await step((b) => [{ keyId: b.keyId }, `OEM backend key ${b.keyId} installed and tagged with the TPM-derived key`], () => trust.installBackendKey(pem));
+    }
+
+    // --- mobility operator: direct import of the contract key ---------------------------------------------------------
+    const contract = o.pki.mo.contract;
+    const blobPath = join(moDir, 'contract.import.json');
+    await step(() => [{ contract: contract.cert.subject }, `MO wrapped the contract key (${contract.cert.subject.split(',')[0]}) for this vehicle's storage key`], async () => {
+      const blob = await wrapContractKey({ contractKeyPem: contract.keyPem, deviceExportDir: exportDir });
+      await writeFile(blobPath, JSON.stringify(blob), { mode: 0o644 });
+    });
+    const imported = await step((k) => [{ key: k.id }, `contract key ${k.id} imported into the TPM (direct import, bound to the OEM state policy)`],
+      async () => keys.importContractKey(new Uint8Array(await readFile(blobPath))));
+    const certPublic = new X509Certificate(contract.pem).publicKey.export({ type: 'spki', format: 'pem' }).toString();
+    if (certPublic !== imported.publicKeyPem) throw new EvccError('KEYS_BLOB_MALFORMED', 'imported contract key differs from the contract certificate');
+    await step(() => [{ key: imported.id }, 'contract key armed (policy session ready before the challenge)'], () => keys.arm());
+
+    const outcome: VehicleTpmOutcome = {
+      boot: { version: boot.version, pcr14: boot.pcrValue, bundleSha256: boot.bundleSha256 },
+      contractKey: { id: imported.id, certificate: contract.cert.subject },
+    };
+    return {
+      store, backendTrust, keys, outcome,
+      async proveContractKey(message) {
+        const digest = sha256(message);
+        const t0 = performance.now();
+        const signature = await keys.signWithContractKey(digest);
+        const signMs = Math.round((performance.now() - t0) * 10) / 10;
+        const status = await keys.status();
+        const verified = cryptoVerify('sha256', message, { key: new X509Certificate(contract.pem).publicKey, dsaEncoding: 'ieee-p1363' }, signature);
+        const proof: ContractProof = {
+          digest: Buffer.from(digest).toString('hex'), signature: Buffer.from(signature).toString('base64'), verified, signMs,
+          criticalPathProcesses: status.lastSignCriticalPathProcesses,
+        };
+        outcome.proof = proof;
+        return proof;
+      },
+      async commit() {
+        const r = await commitRelease({ ...deps, log: o.log('BOOT'), keys });
+        outcome.counter = { from: r.from, to: r.to, proof: r.proof };
+        return r;
+      },
+      close,
+    };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
