@@ -79,12 +79,15 @@ const BENCH_RELEASE = 2;
 export type BenchTpmReport =
   | {
     release: number;
-    /** PCR 14 after measured boot (sha256 bank, hex). */
+    /** PCR 14 after measured boot (sha256 bank, hex) = SHA-256(0…0 ‖ bundleSha256). */
     pcr14: string;
+    bundleSha256: string;
     contractKey: 'signed' | 'unused' | 'signature-invalid';
     /** Contract-key signature through the pre-armed policy session (ms), and tpm2-tools processes on that path. */
     signMs?: number;
     signProcesses?: number;
+    /** What was signed and the signature, with the MO's contract certificate: anyone can check it independently. */
+    proof?: { message: string; signature: string; contractCertificate: string };
     /** NV anti-rollback counter before and after the A/B commit. */
     counterFrom?: string;
     counter?: string;
@@ -266,7 +269,7 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
  * anti-rollback counter. Only an established session with a verifying signature commits the release.
  */
 async function proveAndCommit(vehicle: BenchVehicleTpm, report: SessionReport, bench: Logger): Promise<BenchTpmReport> {
-  const base = { release: vehicle.outcome.boot.version, pcr14: vehicle.outcome.boot.pcr14 };
+  const base = { release: vehicle.outcome.boot.version, pcr14: vehicle.outcome.boot.pcr14, bundleSha256: vehicle.outcome.boot.bundleSha256 };
   if (report.state !== 'Established') {
     bench.warn({ tpm: 'not-committed' }, `vehicle: session failed: contract key unused, release v${base.release} NOT committed`);
     return { ...base, contractKey: 'unused' };
@@ -284,5 +287,6 @@ async function proveAndCommit(vehicle: BenchVehicleTpm, report: SessionReport, b
   return {
     ...base, contractKey: 'signed', signMs: proof.signMs, ...(proof.criticalPathProcesses !== undefined ? { signProcesses: proof.criticalPathProcesses } : {}),
     counterFrom: commit.from, counter: commit.to,
+    proof: { message: message.toString('base64'), signature: proof.signature, contractCertificate: vehicle.outcome.contractKey.certificatePem },
   };
 }

@@ -80,7 +80,8 @@ export interface ContractProof {
 
 export interface VehicleTpmOutcome {
   boot: { version: number; pcr14: string; bundleSha256: string };
-  contractKey: { id: string; certificate: string };
+  /** The imported contract key and its MO certificate (subject, PEM). */
+  contractKey: { id: string; certificate: string; certificatePem: string };
   proof?: ContractProof;
   counter?: { from: string; to: string; proof: string };
 }
@@ -193,7 +194,7 @@ export async function startBenchVehicleTpm(o: BenchVehicleTpmOptions): Promise<B
 
     const outcome: VehicleTpmOutcome = {
       boot: { version: boot.version, pcr14: boot.pcrValue, bundleSha256: boot.bundleSha256 },
-      contractKey: { id: imported.id, certificate: contract.cert.subject },
+      contractKey: { id: imported.id, certificate: contract.cert.subject, certificatePem: contract.pem },
     };
     return {
       store, backendTrust, keys, outcome,
