@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job: one full simulated bench session (plug-in -> SLAC -> SDP -> TLS (-> root-CA fetch) -> session)
-# on the embedded default: simulated modem, charger, pilot and OEM backend, no hardware and no root needed.
+# The main job: one full simulated bench session (vehicle TPM on swtpm: provisioning, measured boot, contract key ->
+# plug-in -> SLAC -> SDP -> TLS (-> root-CA fetch) -> session -> contract-key signature, A/B commit) on the embedded
+# default: swtpm, simulated modem, charger, pilot and OEM backend, no hardware and no root needed (--no-tpm: no TPM).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-deps.sh
