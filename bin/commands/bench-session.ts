@@ -79,6 +79,8 @@ const BENCH_RELEASE = 2;
 export type BenchTpmReport =
   | {
     release: number;
+    /** Vehicle stage before plug-in (swtpm start → contract key armed), ms. */
+    stageMs: number;
     /** PCR 14 after measured boot (sha256 bank, hex) = SHA-256(0…0 ‖ bundleSha256). */
     pcr14: string;
     bundleSha256: string;
@@ -269,7 +271,7 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
  * anti-rollback counter. Only an established session with a verifying signature commits the release.
  */
 async function proveAndCommit(vehicle: BenchVehicleTpm, report: SessionReport, bench: Logger): Promise<BenchTpmReport> {
-  const base = { release: vehicle.outcome.boot.version, pcr14: vehicle.outcome.boot.pcr14, bundleSha256: vehicle.outcome.boot.bundleSha256 };
+  const base = { release: vehicle.outcome.boot.version, stageMs: vehicle.outcome.stageMs, pcr14: vehicle.outcome.boot.pcr14, bundleSha256: vehicle.outcome.boot.bundleSha256 };
   if (report.state !== 'Established') {
     bench.warn({ tpm: 'not-committed' }, `vehicle: session failed: contract key unused, release v${base.release} NOT committed`);
     return { ...base, contractKey: 'unused' };

@@ -65,6 +65,7 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     const tpm = report.tpm;
     expect(tpm.skipped).toBeUndefined();
     expect(tpm.release).toBe(2);
+    expect(tpm.stageMs).toBeGreaterThan(0);
     const expectedPcr = createHash('sha256').update(Buffer.alloc(32)).update(Buffer.from(tpm.bundleSha256, 'hex')).digest('hex');
     expect(tpm.pcr14).toBe(expectedPcr);
     // The contract key signed through the pre-armed session (one TPM2_Sign process on the critical path), and the

@@ -79,6 +79,8 @@ export interface ContractProof {
 }
 
 export interface VehicleTpmOutcome {
+  /** Wall time of the whole vehicle stage, swtpm start to armed contract key (ms). */
+  stageMs: number;
   boot: { version: number; pcr14: string; bundleSha256: string };
   /** The imported contract key and its MO certificate (subject, PEM). */
   contractKey: { id: string; certificate: string; certificatePem: string };
@@ -122,6 +124,7 @@ export async function startBenchVehicleTpm(o: BenchVehicleTpmOptions): Promise<B
   const close = async () => {
     for (const c of closers.splice(0).reverse()) await c().catch(() => undefined);
   };
+  const stageStart = performance.now();
   try {
     const swtpm = await step((s) => [{ tcti: s.tcti, pid: s.pid }, `swtpm started (${s.tcti})`],
       () => Swtpm.start({ stateDir: join(o.baseDir, 'swtpm-state'), logFile: join(o.baseDir, 'swtpm.log') }));
@@ -193,6 +196,7 @@ export async function startBenchVehicleTpm(o: BenchVehicleTpmOptions): Promise<B
     await step(() => [{ key: imported.id }, 'contract key armed (policy session ready before the challenge)'], () => keys.arm());
 
     const outcome: VehicleTpmOutcome = {
+      stageMs: Math.round(performance.now() - stageStart),
       boot: { version: boot.version, pcr14: boot.pcrValue, bundleSha256: boot.bundleSha256 },
       contractKey: { id: imported.id, certificate: contract.cert.subject, certificatePem: contract.pem },
     };
