@@ -101,12 +101,12 @@ export type BenchSessionReport = SessionReport & { tpm: BenchTpmReport };
 export function registerBenchSession(program: Command, globals: () => GlobalOptions): void {
   program
     .command('bench-session')
-    .description('one full simulated bench session (pilot, SLAC, SDP, TLS, OTA root-CA fetch, SupportedAppProtocol) — no hardware, no root')
+    .description('one full simulated bench session (vehicle TPM on swtpm, pilot, SLAC, SDP, TLS, OTA root-CA fetch, SupportedAppProtocol, contract-key signature, A/B commit) — no hardware, no root')
     .option('--tls <version>', 'TLS profile: 1.2 (ISO 15118-2) or 1.3 (ISO 15118-20, mutual)', '1.2')
     .option('--charger-pki <pki>', 'the SECC chain ends in root a (known), b (unknown: Solution C) or b-cross (Solution A)', 'b')
     .option('--no-ota', 'no OEM backend: an unknown root ends in the configured fallback')
     .option('--no-tpm', 'no vehicle TPM stage (swtpm): certificate store under a random in-memory key, no contract key')
-    .option('--keep', 'keep the session data dir (certificate store) for inspection')
+    .option('--keep', 'keep the session data dir (certificate store, TPM-wrapped keys, swtpm state, bench OEM/MO material) for inspection')
     .option('--json', 'print the session report as JSON on stdout')
     .action(async (opts: BenchSessionOptions) => {
       if (!['1.2', '1.3'].includes(opts.tls)) throw new EvccError('CONFIG_INVALID', `--tls must be 1.2 or 1.3, not ${opts.tls}`);
@@ -125,7 +125,7 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
   const cleanups: (() => Promise<unknown>)[] = [];
   const dataDir = await mkdtemp(join(tmpdir(), 'evcc-bench-'));
   try {
-    bench.info({ dataDir }, 'embedded bench: simulated pilot, modem, chargers, SECC, OEM backend and broker; product code everywhere else');
+    bench.info({ dataDir }, 'embedded bench: swtpm, simulated pilot, modem, chargers, SECC, OEM backend and broker; product code everywhere else');
 
     // --- vehicle state: certificate store with the factory V2G root (PKI-A only: Kilic 2023 Scenario 2) -------------
     bench.info('generating the ISO 15118-2 test PKI (V2G roots A and B, CPO, OEM, MO chains)');
