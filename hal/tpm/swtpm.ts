@@ -43,6 +43,26 @@ function canConnect(port: number): Promise<boolean> {
   });
 }
 
+/** True when the TCP listener on 127.0.0.1:port belongs to `pid` (ss from iproute2; a plain exit check without it). */
+async function listenerIsOurs(port: number, pid: number | undefined): Promise<boolean> {
+  if (pid === undefined) return false;
+  const r = await execa('ss', ['-Hltnp', `sport = :${port}`], { reject: false });
+  if (r.exitCode !== 0 || typeof r.stdout !== 'string') {
+    await new Promise((res) => setTimeout(res, 50));
+    return isAlive(pid);
+  }
+  return r.stdout.includes(`pid=${pid},`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export class Swtpm {
   private child: ResultPromise | undefined;
   private constructor(readonly opts: SwtpmOptions, readonly port: number, readonly ctrlPort: number) {}
@@ -91,7 +111,9 @@ export class Swtpm {
     void child.then(() => (exited = true));
     for (let i = 0; i < 200; i++) {
       if (exited) throw new Error(`swtpm exited: ${String((await child).stderr)}`);
-      if (await canConnect(this.port)) return;
+      // A connect alone can reach another process that won the port race while our swtpm fails to bind: accept the
+      // port only once the listener on it is our own child.
+      if ((await canConnect(this.port)) && (await listenerIsOurs(this.port, child.pid))) return;
       await new Promise((r) => setTimeout(r, 25));
     }
     await this.stop();
