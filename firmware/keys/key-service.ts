@@ -114,6 +114,22 @@ export class KeyService {
     return { kind: 'policy', session, secret: this.storagePassword };
   }
 
+  /**
+   * One storage-key-authorised TPM command: a fresh salted policy session replays the signed state ; PolicyAuthValue,
+   * `op` runs with that authorisation, and the session is flushed (on failure the driver flushed everything).
+   */
+  private async withStorageKeyAuth<T>(op: (auth: Auth) => Promise<T>): Promise<T> {
+    const release = await this.release();
+    const tpm = this.d.tpm;
+    const session = await tpm.startPolicySession(this.salt);
+    return this.guarded(async () => {
+      await tpm.policy(session, [...release.steps, { kind: 'authValue' }]);
+      const result = await op(this.storageAuth(session));
+      await tpm.flushSession(session);
+      return result;
+    });
+  }
+
   /** Runs `fn`, and on failure drops the armed session (the driver flushed it) so the next call starts clean. */
   private async guarded<T>(fn: () => Promise<T>): Promise<T> {
     try {
@@ -263,17 +279,7 @@ export class KeyService {
 
   /** Creates a key inside the TPM under the storage key (OEM provisioning key: factory, first good boot). */
   createUnderStorageKey(template: KeyTemplate): Promise<KeyBlob> {
-    return this.serial(async () => {
-      const release = await this.release();
-      const tpm = this.d.tpm;
-      const session = await tpm.startPolicySession(this.salt);
-      return this.guarded(async () => {
-        await tpm.policy(session, [...release.steps, { kind: 'authValue' }]);
-        const blob = await tpm.create(this.storageKey, this.storageAuth(session), template);
-        await tpm.flushSession(session);
-        return blob;
-      });
-    });
+    return this.serial(() => this.withStorageKeyAuth((auth) => this.d.tpm.create(this.storageKey, auth, template)));
   }
 
   /**
@@ -281,17 +287,7 @@ export class KeyService {
    * factory, first good boot — the storage key's own policy needs the OEM-approved state). Data via stdin only.
    */
   sealUnderStorageKey(data: Uint8Array, authPolicy: Uint8Array): Promise<KeyBlob> {
-    return this.serial(async () => {
-      const release = await this.release();
-      const tpm = this.d.tpm;
-      const session = await tpm.startPolicySession(this.salt);
-      return this.guarded(async () => {
-        await tpm.policy(session, [...release.steps, { kind: 'authValue' }]);
-        const blob = await tpm.createSealed(this.storageKey, this.storageAuth(session), { data, authPolicy });
-        await tpm.flushSession(session);
-        return blob;
-      });
-    });
+    return this.serial(() => this.withStorageKeyAuth((auth) => this.d.tpm.createSealed(this.storageKey, auth, { data, authPolicy })));
   }
 
   /**
@@ -365,15 +361,7 @@ export class KeyService {
       // Without the direct binding a cached context would outlive the state check (TPM.md §1): refuse.
       throw new EvccError('KEYS_BLOB_MALFORMED', 'contract key is not bound to the OEM state policy (authPolicy ≠ A)', { authPolicy: toHex(area.authPolicy) });
     }
-    const release = await this.release();
-    const tpm = this.d.tpm;
-    const session = await tpm.startPolicySession(this.salt);
-    const priv = await this.guarded(async () => {
-      await tpm.policy(session, [...release.steps, { kind: 'authValue' }]);
-      const p = await tpm.importDuplicate(this.storageKey, this.storageAuth(session), dup);
-      await tpm.flushSession(session);
-      return p;
-    });
+    const priv = await this.withStorageKeyAuth((auth) => this.d.tpm.importDuplicate(this.storageKey, auth, dup));
     const id = toHex(sha256(objectName(dup.public))).slice(0, 16);
     const pem = eccPublicPem(area);
     await this.d.data.writeAtomic(DATA.contractKey(id, 'pub'), dup.public, { mode: 0o600 });
