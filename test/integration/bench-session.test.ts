@@ -1,10 +1,11 @@
 import { execFile } from 'node:child_process';
 import { createHash, verify as cryptoVerify, X509Certificate } from 'node:crypto';
-import { readdir, readFile, rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { describeWith, tool } from '../support/prereq.ts';
+import { filesUnder } from '../support/files.ts';
 
 const run = promisify(execFile);
 
@@ -30,15 +31,6 @@ function expectInOrder(log: string[], res: RegExp[]): void {
   expect([...steps].sort((a, b) => a - b)).toEqual(steps);
 }
 
-async function filesUnder(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) out.push(...(await filesUnder(p)));
-    else if (e.isFile()) out.push(p);
-  }
-  return out;
-}
 
 const kept: string[] = [];
 afterAll(async () => {

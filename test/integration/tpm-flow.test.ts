@@ -1,10 +1,11 @@
 import { createHash, createPrivateKey, verify as cryptoVerify, X509Certificate, randomBytes } from 'node:crypto';
-import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeWith, tool } from '../support/prereq.ts';
 import { TpmLab } from './tpm-lab.ts';
+import { filesUnder } from '../support/files.ts';
 
 /**
  * Must show 1, 3 and 4 of the TPM key service, through the product's own commands (`evcc …` processes) against a
@@ -40,15 +41,6 @@ function verifiesWithCert(certPem: string, message: Uint8Array, rawSignature: Ui
   return cryptoVerify('sha256', message, { key: cert.publicKey, dsaEncoding: 'ieee-p1363' }, rawSignature);
 }
 
-async function filesUnder(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) out.push(...(await filesUnder(p)));
-    else if (e.isFile()) out.push(p);
-  }
-  return out;
-}
 
 describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')])('TPM key service through the evcc commands (swtpm)', () => {
   let lab: TpmLab;

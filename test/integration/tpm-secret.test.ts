@@ -1,5 +1,5 @@
 import { createPrivateKey, generateKeyPairSync, randomBytes } from 'node:crypto';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -20,6 +20,7 @@ import { describeWith, tool } from '../support/prereq.ts';
 import { TpmLab } from './tpm-lab.ts';
 import { Tpm2Tools } from '../../hal/tpm/tpm2-tools.ts';
 import { TpmBusTap } from './tpm-secret-bus-tap.ts';
+import { filesUnder } from '../support/files.ts';
 
 /**
  * The TPM-sealed runtime secret and the vehicle trust built on it, against a real swtpm, in process (no CLI start-up):
@@ -27,15 +28,6 @@ import { TpmBusTap } from './tpm-secret-bus-tap.ts';
  * refuses the unseal with its RC and the store cannot be opened (KEYS_TRUST_UNAVAILABLE, PnC refused); the secret
  * and its derived keys never appear in the data or run dir.
  */
-async function filesUnder(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) out.push(...(await filesUnder(p)));
-    else if (e.isFile()) out.push(p);
-  }
-  return out;
-}
 
 async function refused(p: Promise<unknown>): Promise<EvccError> {
   const err = await p.then(() => undefined, (e: unknown) => e);
