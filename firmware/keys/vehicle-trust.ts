@@ -63,7 +63,8 @@ export async function openVehicleTrust(deps: VehicleTrustDeps, options: VehicleT
     const integrity = secret.storeIntegrity();
     let store: CertificateStore;
     try {
-      store = await CertificateStore.open(data, { ...options, integrity, log });
+      // Store events (root installed/removed, tampering) are PKI lines in the bench log, whoever opened the store.
+      store = await CertificateStore.open(data, { ...options, integrity, log: log.child({ sub: 'PKI' }) });
     } catch (err) {
       throw unavailable(err, 'the certificate store did not verify');
     }
