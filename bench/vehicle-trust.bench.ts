@@ -1,13 +1,9 @@
-import { readFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { execa } from 'execa';
 import { KeyService } from '../firmware/keys/key-service.ts';
-import { provisionTpm } from '../firmware/keys/provision.ts';
 import { openVehicleTrust } from '../firmware/keys/vehicle-trust.ts';
 import { CertificateStore } from '../firmware/pki/store.ts';
 import { generateTestPki } from '../firmware/pki/generate.ts';
-import { measuredBoot } from '../boot/measured-boot.ts';
-import { createSignedPolicy } from '../deploy/oem/release.ts';
 import { TpmLab } from '../test/integration/tpm-lab.ts';
 import type { BenchReport } from './run.ts';
 import { summarize } from './stats.ts';
@@ -23,12 +19,7 @@ const N = 15;
 export async function run(): Promise<BenchReport> {
   const lab = await TpmLab.create();
   try {
-    const oemPem = await readFile(lab.oemPolicyPub, 'utf8');
-    await provisionTpm(await lab.deps(), { oemPolicyKeyPem: oemPem });
-    const bundle = await lab.bundle(1);
-    const policy = await createSignedPolicy({ bundlePath: bundle, keyring: lab.bundleCert, policyKeyPem: await readFile(lab.oemPolicyKey, 'utf8') });
-    await measuredBoot(await lab.deps(), { bundlePath: bundle, keyring: lab.bundleCert, policy });
-    await provisionTpm(await lab.deps(), { oemPolicyKeyPem: oemPem }); // runtime secret
+    await lab.bootedVehicle(); // provisioned, v1 booted, runtime secret sealed
     const pki = await generateTestPki();
     {
       const deps = await lab.deps();

@@ -4,11 +4,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { measuredBoot } from '../../boot/measured-boot.ts';
-import { createSignedPolicy } from '../../deploy/oem/release.ts';
 import { KeyService } from '../../firmware/keys/key-service.ts';
 import { reencryptLinkKey } from '../../firmware/keys/link-key.ts';
-import { provisionTpm } from '../../firmware/keys/provision.ts';
 import { openVehicleTrust } from '../../firmware/keys/vehicle-trust.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
 import type { MosquittoBroker } from '../support/mosquitto.ts';
@@ -92,12 +89,7 @@ describeWith([root, tool('ip'), tool('mosquitto'), tool('swtpm'), tool('tpm2_sta
     const bridges: ChildProcess[] = [];
     try {
       // Factory and first good boot, in process against the real swtpm (as the other TPM tests do).
-      const oemPem = await readFile(lab.oemPolicyPub, 'utf8');
-      await provisionTpm(await lab.deps(), { oemPolicyKeyPem: oemPem });
-      const bundle = await lab.bundle(1);
-      const policy = await createSignedPolicy({ bundlePath: bundle, keyring: lab.bundleCert, policyKeyPem: await readFile(lab.oemPolicyKey, 'utf8') });
-      await measuredBoot(await lab.deps(), { bundlePath: bundle, keyring: lab.bundleCert, policy });
-      await provisionTpm(await lab.deps(), { oemPolicyKeyPem: oemPem }); // runtime secret, provisioning key
+      await lab.bootedVehicle(); // factory, v1 booted, runtime secret and provisioning key created
       const deps = await lab.deps();
       const keys = await KeyService.open(deps, { reclaim: true });
       const linkKey = join(dir, 'tpm-vehicle-link.key');

@@ -1,11 +1,8 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { measuredBoot } from '../../boot/measured-boot.ts';
-import { createSignedPolicy } from '../../deploy/oem/release.ts';
 import { startEmbeddedBroker, type EmbeddedBroker } from '../../deploy/oem-backend/embedded-broker.ts';
 import { OemBackend } from '../../deploy/oem-backend/service.ts';
-import { provisionTpm } from '../../firmware/keys/provision.ts';
 import { silentLogger } from '../../firmware/log/logger.ts';
 import { derToPem } from '../../firmware/pki/cert.ts';
 import { SystemClock } from '../../hal/clock/system.ts';
@@ -30,12 +27,7 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
   beforeAll(async () => {
     lab = await TpmLab.create();
     fx = await otaFixture();
-    const oemPem = await readFile(lab.oemPolicyPub, 'utf8');
-    await provisionTpm(await lab.deps(), { oemPolicyKeyPem: oemPem });
-    const bundle = await lab.bundle(1);
-    const policy = await createSignedPolicy({ bundlePath: bundle, keyring: lab.bundleCert, policyKeyPem: await readFile(lab.oemPolicyKey, 'utf8') });
-    await measuredBoot(await lab.deps(), { bundlePath: bundle, keyring: lab.bundleCert, policy });
-    expect((await provisionTpm(await lab.deps(), { oemPolicyKeyPem: oemPem })).created).toContain('runtime-secret');
+    expect((await lab.bootedVehicle()).created).toContain('runtime-secret');
     broker = await startEmbeddedBroker({});
     backend = new OemBackend({
       connector: new MqttJsConnector(), url: broker.url, protocolVersion: 4, clientId: 'oem-backend-tpm-trust', pool: fx.pool, signer: fx.signer,

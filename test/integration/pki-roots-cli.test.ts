@@ -4,10 +4,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { KeyService } from '../../firmware/keys/key-service.ts';
-import { provisionTpm } from '../../firmware/keys/provision.ts';
 import { openVehicleTrust } from '../../firmware/keys/vehicle-trust.ts';
-import { measuredBoot } from '../../boot/measured-boot.ts';
-import { createSignedPolicy } from '../../deploy/oem/release.ts';
 import { describeWith, tool } from '../support/prereq.ts';
 import { TpmLab } from './tpm-lab.ts';
 
@@ -26,12 +23,7 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
 
   beforeAll(async () => {
     lab = await TpmLab.create();
-    const oemPem = await readFile(lab.oemPolicyPub, 'utf8');
-    await provisionTpm(await lab.deps(), { oemPolicyKeyPem: oemPem });
-    const bundle = await lab.bundle(1);
-    const policy = await createSignedPolicy({ bundlePath: bundle, keyring: lab.bundleCert, policyKeyPem: await readFile(lab.oemPolicyKey, 'utf8') });
-    await measuredBoot(await lab.deps(), { bundlePath: bundle, keyring: lab.bundleCert, policy });
-    expect((await provisionTpm(await lab.deps(), { oemPolicyKeyPem: oemPem })).created).toContain('runtime-secret');
+    expect((await lab.bootedVehicle()).created).toContain('runtime-secret');
     for (const name of ['V2G Root A', 'V2G Root B']) {
       await execa('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(lab.oemDir, `${name}.key.pem`),
         '-out', pem(name), '-subj', `/CN=${name}/O=Test V2G`, '-days', '30', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);

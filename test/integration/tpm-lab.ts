@@ -1,5 +1,5 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -8,6 +8,9 @@ import { FsStore } from '../../hal/store/fs-store.ts';
 import { Swtpm, type RebootKind } from '../../hal/tpm/swtpm.ts';
 import { Tpm2Tools } from '../../hal/tpm/tpm2-tools.ts';
 import { buildBundle } from '../../deploy/bundle/build.ts';
+import { createSignedPolicy } from '../../deploy/oem/release.ts';
+import { measuredBoot } from '../../boot/measured-boot.ts';
+import { provisionTpm, type ProvisionResult } from '../../firmware/keys/provision.ts';
 
 /**
  * A vehicle on the bench for TPM tests: its own swtpm on free ports with an absolute state dir, a data dir and a
@@ -102,6 +105,20 @@ export class TpmLab {
     const out = join(this.oemDir, `${name}.raucb`);
     await buildBundle({ images: { rootfs: img }, version, compatible: 'evcc-bench', cert: this.bundleCert, key: this.bundleKey, out });
     return out;
+  }
+
+  /**
+   * Factory provisioning, OEM release v1 (bundle + signed state policy), measured boot and the first-boot
+   * completion (provisioning again creates the OEM provisioning key and the runtime secret), in process.
+   * Returns the completing provisioning run so tests can assert what it created.
+   */
+  async bootedVehicle(): Promise<ProvisionResult> {
+    const oemPolicyKeyPem = await readFile(this.oemPolicyPub, 'utf8');
+    await provisionTpm(await this.deps(), { oemPolicyKeyPem });
+    const bundle = await this.bundle(1);
+    const policy = await createSignedPolicy({ bundlePath: bundle, keyring: this.bundleCert, policyKeyPem: await readFile(this.oemPolicyKey, 'utf8') });
+    await measuredBoot(await this.deps(), { bundlePath: bundle, keyring: this.bundleCert, policy });
+    return provisionTpm(await this.deps(), { oemPolicyKeyPem });
   }
 
   /**
