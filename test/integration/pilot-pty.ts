@@ -1,28 +1,12 @@
 import { closeSync, writeSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { ReadStream } from 'node:tty';
-import type { Prerequisite } from '../support/prereq.ts';
+import { openPty } from '../support/pty.ts';
 
 /**
  * The bench pilot board's side of the `evcc-pilot/1` line protocol (hal/pilot/README.md) on the master end of a
  * pseudo-terminal, for tests of SerialPilotBoard and `evcc run --pilot`. Answers `?` with the current CP line and
  * `S2 1|0` with `OK` (or `ERR` in state A); `plugIn`/`unplug`/`send` script the vehicle side of the bench.
  */
-const require = createRequire(import.meta.url);
-interface PtyNative { open(cols: number, rows: number): { master: number; slave: number; pty: string } }
-
-export const ptyAvailable: Prerequisite = {
-  name: 'node-pty',
-  present: () => {
-    try {
-      require('node-pty');
-      return true;
-    } catch {
-      return false;
-    }
-  },
-};
-
 export class PtyPilotBoard {
   readonly path: string;
   /** Every line the host sent. */
@@ -38,8 +22,7 @@ export class PtyPilotBoard {
   private buf = '';
 
   constructor() {
-    const { native } = require('node-pty') as { native: PtyNative };
-    const { master, slave, pty } = native.open(80, 24);
+    const { master, slave, path: pty } = openPty();
     this.master = master;
     this.slave = slave; // kept open for the whole test: else the master reads EIO (PLATFORM.md)
     this.path = pty;

@@ -4,7 +4,8 @@ import { silentLogger } from '../../firmware/log/logger.ts';
 import { parsePilotLine, PilotLineSplitter, PILOT_LINE_MAX, SerialPilotBoard } from '../../hal/pilot/serial-board.ts';
 import { requestsHighLevelCommunication, type PilotReading } from '../../hal/pilot/types.ts';
 import { describeWith } from '../support/prereq.ts';
-import { PtyPilotBoard, ptyAvailable } from './pilot-pty.ts';
+import { PtyPilotBoard } from './pilot-pty.ts';
+import { ptyAvailable } from '../support/pty.ts';
 
 /** SerialPilotBoard (serialport) against the bench board's protocol on a pseudo-terminal (hal/pilot/README.md). */
 const cleanups: (() => Promise<void> | void)[] = [];

@@ -1,6 +1,5 @@
 import { closeSync, writeSync } from 'node:fs';
 import { ReadStream } from 'node:tty';
-import { createRequire } from 'node:module';
 import { afterEach, expect, it } from 'vitest';
 import { silentLogger } from '../../firmware/log/logger.ts';
 import { toHex } from '../../firmware/slac/codec.ts';
@@ -8,7 +7,8 @@ import { runSlac } from '../../firmware/slac/driver.ts';
 import { SystemClock } from '../../hal/clock/system.ts';
 import { QcaUartLink } from '../../hal/plc/qca-uart.ts';
 import { SimSegment } from '../../hal/plc/sim.ts';
-import { describeWith, type Prerequisite } from '../support/prereq.ts';
+import { describeWith } from '../support/prereq.ts';
+import { openPty, ptyAvailable } from '../support/pty.ts';
 import { startSimCharger, startSimEvModem, type SimCharger } from '../sim/evse-slac/index.ts';
 import { QcaUartBridge } from '../sim/modem/uart-bridge.ts';
 
@@ -16,19 +16,6 @@ import { QcaUartBridge } from '../sim/modem/uart-bridge.ts';
  * SLAC over the QCA7000 UART transport: our EV's QcaUartLink (serialport on a pseudo-terminal) talks QCA serial
  * framing to a simulated modem, behind which two simulated chargers sit on an in-memory segment.
  */
-const require = createRequire(import.meta.url);
-interface PtyNative { open(cols: number, rows: number): { master: number; slave: number; pty: string } }
-const ptyAvailable: Prerequisite = {
-  name: 'node-pty',
-  present: () => {
-    try {
-      require('node-pty');
-      return true;
-    } catch {
-      return false;
-    }
-  },
-};
 
 const EV = '02:00:00:00:ee:07';
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -38,8 +25,7 @@ afterEach(async () => {
 
 describeWith([ptyAvailable])('SLAC over a QCA7000 UART (pty)', () => {
   it('matches the lower-attenuation charger through the serial framing', async () => {
-    const { native } = require('node-pty') as { native: PtyNative };
-    const { master, slave, pty } = native.open(80, 24);
+    const { master, slave, path: pty } = openPty();
     const masterIn = new ReadStream(master);
     cleanups.push(() => {
       masterIn.destroy();
