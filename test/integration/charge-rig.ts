@@ -9,6 +9,7 @@ import { FsStore } from '../../hal/store/fs-store.ts';
 import { OEM_BACKEND_USER, startMosquitto, type MosquittoBroker } from '../support/mosquitto.ts';
 import { otaFixture, STORE_KEY, vehicleStore, type OtaFixture } from './ota-fixtures.ts';
 import { evccArgs, SlacRig } from './slac-rig.ts';
+import { until } from '../support/until.ts';
 
 /**
  * A charger and an OEM backend on real links, for `evcc charge` / `evcc run` (tests and the charge bench): two
@@ -31,14 +32,6 @@ export function lines(p: ChildProcess): Io {
   createInterface({ input: p.stdout! }).on('line', (l) => io.out.push(l));
   createInterface({ input: p.stderr! }).on('line', (l) => io.err.push(l));
   return io;
-}
-
-export async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 /** The bench store key (no TPM) for `--store-key-env EVCC_STORE_KEY`. */

@@ -20,6 +20,7 @@ import { FsStore } from '../../hal/store/fs-store.ts';
 import { OEM_BACKEND_USER, startMosquitto, type MosquittoBroker } from '../support/mosquitto.ts';
 import { describeWith, tool } from '../support/prereq.ts';
 import { otaFixture, vehicleStore, type OtaFixture } from './ota-fixtures.ts';
+import { until } from '../support/until.ts';
 
 /**
  * The OEM link against a real Debian mosquitto with mutual TLS and the per-vehicle ACL: request/response on
@@ -36,14 +37,6 @@ const clients: MqttClient[] = [];
 const links: OtaLink[] = [];
 
 const wait = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function until(cond: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not reached');
-    await wait(20);
-  }
-}
-
 async function vehicle(vid: string, protocolVersion: 4 | 5 = 5) {
   const dir = await mkdtemp(join(tmpdir(), 'evcc-ota-veh-'));
   tmp.push(dir);

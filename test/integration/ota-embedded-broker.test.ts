@@ -14,6 +14,7 @@ import { SystemClock } from '../../hal/clock/system.ts';
 import { MqttJsConnector } from '../../hal/mqtt/mqtt-js.ts';
 import type { MqttClient, MqttTlsIdentity } from '../../hal/mqtt/types.ts';
 import { otaFixture, type OtaFixture } from './ota-fixtures.ts';
+import { until } from '../support/until.ts';
 
 /**
  * The embedded bench session's broker (aedes, in-process, MQTT 3.1.1 only): the same vehicle client and OEM backend
@@ -25,14 +26,6 @@ let fx: OtaFixture;
 const cleanups: (() => Promise<unknown>)[] = [];
 
 const wait = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function until(cond: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not reached');
-    await wait(20);
-  }
-}
-
 beforeAll(async () => {
   fx = await otaFixture();
 });

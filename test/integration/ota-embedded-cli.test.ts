@@ -9,6 +9,7 @@ import { FsStore } from '../../hal/store/fs-store.ts';
 import { SimIpv6Link } from '../../hal/net/sim-net.ts';
 import { startSimSecc, type SimSecc } from '../sim/secc/secc.ts';
 import { otaFixture, STORE_KEY, vehicleStore, type OtaFixture } from './ota-fixtures.ts';
+import { until } from '../support/until.ts';
 
 /**
  * The embedded bench session's way (no root, no Debian broker): `evcc oem-backend broker` (aedes, MQTT 3.1.1),
@@ -30,14 +31,6 @@ function run(args: string[], env: NodeJS.ProcessEnv = {}): { proc: ChildProcess;
   proc.stdout!.on('data', (b: Buffer) => out.push(...b.toString().split('\n').filter(Boolean)));
   proc.stderr!.on('data', (b: Buffer) => err.push(...b.toString().split('\n').filter(Boolean)));
   return { proc, out, err, exit: new Promise((r) => proc.once('exit', (c) => r(c))) };
-}
-
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 describe('embedded bench session: aedes broker + evcc oem-backend + evcc ota as programs', () => {

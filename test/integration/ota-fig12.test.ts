@@ -10,6 +10,7 @@ import { OEM_BACKEND_USER, startMosquitto, type MosquittoBroker } from '../suppo
 import { VethPair } from '../support/netns.ts';
 import { describeWith, root, tool } from '../support/prereq.ts';
 import { otaFixture, STORE_KEY, vehicleStore, type OtaFixture } from './ota-fixtures.ts';
+import { until } from '../support/until.ts';
 
 /**
  * Kilic 2023, Fig. 11 → Fig. 12 as one run over a veth pair (two network namespaces):
@@ -35,14 +36,6 @@ function collect(p: ChildProcess): { out: string[]; err: string[] } {
   p.stdout?.on('data', (b: Buffer) => out.push(...b.toString().split('\n').filter(Boolean)));
   p.stderr?.on('data', (b: Buffer) => err.push(...b.toString().split('\n').filter(Boolean)));
   return { out, err };
-}
-
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 // node itself with tsx as an import hook (no wrapper process), so killing a child really ends it.

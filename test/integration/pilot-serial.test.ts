@@ -6,20 +6,13 @@ import { requestsHighLevelCommunication, type PilotReading } from '../../hal/pil
 import { describeWith } from '../support/prereq.ts';
 import { PtyPilotBoard } from './pilot-pty.ts';
 import { ptyAvailable } from '../support/pty.ts';
+import { until } from '../support/until.ts';
 
 /** SerialPilotBoard (serialport) against the bench board's protocol on a pseudo-terminal (hal/pilot/README.md). */
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
   while (cleanups.length) await cleanups.pop()!();
 });
-
-async function until(cond: () => boolean, what: string, ms = 3_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 it('decodes the protocol lines and refuses malformed ones without throwing', () => {
   expect(parsePilotLine('CP B 5.0')).toEqual({ kind: 'cp', reading: { state: 'B', dutyPercent: 5 } });
@@ -59,20 +52,20 @@ describeWith([ptyAvailable])('SerialPilotBoard on a pty', () => {
     pilot.onChange((r) => seen.push(r));
     board.plugIn(100);
     board.plugIn(5);
-    await until(() => seen.length === 2, 'two CP changes');
+    await until(() => seen.length === 2, 3_000, 'two CP changes');
     expect(seen).toEqual([{ state: 'B', dutyPercent: 100 }, { state: 'B', dutyPercent: 5 }]);
     expect(requestsHighLevelCommunication(seen[1]!)).toBe(true);
 
     await pilot.setChargeRequest(true);
     expect(board.received).toContain('S2 1');
-    await until(() => pilot.read().state === 'C', 'state C');
+    await until(() => pilot.read().state === 'C', 3_000, 'state C');
 
     // Noise on the line: ignored and counted, state untouched; a repeated CP line is no change.
     board.send('CP Z 5.0');
     board.send('garbage');
     board.send(pilot.read().state === 'C' ? 'CP C 5.0' : 'CP B 5.0');
     board.unplug();
-    await until(() => pilot.read().state === 'A', 'state A');
+    await until(() => pilot.read().state === 'A', 3_000, 'state A');
     expect(pilot.invalidLines).toBe(2);
     expect(seen.map((r) => r.state)).toEqual(['B', 'B', 'C', 'A']);
   });
@@ -102,7 +95,7 @@ describeWith([ptyAvailable])('SerialPilotBoard on a pty', () => {
     board.state = 'B';
     board.duty = 5;
     board.send('HELLO evcc-pilot/1 fw 0.3');
-    await until(() => pilot.read().state === 'B', 'state after restart');
+    await until(() => pilot.read().state === 'B', 3_000, 'state after restart');
     expect(board.received.filter((l) => l === '?')).toHaveLength(2);
   });
 
@@ -116,7 +109,7 @@ describeWith([ptyAvailable])('SerialPilotBoard on a pty', () => {
     // Let serialport's reader settle after the open handshake (a hang-up right inside it goes unseen on a pty).
     await new Promise((r) => setTimeout(r, 200));
     board.hangUp();
-    await until(() => lost.length === 1, 'line loss');
+    await until(() => lost.length === 1, 3_000, 'line loss');
     expect(lost[0]!.code).toBe('PILOT_CLOSED');
   });
 });
