@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ChargeRig, lines, storeKeyEnv, until } from '../test/integration/charge-rig.ts';
+import { ChargeRig, lines, storeKeyEnv } from '../test/integration/charge-rig.ts';
+import { until } from '../test/support/until.ts';
 import { PtyPilotBoard } from '../test/integration/pilot-pty.ts';
 import type { BenchReport, BenchRow } from './run.ts';
 import { summarize } from './stats.ts';
