@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { silentLogger } from '../firmware/log/logger.ts';
+import { silentLogger } from '../core/logger.ts';
 import { generateTestPki } from '../firmware/pki/generate.ts';
 import { CertificateStore, HmacIntegrity } from '../firmware/pki/store.ts';
 import { discoverSecc } from '../firmware/sdp/client.ts';
@@ -15,7 +15,7 @@ import { NodeTlsConnector } from '../hal/net/tls-connector.ts';
 import { NodeUdp6 } from '../hal/net/udp6.ts';
 import { MemoryStore } from '../hal/store/memory-store.ts';
 import { writeTestPki } from '../bin/commands/pki.ts';
-import { createEvLink, startSeccProcess } from '../test/sim/secc/netns-harness.ts';
+import { createEvLink, startSeccProcess } from '../sim/secc/netns-harness.ts';
 import type { BenchReport, BenchRow } from './run.ts';
 import { summarize } from './stats.ts';
 

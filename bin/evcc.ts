@@ -1,7 +1,7 @@
 #!/usr/bin/env -S npx tsx
 import 'reflect-metadata';
 import { Command, Option } from 'commander';
-import { isEvccError } from '../firmware/errors.ts';
+import { isEvccError } from '../core/errors.ts';
 import type { GlobalOptions } from './runtime.ts';
 import { registerCommands } from './commands/index.ts';
 

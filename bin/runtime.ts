@@ -1,9 +1,9 @@
 import { readFile } from 'node:fs/promises';
 import { Writable } from 'node:stream';
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { EvccError } from '../firmware/errors.ts';
+import { EvccError } from '../core/errors.ts';
 import { formatBenchLine } from '../firmware/log/bench-format.ts';
-import { createLogger, forSubsystem, type Logger, type Subsystem } from '../firmware/log/logger.ts';
+import { createLogger, forSubsystem, type Logger, type Subsystem } from '../core/logger.ts';
 import { parseSettings, RuntimeSettings } from '../firmware/settings.ts';
 import { SystemClock } from '../hal/clock/system.ts';
 import type { Clock } from '../hal/clock/types.ts';

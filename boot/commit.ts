@@ -1,4 +1,4 @@
-import { EvccError } from '../firmware/errors.ts';
+import { EvccError } from '../core/errors.ts';
 import type { KeyService } from '../firmware/keys/key-service.ts';
 import { DATA, parseJson, ProvisioningRecord } from '../firmware/keys/layout.ts';
 import type { BootDeps } from './measured-boot.ts';

@@ -1,12 +1,12 @@
-import { EvccError } from '../firmware/errors.ts';
-import type { Logger } from '../firmware/log/logger.ts';
+import { EvccError } from '../core/errors.ts';
+import type { Logger } from '../core/logger.ts';
 import type { FileStore } from '../hal/store/types.ts';
 import type { Tpm } from '../hal/tpm/types.ts';
 import { BootState, DATA, jsonBytes, parseJson, ProvisioningRecord, RUN } from '../firmware/keys/layout.ts';
 import { fromHex, pcrAfterExtend, toHex } from '../firmware/keys/policy.ts';
 import { checkSignedPolicy, parseSignedPolicy, policySigningInput, type SignedPolicy } from '../firmware/keys/signed-policy.ts';
-import { sha256File } from '../deploy/oem/release.ts';
-import { releaseVersion, verifyBundle } from './rauc.ts';
+import { sha256File } from '../hal/store/hash.ts';
+import { releaseVersion, verifyBundle } from '../hal/rauc/bundle.ts';
 
 /**
  * Measured boot (ARCHITECTURE.md §3 step 1; TR-2019-04 §3.3.2; TPM.md §3 "every boot").

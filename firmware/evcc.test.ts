@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { VirtualClock } from '../hal/clock/virtual.ts';
-import { EvccError } from './errors.ts';
+import { EvccError } from '../core/errors.ts';
 import { runChargingSession, type ChargingStages, type StageContext } from './evcc.ts';
-import { silentLogger } from './log/logger.ts';
+import { silentLogger } from '../core/logger.ts';
 
 /** Stages that take a given virtual time each and honour the abort signal, recording the order they ran in. */
 function timedStages(clock: VirtualClock, ms: Record<string, number>, calls: string[]): ChargingStages<string> {

@@ -7,8 +7,8 @@
  * the embedded bench session.
  */
 import type { Clock } from '../hal/clock/types.ts';
-import { EvccError, isEvccError } from './errors.ts';
-import type { Logger } from './log/logger.ts';
+import { EvccError, isEvccError } from '../core/errors.ts';
+import type { Logger } from '../core/logger.ts';
 
 import { V2G_EVCC_COMMUNICATION_SETUP_TIMEOUT_MS } from './session/timers.ts';
 

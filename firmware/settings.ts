@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { EvccError } from './errors.ts';
+import { EvccError } from '../core/errors.ts';
 
 /**
  * Runtime configuration, validated by zod. Each protocol keeps its relaxations as named settings whose defaults

@@ -1,5 +1,5 @@
 import { readdir, readFile } from 'node:fs/promises';
-import { join, relative } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 /**
@@ -47,6 +47,40 @@ describe('architecture: firmware/ imports interfaces only', () => {
         if (FORBIDDEN_MODULES.some((re) => re.test(spec))) violations.push(`${rel} imports ${spec}`);
         if (spec.includes('/hal/') || spec.startsWith('hal/')) {
           if (!/\/hal\/[a-z0-9-]+\/types\.ts$/.test(spec)) violations.push(`${rel} imports concrete ${spec}`);
+        }
+      }
+    }
+    expect(violations).toEqual([]);
+  });
+});
+
+/**
+ * The layer matrix of ARCHITECTURE.md §2: core ← hal ← firmware ← boot | sim | deploy ← bin. A layer imports only
+ * itself and the layers below. sim (the bench world: chargers, modem, OEM backend, vehicle factory) may use the
+ * OEM tooling in deploy/ and the boot steps; boot and deploy never import each other or sim.
+ */
+const MAY_IMPORT: Record<string, readonly string[]> = {
+  core: ['core'],
+  hal: ['core', 'hal'],
+  firmware: ['core', 'hal', 'firmware'],
+  boot: ['core', 'hal', 'firmware', 'boot'],
+  deploy: ['core', 'hal', 'firmware', 'deploy'],
+  sim: ['core', 'hal', 'firmware', 'boot', 'deploy', 'sim'],
+  bin: ['core', 'hal', 'firmware', 'boot', 'deploy', 'sim', 'bin'],
+};
+
+describe('architecture: the layer matrix', () => {
+  it('every layer imports only itself and the layers below it', async () => {
+    const root = process.cwd();
+    const violations: string[] = [];
+    for (const [layer, allowed] of Object.entries(MAY_IMPORT)) {
+      for (const file of await walk(join(root, layer))) {
+        const rel = relative(root, file);
+        if (/\.test\.ts$/.test(rel)) continue;
+        for (const spec of importsOf(await readFile(file, 'utf8'))) {
+          if (!spec.startsWith('.')) continue;
+          const target = relative(root, resolve(dirname(file), spec)).split('/')[0]!;
+          if (target in MAY_IMPORT && !allowed.includes(target)) violations.push(`${rel} (${layer}) imports ${spec} (${target})`);
         }
       }
     }

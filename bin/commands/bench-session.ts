@@ -2,7 +2,7 @@
  * `evcc bench-session` — the main job: one full charging-session setup on the embedded default, with no hardware
  * and no root. Composition root of the simulated bench:
  *
- *   vehicle on swtpm (test/sim/vehicle-tpm.ts: factory provisioning → OEM-signed release → measured boot → trust
+ *   vehicle on swtpm (sim/vehicle-tpm.ts: factory provisioning → OEM-signed release → measured boot → trust
  *   unsealed → MO contract key imported and armed) →
  *   pilot (SimPilot) → SLAC on an in-memory PLC segment with two simulated chargers (ours + a neighbour) →
  *   SDP on a simulated IPv6 link → real TLS on loopback to the SECC simulator whose chain ends in a V2G root the
@@ -26,9 +26,9 @@ import { createLinkCa, issueLinkCert } from '../../deploy/oem-backend/link-pki.t
 import { RootCertificatePool } from '../../deploy/oem-backend/pool.ts';
 import { OemBackend } from '../../deploy/oem-backend/service.ts';
 import { KeyObjectSigner } from '../../deploy/oem-backend/signer.ts';
-import { EvccError } from '../../firmware/errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import { runChargingSession, type ChargingStages, type SessionReport } from '../../firmware/evcc.ts';
-import type { Logger } from '../../firmware/log/logger.ts';
+import type { Logger } from '../../core/logger.ts';
 import { OtaLink } from '../../firmware/ota/link.ts';
 import { rootStoreOf, validateSeccPath } from '../../firmware/ota/pki-adapter.ts';
 import { OemRootFetcher } from '../../firmware/ota/root-fetch.ts';
@@ -50,9 +50,9 @@ import { requestsHighLevelCommunication } from '../../hal/pilot/types.ts';
 import { SimPilot } from '../../hal/pilot/sim.ts';
 import { SimSegment } from '../../hal/plc/sim.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
-import { startSimCharger, startSimEvModem } from '../../test/sim/evse-slac/index.ts';
-import { startEmbeddedSecc, vehicleCredentials, type EmbeddedChain } from '../../test/sim/secc/embedded.ts';
-import { missingVehicleTpmTools, startBenchVehicleTpm, type BenchVehicleTpm } from '../../test/sim/vehicle-tpm.ts';
+import { startSimCharger, startSimEvModem } from '../../sim/evse-slac/index.ts';
+import { startEmbeddedSecc, vehicleCredentials, type EmbeddedChain } from '../../sim/secc/embedded.ts';
+import { missingVehicleTpmTools, startBenchVehicleTpm, type BenchVehicleTpm } from '../../sim/vehicle-tpm.ts';
 import type { BackendTrust } from '../../firmware/ota/signing.ts';
 import { createRuntime, type GlobalOptions } from '../runtime.ts';
 

@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { EvccError } from '../../firmware/errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import { KeyService } from '../../firmware/keys/key-service.ts';
 import { commitRelease } from '../../boot/commit.ts';
 import { installReleasePolicy, measuredBoot } from '../../boot/measured-boot.ts';

@@ -1,5 +1,5 @@
 import { Option } from 'commander';
-import { EvccError } from '../../firmware/errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import { buildBundle } from '../../deploy/bundle/build.ts';
 import { createRuntime } from '../runtime.ts';
 import type { CommandModule } from './index.ts';

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { Option } from 'commander';
-import { EvccError } from '../../firmware/errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import { decodeAny, decodeFragment, encodeAny, encodeFragment, SCHEMA_IDS, type FragmentOf, type SchemaId } from '../../firmware/exi/index.ts';
 import { decodeV2gtpPayload, payloadTypeOf } from '../../firmware/exi/v2gtp.ts';
 import { decodeDatagram } from '../../firmware/v2gtp/codec.ts';

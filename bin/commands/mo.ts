@@ -1,5 +1,5 @@
 import { readFile, writeFile } from 'node:fs/promises';
-import { EvccError } from '../../firmware/errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import { wrapContractKey } from '../../deploy/mo/wrap.ts';
 import { createRuntime } from '../runtime.ts';
 import type { CommandModule } from './index.ts';

@@ -7,7 +7,7 @@ import { createLinkCa, issueLinkCert } from '../../deploy/oem-backend/link-pki.t
 import { RootCertificatePool } from '../../deploy/oem-backend/pool.ts';
 import { OemBackend } from '../../deploy/oem-backend/service.ts';
 import { KeyObjectSigner } from '../../deploy/oem-backend/signer.ts';
-import { EvccError } from '../../firmware/errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import { VEHICLE_ID_PATTERN } from '../../firmware/ota/constants.ts';
 import { MqttJsConnector } from '../../hal/mqtt/mqtt-js.ts';
 import type { MqttTlsIdentity } from '../../hal/mqtt/types.ts';

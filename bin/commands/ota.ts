@@ -1,5 +1,5 @@
 import { Option, type Command } from 'commander';
-import { EvccError } from '../../firmware/errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import { parseSettings } from '../../firmware/settings.ts';
 import { OtaLink } from '../../firmware/ota/link.ts';
 import { rootStoreOf, validateSeccPath } from '../../firmware/ota/pki-adapter.ts';

@@ -3,14 +3,14 @@ import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { Option, type Command } from 'commander';
-import { EvccError } from '../../firmware/errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import { pemToDerList } from '../../firmware/pki/cert.ts';
 import {
   chainPem, chainsOf, generateTestPki, negativeSamples, type ChainSpec, type IssuedCert, type TestPki,
 } from '../../firmware/pki/generate.ts';
 import type { ValidationPurpose } from '../../firmware/pki/profiles.ts';
 import { validateChain } from '../../firmware/pki/validate.ts';
-import type { Logger } from '../../firmware/log/logger.ts';
+import type { Logger } from '../../core/logger.ts';
 import type { VehicleTrust } from '../../firmware/keys/vehicle-trust.ts';
 import type { RootEntry } from '../../firmware/pki/store.ts';
 import { createRuntime, type GlobalOptions } from '../runtime.ts';

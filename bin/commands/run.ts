@@ -11,7 +11,7 @@
  * keeps the service (OEM link, root sync) up until it is stopped.
  */
 import { Option, type Command } from 'commander';
-import { EvccError } from '../../firmware/errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import { rootStoreOf } from '../../firmware/ota/pki-adapter.ts';
 import { RootSyncScheduler } from '../../firmware/ota/root-sync.ts';
 import { parseSettings } from '../../firmware/settings.ts';

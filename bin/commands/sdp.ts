@@ -1,7 +1,7 @@
 import { appendFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { Option } from 'commander';
-import { EvccError } from '../../firmware/errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import { pemToDerList } from '../../firmware/pki/cert.ts';
 import { UnknownRootError } from '../../firmware/pki/validate.ts';
 import { discoverSecc } from '../../firmware/sdp/client.ts';

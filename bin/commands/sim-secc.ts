@@ -1,10 +1,10 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Option } from 'commander';
-import { EvccError } from '../../firmware/errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import { OsInterfaces } from '../../hal/net/os-interfaces.ts';
 import { NodeUdp6 } from '../../hal/net/udp6.ts';
-import { startSimSecc, type SimSdpMode } from '../../test/sim/secc/secc.ts';
+import { startSimSecc, type SimSdpMode } from '../../sim/secc/secc.ts';
 import { createRuntime } from '../runtime.ts';
 import { readChainList, type ChainFile } from './pki.ts';
 import type { CommandModule } from './index.ts';

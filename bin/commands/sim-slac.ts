@@ -1,7 +1,7 @@
 import { Option, type Command } from 'commander';
 import { AfPacketLink } from '../../hal/plc/af-packet.ts';
-import { ModemSim } from '../../test/sim/modem/modem-sim.ts';
-import { EvseSlacSim, type EvseFault } from '../../test/sim/evse-slac/evse-slac-sim.ts';
+import { ModemSim } from '../../sim/modem/modem-sim.ts';
+import { EvseSlacSim, type EvseFault } from '../../sim/evse-slac/evse-slac-sim.ts';
 import { createRuntime, type GlobalOptions } from '../runtime.ts';
 
 /**

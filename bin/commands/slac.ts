@@ -1,7 +1,7 @@
 import { Option, type Command } from 'commander';
 import { runSlac } from '../../firmware/slac/driver.ts';
 import { toHex } from '../../firmware/slac/codec.ts';
-import { EvccError } from '../../firmware/errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import { AfPacketLink } from '../../hal/plc/af-packet.ts';
 import { QcaUartLink } from '../../hal/plc/qca-uart.ts';
 import type { PlcLink } from '../../hal/plc/types.ts';

@@ -2,11 +2,11 @@ import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { execa } from 'execa';
-import { EvccError } from '../../firmware/errors.ts';
+import { EvccError } from '../../core/errors.ts';
 
 /**
  * Builds an OEM-signed RAUC update bundle with Debian's `rauc bundle` (ARCHITECTURE.md §4). `format=plain` by
- * default so `rauc info --keyring` verifies every byte at boot (boot/rauc.ts explains why not verity here).
+ * default so `rauc info --keyring` verifies every byte at boot (hal/rauc/bundle.ts explains why not verity here).
  */
 export interface BundleBuildOptions {
   /** Image file(s) for the update, e.g. the runtime tarball or a rootfs image; slot class → file. */

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { EvccError } from '../../firmware/errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import { encodeImportBlob, objectName, privateScalarOf, wrapForImport, type ImportBlobFile } from '../../firmware/keys/duplicate.ts';
 
 /**

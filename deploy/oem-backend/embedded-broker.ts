@@ -2,7 +2,7 @@ import { createServer as createNetServer, type Server } from 'node:net';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { Aedes, type Client } from 'aedes';
 import { OTA_TOPIC_PREFIX, VEHICLE_ID_PATTERN } from '../../firmware/ota/constants.ts';
-import type { Logger } from '../../firmware/log/logger.ts';
+import type { Logger } from '../../core/logger.ts';
 
 /**
  * An in-process MQTT broker (aedes, MQTT 3.1.1 only — PLATFORM.md) for the embedded bench session, where no Debian

@@ -1,8 +1,8 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isSelfSigned, parseCert, pemToDerList, type CertInfo } from '../../firmware/pki/cert.ts';
-import type { Logger } from '../../firmware/log/logger.ts';
-import { EvccError } from '../../firmware/errors.ts';
+import type { Logger } from '../../core/logger.ts';
+import { EvccError } from '../../core/errors.ts';
 
 /**
  * The Root Certificate Pool (RCP) as the OEM backend sees it: a directory of V2G root certificates (PEM bundles or

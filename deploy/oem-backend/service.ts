@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto';
 import type { Clock } from '../../hal/clock/types.ts';
 import type { MqttClient, MqttConnector, MqttMessage, MqttTlsIdentity } from '../../hal/mqtt/types.ts';
-import type { Logger } from '../../firmware/log/logger.ts';
+import type { Logger } from '../../core/logger.ts';
 import {
   BACKEND_FILTERS, OTA_MAX_REQUEST_BYTES, OTA_MAX_ROOT_LIST_BYTES, OTA_MAX_ROOTS_PER_LIST, VEHICLE_ID_PATTERN, vehicleTopics,
 } from '../../firmware/ota/constants.ts';
-import { isEvccError } from '../../firmware/errors.ts';
+import { isEvccError } from '../../core/errors.ts';
 import { decodeMessage, encodeMessage, RootCaRequest, RootListRequest, type AnswerStatus } from '../../firmware/ota/messages.ts';
 import { rootCaSigningInput, rootListDigest, rootListSigningInput } from '../../firmware/ota/signing.ts';
 import type { RootCertificatePool } from './pool.ts';

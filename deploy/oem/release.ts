@@ -1,12 +1,13 @@
-import { createHash, createPrivateKey, createPublicKey, sign as cryptoSign } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { EvccError } from '../../firmware/errors.ts';
+import { createPrivateKey, createPublicKey, sign as cryptoSign } from 'node:crypto';
+import { sha256File } from '../../hal/store/hash.ts';
+export { sha256File };
+import { EvccError } from '../../core/errors.ts';
 import { TPM_LAYOUT } from '../../firmware/keys/layout.ts';
 import { externalEccName, nvCounterName, spkiFingerprint, toHex } from '../../firmware/keys/policy.ts';
 import {
   approvedPolicy, DEFAULT_POLICY_REF, parseSignedPolicy, policySigningInput, SIGNED_POLICY_FORMAT, type SignedPolicy,
 } from '../../firmware/keys/signed-policy.ts';
-import { releaseVersion, verifyBundle } from '../../boot/rauc.ts';
+import { releaseVersion, verifyBundle } from '../../hal/rauc/bundle.ts';
 
 /**
  * OEM backend, offline (TR-2019-04 §3.3.2; TPM.md §3 "OEM release N"): for a signed RAUC bundle, predict PCR 14
@@ -24,15 +25,6 @@ export interface ReleaseOptions {
   policyRef?: string;
 }
 
-export async function sha256File(path: string): Promise<Uint8Array> {
-  const h = createHash('sha256');
-  try {
-    for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
-  } catch (err) {
-    throw new EvccError('IO_FAILED', `cannot read ${path}`, { path }, { cause: err });
-  }
-  return new Uint8Array(h.digest());
-}
 
 export async function createSignedPolicy(o: ReleaseOptions): Promise<SignedPolicy> {
   const info = await verifyBundle(o.bundlePath, o.keyring);

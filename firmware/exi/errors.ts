@@ -1,4 +1,4 @@
-import { EvccError } from '../errors.ts';
+import { EvccError } from '../../core/errors.ts';
 
 /** Stable error codes of the EXI codec. */
 export type ExiErrorCode =

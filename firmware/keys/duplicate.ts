@@ -1,5 +1,5 @@
 import { createCipheriv, createECDH, createHmac, createPrivateKey, createPublicKey } from 'node:crypto';
-import { EvccError } from '../errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import { concat, sha256, TPM_ALG_SHA256, TPMA, u16, u32 } from './policy.ts';
 
 /**

@@ -1,7 +1,7 @@
 import { createSign, generateKeyPairSync, createVerify, randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { isEvccError } from '../errors.ts';
+import { isEvccError } from '../../core/errors.ts';
 import { derToRaw, rawToDer } from './ecdsa.ts';
 
 describe('ECDSA DER <-> raw r||s', () => {

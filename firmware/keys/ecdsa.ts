@@ -1,4 +1,4 @@
-import { EvccError } from '../errors.ts';
+import { EvccError } from '../../core/errors.ts';
 
 /**
  * ECDSA signature encodings. `tpm2_sign -f plain` writes DER for ECDSA (TPM.md pitfall 15); an ISO 15118-2

@@ -1,7 +1,7 @@
 import { createPublicKey, randomBytes, verify as cryptoVerify } from 'node:crypto';
 import { z } from 'zod';
-import { EvccError } from '../errors.ts';
-import type { Logger } from '../log/logger.ts';
+import { EvccError } from '../../core/errors.ts';
+import type { Logger } from '../../core/logger.ts';
 import type { FileStore } from '../../hal/store/types.ts';
 import type { Auth, KeyBlob, KeyRef, KeyTemplate, PolicySession, PolicyStep, SaltKey, Tpm } from '../../hal/tpm/types.ts';
 import { decodeImportBlob, eccPublicPem, objectName, parseEccPublic, privateScalarOf, wrapForImport, type ImportBlob } from './duplicate.ts';

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { EvccError } from '../errors.ts';
+import { EvccError } from '../../core/errors.ts';
 
 /**
  * TPM object layout (TPM.md §2) and where the key service keeps its files. Handle values are conventions

@@ -1,7 +1,7 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { describe, expect, it } from 'vitest';
-import { EvccError } from '../errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import { createLinkKey, reencryptLinkKey } from './link-key.ts';
 
 const PASS = 'a'.repeat(64);

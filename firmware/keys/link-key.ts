@@ -1,6 +1,6 @@
 import { createPrivateKey, webcrypto, type KeyObject } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
-import { EvccError } from '../errors.ts';
+import { EvccError } from '../../core/errors.ts';
 
 /**
  * The vehicle's OEM-backend link key (MQTT mutual TLS client key). Node's TLS cannot use a TPM-resident key

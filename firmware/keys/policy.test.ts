@@ -1,7 +1,7 @@
 import { generateKeyPairSync } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { isEvccError } from '../errors.ts';
+import { isEvccError } from '../../core/errors.ts';
 import { decodeImportBlob, encodeImportBlob, kdfa, marshalEccPublic, objectName, parseEccPublic, wrapForImport } from './duplicate.ts';
 import { externalEccName, nvCounterName, pcrSelection, policyAuthValue, toHex, u64be, ZERO_DIGEST } from './policy.ts';
 import { approvedPolicy, checkSignedPolicy, parseSignedPolicy } from './signed-policy.ts';

@@ -1,5 +1,6 @@
 import { createHash, createPublicKey } from 'node:crypto';
-import { EvccError } from '../errors.ts';
+import { EvccError } from '../../core/errors.ts';
+import { concat, toHex } from '../../core/bytes.ts';
 
 /**
  * Offline TPM 2.0 policy arithmetic (TPM 2.0 Part 3 §23; TPM.md §4). Pure: the OEM and MO backends compute the
@@ -31,16 +32,7 @@ export function u64be(v: bigint | number): Uint8Array {
   new DataView(b.buffer).setBigUint64(0, BigInt(v));
   return b;
 }
-export function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
-export const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+export { concat, toHex };
 export function fromHex(hex: string, what = 'hex value'): Uint8Array {
   if (!/^([0-9a-fA-F]{2})*$/.test(hex)) throw new EvccError('CONFIG_INVALID', `${what} is not hex`, { what });
   return new Uint8Array(Buffer.from(hex, 'hex'));

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { EvccError } from '../errors.ts';
-import type { Logger } from '../log/logger.ts';
+import { EvccError } from '../../core/errors.ts';
+import type { Logger } from '../../core/logger.ts';
 import type { FileStore } from '../../hal/store/types.ts';
 import type { DictionaryAttackParameters, Tpm } from '../../hal/tpm/types.ts';
 import { eccPublicPem, objectName, parseEccPublic } from './duplicate.ts';

@@ -1,6 +1,6 @@
 import { hkdfSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { EvccError } from '../errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import { HmacIntegrity } from '../pki/store.ts';
 import { RuntimeSecret, sealedObjectMismatch, TpmSealedIntegrity } from './runtime-secret.ts';
 

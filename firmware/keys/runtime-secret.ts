@@ -1,6 +1,6 @@
 import { hkdfSync, randomBytes } from 'node:crypto';
-import { EvccError } from '../errors.ts';
-import type { Logger } from '../log/logger.ts';
+import { EvccError } from '../../core/errors.ts';
+import type { Logger } from '../../core/logger.ts';
 import { HmacIntegrity, type IntegrityGuard } from '../pki/store.ts';
 import type { FileStore } from '../../hal/store/types.ts';
 import type { KeyService } from './key-service.ts';

@@ -11,7 +11,7 @@ export const TpmSettings = z.object({
   bundlePath: z.string().default('/data/evcc/installed.raucb'),
   /** OEM bundle-signing keyring (the one RAUC itself uses). */
   keyring: z.string().default('/etc/rauc/keyring.pem'),
-  /** Check the bundle certificate's validity period at boot; false on a device without RTC (see boot/rauc.ts). */
+  /** Check the bundle certificate's validity period at boot; false on a device without RTC (see hal/rauc/bundle.ts). */
   bundleCheckTime: z.boolean().default(true),
 }).strict();
 export type TpmSettings = z.infer<typeof TpmSettings>;

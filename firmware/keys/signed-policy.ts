@@ -1,6 +1,6 @@
 import { createPublicKey, verify as cryptoVerify } from 'node:crypto';
 import { z } from 'zod';
-import { EvccError } from '../errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import {
   authorizeSigningInput, externalEccName, fromHex, nvCounterName, pcrAfterExtend, policyNv, policyPcr, spkiFingerprint, toHex,
   TPM_EO_UNSIGNED_LE, u64be, ZERO_DIGEST,

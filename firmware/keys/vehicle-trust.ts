@@ -1,6 +1,6 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { EvccError } from '../errors.ts';
-import type { Logger } from '../log/logger.ts';
+import { EvccError } from '../../core/errors.ts';
+import type { Logger } from '../../core/logger.ts';
 import { BACKEND_KEY_PATH, installBackendKey } from '../ota/backend-key.ts';
 import { backendTrustFromPem, type BackendTrust } from '../ota/signing.ts';
 import { CertificateStore, type CertificateStoreOptions } from '../pki/store.ts';

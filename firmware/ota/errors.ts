@@ -1,4 +1,4 @@
-import { EvccError } from '../errors.ts';
+import { EvccError } from '../../core/errors.ts';
 
 /**
  * Typed errors of the OEM backend link and the root-CA fetch (Solution C). Codes are stable: bench logs, the

@@ -1,8 +1,8 @@
 import type { Clock } from '../../hal/clock/types.ts';
 import type { MqttClient, MqttConnector, MqttLinkStatus, MqttTlsIdentity } from '../../hal/mqtt/types.ts';
-import type { Logger } from '../log/logger.ts';
+import type { Logger } from '../../core/logger.ts';
 import { OTA_MAX_ROOT_ANSWER_BYTES, OTA_MAX_ROOT_LIST_BYTES, VEHICLE_ID_PATTERN, vehicleTopics } from './constants.ts';
-import { EvccError } from '../errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import { MqttRpc } from './rpc.ts';
 
 /**

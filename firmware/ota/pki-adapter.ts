@@ -1,7 +1,7 @@
 import type { CertificateStore } from '../pki/store.ts';
 import { UnknownRootError, validateChain } from '../pki/validate.ts';
-import { isEvccError } from '../errors.ts';
-import type { Logger } from '../log/logger.ts';
+import { isEvccError } from '../../core/errors.ts';
+import type { Logger } from '../../core/logger.ts';
 import type { PathValidatorPort, RootStorePort, UnknownRootInfo } from './ports.ts';
 
 /**

@@ -7,11 +7,11 @@ import { otaFixture, recordingLogger, vehicleStore, type OtaFixture } from '../.
 import { VirtualClock } from '../../hal/clock/virtual.ts';
 import { MemoryBroker } from '../../hal/mqtt/memory.ts';
 import { MemoryStore } from '../../hal/store/memory-store.ts';
-import { silentLogger } from '../log/logger.ts';
+import { silentLogger } from '../../core/logger.ts';
 import { chainDer, issue } from '../pki/generate.ts';
 import { UnknownRootError, validateChain, describeTop } from '../pki/validate.ts';
 import { parseCert } from '../pki/cert.ts';
-import { EvccError, isEvccError } from '../errors.ts';
+import { EvccError, isEvccError } from '../../core/errors.ts';
 import { vehicleTopics } from './constants.ts';
 import { OtaError } from './errors.ts';
 import { OtaLink } from './link.ts';

@@ -1,5 +1,5 @@
 import type { Clock } from '../../hal/clock/types.ts';
-import type { Logger } from '../log/logger.ts';
+import type { Logger } from '../../core/logger.ts';
 import { OTA_MAX_ROOT_ANSWER_BYTES, vehicleTopics } from './constants.ts';
 import { otaError } from './errors.ts';
 import { decodeMessage, RootCaAnswer, type RootCaRequest } from './messages.ts';

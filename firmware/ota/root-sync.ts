@@ -1,6 +1,6 @@
 import type { Clock } from '../../hal/clock/types.ts';
 import type { MqttClient } from '../../hal/mqtt/types.ts';
-import type { Logger } from '../log/logger.ts';
+import type { Logger } from '../../core/logger.ts';
 import { OTA_MAX_ROOT_LIST_BYTES, vehicleTopics } from './constants.ts';
 import { otaError } from './errors.ts';
 import { decodeMessage, RootListAnswer } from './messages.ts';

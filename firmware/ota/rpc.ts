@@ -1,8 +1,8 @@
 import type { Clock } from '../../hal/clock/types.ts';
 import type { MqttClient } from '../../hal/mqtt/types.ts';
-import type { Logger } from '../log/logger.ts';
+import type { Logger } from '../../core/logger.ts';
 import { OTA_RECENT_REQUEST_IDS, OTA_REQUEST_REPUBLISH_MS } from './constants.ts';
-import { EvccError, isEvccError } from '../errors.ts';
+import { EvccError, isEvccError } from '../../core/errors.ts';
 import { otaError, OtaError, type OtaErrorCode } from './errors.ts';
 import { encodeMessage, peekRequestId } from './messages.ts';
 

@@ -1,5 +1,5 @@
 import type { Clock } from '../../hal/clock/types.ts';
-import type { Logger } from '../log/logger.ts';
+import type { Logger } from '../../core/logger.ts';
 import type { RootStorePort } from './ports.ts';
 import type { RootFetcher } from './root-fetch.ts';
 import type { OtaSettings } from './settings.ts';

@@ -1,7 +1,7 @@
 import type { Clock } from '../../hal/clock/types.ts';
-import { isEvccError } from '../errors.ts';
+import { isEvccError } from '../../core/errors.ts';
 import { unknownRootOf } from './pki-adapter.ts';
-import type { Logger } from '../log/logger.ts';
+import type { Logger } from '../../core/logger.ts';
 import { OTA_RESERVE_AFTER_FETCH_MS, OTA_ROOT_FETCH_MAX_MS } from './constants.ts';
 import { otaError, OtaError } from './errors.ts';
 import type { RootStorePort, UnknownRootInfo } from './ports.ts';

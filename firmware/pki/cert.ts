@@ -8,7 +8,7 @@ import {
   AuthorityKeyIdentifierExtension, BasicConstraintsExtension, KeyUsagesExtension, SubjectKeyIdentifierExtension,
   X509Certificate,
 } from '@peculiar/x509';
-import { EvccError } from '../errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import type { PkiErrorCode } from './errors.ts';
 import { MAX_CERT_DER_BYTES } from './profiles.ts';
 

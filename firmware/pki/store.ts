@@ -14,8 +14,8 @@
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { KeyUsageFlags } from '@peculiar/x509';
-import { EvccError } from '../errors.ts';
-import type { Logger } from '../log/logger.ts';
+import { EvccError } from '../../core/errors.ts';
+import type { Logger } from '../../core/logger.ts';
 import type { FileStore } from '../../hal/store/types.ts';
 import { isSelfSigned, parseCert, type CertInfo } from './cert.ts';
 import { ALGORITHMS, type AlgorithmPolicy } from './profiles.ts';

@@ -1,5 +1,5 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { isEvccError } from '../errors.ts';
+import { isEvccError } from '../../core/errors.ts';
 import { chainDer, chainsOf, generateTestPki, issue, negativeSamples, type NegativeSamples, type TestPki } from './generate.ts';
 import { parseCert } from './cert.ts';
 import { UnknownRootError, validateChain } from './validate.ts';

@@ -11,7 +11,7 @@
  * authority key identifier of its top certificate and the presented chain (what the OTA root fetch asks for).
  */
 import { KeyUsageFlags } from '@peculiar/x509';
-import { EvccError } from '../errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import { isSelfSigned, issuerKeyIdOf, nameChains, parseCert, signedBy, type CertInfo } from './cert.ts';
 import type { PkiErrorCode } from './errors.ts';
 import {

@@ -2,8 +2,8 @@
  * `discoverSecc`: runs the SDP engine on a real or simulated UDP6 transport. The request goes from the EV's
  * link-local address (when given) to ff02::1 port 15118 on the modem interface, with hop limit 1.
  */
-import { EvccError } from '../errors.ts';
-import type { Logger } from '../log/logger.ts';
+import { EvccError } from '../../core/errors.ts';
+import type { Logger } from '../../core/logger.ts';
 import type { Clock } from '../../hal/clock/types.ts';
 import type { Udp6Transport } from '../../hal/net/types.ts';
 import { SDP_MULTICAST_ADDRESS, SDP_SERVER_PORT } from './constants.ts';

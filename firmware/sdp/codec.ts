@@ -2,7 +2,7 @@
  * SECCDiscoveryReq / SECCDiscoveryRes codec (V2GTP payload types 0x9000 / 0x9001). Decoding validates every field
  * and answers junk with a typed `SDP_*` error (the client ignores such datagrams; it never throws them out).
  */
-import { EvccError } from '../errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import { PayloadType } from '../v2gtp/constants.ts';
 import { decodeDatagram, encodeV2gtp } from '../v2gtp/codec.ts';
 import { SDP_REQUEST_PAYLOAD_LENGTH, SDP_RESPONSE_PAYLOAD_LENGTH, SdpSecurity, SdpTransport } from './constants.ts';

@@ -7,7 +7,7 @@
  * a well-formed no-TLS answer under `tls-required` fails at once with SDP_TLS_REQUIRED (the SECC told us it has
  * no TLS; asking again does not change that, and accepting it would be a silent downgrade).
  */
-import { EvccError } from '../errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import { DYNAMIC_PORT_MIN } from './constants.ts';
 import { decodeDiscoveryRes, encodeDiscoveryReq, type SdpErrorCode, type SeccDiscoveryRes } from './codec.ts';
 import type { SdpSettings } from './settings.ts';

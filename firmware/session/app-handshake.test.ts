@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { ByteStream } from '../../hal/net/types.ts';
 import { VirtualClock } from '../../hal/clock/virtual.ts';
 import { decode } from '../exi/index.ts';
-import { silentLogger } from '../log/logger.ts';
+import { silentLogger } from '../../core/logger.ts';
 import { encodeV2gtp, V2gtpReassembler } from '../v2gtp/codec.ts';
 import { PayloadType } from '../v2gtp/constants.ts';
 import { answerSupportedAppProtocolReq, buildSupportedAppProtocolReq, DEFAULT_OFFER, evaluateSupportedAppProtocolRes, performAppHandshake } from './app-handshake.ts';

@@ -6,9 +6,9 @@
  */
 import type { Clock } from '../../hal/clock/types.ts';
 import type { ByteStream } from '../../hal/net/types.ts';
-import { EvccError, isEvccError } from '../errors.ts';
+import { EvccError, isEvccError } from '../../core/errors.ts';
 import { decode, encode, type AppHandshake } from '../exi/index.ts';
-import type { Logger } from '../log/logger.ts';
+import type { Logger } from '../../core/logger.ts';
 import { encodeV2gtp, V2gtpReassembler } from '../v2gtp/codec.ts';
 import { PayloadType } from '../v2gtp/constants.ts';
 import { V2G_EVCC_MSG_TIMEOUT_MS } from './timers.ts';

@@ -2,6 +2,7 @@ import {
   APPLICATION_TYPE_PEV_EVSE, ETHERTYPE_HOMEPLUG, MATCH_MVF_LENGTH, MMTYPE, MMV_AV11, SECURITY_TYPE_NONE,
 } from './constants.ts';
 import { SlacError, type SlacErrorCode } from './errors.ts';
+import { parseHex, sameBytes, toHex } from '../../core/bytes.ts';
 
 /**
  * SLAC management messages (MMEs) on ethertype 0x88E1: exact encoders and liberal decoders.
@@ -97,24 +98,12 @@ export function macFromString(text: string): Mac {
   return Uint8Array.from(parts.map((p) => parseInt(p, 16)));
 }
 
-export function toHex(bytes: Uint8Array): string {
-  let s = '';
-  for (const b of bytes) s += b.toString(16).padStart(2, '0');
-  return s;
-}
+export { toHex, sameBytes };
 
 export function fromHex(hex: string, length?: number): Uint8Array {
-  const clean = hex.replace(/[\s:]/g, '');
-  if (!/^([0-9a-fA-F]{2})*$/.test(clean) || (length !== undefined && clean.length !== length * 2)) {
-    throw new SlacError('SLAC_DECODE_BAD_FIELD', `bad hex value (want ${length ?? 'any'} bytes)`, { length });
-  }
-  return Uint8Array.from(clean.match(/../g) ?? [], (h) => parseInt(h, 16));
-}
-
-export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
+  const bytes = parseHex(hex, length);
+  if (!bytes) throw new SlacError('SLAC_DECODE_BAD_FIELD', `bad hex value (want ${length ?? 'any'} bytes)`, { length });
+  return bytes;
 }
 
 /** Writer with exact field sizes: a field of the wrong length is a programming error in our own sender. */

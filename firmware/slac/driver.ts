@@ -1,6 +1,6 @@
 import type { Clock, TimerId } from '../../hal/clock/types.ts';
 import type { PlcLink } from '../../hal/plc/types.ts';
-import type { Logger } from '../log/logger.ts';
+import type { Logger } from '../../core/logger.ts';
 import { toHex } from './codec.ts';
 import { SlacEngine, type SlacEvent, type SlacOutput, type SlacResult } from './engine.ts';
 import { SlacError } from './errors.ts';

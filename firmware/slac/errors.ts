@@ -1,4 +1,4 @@
-import { EvccError } from '../errors.ts';
+import { EvccError } from '../../core/errors.ts';
 
 /** Stable SLAC error codes (bench logs and HIL reports match on them). */
 export type SlacErrorCode =

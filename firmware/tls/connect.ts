@@ -8,8 +8,8 @@
  * An unanchored chain is TLS_UNKNOWN_ROOT (an UnknownRootError: issuer DN + authority key id of the top
  * certificate the SECC presented, and the presented chain) — the trigger of the OTA root fetch (Solution C).
  */
-import { EvccError, isEvccError } from '../errors.ts';
-import type { Logger } from '../log/logger.ts';
+import { EvccError, isEvccError } from '../../core/errors.ts';
+import type { Logger } from '../../core/logger.ts';
 import type { ByteStream, TlsConnector, TlsPeerInfo } from '../../hal/net/types.ts';
 import { UnknownRootError, validateChain, type ValidatedPath } from '../pki/validate.ts';
 import type { AlgorithmPolicy } from '../pki/profiles.ts';

@@ -3,7 +3,7 @@
  * reassembles incoming ones (size-capped). A framing error closes the stream: V2GTP has no resynchronisation.
  */
 import type { ByteStream } from '../../hal/net/types.ts';
-import { EvccError } from '../errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import { encodeV2gtp, V2gtpReassembler, type HeaderCheckOptions, type V2gtpMessage } from './codec.ts';
 
 export class V2gtpChannel {

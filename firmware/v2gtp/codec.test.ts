@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { isEvccError } from '../errors.ts';
+import { isEvccError } from '../../core/errors.ts';
 import { PayloadType } from './constants.ts';
 import { decodeDatagram, encodeV2gtp, V2gtpReassembler } from './codec.ts';
 

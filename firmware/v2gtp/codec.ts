@@ -2,7 +2,7 @@
  * V2GTP header codec and stream reassembly. Strict on what we accept: version 0x01 / 0xFE only,
  * known payload types only, length within the cap; every failure is a typed V2GTP_* error, never a raw throw.
  */
-import { EvccError } from '../errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import { DEFAULT_MAX_PAYLOAD, PayloadType, V2GTP_HEADER_LENGTH, V2GTP_INVERSE_VERSION, V2GTP_VERSION } from './constants.ts';
 
 export type V2gtpErrorCode = 'V2GTP_BAD_VERSION' | 'V2GTP_UNKNOWN_PAYLOAD_TYPE' | 'V2GTP_PAYLOAD_TOO_LARGE' | 'V2GTP_TRUNCATED' | 'V2GTP_LENGTH_MISMATCH';

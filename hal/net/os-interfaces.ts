@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { networkInterfaces } from 'node:os';
 import { setTimeout as delay } from 'node:timers/promises';
-import { EvccError } from '../../firmware/errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import { macFromString } from '../plc/sim.ts';
 import type { InterfaceInfo, NetInterfaces } from './types.ts';
 

@@ -1,4 +1,4 @@
-import { EvccError } from '../../firmware/errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import type { AddressResolver } from './tls-connector.ts';
 import type { Udp6OpenOptions, Udp6Socket, Udp6Transport, UdpPeer } from './types.ts';
 

@@ -1,6 +1,6 @@
 import type { X509Certificate } from 'node:crypto';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
-import { EvccError } from '../../firmware/errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import { byteStreamOf } from './byte-stream.ts';
 import { scoped } from './scope.ts';
 import type { TlsConnectOptions, TlsConnector, TlsPeerInfo, TlsSession } from './types.ts';

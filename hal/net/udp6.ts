@@ -1,5 +1,5 @@
 import { createSocket, type Socket } from 'node:dgram';
-import { EvccError } from '../../firmware/errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import { scoped, unscope } from './scope.ts';
 import type { Udp6OpenOptions, Udp6Socket, Udp6Transport, UdpPeer } from './types.ts';
 

@@ -1,6 +1,6 @@
 import { SerialPort } from 'serialport';
-import { EvccError } from '../../firmware/errors.ts';
-import type { Logger } from '../../firmware/log/logger.ts';
+import { EvccError } from '../../core/errors.ts';
+import type { Logger } from '../../core/logger.ts';
 import type { PilotBoard, PilotReading, PilotState } from './types.ts';
 
 /**

@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import { readFile } from 'node:fs/promises';
-import { EvccError } from '../../firmware/errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import { macFromString } from './sim.ts';
 import { ETHERTYPE_HOMEPLUG, type PlcLink } from './types.ts';
 

@@ -1,5 +1,5 @@
 import { SerialPort } from 'serialport';
-import { EvccError } from '../../firmware/errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import { encodeQcaFrame, QcaFrameDecoder } from './qca-framing.ts';
 import { macFromString } from './sim.ts';
 import { ETHERTYPE_HOMEPLUG, type FrameListener, type PlcLink } from './types.ts';

@@ -1,4 +1,4 @@
-import { EvccError } from '../../firmware/errors.ts';
+import { EvccError } from '../../core/errors.ts';
 
 /** Normalises a store-relative path and refuses escapes. */
 export function safeRelative(path: string): string {

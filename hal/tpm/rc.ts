@@ -1,4 +1,4 @@
-import { EvccError } from '../../firmware/errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import type { TpmErrorCode } from './types.ts';
 
 /**

@@ -2,7 +2,7 @@ import { createServer, connect } from 'node:net';
 import { mkdir } from 'node:fs/promises';
 import { isAbsolute } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
-import { EvccError } from '../../firmware/errors.ts';
+import { EvccError } from '../../core/errors.ts';
 
 /**
  * The simulated side of the TPM HAL: swtpm (libtpms) on free local TCP ports, so every refusal in a test or on a

@@ -2,8 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { EvccError } from '../../firmware/errors.ts';
-import type { Logger } from '../../firmware/log/logger.ts';
+import { EvccError } from '../../core/errors.ts';
+import type { Logger } from '../../core/logger.ts';
 import { tpmErrorFromTool } from './rc.ts';
 import type { Auth, DictionaryAttackParameters, DictionaryAttackState, KeyBlob, KeyRef, KeyTemplate, PcrBank, PolicySession, PolicyStep, PublicInfo, SaltKey, SealTemplate, ShutdownType, Tpm } from './types.ts';
 

@@ -16,7 +16,7 @@ import { until } from '../support/until.ts';
  * network namespaces joined by a veth pair (the PLC segment).
  *   charger namespace (veth-se): `evcc sim evse-slac` (charger SLAC host), the EV's modem simulator, and the SECC
  *                                simulator (SDP + TLS 1.2 + SupportedAppProtocol) presenting a PKI-B chain;
- *   EV namespace (veth-ev):      the vehicle's programs, the charger's modem simulator (see test/sim/modem), and on
+ *   EV namespace (veth-ev):      the vehicle's programs, the charger's modem simulator (see sim/modem), and on
  *                                the namespace's loopback (standing in for the vehicle's uplink) Debian mosquitto
  *                                (mTLS, per-vehicle ACL) with `evcc oem-backend` serving V2G roots A and B.
  */
@@ -70,7 +70,7 @@ export class ChargeRig {
     // SECC (PKI-B: leaf + CPO Sub-CA 2 + Sub-CA 1) in the charger namespace.
     await writeFile(join(dir, 'secc-chain.pem'), chainPem({ name: 'b', leaf: fx.pki.b.seccLeaf, intermediates: [fx.pki.b.cpoSub2, fx.pki.b.cpoSub1], root: fx.pki.b.root, purpose: 'secc-tls' }));
     await writeFile(join(dir, 'secc.key'), fx.pki.b.seccLeaf.keyPem, { mode: 0o600 });
-    const seccChild = spawn('ip', ['netns', 'exec', pair.se, process.execPath, '--import', 'tsx', join(process.cwd(), 'test/sim/secc/main.ts'), '--log-level', 'warn',
+    const seccChild = spawn('ip', ['netns', 'exec', pair.se, process.execPath, '--import', 'tsx', join(process.cwd(), 'bin/secc-sim.ts'), '--log-level', 'warn',
       'sim-secc', '--iface', pair.seIf, '--transport', 'tls12', '--cert', join(dir, 'secc-chain.pem'), '--key', join(dir, 'secc.key')], { stdio: ['ignore', 'pipe', 'pipe'], cwd: process.cwd() });
     this.children.push(seccChild);
     this.secc = lines(seccChild);

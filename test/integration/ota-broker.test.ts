@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OemBackend } from '../../deploy/oem-backend/service.ts';
-import { silentLogger } from '../../firmware/log/logger.ts';
+import { silentLogger } from '../../core/logger.ts';
 import { vehicleTopics } from '../../firmware/ota/constants.ts';
 import { OtaLink } from '../../firmware/ota/link.ts';
 import { rootStoreOf, validateSeccPath } from '../../firmware/ota/pki-adapter.ts';

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BACKEND_IDENTITY, startEmbeddedBroker, type EmbeddedBroker } from '../../deploy/oem-backend/embedded-broker.ts';
 import { createLinkCa, issueLinkCert } from '../../deploy/oem-backend/link-pki.ts';
 import { OemBackend } from '../../deploy/oem-backend/service.ts';
-import { silentLogger } from '../../firmware/log/logger.ts';
+import { silentLogger } from '../../core/logger.ts';
 import { vehicleTopics } from '../../firmware/ota/constants.ts';
 import { OtaLink } from '../../firmware/ota/link.ts';
 import { validateSeccPath } from '../../firmware/ota/pki-adapter.ts';

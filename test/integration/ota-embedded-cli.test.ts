@@ -7,7 +7,7 @@ import { installBackendKey } from '../../firmware/ota/backend-key.ts';
 import { chainPem } from '../../firmware/pki/generate.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
 import { SimIpv6Link } from '../../hal/net/sim-net.ts';
-import { startSimSecc, type SimSecc } from '../sim/secc/secc.ts';
+import { startSimSecc, type SimSecc } from '../../sim/secc/secc.ts';
 import { otaFixture, STORE_KEY, vehicleStore, type OtaFixture } from './ota-fixtures.ts';
 import { until } from '../support/until.ts';
 

@@ -7,7 +7,7 @@ import { Writable } from 'node:stream';
 import { RootCertificatePool } from '../../deploy/oem-backend/pool.ts';
 import { KeyObjectSigner } from '../../deploy/oem-backend/signer.ts';
 import { formatBenchLine } from '../../firmware/log/bench-format.ts';
-import { createLogger, forSubsystem, type Logger } from '../../firmware/log/logger.ts';
+import { createLogger, forSubsystem, type Logger } from '../../core/logger.ts';
 import { derToPem } from '../../firmware/pki/cert.ts';
 import { generateTestPki, type TestPki } from '../../firmware/pki/generate.ts';
 import { CertificateStore, HmacIntegrity } from '../../firmware/pki/store.ts';

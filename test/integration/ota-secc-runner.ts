@@ -1,12 +1,12 @@
 /**
- * Child process of the Fig. 11 → 12 test: the charger simulator (test/sim/secc, TLS 1.2, ISO 15118-2 profile) on
+ * Child process of the Fig. 11 → 12 test: the charger simulator (sim/secc, TLS 1.2, ISO 15118-2 profile) on
  * PKI-B, run inside the SECC's network namespace. Usage: tsx ota-secc-runner.ts IFACE ADDRESS CHAIN.pem KEY.pem
  * Prints `READY <port>` once listening; exits on SIGTERM.
  */
 import 'reflect-metadata';
 import { readFile } from 'node:fs/promises';
 import { NodeUdp6 } from '../../hal/net/udp6.ts';
-import { startSimSecc } from '../sim/secc/secc.ts';
+import { startSimSecc } from '../../sim/secc/secc.ts';
 
 const [iface, address, chainFile, keyFile] = process.argv.slice(2);
 const secc = await startSimSecc({

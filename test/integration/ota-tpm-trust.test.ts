@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startEmbeddedBroker, type EmbeddedBroker } from '../../deploy/oem-backend/embedded-broker.ts';
 import { OemBackend } from '../../deploy/oem-backend/service.ts';
-import { silentLogger } from '../../firmware/log/logger.ts';
+import { silentLogger } from '../../core/logger.ts';
 import { derToPem } from '../../firmware/pki/cert.ts';
 import { SystemClock } from '../../hal/clock/system.ts';
 import { MqttJsConnector } from '../../hal/mqtt/mqtt-js.ts';

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { afterEach, expect, it } from 'vitest';
-import { silentLogger } from '../../firmware/log/logger.ts';
+import { silentLogger } from '../../core/logger.ts';
 import { parsePilotLine, PilotLineSplitter, PILOT_LINE_MAX, SerialPilotBoard } from '../../hal/pilot/serial-board.ts';
 import { requestsHighLevelCommunication, type PilotReading } from '../../hal/pilot/types.ts';
 import { describeWith } from '../support/prereq.ts';

@@ -3,8 +3,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { isEvccError } from '../../firmware/errors.ts';
-import { silentLogger } from '../../firmware/log/logger.ts';
+import { isEvccError } from '../../core/errors.ts';
+import { silentLogger } from '../../core/logger.ts';
 import { generateTestPki } from '../../firmware/pki/generate.ts';
 import { discoverSecc } from '../../firmware/sdp/client.ts';
 import { SDP_MAX_REQUESTS, SDP_RESPONSE_TIMEOUT_MS } from '../../firmware/sdp/constants.ts';
@@ -14,7 +14,7 @@ import { SystemClock } from '../../hal/clock/system.ts';
 import { NodeUdp6 } from '../../hal/net/udp6.ts';
 import { writeTestPki } from '../../bin/commands/pki.ts';
 import { describeWith, root, tool } from '../support/prereq.ts';
-import { createEvLink, startSeccProcess, type EvLink, type SeccProcess } from '../sim/secc/netns-harness.ts';
+import { createEvLink, startSeccProcess, type EvLink, type SeccProcess } from '../../sim/secc/netns-harness.ts';
 
 /**
  * SDP over a real veth pair: the SECC simulator runs in its own namespace (`evcc sim-secc`), the EV side runs here

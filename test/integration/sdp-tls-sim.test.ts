@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { isEvccError } from '../../firmware/errors.ts';
-import { silentLogger } from '../../firmware/log/logger.ts';
+import { isEvccError } from '../../core/errors.ts';
+import { silentLogger } from '../../core/logger.ts';
 import { generateTestPki, type TestPki } from '../../firmware/pki/generate.ts';
 import { CertificateStore, HmacIntegrity } from '../../firmware/pki/store.ts';
 import { discoverSecc } from '../../firmware/sdp/client.ts';
@@ -12,8 +12,8 @@ import { SystemClock } from '../../hal/clock/system.ts';
 import { SimIpv6Link } from '../../hal/net/sim-net.ts';
 import { NodeTlsConnector } from '../../hal/net/tls-connector.ts';
 import { MemoryStore } from '../../hal/store/memory-store.ts';
-import { startEmbeddedSecc, vehicleCredentials } from '../sim/secc/embedded.ts';
-import type { SimSecc } from '../sim/secc/secc.ts';
+import { startEmbeddedSecc, vehicleCredentials } from '../../sim/secc/embedded.ts';
+import type { SimSecc } from '../../sim/secc/secc.ts';
 
 /** The embedded-bench path (no root): SDP on the simulated link, then real TLS on loopback, as evcc.ts chains them. */
 let pki: TestPki;

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
-import { silentLogger } from '../../firmware/log/logger.ts';
+import { silentLogger } from '../../core/logger.ts';
 import { decodeFrame, macToString, toHex } from '../../firmware/slac/codec.ts';
 import { runSlac } from '../../firmware/slac/driver.ts';
 import type { SlacResult } from '../../firmware/slac/engine.ts';
@@ -9,7 +9,7 @@ import type { Clock, TimerId } from '../../hal/clock/types.ts';
 import { VirtualClock } from '../../hal/clock/virtual.ts';
 import { SimSegment } from '../../hal/plc/sim.ts';
 import type { FrameListener, PlcLink } from '../../hal/plc/types.ts';
-import { startSimCharger, startSimEvModem, type EvseFault, type SimCharger } from '../sim/evse-slac/index.ts';
+import { startSimCharger, startSimEvModem, type EvseFault, type SimCharger } from '../../sim/evse-slac/index.ts';
 
 /**
  * SLAC end to end in virtual time on an in-memory segment: our EV, its simulated modem, and one or more simulated

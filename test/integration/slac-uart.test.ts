@@ -1,7 +1,7 @@
 import { closeSync, writeSync } from 'node:fs';
 import { ReadStream } from 'node:tty';
 import { afterEach, expect, it } from 'vitest';
-import { silentLogger } from '../../firmware/log/logger.ts';
+import { silentLogger } from '../../core/logger.ts';
 import { toHex } from '../../firmware/slac/codec.ts';
 import { runSlac } from '../../firmware/slac/driver.ts';
 import { SystemClock } from '../../hal/clock/system.ts';
@@ -9,8 +9,8 @@ import { QcaUartLink } from '../../hal/plc/qca-uart.ts';
 import { SimSegment } from '../../hal/plc/sim.ts';
 import { describeWith } from '../support/prereq.ts';
 import { openPty, ptyAvailable } from '../support/pty.ts';
-import { startSimCharger, startSimEvModem, type SimCharger } from '../sim/evse-slac/index.ts';
-import { QcaUartBridge } from '../sim/modem/uart-bridge.ts';
+import { startSimCharger, startSimEvModem, type SimCharger } from '../../sim/evse-slac/index.ts';
+import { QcaUartBridge } from '../../sim/modem/uart-bridge.ts';
 
 /**
  * SLAC over the QCA7000 UART transport: our EV's QcaUartLink (serialport on a pseudo-terminal) talks QCA serial

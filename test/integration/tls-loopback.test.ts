@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isEvccError } from '../../firmware/errors.ts';
-import { silentLogger } from '../../firmware/log/logger.ts';
+import { isEvccError } from '../../core/errors.ts';
+import { silentLogger } from '../../core/logger.ts';
 import { chainPem, generateTestPki, negativeSamples, type ChainSpec, type NegativeSamples, type TestPki } from '../../firmware/pki/generate.ts';
 import { CertificateStore, HmacIntegrity } from '../../firmware/pki/store.ts';
 import { UnknownRootError } from '../../firmware/pki/validate.ts';
@@ -10,7 +10,7 @@ import { connectTls } from '../../firmware/tls/connect.ts';
 import { SimIpv6Link } from '../../hal/net/sim-net.ts';
 import { NodeTlsConnector } from '../../hal/net/tls-connector.ts';
 import { MemoryStore } from '../../hal/store/memory-store.ts';
-import { startSimSecc, type SimSecc, type SimSeccOptions } from '../sim/secc/secc.ts';
+import { startSimSecc, type SimSecc, type SimSeccOptions } from '../../sim/secc/secc.ts';
 
 /**
  * TLS on the simulated link (real TLS over loopback, no root needed): the same scenarios as the veth suite,

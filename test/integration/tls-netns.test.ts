@@ -3,8 +3,8 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { isEvccError } from '../../firmware/errors.ts';
-import { silentLogger } from '../../firmware/log/logger.ts';
+import { isEvccError } from '../../core/errors.ts';
+import { silentLogger } from '../../core/logger.ts';
 import { parseCert } from '../../firmware/pki/cert.ts';
 import { generateTestPki, type TestPki } from '../../firmware/pki/generate.ts';
 import { CertificateStore, HmacIntegrity } from '../../firmware/pki/store.ts';
@@ -14,7 +14,7 @@ import { NodeTlsConnector } from '../../hal/net/tls-connector.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
 import { writeTestPki } from '../../bin/commands/pki.ts';
 import { describeWith, root, tool } from '../support/prereq.ts';
-import { createEvLink, startSeccProcess, type EvLink, type SeccProcess } from '../sim/secc/netns-harness.ts';
+import { createEvLink, startSeccProcess, type EvLink, type SeccProcess } from '../../sim/secc/netns-harness.ts';
 
 /**
  * TLS 1.2 / 1.3 over a real veth pair: one SECC simulator process per scenario in the SECC namespace

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { releaseVersion, verifyBundle } from '../../boot/rauc.ts';
+import { releaseVersion, verifyBundle } from '../../hal/rauc/bundle.ts';
 import { buildBundle } from '../../deploy/bundle/build.ts';
 import { Tpm2Tools } from '../../hal/tpm/tpm2-tools.ts';
 import { describeWith, tool } from '../support/prereq.ts';

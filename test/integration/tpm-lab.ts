@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { silentLogger } from '../../firmware/log/logger.ts';
+import { silentLogger } from '../../core/logger.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
 import { Swtpm, type RebootKind } from '../../hal/tpm/swtpm.ts';
 import { Tpm2Tools } from '../../hal/tpm/tpm2-tools.ts';

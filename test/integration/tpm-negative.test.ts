@@ -2,7 +2,7 @@ import { copyFile, readFile, writeFile } from 'node:fs/promises';
 import { createHash, createPublicKey, generateKeyPairSync, randomBytes, sign as cryptoSign, verify as cryptoVerify } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { EvccError } from '../../firmware/errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import { KeyService, statePolicySteps } from '../../firmware/keys/key-service.ts';
 import { DATA, jsonBytes, type BootState, type ProvisioningRecord } from '../../firmware/keys/layout.ts';
 import { externalEccName, fromHex, pcrAfterExtend, policyPcr, toHex, u64be, ZERO_DIGEST } from '../../firmware/keys/policy.ts';

@@ -3,7 +3,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { EvccError } from '../../firmware/errors.ts';
+import { EvccError } from '../../core/errors.ts';
 import { KeyService, statePolicySteps } from '../../firmware/keys/key-service.ts';
 import { fromHex } from '../../firmware/keys/policy.ts';
 import { DATA, jsonBytes, type BootState } from '../../firmware/keys/layout.ts';

@@ -1,5 +1,5 @@
 import { createHash, createPublicKey, verify as cryptoVerify, X509Certificate, type KeyObject } from 'node:crypto';
-import { EvccError } from '../../errors.ts';
+import { EvccError } from '../../../core/errors.ts';
 import { encodeFragment, type FragmentOf, type Iso2, type XmlDsig } from '../index.ts';
 
 /**

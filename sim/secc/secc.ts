@@ -11,14 +11,14 @@ import { createServer as createTcpServer, type Server as TcpServer, type Socket 
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import { EventEmitter } from 'node:events';
 import { randomInt } from 'node:crypto';
-import type { Logger } from '../../../firmware/log/logger.ts';
-import { decodeDiscoveryReq, encodeDiscoveryRes } from '../../../firmware/sdp/codec.ts';
-import { answerSupportedAppProtocolReq } from '../../../firmware/session/app-handshake.ts';
-import { DYNAMIC_PORT_MIN, SDP_SERVER_PORT } from '../../../firmware/sdp/constants.ts';
-import { encodeV2gtp, V2gtpReassembler } from '../../../firmware/v2gtp/codec.ts';
-import { PayloadType } from '../../../firmware/v2gtp/constants.ts';
-import type { SimIpv6Link } from '../../../hal/net/sim-net.ts';
-import type { Udp6Socket, Udp6Transport, UdpPeer } from '../../../hal/net/types.ts';
+import type { Logger } from '../../core/logger.ts';
+import { decodeDiscoveryReq, encodeDiscoveryRes } from '../../firmware/sdp/codec.ts';
+import { answerSupportedAppProtocolReq } from '../../firmware/session/app-handshake.ts';
+import { DYNAMIC_PORT_MIN, SDP_SERVER_PORT } from '../../firmware/sdp/constants.ts';
+import { encodeV2gtp, V2gtpReassembler } from '../../firmware/v2gtp/codec.ts';
+import { PayloadType } from '../../firmware/v2gtp/constants.ts';
+import type { SimIpv6Link } from '../../hal/net/sim-net.ts';
+import type { Udp6Socket, Udp6Transport, UdpPeer } from '../../hal/net/types.ts';
 
 export type SimSdpMode = 'normal' | 'junk-first' | 'silent' | 'off';
 

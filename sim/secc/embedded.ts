@@ -6,10 +6,10 @@
  *   const udp = link.host('sim-ev', 'fe80::e7:1');               // Udp6Transport for discoverSecc
  *   const connector = new NodeTlsConnector(link.resolver());     // TlsConnector for connectTls
  */
-import type { Logger } from '../../../firmware/log/logger.ts';
-import { chainPem, type ChainSpec, type TestPki } from '../../../firmware/pki/generate.ts';
-import type { VehicleCredentials } from '../../../firmware/tls/connect.ts';
-import type { SimIpv6Link } from '../../../hal/net/sim-net.ts';
+import type { Logger } from '../../core/logger.ts';
+import { chainPem, type ChainSpec, type TestPki } from '../../firmware/pki/generate.ts';
+import type { VehicleCredentials } from '../../firmware/tls/connect.ts';
+import type { SimIpv6Link } from '../../hal/net/sim-net.ts';
 import { startSimSecc, type SimSdpMode, type SimSecc } from './secc.ts';
 
 export type EmbeddedChain = 'pki-a' | 'pki-b' | 'pki-b-cross';

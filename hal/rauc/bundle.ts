@@ -1,5 +1,5 @@
 import { execa } from 'execa';
-import { EvccError } from '../firmware/errors.ts';
+import { EvccError } from '../../core/errors.ts';
 
 /**
  * Bundle verification with Debian's RAUC (1.8 here): `rauc info --keyring` checks the CMS signature against the

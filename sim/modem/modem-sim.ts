@@ -1,7 +1,7 @@
-import type { Logger } from '../../../firmware/log/logger.ts';
-import { ATTEN_GROUPS, LOCAL_MODEM_MAC } from '../../../firmware/slac/constants.ts';
-import { decodeFrame, encodeFrame, macFromString, macToString, sameBytes, toHex, type Mac } from '../../../firmware/slac/codec.ts';
-import type { PlcLink } from '../../../hal/plc/types.ts';
+import type { Logger } from '../../core/logger.ts';
+import { ATTEN_GROUPS, LOCAL_MODEM_MAC } from '../../firmware/slac/constants.ts';
+import { decodeFrame, encodeFrame, macFromString, macToString, sameBytes, toHex, type Mac } from '../../firmware/slac/codec.ts';
+import type { PlcLink } from '../../hal/plc/types.ts';
 
 /**
  * A QCA7000 modem as its host sees it, for either side of the link:

@@ -5,9 +5,9 @@
  */
 import 'reflect-metadata';
 import { Command, Option } from 'commander';
-import { isEvccError } from '../../../firmware/errors.ts';
-import type { GlobalOptions } from '../../../bin/runtime.ts';
-import { registerSimSecc } from '../../../bin/commands/sim-secc.ts';
+import { isEvccError } from '../core/errors.ts';
+import type { GlobalOptions } from './runtime.ts';
+import { registerSimSecc } from './commands/sim-secc.ts';
 
 const program = new Command('secc-sim')
   .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']))

@@ -1,10 +1,10 @@
-import type { Logger } from '../../../firmware/log/logger.ts';
-import { ATTEN_GROUPS, BROADCAST_MAC, SLAC_TIMING as T } from '../../../firmware/slac/constants.ts';
+import type { Logger } from '../../core/logger.ts';
+import { ATTEN_GROUPS, BROADCAST_MAC, SLAC_TIMING as T } from '../../firmware/slac/constants.ts';
 import {
   ASSOC, decodeFrame, encodeFrame, fromHex, macToString, sameBytes, toHex, type Mac, type SlacMessage,
-} from '../../../firmware/slac/codec.ts';
-import type { Clock, TimerId } from '../../../hal/clock/types.ts';
-import type { PlcLink } from '../../../hal/plc/types.ts';
+} from '../../firmware/slac/codec.ts';
+import type { Clock, TimerId } from '../../hal/clock/types.ts';
+import type { PlcLink } from '../../hal/plc/types.ts';
 
 /**
  * Our own charger-side SLAC peer (EVSE host), for multi-charger and fault scenarios Debian's `evse` cannot play.

@@ -1,5 +1,5 @@
-import { encodeQcaFrame, QcaFrameDecoder } from '../../../hal/plc/qca-framing.ts';
-import type { SimSegment, SimStation } from '../../../hal/plc/sim.ts';
+import { encodeQcaFrame, QcaFrameDecoder } from '../../hal/plc/qca-framing.ts';
+import type { SimSegment, SimStation } from '../../hal/plc/sim.ts';
 
 /**
  * The serial side of a simulated QCA7000 wired by UART: bytes from the host are de-framed and put on a SimSegment as

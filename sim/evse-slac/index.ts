@@ -1,6 +1,6 @@
-import type { Logger } from '../../../firmware/log/logger.ts';
-import type { Clock } from '../../../hal/clock/types.ts';
-import type { SimSegment } from '../../../hal/plc/sim.ts';
+import type { Logger } from '../../core/logger.ts';
+import type { Clock } from '../../hal/clock/types.ts';
+import type { SimSegment } from '../../hal/plc/sim.ts';
 import { ModemSim, type ModemSimOptions } from '../modem/modem-sim.ts';
 import { EvseSlacSim, type EvseSlacSimOptions } from './evse-slac-sim.ts';
 

@@ -8,8 +8,8 @@ import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
-import { OsInterfaces } from '../../../hal/net/os-interfaces.ts';
-import { sh, VethPair } from '../../support/netns.ts';
+import { OsInterfaces } from '../../hal/net/os-interfaces.ts';
+import { sh, VethPair } from '../../test/support/netns.ts';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '../../..');
 
@@ -63,8 +63,8 @@ export interface SeccProcess {
 
 /** Starts the SECC simulator (`sim-secc --iface veth-se ARGS`) inside the SECC namespace and waits for its `ready` line. */
 export async function startSeccProcess(link: EvLink, args: string[]): Promise<SeccProcess> {
-  // test/sim/secc/main.ts = `evcc sim-secc` without the rest of the CLI (independent of other command modules).
-  const child: ChildProcess = spawn('ip', ['netns', 'exec', link.pair.se, process.execPath, '--import', 'tsx', join(repo, 'test/sim/secc/main.ts'),
+  // bin/secc-sim.ts = `evcc sim-secc` without the rest of the CLI (independent of other command modules).
+  const child: ChildProcess = spawn('ip', ['netns', 'exec', link.pair.se, process.execPath, '--import', 'tsx', join(repo, 'bin/secc-sim.ts'),
     '--log-level', 'warn', 'sim-secc', '--iface', link.pair.seIf, ...args], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
   const events: SeccProcessEvent[] = [];
   const waiters: { pred: (e: SeccProcessEvent) => boolean; resolve: (e: SeccProcessEvent) => void }[] = [];
