@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 import { OsInterfaces } from '../../hal/net/os-interfaces.ts';
 import { sh, VethPair } from '../../test/support/netns.ts';
 
-const repo = join(dirname(fileURLToPath(import.meta.url)), '../../..');
+const repo = join(dirname(fileURLToPath(import.meta.url)), '../..');
 
 export interface EvLink {
   pair: VethPair;
