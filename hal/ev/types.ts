@@ -13,6 +13,11 @@ export interface EvLimits {
   maxCurrentA: number;
   /** AC: EVMinCurrent (per phase). */
   minCurrentA: number;
+  /**
+   * AC: EVMaxCurrent (per phase) of a vehicle whose AC limit differs from its DC one (most vehicles charge both
+   * ways: 16 A per phase on AC, hundreds of amperes on DC). Absent: `maxCurrentA` applies to AC too.
+   */
+  acMaxCurrentA?: number;
   /** DC: EVMaximumPowerLimit. */
   maxPowerW: number;
   /** Usable battery capacity (DC: EVEnergyCapacity). */
