@@ -87,7 +87,7 @@ describe('session engine: the exchange core', () => {
     }, { module: () => { const m = tinyModule(); m.steps.setup!.handle = (_r, c) => { c.sessionId = SID; return next('stop'); }; return m; } });
     expect(r.result).toMatchObject({ outcome: 'completed', orderly: true, reason: { code: 'SESSION_COMPLETED' }, requests: { supportedAppProtocolReq: 1, SessionSetupReq: 1, SessionStopReq: 1 } });
     expect(r.result.timeline.map((t) => t.state)).toEqual(['WaitForSupportedAppProtocolRes', 'WaitForSessionSetupRes', 'WaitForSessionStopRes', 'Ended']);
-    expect(r.events.filter((e) => e.type === 'checkpoint').map((e) => (e as { id: string }).id)).toEqual(['APPHAND_OK', 'SESSION_COMPLETED']);
+    expect(r.events.filter((e) => e.type === 'checkpoint').map((e) => (e as { id: string }).id)).toEqual(['APPHAND_OK', 'SESSION_SETUP_OK', 'SESSION_COMPLETED']);
   });
 
   it('a response with another SessionID is a typed failure and the session still stops in order', () => {
