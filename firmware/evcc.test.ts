@@ -5,7 +5,7 @@ import { runChargingSession, type ChargingStages, type StageContext } from './ev
 import type { SessionResult } from './session/engine.ts';
 
 const completed = (o: Partial<SessionResult> = {}): SessionResult => ({
-  outcome: 'completed', reason: { code: 'SESSION_COMPLETED', message: 'done', failure: false }, orderly: true, timeline: [], requests: {}, roundTrips: {}, durationMs: 0, ...o,
+  outcome: 'completed', reason: { code: 'SESSION_COMPLETED', message: 'done', failure: false }, orderly: true, timeline: [], requests: {}, roundTrips: {}, effectTimes: {}, durationMs: 0, ...o,
 });
 import { silentLogger } from '../core/logger.ts';
 

@@ -4,26 +4,10 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { TpmSettings } from '../../firmware/keys/settings.ts';
-import { parseVehicleConfig, securityPolicy } from './charge.ts';
+import { parseConfig as parseVehicleConfig } from './charge.ts';
 
 const run = promisify(execFile);
 const repo = join(import.meta.dirname, '..', '..');
-
-describe('security policy (PnC needs the armed contract key and TLS; otherwise EIM only, said so)', () => {
-  it('a ready key service: PnC and EIM, TLS required whatever the config says', () => {
-    for (const configured of ['tls-required', 'tls-preferred', 'no-tls'] as const) {
-      const p = securityPolicy({ ready: true, version: 3, contractKey: 'k1' }, configured);
-      expect(p).toMatchObject({ pnc: true, paymentOptions: ['Contract', 'ExternalPayment'], sdpSecurity: 'tls-required' });
-      expect(p.degraded).toBeUndefined();
-      if (configured !== 'tls-required') expect(p.reason).toMatch(/TLS required for PnC \(config sdp.security=.* not applied\)/);
-    }
-  });
-  it('a refusing key service: EIM only, the refusal in the report', () => {
-    const p = securityPolicy({ ready: false, code: 'TPM_POLICY_NOT_APPROVED', message: 'tampered bundle' }, 'tls-required');
-    expect(p).toMatchObject({ pnc: false, paymentOptions: ['ExternalPayment'], sdpSecurity: 'tls-required', degraded: { code: 'TPM_POLICY_NOT_APPROVED' } });
-    expect(p.reason).toMatch(/degraded mode, EIM only/);
-  });
-});
 
 describe('deploy/config/evcc.bench.json and the systemd units match the real program', () => {
   it('every key of the bench config is read by a real settings schema', async () => {
@@ -33,6 +17,7 @@ describe('deploy/config/evcc.bench.json and the systemd units match the real pro
     expect(c.runtime.dataDir).toBe('/var/lib/evcc');
     expect(c.pilot.trigger).toBe('pilot');
     expect(c.sdp.security).toBe('tls-required');
+    expect(c.ev.port).toBe('sim');
     expect(c.ota.brokerUrl).toMatch(/^mqtts:\/\//);
     expect(TpmSettings.parse(raw.tpm).tcti).toBe('device:/dev/tpmrm0');
     // A typo is named, not ignored.

@@ -23,115 +23,52 @@ import { readFile } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
 import { bootState } from '../../boot/measured-boot.ts';
 import { EvccError, isEvccError } from '../../core/errors.ts';
-import { runChargingSession, type ChargingStages, type SessionReport, type StageContext } from '../../firmware/evcc.ts';
+import type { Logger } from '../../core/logger.ts';
+import { runChargingSession, type StageContext } from '../../firmware/evcc.ts';
 import { KeyService } from '../../firmware/keys/key-service.ts';
 import { openVehicleTrust, type VehicleTrust } from '../../firmware/keys/vehicle-trust.ts';
 import { TpmSettings } from '../../firmware/keys/settings.ts';
-import type { Logger } from '../../core/logger.ts';
 import { loadBackendTrust } from '../../firmware/ota/backend-key.ts';
 import { OtaLink } from '../../firmware/ota/link.ts';
-import { rootStoreOf, validateSeccPath } from '../../firmware/ota/pki-adapter.ts';
+import { validateSeccPath } from '../../firmware/ota/pki-adapter.ts';
 import { OemRootFetcher } from '../../firmware/ota/root-fetch.ts';
-import { OtaSettings } from '../../firmware/ota/settings.ts';
+import type { OtaSettings } from '../../firmware/ota/settings.ts';
 import type { BackendTrust } from '../../firmware/ota/signing.ts';
-import { openTlsWithRootFetch } from '../../firmware/ota/tls-stage.ts';
 import { CertificateStore, HmacIntegrity } from '../../firmware/pki/store.ts';
-import { discoverSecc } from '../../firmware/sdp/client.ts';
-import { SdpSettings, type SdpSecurityPolicy } from '../../firmware/sdp/settings.ts';
-import { performAppHandshake } from '../../firmware/session/app-handshake.ts';
-import { parseSettings, RuntimeSettings } from '../../firmware/settings.ts';
-import { toHex } from '../../firmware/slac/codec.ts';
-import { runSlac } from '../../firmware/slac/driver.ts';
-import { SlacSettings } from '../../firmware/slac/settings.ts';
-import { connectTls, type TlsChannel, type VehicleCredentials } from '../../firmware/tls/connect.ts';
-import { TlsSettings } from '../../firmware/tls/settings.ts';
+import { parseSettings } from '../../firmware/settings.ts';
+import { macFromString } from '../../firmware/slac/codec.ts';
+import type { VehicleCredentials } from '../../firmware/tls/connect.ts';
+import { parseVehicleConfig } from '../../firmware/vehicle/config.ts';
+import { contractFromStore } from '../../firmware/vehicle/contract.ts';
+import type { KeyReadiness } from '../../firmware/vehicle/policy.ts';
+import { chargeReportOf, logChargeEnd, type ChargeReport } from '../../firmware/vehicle/report.ts';
+import { bindVehicleStages, type VehicleParts, type VehicleSettings } from '../../firmware/vehicle/stages.ts';
+import { SimEv } from '../../hal/ev/sim.ts';
+import { EvSettings } from '../../hal/ev/settings.ts';
+import type { EvPort } from '../../hal/ev/types.ts';
 import { MqttJsConnector } from '../../hal/mqtt/mqtt-js.ts';
 import type { MqttTlsIdentity } from '../../hal/mqtt/types.ts';
 import { OsInterfaces } from '../../hal/net/os-interfaces.ts';
+import { NodeTcpConnector } from '../../hal/net/tcp-connector.ts';
 import { NodeTlsConnector } from '../../hal/net/tls-connector.ts';
 import { NodeUdp6 } from '../../hal/net/udp6.ts';
 import { AfPacketLink } from '../../hal/plc/af-packet.ts';
 import { QcaUartLink } from '../../hal/plc/qca-uart.ts';
 import type { PlcLink } from '../../hal/plc/types.ts';
 import { PilotSettings } from '../../hal/pilot/settings.ts';
+import type { PilotBoard } from '../../hal/pilot/types.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
 import { Tpm2Tools } from '../../hal/tpm/tpm2-tools.ts';
 import { createRuntime, type GlobalOptions, type Runtime } from '../runtime.ts';
 
-// ---- security policy ----------------------------------------------------------------------------------------------
-
-/** What the key service said at start: ready to sign with the contract key, or refused (typed). */
-export type KeyReadiness = { ready: true; version: number; contractKey: string } | { ready: false; code: string; message: string };
-
-/** ISO 15118-2 PaymentOption values the session may offer. */
-export type PaymentOption = 'Contract' | 'ExternalPayment';
-
-export interface SecurityPolicy {
-  /** Plug & Charge (contract signature in the TPM) allowed for this session. */
-  pnc: boolean;
-  paymentOptions: PaymentOption[];
-  /** SDP security actually used: with PnC possible, an SECC without TLS is never accepted (ISO 15118-2: PnC needs TLS). */
-  sdpSecurity: SdpSecurityPolicy;
-  /** Why (one sentence, also logged). */
-  reason: string;
-  degraded?: { code: string; message: string };
-}
-
-/**
- * The session's security policy from the key service's answer and the configured SDP policy. Pure, so the rule is
- * tested without a TPM: PnC only with a key service that armed the contract key, and then TLS is required whatever
- * the config says; without it the vehicle is EIM-capable only (degraded mode, ARCHITECTURE.md §3 step 1).
- */
-export function securityPolicy(keys: KeyReadiness, configured: SdpSecurityPolicy): SecurityPolicy {
-  if (keys.ready) {
-    return {
-      pnc: true, paymentOptions: ['Contract', 'ExternalPayment'], sdpSecurity: 'tls-required',
-      reason: configured === 'tls-required'
-        ? `contract key ${keys.contractKey} armed for release v${keys.version}: PnC and EIM offered, TLS required`
-        : `contract key ${keys.contractKey} armed for release v${keys.version}: PnC and EIM offered; TLS required for PnC (config sdp.security=${configured} not applied)`,
-    };
-  }
-  return {
-    pnc: false, paymentOptions: ['ExternalPayment'], sdpSecurity: configured,
-    reason: `key service refused (${keys.code}): degraded mode, EIM only (ExternalPayment), no contract signature`,
-    degraded: { code: keys.code, message: keys.message },
-  };
-}
+export type { ChargeReport, KeyReadiness };
 
 // ---- configuration ------------------------------------------------------------------------------------------------
 
-/** Sections of the vehicle config (/etc/evcc/evcc.json) that `evcc charge` / `evcc run` read, with their schemas. */
-export const VEHICLE_CONFIG_SECTIONS = {
-  slac: SlacSettings, sdp: SdpSettings, tls: TlsSettings, ota: OtaSettings, tpm: TpmSettings, pilot: PilotSettings,
-} as const;
-
-export interface VehicleConfig {
-  runtime: RuntimeSettings;
-  slac: SlacSettings;
-  sdp: SdpSettings;
-  tls: TlsSettings;
-  ota: OtaSettings;
-  tpm: TpmSettings;
-  pilot: PilotSettings;
-  /** Top-level keys no schema reads (a typo does nothing: reported, not ignored silently). */
-  unknownKeys: string[];
-}
-
-/** Validates the whole vehicle config with every subsystem's own schema (CONFIG_INVALID names the bad key). */
-export function parseVehicleConfig(raw: Record<string, unknown>): VehicleConfig {
-  const runtime = parseSettings(RuntimeSettings, raw, 'config');
-  const known = new Set([...Object.keys(RuntimeSettings.shape), ...Object.keys(VEHICLE_CONFIG_SECTIONS)]);
-  return {
-    runtime,
-    slac: parseSettings(SlacSettings, raw.slac ?? {}, 'slac'),
-    sdp: parseSettings(SdpSettings, raw.sdp ?? {}, 'sdp'),
-    tls: parseSettings(TlsSettings, raw.tls ?? {}, 'tls'),
-    ota: parseSettings(OtaSettings, raw.ota ?? {}, 'ota'),
-    tpm: parseSettings(TpmSettings, raw.tpm ?? {}, 'tpm'),
-    pilot: parseSettings(PilotSettings, raw.pilot ?? {}, 'pilot'),
-    unknownKeys: Object.keys(raw).filter((k) => !known.has(k)),
-  };
-}
+/** The HAL sections this composition root reads besides the firmware's (firmware/vehicle/config.ts). */
+export const HAL_CONFIG_SECTIONS = { pilot: PilotSettings, ev: EvSettings } as const;
+export type VehicleConfig = ReturnType<typeof parseConfig>;
+export const parseConfig = (raw: Record<string, unknown>) => parseVehicleConfig(raw, HAL_CONFIG_SECTIONS);
 
 // ---- the vehicle's stack -------------------------------------------------------------------------------------------
 
@@ -201,7 +138,8 @@ export interface VehicleStack {
   keys?: KeyService;
   /** The key service's answer at start (a refusal is an answer: degraded mode). */
   keyReadiness: KeyReadiness;
-  settings: { slac: SlacSettings; sdp: SdpSettings; tls: TlsSettings; ota: OtaSettings };
+  settings: VehicleSettings;
+  config: VehicleConfig;
   close(): Promise<void>;
 }
 
@@ -348,9 +286,11 @@ export async function openVehicleStack(globals: GlobalOptions, f: StackFlags, o:
   const rt = await createRuntime(globals, overrides);
   const closers: (() => Promise<unknown>)[] = [];
   try {
-    const config = parseVehicleConfig(rt.rawConfig);
-    if (config.unknownKeys.length) rt.log('EVCC').warn({ keys: config.unknownKeys }, `config keys not read by the runtime: ${config.unknownKeys.join(', ')}`);
-    const settings = { slac: config.slac, sdp: config.sdp, tls: config.tls, ota: config.ota };
+    const config = parseConfig(rt.rawConfig);
+    if (config.unknownKeys.length) {
+      throw new EvccError('CONFIG_INVALID', `config keys not read by the runtime: ${config.unknownKeys.join(', ')}`, { keys: config.unknownKeys });
+    }
+    const settings: VehicleSettings = { slac: config.slac, sdp: config.sdp, tls: config.tls, ota: config.ota, session: config.session };
     const iface = f.iface ?? rt.settings.plcInterface;
     if (f.uart && !f.mac) throw new EvccError('CONFIG_INVALID', '--uart needs --mac (the host MAC on the PLC segment)');
     const files = await FsStore.open(rt.settings.dataDir);
@@ -368,7 +308,7 @@ export async function openVehicleStack(globals: GlobalOptions, f: StackFlags, o:
     const ota = await openOta(rt, f, trust, settings.ota, stateExtras);
     if (ota) closers.push(() => ota.link.close());
     return {
-      rt, iface, files, settings, keyReadiness: r, trustSource: trust.source,
+      rt, iface, files, settings, config, keyReadiness: r, trustSource: trust.source,
       ...(trust.store ? { store: trust.store } : {}), ...(trust.backendTrust ? { backendTrust: trust.backendTrust } : {}), ...(ota ? { ota } : {}), ...(trust.keys ? { keys: trust.keys } : {}),
       async close() {
         for (const c of closers.reverse()) await c().catch(() => undefined);
@@ -386,132 +326,102 @@ export async function openPlcLink(f: StackFlags, iface: string): Promise<PlcLink
   return f.uart ? QcaUartLink.open({ path: f.uart, mac: f.mac!, baudRate: f.baud }) : AfPacketLink.open(iface);
 }
 
-export interface SessionExtras {
-  security?: SecurityPolicy;
+/** The EV port of this controller: the battery model until a BMS port exists (said in the log). */
+export function openEvPort(stack: VehicleStack): EvPort {
+  const ev = new SimEv({ clock: stack.rt.clock, log: stack.rt.log('EV') }, stack.config.ev.sim);
+  stack.rt.log('EV').warn({ port: stack.config.ev.port, capacityWh: ev.limits.energyCapacityWh }, 'EV port: battery model (no BMS link on this controller)');
+  return ev;
 }
-
-export type ChargeReport = SessionReport & { security?: SecurityPolicy; roots?: string[] };
 
 /**
- * One session on the stack: the orchestrator's stages bound to the real HAL. `waitForPlugIn` is the trigger (pilot
- * board in the service, immediate in `evcc charge`).
+ * The real HAL parts of this controller for firmware/vehicle's stage binding: AF_PACKET (or QCA7000 UART) SLAC,
+ * the netdev's link-local scope for SDP, TLS and TCP, the pilot board when the service has one, the TPM key service.
  */
-export async function runRealSession(stack: VehicleStack, f: StackFlags, o: { waitForPlugIn: (ctx: StageContext) => Promise<void>; signal?: AbortSignal }): Promise<ChargeReport> {
-  const { rt, iface, settings } = stack;
-  const clock = rt.clock;
-  const extras: SessionExtras = {};
-  const vehicle: VehicleCredentials | undefined = f.vehicleCert && f.vehicleKey
-    ? { certChainPem: await readFile(f.vehicleCert, 'utf8'), keyPem: await readFile(f.vehicleKey, 'utf8') } : undefined;
-  if (settings.tls.profile === 'iso20-tls13' && !vehicle) {
+export async function realVehicleParts(stack: VehicleStack, f: StackFlags & { linkUp?: boolean }, o: { pilot?: PilotBoard; ev: EvPort }): Promise<VehicleParts> {
+  const { rt, iface } = stack;
+  const vehicleCredentials: VehicleCredentials | undefined = f.vehicleCert && f.vehicleKey
+    ? { certChainPem: await readPem(f.vehicleCert), keyPem: await readPem(f.vehicleKey) } : undefined;
+  if (stack.settings.tls.profile === 'iso20-tls13' && !vehicleCredentials) {
     throw new EvccError('CONFIG_INVALID', 'tls.profile iso20-tls13 (mutual) needs --vehicle-cert and --vehicle-key');
   }
-  const keyLogFile = f.keylog ?? settings.tls.keyLogFile;
+  const keyLogFile = f.keylog ?? stack.settings.tls.keyLogFile;
   if (keyLogFile) rt.log('TLS').warn({ file: keyLogFile }, 'TLS key log enabled: session secrets are written to disk (bench only)');
-  let link: PlcLink | undefined;
-  const connector = new NodeTlsConnector();
-  const stages: ChargingStages<TlsChannel> = {
-    waitForPlugIn: o.waitForPlugIn,
-    slac: async (ctx) => {
-      link = await openPlcLink(f, iface);
-      const r = await runSlac({ link, clock, log: rt.log('SLAC'), settings: settings.slac, signal: ctx.signal });
-      return {
-        evseMac: r.evseMac, nid: toHex(r.nid),
-        evses: r.evses.map((e) => ({ mac: e.mac, averageAttenuationDb: e.averageAttenuationDb ?? Number.NaN })),
-      };
-    },
-    discoverSecc: async (ctx) => {
-      const policy = securityPolicy(stack.keyReadiness, settings.sdp.security);
-      extras.security = policy;
-      rt.log('EVCC')[policy.pnc ? 'info' : 'warn']({ pnc: policy.pnc, paymentOptions: policy.paymentOptions, sdpSecurity: policy.sdpSecurity }, `security policy: ${policy.reason}`);
-      const localAddress = await new OsInterfaces().waitLinkLocal(iface, 5_000);
-      const found = await discoverSecc({ udp: new NodeUdp6(), clock, log: rt.log('SDP') }, {
-        iface, localAddress, settings: { ...settings.sdp, security: policy.sdpSecurity }, signal: ctx.signal,
-      });
-      return { address: found.address, port: found.port, security: found.security, iface: found.iface };
-    },
-    openChannel: async (e, ctx) => {
-      if (e.security !== 'tls') {
-        // EIM over plain TCP is allowed by the standard but not implemented here; PnC never reaches this (SDP refuses).
-        throw new EvccError('EVCC_NO_TLS', `SECC [${e.address}]:${e.port} offers no TLS; this runtime opens no plain-TCP channel`, { address: e.address, port: e.port });
-      }
-      const tlsLog = rt.log('TLS');
-      const store = stack.store;
-      if (!store) {
-        throw new EvccError('EVCC_TRUST_UNAVAILABLE', `no verified V2G roots in this state (${stack.keyReadiness.ready ? 'store' : stack.keyReadiness.code}): the SECC cannot be authenticated, and an unverified store is never used`);
-      }
-      const connect = (signal: AbortSignal) => connectTls({ connector, trust: store, log: tlsLog }, {
-        secc: { address: e.address, port: e.port, iface: e.iface ?? iface }, profile: settings.tls.profile, timeoutMs: settings.tls.handshakeTimeoutMs,
-        validateBeforeClientAuth: settings.tls.validateBeforeClientAuth, signal, ...(vehicle ? { vehicle } : {}),
-        ...(keyLogFile ? { keyLog: (line: string) => appendFileSync(keyLogFile, line.endsWith('\n') ? line : `${line}\n`, { mode: 0o600 }) } : {}),
-      });
-      const fetcher = stack.ota?.fetcher;
-      if (!fetcher) {
-        const channel = await connect(ctx.signal);
-        tlsLog.info({ protocol: channel.protocol, cipher: channel.cipher }, 'connection established');
-        return { channel, summary: { protocol: channel.protocol, cipher: channel.cipher } };
-      }
-      const r = await openTlsWithRootFetch({
-        connect, fetcher, store: rootStoreOf(store, { log: rt.log('PKI') }), clock, log: { tls: tlsLog, ota: rt.log('OTA') },
-        settings: settings.ota, peer: `[${e.address}]:${e.port}`,
-      }, ctx);
-      return {
-        channel: r.channel,
-        summary: {
-          protocol: r.channel.protocol, cipher: r.channel.cipher, ...(r.summary.installedRoot ? { installedRoot: r.summary.installedRoot } : {}),
-          ...(r.summary.recoveryMs !== undefined ? { recoveryMs: Math.round(r.summary.recoveryMs) } : {}),
-        },
-      };
-    },
-    appHandshake: async (channel, ctx) => {
-      const n = await performAppHandshake({ stream: channel.stream, clock, log: rt.log('APPHAND'), signal: ctx.signal });
-      return { namespace: n.namespace, schemaId: n.schemaId, responseCode: n.responseCode };
-    },
-    closeChannel: (channel) => channel.stream.close(),
+  const net = new OsInterfaces();
+  const mac = f.uart ? macFromString(f.mac!) : (await net.lookup(iface)).mac;
+  const keys = stack.keys;
+  const ready = stack.keyReadiness.ready;
+  return {
+    clock: rt.clock, log: (sub) => rt.log(sub), iface,
+    ...(f.linkUp ? {} : { openPlcLink: () => openPlcLink(f, iface) }),
+    udp: new NodeUdp6(), localAddress: () => net.waitLinkLocal(iface, 5_000),
+    tls: new NodeTlsConnector(), tcp: new NodeTcpConnector(),
+    ...(o.pilot ? { pilot: o.pilot } : {}),
+    ev: o.ev, evccId: mac,
+    ...(keys && ready ? {
+      signers: { contract: () => keys.contractKeySigner(), provisioning: () => keys.provisioningKeySigner() },
+      contract: async () => {
+        const id = (await keys.status()).activeContractKey;
+        return id && stack.store ? contractFromStore(stack.store, id) : undefined;
+      },
+    } : {}),
+    ...(stack.store ? { store: stack.store } : {}),
+    ...(stack.ota?.fetcher ? { rootFetcher: stack.ota.fetcher } : {}),
+    ...(vehicleCredentials ? { vehicleCredentials } : {}),
+    ...(keyLogFile ? { keyLog: (line: string) => appendFileSync(keyLogFile, line.endsWith('\n') ? line : `${line}\n`, { mode: 0o600 }) } : {}),
   };
+}
+
+/**
+ * One plug-in on the stack, through the one stage binding (firmware/vehicle). `waitForPlugIn` is the trigger (pilot
+ * board in the service, immediate in `evcc charge`).
+ */
+export async function runRealSession(stack: VehicleStack, f: StackFlags & { linkUp?: boolean }, o: { waitForPlugIn: (ctx: StageContext) => Promise<void>; signal?: AbortSignal; pilot?: PilotBoard; ev: EvPort }): Promise<ChargeReport> {
+  const parts = await realVehicleParts(stack, f, o);
+  const bound = bindVehicleStages(parts, stack.settings, stack.keyReadiness, { waitForPlugIn: o.waitForPlugIn, waitForResume: (signal) => waitForEvResume(o.ev, stack.rt.clock, signal) });
+  const evStart = o.ev.status();
   try {
-    const report = await runChargingSession({ stages, clock, log: rt.log('EVCC'), ...(o.signal ? { signal: o.signal } : {}) });
-    const roots = stack.store?.listRoots().map((r) => r.subject) ?? [];
-    return { ...report, ...(extras.security ? { security: extras.security } : {}), roots };
+    const report = await runChargingSession({ stages: bound.stages, clock: stack.rt.clock, log: stack.rt.log('EVCC'), ...(o.signal ? { signal: o.signal } : {}) });
+    return chargeReportOf(report, { security: bound.security, evStart, evEnd: o.ev.status(), roots: stack.store?.listRoots().map((r) => r.subject) ?? [] });
   } finally {
-    await link?.close().catch(() => undefined);
+    await bound.release();
   }
 }
 
-/** The bench log's closing line for one session. */
-export function logSessionEnd(log: Logger, r: ChargeReport): void {
-  if (r.state === 'Established') {
-    log.info({ state: r.state, setupMs: r.setupMs, pnc: r.security?.pnc, roots: r.roots, timeline: r.timeline, recoveryMs: r.channel?.recoveryMs },
-      `session established in ${r.setupMs} ms; ${r.security?.pnc ? 'PnC and EIM' : 'EIM only'}; vehicle trusts ${r.roots?.length ?? 0} V2G root(s)`);
-  } else {
-    log.error({ state: r.state, code: r.error?.code }, `session FAILED: ${r.error?.code}: ${r.error?.message}`);
-  }
+/** After a pause: the vehicle resumes when its pause request is withdrawn (polled; the EV port has no events). */
+export async function waitForEvResume(ev: EvPort, clock: Runtime['clock'], signal: AbortSignal): Promise<void> {
+  while (ev.status().pauseRequested) await clock.sleep(250, signal);
 }
+
+export { logChargeEnd as logSessionEnd };
 
 // ---- evcc charge ---------------------------------------------------------------------------------------------------
 
 export function registerCharge(program: Command, globals: () => GlobalOptions): void {
   addStackOptions(program.command('charge'))
-    .description('one charging-session setup on real links, starting now (plugged in): SLAC, SDP, TLS (+ OEM root fetch), SupportedAppProtocol')
+    .description('one charging session on real links, starting now (plugged in): SLAC, SDP, TLS (+ OEM root fetch) or TCP, SupportedAppProtocol, ISO 15118-2 or DIN SPEC 70121 to SessionStop')
+    .option('--link-up', 'the PLC link is up already (bench: link up by other means, or an ethernet cable to the charger controller): skip SLAC')
     .option('--json', 'print the session report as JSON on stdout')
-    .action(async (opts: StackFlags & { json?: boolean }) => {
+    .action(async (opts: StackFlags & { json?: boolean; linkUp?: boolean }) => {
       if (opts.uart && !opts.mac) throw new EvccError('CONFIG_INVALID', '--uart needs --mac (the host MAC on the PLC segment)');
       const stack = await openVehicleStack(globals(), opts, { reclaim: false });
       const ac = new AbortController();
       const stop = () => ac.abort(new EvccError('ABORTED', 'interrupted'));
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
+      const ev = openEvPort(stack);
       try {
         const report = await runRealSession(stack, opts, {
-          signal: ac.signal,
+          signal: ac.signal, ev,
           waitForPlugIn: async () => stack.rt.log('PILOT').info('trigger: now (operator plugged in; no pilot board read)'),
         });
-        logSessionEnd(stack.rt.log('EVCC'), report);
+        logChargeEnd(stack.rt.log('EVCC'), report);
         if (opts.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
-        if (report.state !== 'Established') {
-          process.stderr.write(`evcc: ${report.error?.code ?? 'EVCC_STAGE_FAILED'}: ${report.error?.message ?? 'session failed'}\n`);
+        if (!report.ok) {
+          process.stderr.write(`evcc: ${report.endReason.code}: ${report.endReason.message}\n`);
           process.exitCode = 1;
         }
       } finally {
+        await ev.close().catch(() => undefined);
         process.off('SIGINT', stop);
         process.off('SIGTERM', stop);
         await stack.close();

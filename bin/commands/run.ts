@@ -19,7 +19,7 @@ import { SerialPilotBoard } from '../../hal/pilot/serial-board.ts';
 import { PilotSettings } from '../../hal/pilot/settings.ts';
 import { requestsHighLevelCommunication, type PilotBoard, type PilotReading } from '../../hal/pilot/types.ts';
 import type { GlobalOptions } from '../runtime.ts';
-import { addStackOptions, logSessionEnd, openVehicleStack, runRealSession, type StackFlags } from './charge.ts';
+import { addStackOptions, logSessionEnd, openEvPort, openVehicleStack, runRealSession, type StackFlags } from './charge.ts';
 
 interface RunFlags extends StackFlags {
   trigger?: 'pilot' | 'now';
@@ -67,6 +67,7 @@ export function registerRun(program: Command, globals: () => GlobalOptions): voi
       let scheduler: RootSyncScheduler | undefined;
       let board: PilotBoard | undefined;
       let lost: EvccError | undefined;
+      const ev = openEvPort(stack);
       try {
         const pilotSettings = parseSettings(PilotSettings, {
           ...((rt.rawConfig.pilot as object | undefined) ?? {}),
@@ -101,7 +102,7 @@ export function registerRun(program: Command, globals: () => GlobalOptions): voi
             if (sessions > 0) break;
             sessions++;
             const report = await runRealSession(stack, opts, {
-              signal: shutdown.signal, waitForPlugIn: async () => pilotLog.info('trigger: now (no pilot board)'),
+              signal: shutdown.signal, ev, waitForPlugIn: async () => pilotLog.info('trigger: now (no pilot board)'),
             });
             logSessionEnd(log, report);
             continue;
@@ -120,18 +121,18 @@ export function registerRun(program: Command, globals: () => GlobalOptions): voi
             if (r.state === 'A') session.abort(new EvccError('ABORTED', 'unplugged (state A)'));
           });
           const report = await runRealSession(stack, opts, {
-            signal: session.signal,
+            signal: session.signal, ev, pilot: b,
             waitForPlugIn: async () => pilotLog.info({ state: plugged.state, duty: plugged.dutyPercent, session: n }, `state ${plugged.state}, ${plugged.dutyPercent} % duty: high-level communication requested (session ${n})`),
           });
           offUnplug();
           shutdown.signal.removeEventListener('abort', onShutdown);
-          if (report.state !== 'Established' && session.signal.aborted) {
+          if (!report.ok && session.signal.aborted) {
             const why = (session.signal.reason as Error | undefined)?.message ?? 'aborted';
             log.warn({ session: n, state: report.timeline.at(-1)?.state, reason: why }, `session ${n} setup aborted in ${report.timeline.at(-1)?.state}: ${why}`);
           } else {
             logSessionEnd(log, report);
           }
-          // The session layer after SupportedAppProtocol is not wired yet: the service holds until unplug.
+          // The session ended (SessionStop, or a typed failure): the next one needs a new plug-in.
           await waitForPilot(b, (r) => r.state === 'A', shutdown.signal).catch(() => undefined);
           if (!shutdown.signal.aborted) pilotLog.info({ session: n }, `unplugged (state A): session ${n} ended`);
         }
@@ -148,6 +149,7 @@ export function registerRun(program: Command, globals: () => GlobalOptions): voi
         process.off('SIGINT', onInt);
         scheduler?.stop();
         await board?.close().catch(() => undefined);
+        await ev.close().catch(() => undefined);
         log.info('service stopped: OEM link closed (state offline), TPM released');
         await stack.close();
       }

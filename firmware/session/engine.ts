@@ -52,6 +52,8 @@ export interface SessionResult {
   requests: Record<string, number>;
   /** Round-trip times per response name: count, median and maximum, ms. */
   roundTrips: Record<string, { count: number; medianMs: number; maxMs: number }>;
+  /** Effect durations per kind (TPM signature, contactors, S2, contract install), ms. */
+  effectTimes: Record<string, { count: number; medianMs: number; maxMs: number }>;
   durationMs: number;
 }
 
@@ -107,7 +109,8 @@ export class SessionEngine {
   private stopping: StopReason | undefined;
   private effectSeq = 0;
   private readonly effectResults: Partial<Record<EffectKind, unknown>> = {};
-  private readonly effectKinds = new Map<number, EffectKind>();
+  private readonly effectKinds = new Map<number, { kind: EffectKind; at: number }>();
+  private readonly effectMs: Record<string, number[]> = {};
   private readonly timers: TimerTable;
   private startedAt = 0;
   private enteredAt = 0;
@@ -268,9 +271,10 @@ export class SessionEngine {
 
   private onEffectDone(now: number, id: number, result: unknown, error: EvccError | undefined): void {
     const ph = this.phase;
-    const kind = this.effectKinds.get(id);
+    const started = this.effectKinds.get(id);
     this.effectKinds.delete(id);
-    if (kind && !error) this.effectResults[kind] = result;
+    if (started) (this.effectMs[started.kind] ??= []).push(now - started.at);
+    if (started && !error) this.effectResults[started.kind] = result;
     if (ph.kind === 'signing' && ph.effectId === id) {
       if (error) return this.failOrEnd(now, error.code, `signature failed: ${error.message}`, { ...error.details });
       return this.sendRequest(now, ph.step, ph.built, result);
@@ -365,7 +369,7 @@ export class SessionEngine {
   private emitEffects(effects: readonly EffectRequest[]): number[] {
     return effects.map((request) => {
       const id = ++this.effectSeq;
-      this.effectKinds.set(id, request.kind);
+      this.effectKinds.set(id, { kind: request.kind, at: this.lastNow });
       this.out.effects.push({ id, request });
       return id;
     });
@@ -412,13 +416,18 @@ export class SessionEngine {
     const summary = this.module ? this.module.summary(this.module.ctx) : undefined;
     this.checkpoint(outcome === 'failed' ? 'SESSION_FAILED' : outcome === 'paused' ? 'SESSION_PAUSED' : 'SESSION_COMPLETED',
       `session ${outcome}${orderly ? '' : ' (not in order)'}: ${reason.code}: ${reason.message}`, { code: reason.code, orderly });
-    const roundTrips: SessionResult['roundTrips'] = {};
-    for (const [name, v] of Object.entries(this.rtts)) {
-      const s = [...v].sort((a, b) => a - b);
-      roundTrips[name] = { count: s.length, medianMs: s[Math.floor((s.length - 1) / 2)] ?? 0, maxMs: s[s.length - 1] ?? 0 };
-    }
+    const stats = (all: Record<string, number[]>) => {
+      const out: SessionResult['roundTrips'] = {};
+      for (const [name, v] of Object.entries(all)) {
+        const s = [...v].sort((a, b) => a - b);
+        out[name] = { count: s.length, medianMs: s[Math.floor((s.length - 1) / 2)] ?? 0, maxMs: s[s.length - 1] ?? 0 };
+      }
+      return out;
+    };
+    const roundTrips = stats(this.rtts);
+    const effectTimes = stats(this.effectMs);
     this.out.result = {
-      outcome, reason, orderly, timeline: this.timeline, requests: { ...this.requests }, roundTrips, durationMs: now - this.startedAt,
+      outcome, reason, orderly, timeline: this.timeline, requests: { ...this.requests }, roundTrips, effectTimes, durationMs: now - this.startedAt,
       ...(this.negotiated && this.module ? { negotiated: { namespace: this.negotiated.namespace, schemaId: this.negotiated.schemaId, protocol: this.module.protocol } } : {}),
       ...(summary ? { protocol: summary } : {}),
     };

@@ -1,0 +1,60 @@
+/**
+ * Which protocol modules a session offers, with their options: the channel plan decides the namespaces (DIN only on
+ * plain TCP, PnC only on TLS); each module gets the EVCCID, its own settings section, the contract (PnC) and the
+ * SessionID of a paused session to resume.
+ */
+import { z } from 'zod';
+import type { ModuleFactory } from '../session/engine.ts';
+import type { ChannelPlan, ProtocolPreferences } from './policy.ts';
+import { DEFAULT_PROTOCOL_PREFERENCES, DIN_NAMESPACE, ISO2_NAMESPACE } from './policy.ts';
+
+/** The contract the vehicle holds (PaymentDetailsReq): eMAID and the chain as the ISO-2 type carries it. */
+export interface ContractCredentials {
+  emaid: string;
+  certificateChain: { Certificate: string; SubCertificates?: { Certificate: string[] } };
+  /** Contract certificate expiry (CertificateUpdate within the renewal window). */
+  notAfter?: Date;
+}
+
+/** Config section `session`. The protocol modules validate their own sub-sections (`iso2`, `din`). */
+export const VehicleSessionSettings = z.strictObject({
+  protocols: z.strictObject({
+    iso2Priority: z.number().int().min(1).max(20).default(DEFAULT_PROTOCOL_PREFERENCES.iso2Priority),
+    dinPriority: z.number().int().min(1).max(20).default(DEFAULT_PROTOCOL_PREFERENCES.dinPriority),
+    din: z.boolean().default(DEFAULT_PROTOCOL_PREFERENCES.din),
+    eimSdpSecurity: z.enum(['tls-required', 'tls-preferred', 'no-tls']).default(DEFAULT_PROTOCOL_PREFERENCES.eimSdpSecurity),
+    pncSdpSecurity: z.enum(['tls-required', 'tls-preferred']).default(DEFAULT_PROTOCOL_PREFERENCES.pncSdpSecurity),
+  }).default({ ...DEFAULT_PROTOCOL_PREFERENCES }),
+  /** Timer overrides by setting name (firmware/session/timers.ts, din/timers.ts): field chargers that need more. */
+  timeouts: z.record(z.string(), z.number().int().min(1).max(600_000)).default({}),
+  iso2: z.record(z.string(), z.unknown()).default({}),
+  din: z.record(z.string(), z.unknown()).default({}),
+});
+export type VehicleSessionSettings = z.infer<typeof VehicleSessionSettings>;
+
+export interface SessionModuleOptions {
+  plan: ChannelPlan;
+  evccId: Uint8Array;
+  settings: VehicleSessionSettings;
+  contract?: ContractCredentials;
+  resume?: { sessionId: string };
+}
+
+export function sessionModules(o: SessionModuleOptions): Record<string, ModuleFactory> {
+  const out: Record<string, ModuleFactory> = {};
+  for (const p of o.plan.offer) {
+    if (p.namespace === ISO2_NAMESPACE) out[p.namespace] = iso2Factory(o);
+    if (p.namespace === DIN_NAMESPACE) out[p.namespace] = dinFactory(o);
+  }
+  return out;
+}
+
+// Wired to firmware/session/iso2 and din once those modules land (see the lead's integration commit).
+function iso2Factory(_o: SessionModuleOptions): ModuleFactory {
+  throw new Error('ISO-2 module not wired yet');
+}
+function dinFactory(_o: SessionModuleOptions): ModuleFactory {
+  throw new Error('DIN module not wired yet');
+}
+
+export type { ProtocolPreferences };
