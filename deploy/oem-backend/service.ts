@@ -8,13 +8,17 @@ import {
 import { isEvccError } from '../../core/errors.ts';
 import { decodeMessage, encodeMessage, RootCaRequest, RootListRequest, type AnswerStatus } from '../../firmware/ota/messages.ts';
 import { rootCaSigningInput, rootListDigest, rootListSigningInput } from '../../firmware/ota/signing.ts';
+import { ROOT_APPROVAL_WIRE_BYTES } from '../../firmware/ota/approved-answers.ts';
+import { ApprovalCache } from './approvals.ts';
 import type { RootCertificatePool } from './pool.ts';
 import type { AnswerSigner } from './signer.ts';
 
 /**
  * The OEM backend reference service (Kilic 2023 Solution C, backend half): connected to the broker with its own
  * client certificate, it answers every vehicle's root-CA and root-list requests from the Root Certificate Pool and
- * signs each answer (vehicle id, request id, nonce, status, certificate digest) with the OEM answer key.
+ * signs each answer (vehicle id, request id, nonce, status, certificate digest) with the OEM answer key. Each root
+ * it serves also carries the OEM's approved-V2G-root statement (approvals.ts), which the vehicle stores with the
+ * root so a degraded vehicle can still verify it without its TPM-derived store key.
  *
  * Per-vehicle authorization, on top of the broker ACL: the vehicle id is taken from the topic (which the ACL ties
  * to the client certificate), the reply topic must be that vehicle's own answer topic (a vehicle cannot make the
@@ -58,8 +62,11 @@ export class OemBackend {
   readonly stats: OemBackendStats = { requests: 0, answered: { ok: 0, 'not-found': 0, denied: 0 }, dropped: 0, rateLimited: 0, published: 0 };
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
   private ready: Promise<void> | undefined;
+  private readonly approvals: ApprovalCache;
 
-  constructor(private readonly o: OemBackendOptions) {}
+  constructor(private readonly o: OemBackendOptions) {
+    this.approvals = new ApprovalCache(o.signer);
+  }
 
   /** Connects and subscribes; resolves once the subscriptions are acknowledged. */
   start(): Promise<void> {
@@ -178,7 +185,7 @@ export class OemBackend {
     const sig = this.o.signer.sign(rootCaSigningInput({ vehicleId, requestId: req.requestId, nonce: req.nonce, status, certDigest }));
     const answer = {
       v: 1, type: 'rootca.resp', requestId: req.requestId, nonce: req.nonce, status,
-      ...(der ? { cert: Buffer.from(der).toString('base64') } : {}),
+      ...(der ? { cert: Buffer.from(der).toString('base64'), approval: this.approvals.of(der) } : {}),
       keyId: this.o.signer.keyId, sig: Buffer.from(sig).toString('base64'),
     };
     await this.answer(req.replyTo, answer, { vehicleId, requestId: req.requestId, status, issuer: req.issuer, subject, t0 });
@@ -198,7 +205,8 @@ export class OemBackend {
     );
     const answer = {
       v: 1, type: 'roots.resp', requestId: req.requestId, nonce: req.nonce, status,
-      certs: certs.map((d) => Buffer.from(d).toString('base64')), keyId: this.o.signer.keyId, sig: Buffer.from(sig).toString('base64'),
+      certs: certs.map((d) => Buffer.from(d).toString('base64')), approvals: certs.map((d) => this.approvals.of(d)),
+      keyId: this.o.signer.keyId, sig: Buffer.from(sig).toString('base64'),
     };
     await this.answer(req.replyTo, answer, { vehicleId, requestId: req.requestId, status, roots: certs.length, t0 });
   }
@@ -208,7 +216,7 @@ export class OemBackend {
     const out: Uint8Array[] = [];
     let bytes = 1024; // envelope, ids, signature
     for (const e of this.o.pool.all()) {
-      const size = Math.ceil(e.der.byteLength / 3) * 4 + 3;
+      const size = Math.ceil(e.der.byteLength / 3) * 4 + 3 + ROOT_APPROVAL_WIRE_BYTES;
       if (out.length >= OTA_MAX_ROOTS_PER_LIST || bytes + size > OTA_MAX_ROOT_LIST_BYTES) {
         this.o.log.warn({ vehicleId, pool: this.o.pool.size, sent: out.length }, 'root list truncated to the vehicle limits');
         break;

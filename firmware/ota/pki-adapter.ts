@@ -1,8 +1,20 @@
+import type { RootApproval } from '../pki/root-approval.ts';
 import type { CertificateStore } from '../pki/store.ts';
 import { UnknownRootError, validateChain } from '../pki/validate.ts';
 import { isEvccError } from '../../core/errors.ts';
 import type { Logger } from '../../core/logger.ts';
 import type { PathValidatorPort, RootStorePort, UnknownRootInfo } from './ports.ts';
+
+/** What an install records with the root: its provenance and the OEM approval it arrived with. */
+export interface RootInstallMeta {
+  source: string;
+  approval?: RootApproval;
+}
+
+/** The root store port of the OTA path, taking the OEM approval along (ports.ts RootStorePort, widened). */
+export interface ApprovedRootStorePort extends RootStorePort {
+  install(der: Uint8Array, meta: RootInstallMeta): Promise<void>;
+}
 
 /**
  * firmware/pki's CertificateStore as the OTA path's root store (bounded, atomic, integrity-tagged).
@@ -11,9 +23,10 @@ import type { PathValidatorPort, RootStorePort, UnknownRootInfo } from './ports.
  * the OTA-installed root with the oldest install time gives way to the new one (it can be fetched again when a
  * charger needs it). With `evictOta: false`, or when no OTA root is left to evict, the install fails with
  * PKI_STORE_FULL and the session falls back. Each step is its own atomic store write: a crash between them leaves
- * the old set minus the evicted OTA root, never a torn store.
+ * the old set minus the evicted OTA root, never a torn store. The OEM approval goes into the store with the root
+ * (verified there when the store has the OEM key; required when the store is open in degraded mode).
  */
-export function rootStoreOf(store: CertificateStore, options: { evictOta?: boolean; log?: Logger } = {}): RootStorePort {
+export function rootStoreOf(store: CertificateStore, options: { evictOta?: boolean; log?: Logger } = {}): ApprovedRootStorePort {
   return {
     list: async () => store.anchors(),
     install: async (der, meta) => {

@@ -3,7 +3,8 @@ import fc from 'fast-check';
 import { KeyUsageFlags } from '@peculiar/x509';
 import { OemBackend } from '../../deploy/oem-backend/service.ts';
 import { KeyObjectSigner } from '../../deploy/oem-backend/signer.ts';
-import { otaFixture, recordingLogger, vehicleStore, type OtaFixture } from '../../test/integration/ota-fixtures.ts';
+import { approveRoot } from '../../deploy/oem-backend/approvals.ts';
+import { otaFixture, recordingLogger, STORE_KEY, vehicleStore, type OtaFixture } from '../../test/integration/ota-fixtures.ts';
 import { VirtualClock } from '../../hal/clock/virtual.ts';
 import { MemoryBroker } from '../../hal/mqtt/memory.ts';
 import { MemoryStore } from '../../hal/store/memory-store.ts';
@@ -11,15 +12,17 @@ import { silentLogger } from '../../core/logger.ts';
 import { chainDer, issue } from '../pki/generate.ts';
 import { UnknownRootError, validateChain, describeTop } from '../pki/validate.ts';
 import { parseCert } from '../pki/cert.ts';
+import { RootApprovalVerifier, type RootApproval } from '../pki/root-approval.ts';
+import { CertificateStore, HmacIntegrity } from '../pki/store.ts';
 import { EvccError, isEvccError } from '../../core/errors.ts';
 import { vehicleTopics } from './constants.ts';
 import { OtaError } from './errors.ts';
 import { OtaLink } from './link.ts';
-import { decodeMessage, encodeMessage, RootCaAnswer, RootCaRequest } from './messages.ts';
+import { decodeMessage, encodeMessage, RootCaAnswer, RootCaRequest, RootListRequest } from './messages.ts';
 import { rootStoreOf, validateSeccPath } from './pki-adapter.ts';
 import { OemRootFetcher } from './root-fetch.ts';
 import { RootSyncScheduler, syncRootList } from './root-sync.ts';
-import { rootCaSigningInput, sha256Hex } from './signing.ts';
+import { rootCaSigningInput, rootListDigest, rootListSigningInput, sha256Hex } from './signing.ts';
 import { connectWithRootFetch, rootFetchBudget } from './unknown-root.ts';
 import { openTlsWithRootFetch } from './tls-stage.ts';
 
@@ -30,9 +33,12 @@ import { openTlsWithRootFetch } from './tls-stage.ts';
  */
 const VID = 'veh-unit-1';
 let fx: OtaFixture;
+/** A V2G root outside the pool (for crafted lists). */
+let rootC: Uint8Array;
 
 beforeAll(async () => {
   fx = await otaFixture();
+  rootC = (await issue({ name: 'x/root-c', role: 'v2g-root', subject: 'CN=V2G Root C, O=Elsewhere' })).der;
 });
 afterAll(async () => fx.cleanup());
 
@@ -105,6 +111,22 @@ describe('Solution C in virtual time: TLS_UNKNOWN_ROOT → fetch → install →
     // The persisted store survives a reopen with the new root.
     const reopened = await vehicleStore(r.files, []);
     expect(reopened.rootCount).toBe(2);
+    await r.link.close();
+  });
+
+  it('the installed root keeps the OEM approval it arrived with: verified after a restart, and without the store key (degraded)', async () => {
+    const r = await rig();
+    await connectWithRootFetch({
+      connectTls: r.connectTls, fetcher: r.fetcher, store: rootStoreOf(r.store), budgetMs: 8000, clock: r.clock,
+      log: { tls: r.rec.sub('TLS'), ota: r.rec.sub('OTA') }, fallback: 'retry-later',
+    });
+    const b = r.store.listRoots().find((e) => e.subject === fx.pki.b.root.cert.subject)!;
+    expect(b.approval).toMatchObject({ keyId: fx.signer.keyId, purpose: 'v2g-root', validUntil: fx.pki.b.root.cert.notAfter.toISOString() });
+    const approvals = new RootApprovalVerifier([{ ...fx.trust, origin: 'release' }]);
+    const restarted = await CertificateStore.open(r.files, { integrity: new HmacIntegrity(STORE_KEY), approvals });
+    expect(restarted.listRoots().map((e) => [e.subject, e.approvedBy])).toEqual([[fx.pki.a.root.cert.subject, undefined], [fx.pki.b.root.cert.subject, 'release']]);
+    // factory root A was installed without a statement here: a degraded vehicle trusts only B
+    expect((await CertificateStore.openDegraded(r.files, { approvals })).anchors()).toEqual([fx.pki.b.root.der]);
     await r.link.close();
   });
 
@@ -259,12 +281,13 @@ describe('Solution C in virtual time: TLS_UNKNOWN_ROOT → fetch → install →
 describe('hostile answers are never installed, each with its own typed error', () => {
   type Craft = (req: { requestId: string; nonce: string }, prev: { requestId: string; nonce: string } | undefined) => Promise<Uint8Array> | Uint8Array;
 
-  function signed(signer: KeyObjectSigner, f: { requestId: string; nonce: string; cert?: Uint8Array; keyId?: string; status?: 'ok' }): Uint8Array {
+  function signed(signer: KeyObjectSigner, f: { requestId: string; nonce: string; cert?: Uint8Array; keyId?: string; status?: 'ok'; approval?: RootApproval }): Uint8Array {
     const certDigest = f.cert ? sha256Hex(f.cert) : '';
     const sig = signer.sign(rootCaSigningInput({ vehicleId: VID, requestId: f.requestId, nonce: f.nonce, status: f.status ?? 'ok', certDigest }));
     return encodeMessage({
       v: 1, type: 'rootca.resp', requestId: f.requestId, nonce: f.nonce, status: f.status ?? 'ok',
-      ...(f.cert ? { cert: Buffer.from(f.cert).toString('base64') } : {}), keyId: f.keyId ?? signer.keyId, sig: Buffer.from(sig).toString('base64'),
+      ...(f.cert ? { cert: Buffer.from(f.cert).toString('base64') } : {}), ...(f.approval ? { approval: f.approval } : {}),
+      keyId: f.keyId ?? signer.keyId, sig: Buffer.from(sig).toString('base64'),
     });
   }
 
@@ -323,6 +346,14 @@ describe('hostile answers are never installed, each with its own typed error', (
       craft: (q) => signed(fx.signer, { ...q, cert: imposterDer }),
     },
     { name: 'root with a profile violation (no cRLSign)', code: 'OTA_ROOT_PROFILE', craft: (q) => signed(fx.signer, { ...q, cert: noCrlDer }) },
+    {
+      name: 'signed answer whose OEM approval is by another key', code: 'OTA_ANSWER_UNTRUSTED_SIGNER',
+      craft: (q) => signed(fx.signer, { ...q, cert: rootB(), approval: approveRoot(fx.otherSigner, rootB()) }),
+    },
+    {
+      name: 'signed answer carrying the OEM approval of another root', code: 'OTA_ANSWER_SIGNATURE_INVALID',
+      craft: (q) => signed(fx.signer, { ...q, cert: rootB(), approval: approveRoot(fx.signer, fx.pki.a.root.der) }),
+    },
     {
       name: 'oversized payload', code: 'OTA_ANSWER_OVERSIZED', dropped: true,
       craft: (q) => encodeMessage({ requestId: q.requestId, pad: 'x'.repeat(20_000) }),
@@ -395,6 +426,43 @@ describe('proactive root-list sync', () => {
     const second = await settle(r.clock, syncRootList(opts), 2000);
     expect(second.ok).toMatchObject({ installed: [], alreadyPresent: 2 });
     expect(r.store.rootCount).toBe(2);
+    await r.link.close();
+  });
+
+  it('stores each root\'s OEM approval and attaches it to a root installed without one', async () => {
+    const r = await rig();
+    const opts = { rpc: r.link.rootListRpc, vehicleId: VID, trust: fx.trust, store: rootStoreOf(r.store), clock: r.clock, log: silentLogger(), budgetMs: 2000 };
+    expect((await settle(r.clock, syncRootList(opts), 2000)).ok).toMatchObject({ installed: [fx.pki.b.root.cert.subject], alreadyPresent: 1, rejected: [] });
+    expect(r.store.listRoots().map((e) => e.approval?.keyId)).toEqual([fx.signer.keyId, fx.signer.keyId]);
+    expect(r.store.listRoots()[0]!.source).toBe('factory'); // the factory root kept its provenance
+    const approvals = new RootApprovalVerifier([{ ...fx.trust, origin: 'release' }]);
+    expect((await CertificateStore.openDegraded(r.files, { approvals })).rootCount).toBe(2);
+    await r.link.close();
+  });
+
+  it('a list whose approvals do not match its roots is refused as a whole; one bad approval refuses that root only', async () => {
+    const r = await rig({ backend: false });
+    const evil = r.bus.connect({ url: 'mem://', clientId: 'oem-backend-evil', protocolVersion: 4 });
+    await evil.subscribe(['evcc/v1/+/pki/roots/req'], 1);
+    let mode: 'count' | 'one-bad' = 'count';
+    evil.onMessage(async (m) => {
+      const req = decodeMessage(RootListRequest, m.payload, 4096);
+      const certs = [fx.pki.b.root.der, rootC];
+      const sig = fx.signer.sign(rootListSigningInput({ vehicleId: VID, requestId: req.requestId, nonce: req.nonce, status: 'ok', certDigest: rootListDigest(certs) }));
+      const approvals = mode === 'count' ? [approveRoot(fx.signer, certs[0]!)] : [approveRoot(fx.signer, certs[0]!), approveRoot(fx.otherSigner, certs[1]!)];
+      await evil.publish(req.replyTo, encodeMessage({
+        v: 1, type: 'roots.resp', requestId: req.requestId, nonce: req.nonce, status: 'ok', certs: certs.map((c) => Buffer.from(c).toString('base64')),
+        approvals, keyId: fx.signer.keyId, sig: Buffer.from(sig).toString('base64'),
+      }), { qos: 1 });
+    });
+    await flush();
+    const opts = { rpc: r.link.rootListRpc, vehicleId: VID, trust: fx.trust, store: rootStoreOf(r.store), clock: r.clock, log: silentLogger(), budgetMs: 2000 };
+    expect((await settle(r.clock, syncRootList(opts), 2000)).err?.code).toBe('OTA_ANSWER_MALFORMED');
+    expect(r.store.rootCount).toBe(1);
+    mode = 'one-bad';
+    const res = await settle(r.clock, syncRootList(opts), 2000);
+    expect(res.ok).toMatchObject({ installed: [fx.pki.b.root.cert.subject], rejected: [{ code: 'OTA_ANSWER_UNTRUSTED_SIGNER' }] });
+    expect(r.store.anchors().map((d) => sha256Hex(d))).toEqual([sha256Hex(fx.pki.a.root.der), sha256Hex(fx.pki.b.root.der)]);
     await r.link.close();
   });
 

@@ -1,8 +1,10 @@
 import type { Clock } from '../../hal/clock/types.ts';
 import type { Logger } from '../../core/logger.ts';
+import type { RootApproval } from '../pki/root-approval.ts';
+import { ApprovedRootCaAnswer, assertAnswerApproval } from './approved-answers.ts';
 import { OTA_MAX_ROOT_ANSWER_BYTES, vehicleTopics } from './constants.ts';
 import { otaError } from './errors.ts';
-import { decodeMessage, RootCaAnswer, type RootCaRequest } from './messages.ts';
+import { decodeMessage, type RootCaRequest } from './messages.ts';
 import type { PathValidatorPort, UnknownRootInfo } from './ports.ts';
 import { checkAnchors, checkV2gRootProfile, parseDer } from './root-check.ts';
 import type { MqttRpc } from './rpc.ts';
@@ -14,7 +16,10 @@ import { rootCaSigningInput, sha256Hex, verifyInput, type BackendTrust } from '.
  *  1. it is signed by the OEM backend key installed at production (key id, then signature),
  *  2. it answers this very request (request id) with this request's fresh nonce,
  *  3. the certificate is a self-signed CA with the V2G root profile, and
- *  4. it anchors the chain the SECC presented (and the whole path then validates).
+ *  4. it anchors the chain the SECC presented (and the whole path then validates), and
+ *  5. the OEM's approved-V2G-root statement that came with it, if any, verifies with the same key (a statement
+ *     that does not verify refuses the root, typed as the answer checks are). The caller stores the statement with
+ *     the root, which keeps it verifiable without the TPM (degraded mode).
  * Installing is the caller's step (connectWithRootFetch), so a verified root can also be shown or refused first.
  */
 export interface VerifiedRoot {
@@ -22,6 +27,8 @@ export interface VerifiedRoot {
   subject: string;
   sha256: string;
   requestId: string;
+  /** The verified statement to store with the root; absent when the backend sent none (older backend). */
+  approval?: RootApproval;
 }
 
 export interface RootFetcherOptions {
@@ -76,7 +83,7 @@ export class OemRootFetcher implements RootFetcher {
     payload: Uint8Array,
     expected: { requestId: string; nonce: string; presented: UnknownRootInfo; trust: BackendTrust },
   ): Promise<VerifiedRoot> {
-    const answer = decodeMessage(RootCaAnswer, payload, OTA_MAX_ROOT_ANSWER_BYTES);
+    const answer = decodeMessage(ApprovedRootCaAnswer, payload, OTA_MAX_ROOT_ANSWER_BYTES);
     const { requestId, nonce, trust } = expected;
     if (answer.requestId !== requestId) {
       throw otaError('OTA_ANSWER_UNKNOWN_REQUEST', `answer for request ${answer.requestId}, expected ${requestId}`, { requestId: answer.requestId });
@@ -108,6 +115,11 @@ export class OemRootFetcher implements RootFetcher {
         throw otaError('OTA_ROOT_DOES_NOT_ANCHOR', `the SECC chain does not validate to ${root.subject}`, { subject: root.subject }, err);
       }
     }
-    return { der, subject: root.subject, sha256: root.fingerprint, requestId };
+    if (answer.approval) {
+      assertAnswerApproval(trust, der, answer.approval, now, root.subject);
+    } else {
+      this.o.log.warn({ requestId, subject: root.subject }, 'answer carries no OEM approval for the root: it will be trusted in full mode only');
+    }
+    return { der, subject: root.subject, sha256: root.fingerprint, requestId, ...(answer.approval ? { approval: answer.approval } : {}) };
   }
 }

@@ -1,10 +1,12 @@
 import type { Clock } from '../../hal/clock/types.ts';
 import type { MqttClient } from '../../hal/mqtt/types.ts';
 import type { Logger } from '../../core/logger.ts';
+import type { RootApproval } from '../pki/root-approval.ts';
+import { ApprovedRootListAnswer, assertAnswerApproval } from './approved-answers.ts';
 import { OTA_MAX_ROOT_LIST_BYTES, vehicleTopics } from './constants.ts';
 import { otaError } from './errors.ts';
-import { decodeMessage, RootListAnswer } from './messages.ts';
-import type { RootStorePort } from './ports.ts';
+import { decodeMessage } from './messages.ts';
+import type { ApprovedRootStorePort } from './pki-adapter.ts';
 import { checkV2gRootProfile, parseDer } from './root-check.ts';
 import type { MqttRpc } from './rpc.ts';
 import { rootListDigest, rootListSigningInput, sha256Hex, verifyInput, type BackendTrust } from './signing.ts';
@@ -14,7 +16,9 @@ import { rootListDigest, rootListSigningInput, sha256Hex, verifyInput, type Back
  * and install the ones we lack, so the fetch at the charger is rarely needed. Same trust rules as the single fetch
  * (OEM signature over request id, nonce and the list digest; V2G root profile per certificate). There is no SECC
  * chain to anchor here, so each root is checked for its profile only. Add-only: a root disappearing from the pool
- * is not removed here (removal is a signed policy decision, not a side effect of a sync).
+ * is not removed here (removal is a signed policy decision, not a side effect of a sync). Each root's OEM approval
+ * (approved-answers.ts) is verified with the same key and stored with it; a root already installed without one
+ * gets it attached, so factory roots installed before approvals existed become verifiable in degraded mode too.
  */
 export interface RootSyncResult {
   installed: string[];
@@ -28,7 +32,7 @@ export interface RootSyncOptions {
   rpc: MqttRpc;
   vehicleId: string;
   trust: BackendTrust | undefined;
-  store: RootStorePort;
+  store: ApprovedRootStorePort;
   clock: Clock;
   log: Logger;
   budgetMs: number;
@@ -47,7 +51,7 @@ export async function syncRootList(o: RootSyncOptions): Promise<RootSyncResult> 
     topics.rootListRequest,
     { v: 1, type: 'roots.req', requestId, nonce },
     async (payload) => {
-      const a = decodeMessage(RootListAnswer, payload, OTA_MAX_ROOT_LIST_BYTES);
+      const a = decodeMessage(ApprovedRootListAnswer, payload, OTA_MAX_ROOT_LIST_BYTES);
       if (a.nonce !== nonce) throw otaError('OTA_ANSWER_REPLAYED', `root list answer to ${requestId} carries a nonce we did not send`);
       if (a.keyId !== trust.keyId) throw otaError('OTA_ANSWER_UNTRUSTED_SIGNER', 'root list signed by a key other than the OEM backend key', { keyId: a.keyId });
       const ders = a.certs.map((c) => new Uint8Array(Buffer.from(c, 'base64')));
@@ -56,7 +60,11 @@ export async function syncRootList(o: RootSyncOptions): Promise<RootSyncResult> 
         throw otaError('OTA_ANSWER_SIGNATURE_INVALID', `signature of the root list answer to ${requestId} does not verify`);
       }
       if (a.status === 'denied') throw otaError('OTA_REQUEST_DENIED', 'OEM backend refused the root list request');
-      return ders;
+      if (a.approvals && a.approvals.length !== ders.length) {
+        throw otaError('OTA_ANSWER_MALFORMED', `root list answer to ${requestId} carries ${a.approvals.length} approvals for ${ders.length} roots`);
+      }
+      if (!a.approvals && ders.length) o.log.warn({ requestId }, 'root list carries no OEM approvals: its roots will be trusted in full mode only');
+      return ders.map((der, i) => ({ der, approval: a.approvals?.[i] }));
     },
     { deadline: o.clock.now() + o.budgetMs, ...(o.signal ? { signal: o.signal } : {}) },
   );
@@ -64,8 +72,9 @@ export async function syncRootList(o: RootSyncOptions): Promise<RootSyncResult> 
   const have = new Set((await o.store.list()).map((d) => sha256Hex(d)));
   const result: RootSyncResult = { installed: [], alreadyPresent: 0, rejected: [], notInstalled: [] };
   const now = o.wallTime?.() ?? new Date();
-  for (const der of certs) {
-    if (have.has(sha256Hex(der))) {
+  for (const { der, approval } of certs) {
+    const present = have.has(sha256Hex(der));
+    if (present && !approval) {
       result.alreadyPresent++;
       continue;
     }
@@ -74,14 +83,28 @@ export async function syncRootList(o: RootSyncOptions): Promise<RootSyncResult> 
       const root = parseDer(der, 'root certificate');
       subject = root.subject;
       checkV2gRootProfile(root, now);
+      if (approval) assertAnswerApproval(trust, der, approval, now, subject);
     } catch (err) {
       const e = err as { code?: string; message?: string };
+      if (present) {
+        // Installed already (and trusted as it is); only the statement that came along is refused.
+        result.alreadyPresent++;
+        o.log.warn({ subject, code: e.code }, `OEM approval from the list not attached to the installed root: ${e.message}`);
+        continue;
+      }
       result.rejected.push({ ...(subject ? { subject } : {}), code: e.code ?? 'INTERNAL', message: e.message ?? String(err) });
       o.log.warn({ subject, code: e.code }, `root from list refused: ${e.message}`);
       continue;
     }
+    const meta: { source: string; approval?: RootApproval } = { source: `ota-sync:${requestId}`, ...(approval ? { approval } : {}) };
+    if (present) {
+      // Idempotent in the store; attaches the approval to a root that has none (or an older one).
+      await o.store.install(der, meta).catch((err: unknown) => o.log.warn({ subject, code: (err as { code?: string }).code }, 'OEM approval not attached to the installed root'));
+      result.alreadyPresent++;
+      continue;
+    }
     try {
-      await o.store.install(der, { source: `ota-sync:${requestId}` });
+      await o.store.install(der, meta);
       have.add(sha256Hex(der));
       result.installed.push(subject);
       o.log.info({ subject, sha256: sha256Hex(der) }, 'V2G root installed');

@@ -1,10 +1,10 @@
 import type { Clock } from '../../hal/clock/types.ts';
 import { isEvccError } from '../../core/errors.ts';
-import { unknownRootOf } from './pki-adapter.ts';
+import { unknownRootOf, type ApprovedRootStorePort } from './pki-adapter.ts';
 import type { Logger } from '../../core/logger.ts';
 import { OTA_RESERVE_AFTER_FETCH_MS, OTA_ROOT_FETCH_MAX_MS } from './constants.ts';
 import { otaError, OtaError } from './errors.ts';
-import type { RootStorePort, UnknownRootInfo } from './ports.ts';
+import type { UnknownRootInfo } from './ports.ts';
 import type { RootFetcher } from './root-fetch.ts';
 
 /**
@@ -30,7 +30,8 @@ export interface ConnectWithRootFetchOptions<S> {
   /** One TLS connection attempt to the SECC (firmware/tls); throws TLS_UNKNOWN_ROOT when the chain's root is missing. */
   connectTls: () => Promise<S>;
   fetcher: RootFetcher;
-  store: RootStorePort;
+  /** Where the verified root goes, with the OEM approval it arrived with (rootStoreOf). */
+  store: ApprovedRootStorePort;
   /**
    * Budget of the fetch; see rootFetchBudget(). A function is evaluated when the first handshake has failed, so the
    * time that handshake took is not counted twice.
@@ -105,11 +106,11 @@ export async function connectWithRootFetch<S>(o: ConnectWithRootFetchOptions<S>)
 
   enter('InstallRoot');
   try {
-    await o.store.install(root.der, { source: `ota:${root.requestId}` });
+    await o.store.install(root.der, { source: `ota:${root.requestId}`, ...(root.approval ? { approval: root.approval } : {}) });
   } catch (err) {
     throw fallback(o, ota, missing, err, states);
   }
-  ota.info({ subject: root.subject, sha256: root.sha256 }, 'V2G root installed');
+  ota.info({ subject: root.subject, sha256: root.sha256, approved: root.approval !== undefined }, 'V2G root installed');
 
   enter('Retry');
   tls.info({ attempt: 2 }, `retrying TLS connection${where}`);

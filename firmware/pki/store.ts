@@ -3,14 +3,21 @@
  * contract certificate chains. Certificates only — private keys live in the TPM (firmware/keys), never here.
  *
  * Persistence: one file (`pki/store.json` in a FileStore) written by atomic replace, so a power cut leaves the old
- * or the new store. The body is protected by an integrity tag from an `IntegrityGuard`; a file changed on disk is
- * refused with `PKI_STORE_TAMPERED` at open (and the store is not used). Whoever holds the guard's key can forge a
- * store, so production wires `TpmSealedIntegrity` (firmware/keys/runtime-secret.ts): an HMAC key derived in memory
- * (HKDF) from the runtime secret the TPM unseals only in an OEM-approved state; the key is never on disk. A plain
- * `HmacIntegrity` with a key from elsewhere serves tests and the explicit `--store-key-env` bench arrangement.
+ * or the new store. Two independent proofs protect it (firmware/pki/README.md):
+ *   - the integrity tag over the whole body from an `IntegrityGuard`; a file changed on disk is refused with
+ *     `PKI_STORE_TAMPERED` at open. Whoever holds the guard's key can forge a store, so production wires
+ *     `TpmSealedIntegrity` (firmware/keys/runtime-secret.ts): an HMAC key derived in memory from the runtime secret
+ *     the TPM unseals only in an OEM-approved state. A plain `HmacIntegrity` with a key from elsewhere serves tests
+ *     and the explicit `--store-key-env` bench arrangement;
+ *   - per V2G root, the OEM's approved-V2G-root statement it arrived with (root-approval.ts), verifiable with the
+ *     OEM backend's public key alone. This is what a degraded vehicle (TPM refused the state) still has:
+ *     `openDegraded` trusts exactly the roots whose statement verifies, so the vehicle can still authenticate
+ *     chargers over TLS and charge with EIM, while nothing else of the file (contract chains) is trusted.
+ * Roots are stored only in canonical DER (a twin with trailing bytes would get its own fingerprint), and a store
+ * file that disappears after it was created is an error (`PKI_STORE_MISSING`), not a silent first boot.
  *
  * Mutations are serialised and persisted before they become visible: `installRoot` resolves only after the new
- * file is durably on disk.
+ * file is durably on disk (in degraded mode nothing is written: changes last for the run).
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { KeyUsageFlags } from '@peculiar/x509';
@@ -19,6 +26,7 @@ import type { Logger } from '../../core/logger.ts';
 import type { FileStore } from '../../hal/store/types.ts';
 import { isSelfSigned, parseCert, type CertInfo } from './cert.ts';
 import { ALGORITHMS, type AlgorithmPolicy } from './profiles.ts';
+import { RootApproval, type RootApprovalErrorCode, type RootApprovalVerifier } from './root-approval.ts';
 
 export interface IntegrityGuard {
   /** Recorded in the file so a store written under another scheme is refused, not misread. */
@@ -53,10 +61,32 @@ export interface RootEntry {
   installedAt: string;
   /** Where it came from: 'factory', 'ota:<request id>', 'cli', … */
   source: string;
+  /** The OEM's approved-V2G-root statement the root arrived with (root-approval.ts); absent: trusted in full mode only. */
+  approval?: RootApproval;
+  /** Origin of the key that verified `approval` in this store ('release', 'tpm-tagged', …); absent when unverified. */
+  approvedBy?: string;
 }
+
+/**
+ * How the store was verified. `full`: the integrity tag over the whole file (TPM-derived key), plus every root's
+ * OEM approval when a verifier is given. `degraded`: no integrity key exists in this state, so each root entry is
+ * verified alone by its OEM approval; everything else in the file (OEM provisioning and contract chains, roots
+ * without a verifying approval) is not trusted, and the file is never rewritten.
+ */
+export type StoreMode = 'full' | 'degraded';
+
+/** Codes of the store beyond those in errors.ts (listed here until errors.ts carries them). */
+export type StoreErrorCode = 'PKI_STORE_MISSING' | 'PKI_STORE_READ_ONLY' | RootApprovalErrorCode;
 
 export interface CertificateStoreOptions {
   integrity: IntegrityGuard;
+  /**
+   * Verifies each root's OEM approval at open and install; an entry whose approval does not verify is dropped (PKI
+   * error line). Without a verifier, approvals are kept as they came and verified by the next open that has one.
+   */
+  approvals?: RootApprovalVerifier;
+  /** Refuse to install a root without an OEM approval (PKI_ROOT_UNAPPROVED); default: allowed, trusted in full mode only. */
+  requireApproval?: boolean;
   /** Upper bound of installed V2G roots (default DEFAULT_MAX_ROOTS). */
   maxRoots?: number;
   /** Store-relative file path (default `pki/store.json`). */
@@ -66,50 +96,93 @@ export interface CertificateStoreOptions {
   now?: () => Date;
 }
 
+/** Opening without the integrity key: the approvals verifier is what verifies (CertificateStore.openDegraded). */
+export interface DegradedStoreOptions extends Omit<CertificateStoreOptions, 'integrity' | 'approvals' | 'requireApproval'> {
+  approvals: RootApprovalVerifier;
+}
+
+/** A root entry of the file that the open did not trust, and why (also logged as a PKI line). */
+export interface DroppedRoot {
+  subject?: string;
+  fingerprint?: string;
+  source?: string;
+  reason: string;
+}
+
 /** A bounded trust store: OTA installs cannot grow it without limit. */
 export const DEFAULT_MAX_ROOTS = 20;
 const FORMAT = 'evcc-pki-store/1';
+const DEFAULT_PATH = 'pki/store.json';
 
-interface StoredRoot { der: string; installedAt: string; source: string }
+/**
+ * Written next to the store file once the store exists. Store file missing while the marker is there: the store was
+ * lost or deleted (PKI_STORE_MISSING) — not a first boot, so the vehicle does not quietly start with no roots.
+ * Recovery is a deliberate act: remove the marker and install the roots again.
+ */
+export function storeMarkerPath(path = DEFAULT_PATH): string {
+  return `${path.replace(/\.json$/, '')}.initialised`;
+}
+
+interface StoredRoot { der: string; installedAt: string; source: string; approval?: RootApproval }
 interface StoreBody {
   roots: StoredRoot[];
   oemProvisioningChain: string[] | null;
   contractChains: Record<string, string[]>;
 }
 
+interface InternalOptions extends Omit<CertificateStoreOptions, 'integrity'> {
+  mode: StoreMode;
+  integrity?: IntegrityGuard;
+}
+
 const b64 = (d: Uint8Array): string => Buffer.from(d).toString('base64');
 const unb64 = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'base64'));
+const emptyBody = (): StoreBody => ({ roots: [], oemProvisioningChain: null, contractChains: {} });
+
+/**
+ * Why `der` is not the canonical DER of the certificate it parses to, or undefined. OpenSSL re-encodes the parsed
+ * certificate (`X509Certificate.raw`); any other byte string for the same certificate — trailing bytes, a
+ * non-minimal length — would be a twin with its own fingerprint, so it is refused.
+ */
+function nonCanonical(c: CertInfo, der: Uint8Array): string | undefined {
+  const raw = c.node.raw;
+  const given = Buffer.from(der);
+  if (given.equals(raw)) return undefined;
+  if (given.length > raw.length && given.subarray(0, raw.length).equals(raw)) return `${given.length - raw.length} byte(s) after the certificate`;
+  return 'not canonical DER';
+}
 
 export class CertificateStore {
   private body: StoreBody;
+  private readonly approvedBy: Map<string, string>;
   private queue: Promise<unknown> = Promise.resolve();
   private readonly maxRoots: number;
   private readonly path: string;
+  /** Root entries of the file this open did not trust (empty when every entry verified). */
+  readonly dropped: readonly DroppedRoot[];
 
-  private constructor(private readonly files: FileStore, private readonly o: CertificateStoreOptions, body: StoreBody) {
+  private constructor(private readonly files: FileStore, private readonly o: InternalOptions, body: StoreBody, approvedBy: Map<string, string>, dropped: DroppedRoot[]) {
     this.body = body;
+    this.approvedBy = approvedBy;
+    this.dropped = dropped;
     this.maxRoots = o.maxRoots ?? DEFAULT_MAX_ROOTS;
-    this.path = o.path ?? 'pki/store.json';
+    this.path = o.path ?? DEFAULT_PATH;
   }
 
   /**
-   * Opens (or, when absent, starts empty) the store. Throws PKI_STORE_TAMPERED when the integrity tag does not
-   * match, PKI_STORE_CORRUPT when the file does not parse.
+   * Opens the store with its integrity key (full mode). A missing file starts an empty store on first boot only
+   * (no marker yet); with the marker it is PKI_STORE_MISSING. Throws PKI_STORE_TAMPERED when the integrity tag does
+   * not match, PKI_STORE_CORRUPT when the file does not parse. Roots whose approval fails the verifier are dropped.
    */
   static async open(files: FileStore, options: CertificateStoreOptions): Promise<CertificateStore> {
-    const path = options.path ?? 'pki/store.json';
+    const path = options.path ?? DEFAULT_PATH;
+    const o: InternalOptions = { ...options, mode: 'full' };
     const raw = await files.read(path);
-    const empty: StoreBody = { roots: [], oemProvisioningChain: null, contractChains: {} };
-    if (!raw) return new CertificateStore(files, options, empty);
-    let envelope: { format?: unknown; scheme?: unknown; body?: unknown; tag?: unknown };
-    try {
-      envelope = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(raw)) as typeof envelope;
-    } catch (err) {
-      throw new EvccError('PKI_STORE_CORRUPT', `certificate store ${path} is not JSON`, { path }, { cause: err });
+    if (!raw) {
+      await refuseLostStore(files, path, options.log);
+      return new CertificateStore(files, o, emptyBody(), new Map(), []);
     }
-    if (envelope?.format !== FORMAT || typeof envelope.body !== 'string' || typeof envelope.tag !== 'string') {
-      throw new EvccError('PKI_STORE_CORRUPT', `certificate store ${path} has an unknown format`, { path });
-    }
+    const envelope = parseEnvelope(raw, path);
     if (envelope.scheme !== options.integrity.scheme) {
       throw new EvccError('PKI_STORE_TAMPERED', `certificate store ${path} integrity scheme ${String(envelope.scheme)} != ${options.integrity.scheme}`, { path });
     }
@@ -119,24 +192,58 @@ export class CertificateStore {
       options.log?.error({ path, cp: 'PKI-STORE-TAMPERED' }, 'certificate store integrity check failed: refusing it');
       throw new EvccError('PKI_STORE_TAMPERED', `certificate store ${path} failed its integrity check`, { path });
     }
-    let body: StoreBody;
-    try {
-      body = JSON.parse(envelope.body) as StoreBody;
-      if (!Array.isArray(body.roots) || typeof body.contractChains !== 'object') throw new Error('shape');
-      for (const r of body.roots) parseCert(unb64(r.der));
-    } catch (err) {
-      throw new EvccError('PKI_STORE_CORRUPT', `certificate store ${path} content is invalid`, { path }, { cause: err });
+    const body = parseBody(envelope.body, path);
+    for (const r of body.roots) {
+      // Under a verified tag every entry is ours: one that does not parse is a corrupt store, not an attack to skip.
+      try {
+        parseCert(unb64(r.der));
+      } catch (err) {
+        throw new EvccError('PKI_STORE_CORRUPT', `certificate store ${path} content is invalid`, { path }, { cause: err });
+      }
     }
-    return new CertificateStore(files, options, body);
+    const screened = screenRoots(body.roots, o);
+    const store = new CertificateStore(files, o, { ...body, roots: screened.kept }, screened.approvedBy, screened.dropped);
+    const marker = storeMarkerPath(path);
+    if (!(await files.exists(marker))) await writeMarker(files, marker);
+    return store;
+  }
+
+  /**
+   * Opens the store without its integrity key (degraded mode: the TPM refused the state-bound secret). Only V2G
+   * roots whose OEM approval verifies with `approvals` are trusted; each other entry is dropped with a PKI line.
+   * OEM provisioning and contract chains are not available (nothing vouches for them). Changes stay in memory: the
+   * file keeps its full-mode tag for the next good boot. Throws PKI_STORE_CORRUPT when the file is not a store at
+   * all, PKI_STORE_MISSING as `open` does.
+   */
+  static async openDegraded(files: FileStore, options: DegradedStoreOptions): Promise<CertificateStore> {
+    const path = options.path ?? DEFAULT_PATH;
+    const o: InternalOptions = { ...options, mode: 'degraded' };
+    const raw = await files.read(path);
+    if (!raw) {
+      await refuseLostStore(files, path, options.log);
+      return new CertificateStore(files, o, emptyBody(), new Map(), []);
+    }
+    const body = parseBody(parseEnvelope(raw, path).body, path);
+    const screened = screenRoots(body.roots, o);
+    const total = body.roots.length;
+    options.log?.[screened.kept.length ? 'info' : 'warn']({ path, trusted: screened.kept.length, dropped: screened.dropped.length, keys: options.approvals.keyIds.map((k) => k.slice(0, 16)) },
+      `certificate store opened in degraded mode: ${screened.kept.length} of ${total} V2G root(s) verified by their OEM approval; OEM and contract chains not trusted`);
+    return new CertificateStore(files, o, { ...emptyBody(), roots: screened.kept }, screened.approvedBy, screened.dropped);
+  }
+
+  get mode(): StoreMode {
+    return this.o.mode;
   }
 
   /** Installed V2G roots (copies). */
   listRoots(): RootEntry[] {
     return this.body.roots.map((r) => {
       const c = parseCert(unb64(r.der));
+      const by = this.approvedBy.get(c.fingerprint);
       return {
         der: Uint8Array.from(c.der), fingerprint: c.fingerprint, subject: c.subject, notAfter: c.notAfter,
         installedAt: r.installedAt, source: r.source, ...(c.subjectKeyId ? { subjectKeyId: c.subjectKeyId } : {}),
+        ...(r.approval ? { approval: { ...r.approval } } : {}), ...(by ? { approvedBy: by } : {}),
       };
     });
   }
@@ -151,22 +258,38 @@ export class CertificateStore {
   }
 
   /**
-   * Installs a V2G root CA atomically (persisted before it is used). Idempotent for an already installed root.
-   * Throws PKI_NOT_A_ROOT (not a valid self-signed CA of the allowed algorithms, or outside its validity),
-   * PKI_STORE_FULL (maxRoots reached), IO_FAILED.
+   * Installs a V2G root CA atomically (persisted before it is used), with the OEM approval it arrived with.
+   * Idempotent for an installed root (a newer or first verified approval is attached to it). Throws PKI_NOT_A_ROOT
+   * (not a canonical DER self-signed CA of the allowed algorithms, or outside its validity), PKI_ROOT_APPROVAL_INVALID,
+   * PKI_ROOT_UNAPPROVED (no approval where one is required: always in degraded mode), PKI_STORE_FULL, IO_FAILED.
+   * In degraded mode the root is trusted for this run only (memory), the file is not rewritten.
    */
-  installRoot(der: Uint8Array, meta: { source: string }): Promise<RootEntry> {
+  installRoot(der: Uint8Array, meta: { source: string; approval?: RootApproval }): Promise<RootEntry> {
     return this.serialised(async () => {
       const c = this.checkRoot(der);
-      const existing = this.listRoots().find((r) => r.fingerprint === c.fingerprint);
-      if (existing) return existing;
+      const approvedBy = this.checkApproval(c, meta.approval);
+      const entryOf = () => this.listRoots().find((r) => r.fingerprint === c.fingerprint)!;
+      const existing = this.body.roots.find((r) => parseCert(unb64(r.der)).fingerprint === c.fingerprint);
+      if (existing) {
+        if (meta.approval && this.isBetterApproval(c.fingerprint, existing.approval, meta.approval, approvedBy)) {
+          const roots = this.body.roots.map((r) => (r === existing ? { ...r, approval: meta.approval! } : r));
+          await this.commit({ ...this.body, roots }, () => this.setApprovedBy(c.fingerprint, approvedBy));
+          this.o.log?.info({ subject: c.subject, fingerprint: c.fingerprint, approvedBy: approvedBy ?? 'unverified', validUntil: meta.approval.validUntil, persisted: this.mode === 'full' },
+            'OEM approval attached to installed V2G root');
+        }
+        return entryOf();
+      }
       if (this.body.roots.length >= this.maxRoots) {
         throw new EvccError('PKI_STORE_FULL', `root store holds ${this.body.roots.length} roots (max ${this.maxRoots})`, { max: this.maxRoots });
       }
       const installedAt = this.now().toISOString();
-      await this.commit({ ...this.body, roots: [...this.body.roots, { der: b64(c.der), installedAt, source: meta.source }] });
-      this.o.log?.info({ subject: c.subject, keyId: c.subjectKeyId, fingerprint: c.fingerprint, source: meta.source }, 'V2G root installed');
-      return this.listRoots().find((r) => r.fingerprint === c.fingerprint)!;
+      const stored: StoredRoot = { der: b64(c.der), installedAt, source: meta.source, ...(meta.approval ? { approval: meta.approval } : {}) };
+      await this.commit({ ...this.body, roots: [...this.body.roots, stored] }, () => this.setApprovedBy(c.fingerprint, approvedBy));
+      const fields = { subject: c.subject, keyId: c.subjectKeyId, fingerprint: c.fingerprint, source: meta.source, approvedBy: approvedBy ?? (meta.approval ? 'unverified' : 'none') };
+      if (this.mode === 'degraded') this.o.log?.warn(fields, 'V2G root trusted for this run only (degraded mode: verified by its OEM approval, the store file is not rewritten)');
+      else this.o.log?.info(fields, 'V2G root installed');
+      if (!meta.approval) this.o.log?.warn({ subject: c.subject, fingerprint: c.fingerprint, cp: 'PKI-ROOT-UNAPPROVED' }, 'V2G root has no OEM approval: trusted only while the store integrity key is available (not in degraded mode)');
+      return entryOf();
     });
   }
 
@@ -178,22 +301,26 @@ export class CertificateStore {
       if (keep.length === this.body.roots.length) return false;
       const keepSet = new Set(keep.map((r) => b64(r.der)));
       await this.commit({ ...this.body, roots: this.body.roots.filter((r) => keepSet.has(r.der)) });
-      this.o.log?.info({ id }, 'V2G root removed');
+      if (this.mode === 'degraded') this.o.log?.warn({ id }, 'V2G root removed for this run only (degraded mode: the store file is not rewritten)');
+      else this.o.log?.info({ id }, 'V2G root removed');
       return true;
     });
   }
 
+  /** The OEM provisioning chain; undefined when none is stored, and always in degraded mode (unverified there). */
   getOemProvisioningChain(): Uint8Array[] | undefined {
     return this.body.oemProvisioningChain?.map(unb64);
   }
 
   setOemProvisioningChain(chain: Uint8Array[]): Promise<void> {
     return this.serialised(async () => {
+      this.refuseReadOnly('the OEM provisioning chain');
       chain.forEach(parseCert);
       await this.commit({ ...this.body, oemProvisioningChain: chain.map(b64) });
     });
   }
 
+  /** Contract certificate chains; none in degraded mode (unverified there, and PnC is off anyway). */
   listContractChains(): { id: string; chain: Uint8Array[] }[] {
     return Object.entries(this.body.contractChains).map(([id, chain]) => ({ id, chain: chain.map(unb64) }));
   }
@@ -201,6 +328,7 @@ export class CertificateStore {
   /** Stores a contract certificate chain under its id (EMAID). */
   putContractChain(id: string, chain: Uint8Array[]): Promise<void> {
     return this.serialised(async () => {
+      this.refuseReadOnly('a contract chain');
       if (!/^[A-Za-z0-9*_-]{1,64}$/.test(id)) throw new EvccError('CONFIG_INVALID', `contract id not allowed: ${id}`);
       chain.forEach(parseCert);
       await this.commit({ ...this.body, contractChains: { ...this.body.contractChains, [id]: chain.map(b64) } });
@@ -209,6 +337,7 @@ export class CertificateStore {
 
   removeContractChain(id: string): Promise<boolean> {
     return this.serialised(async () => {
+      this.refuseReadOnly('a contract chain');
       if (!(id in this.body.contractChains)) return false;
       const next = { ...this.body.contractChains };
       delete next[id];
@@ -221,6 +350,12 @@ export class CertificateStore {
     return this.o.now?.() ?? new Date();
   }
 
+  private refuseReadOnly(what: string): void {
+    if (this.mode === 'degraded') {
+      throw new EvccError<StoreErrorCode>('PKI_STORE_READ_ONLY', `certificate store is open in degraded mode (no integrity key): ${what} cannot be stored`);
+    }
+  }
+
   private checkRoot(der: Uint8Array): CertInfo {
     let c: CertInfo;
     try {
@@ -228,25 +363,54 @@ export class CertificateStore {
     } catch (err) {
       throw new EvccError('PKI_NOT_A_ROOT', 'root candidate is not a certificate', {}, { cause: err });
     }
-    const algs = ALGORITHMS[this.o.algorithms ?? 'iso15118-2'];
     const now = this.now().getTime();
-    const why =
-      !isSelfSigned(c) ? 'not self-signed'
-      : !c.basicConstraints?.ca ? 'not a CA'
-      : c.keyUsage === undefined || (c.keyUsage & KeyUsageFlags.keyCertSign) === 0 ? 'lacks keyCertSign'
-      : !c.namedCurve || !algs.curves.includes(c.namedCurve) || !c.signatureHash || !algs.hashes.includes(c.signatureHash) ? 'algorithm not allowed'
-      : now < c.notBefore.getTime() || now > c.notAfter.getTime() ? 'outside its validity period'
-      : undefined;
+    const why = rootProblem(c, der, this.o.algorithms)
+      ?? (now < c.notBefore.getTime() || now > c.notAfter.getTime() ? 'outside its validity period' : undefined);
     if (why) throw new EvccError('PKI_NOT_A_ROOT', `refusing to install "${c.subject}": ${why}`, { subject: c.subject, reason: why });
     return c;
   }
 
-  private async commit(next: StoreBody): Promise<void> {
-    const body = JSON.stringify(next);
-    const tag = await this.o.integrity.tag(new TextEncoder().encode(body));
-    const envelope = JSON.stringify({ format: FORMAT, scheme: this.o.integrity.scheme, body, tag: Buffer.from(tag).toString('hex') });
-    await this.files.writeAtomic(this.path, envelope, { mode: 0o600 });
+  /** The origin of the key that verified `approval` (undefined: none given, or kept unverified without a verifier). */
+  private checkApproval(c: CertInfo, approval: RootApproval | undefined): string | undefined {
+    if (!approval) {
+      if (this.mode === 'degraded' || this.o.requireApproval) {
+        throw new EvccError<StoreErrorCode>('PKI_ROOT_UNAPPROVED', `refusing to install "${c.subject}" without an OEM approval${this.mode === 'degraded' ? ' (degraded mode: the approval is the only proof)' : ''}`, { subject: c.subject });
+      }
+      return undefined;
+    }
+    if (this.o.approvals) return this.o.approvals.assert(c.der, approval, this.now(), c.subject).origin;
+    if (!RootApproval.safeParse(approval).success) {
+      throw new EvccError<StoreErrorCode>('PKI_ROOT_APPROVAL_INVALID', `OEM approval of "${c.subject}" refused: malformed approval statement`, { subject: c.subject });
+    }
+    return undefined;
+  }
+
+  /** A new approval replaces the stored one when it is the first, the first verified one, or lasts longer. */
+  private isBetterApproval(fingerprint: string, current: RootApproval | undefined, next: RootApproval, nextVerifiedBy: string | undefined): boolean {
+    if (!current) return true;
+    if (nextVerifiedBy && !this.approvedBy.has(fingerprint)) return true;
+    return Date.parse(next.validUntil) > Date.parse(current.validUntil) && (nextVerifiedBy !== undefined || !this.approvedBy.has(fingerprint));
+  }
+
+  private setApprovedBy(fingerprint: string, origin: string | undefined): void {
+    if (origin) this.approvedBy.set(fingerprint, origin);
+  }
+
+  /** Persists `next` (full mode) and then makes it visible; in degraded mode it only becomes visible (memory). */
+  private async commit(next: StoreBody, alsoOnSuccess?: () => void): Promise<void> {
+    if (this.mode === 'full') {
+      const integrity = this.o.integrity!;
+      const body = JSON.stringify(next);
+      const tag = await integrity.tag(new TextEncoder().encode(body));
+      const envelope = JSON.stringify({ format: FORMAT, scheme: integrity.scheme, body, tag: Buffer.from(tag).toString('hex') });
+      await this.files.writeAtomic(this.path, envelope, { mode: 0o600 });
+      const marker = storeMarkerPath(this.path);
+      if (!(await this.files.exists(marker))) await writeMarker(this.files, marker);
+    }
     this.body = next;
+    const live = new Set(next.roots.map((r) => parseCert(unb64(r.der)).fingerprint));
+    for (const fp of [...this.approvedBy.keys()]) if (!live.has(fp)) this.approvedBy.delete(fp);
+    alsoOnSuccess?.();
   }
 
   private serialised<T>(fn: () => Promise<T>): Promise<T> {
@@ -254,4 +418,111 @@ export class CertificateStore {
     this.queue = run.catch(() => undefined);
     return run;
   }
+}
+
+/** Structural V2G-root checks (not the validity period): canonical DER, self-signed CA with keyCertSign, algorithms. */
+function rootProblem(c: CertInfo, der: Uint8Array, policy: AlgorithmPolicy | undefined): string | undefined {
+  const algs = ALGORITHMS[policy ?? 'iso15118-2'];
+  return nonCanonical(c, der)
+    ?? (!isSelfSigned(c) ? 'not self-signed'
+    : !c.basicConstraints?.ca ? 'not a CA'
+    : c.keyUsage === undefined || (c.keyUsage & KeyUsageFlags.keyCertSign) === 0 ? 'lacks keyCertSign'
+    : !c.namedCurve || !algs.curves.includes(c.namedCurve) || !c.signatureHash || !algs.hashes.includes(c.signatureHash) ? 'algorithm not allowed'
+    : undefined);
+}
+
+/**
+ * The roots of a file this open trusts. Both modes drop what is not a canonical V2G root and what carries an
+ * approval the verifier refuses; degraded mode also drops what does not parse, duplicates, and roots without an
+ * approval (the approval is the only proof there). Every drop is a PKI line.
+ */
+function screenRoots(roots: readonly unknown[], o: InternalOptions): { kept: StoredRoot[]; approvedBy: Map<string, string>; dropped: DroppedRoot[] } {
+  const kept: StoredRoot[] = [];
+  const approvedBy = new Map<string, string>();
+  const dropped: DroppedRoot[] = [];
+  const seen = new Set<string>();
+  const now = o.now?.() ?? new Date();
+  const degraded = o.mode === 'degraded';
+  const drop = (d: DroppedRoot, level: 'warn' | 'error', cp: string) => {
+    dropped.push(d);
+    o.log?.[level]({ ...d, mode: o.mode, cp }, `V2G root entry not trusted: ${d.reason}`);
+  };
+  for (const entry of roots) {
+    const r = entry as Partial<StoredRoot> | null;
+    if (!r || typeof r.der !== 'string' || typeof r.source !== 'string' || typeof r.installedAt !== 'string') {
+      drop({ reason: 'malformed store entry' }, 'error', 'PKI-ROOT-MALFORMED');
+      continue;
+    }
+    let c: CertInfo;
+    try {
+      c = parseCert(unb64(r.der));
+    } catch {
+      drop({ source: r.source, reason: 'not a certificate' }, 'error', 'PKI-ROOT-MALFORMED');
+      continue;
+    }
+    const id = { subject: c.subject, fingerprint: c.fingerprint, source: r.source };
+    if (seen.has(c.fingerprint)) {
+      drop({ ...id, reason: 'duplicate entry' }, 'warn', 'PKI-ROOT-DUPLICATE');
+      continue;
+    }
+    const problem = rootProblem(c, unb64(r.der), o.algorithms);
+    if (problem) {
+      drop({ ...id, reason: problem }, 'error', 'PKI-ROOT-NOT-A-ROOT');
+      continue;
+    }
+    if (r.approval === undefined) {
+      if (degraded) {
+        drop({ ...id, reason: 'no OEM approval (trusted only with the store integrity key)' }, 'warn', 'PKI-ROOT-UNAPPROVED');
+        continue;
+      }
+    } else if (o.approvals) {
+      const check = o.approvals.check(c.der, r.approval, now);
+      if (!check.ok) {
+        drop({ ...id, reason: check.reason }, 'error', 'PKI-ROOT-APPROVAL-INVALID');
+        continue;
+      }
+      approvedBy.set(c.fingerprint, check.key.origin);
+    }
+    seen.add(c.fingerprint);
+    kept.push({ der: r.der, installedAt: r.installedAt, source: r.source, ...(r.approval !== undefined ? { approval: r.approval } : {}) });
+  }
+  const unapproved = kept.filter((r) => r.approval === undefined).length;
+  if (unapproved && !degraded) {
+    o.log?.warn({ unapproved, cp: 'PKI-ROOT-UNAPPROVED' }, `${unapproved} V2G root(s) carry no OEM approval: trusted only while the store integrity key is available (not in degraded mode)`);
+  }
+  return { kept, approvedBy, dropped };
+}
+
+function parseEnvelope(raw: Uint8Array, path: string): { scheme?: unknown; body: string; tag: string } {
+  let envelope: { format?: unknown; scheme?: unknown; body?: unknown; tag?: unknown };
+  try {
+    envelope = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(raw)) as typeof envelope;
+  } catch (err) {
+    throw new EvccError('PKI_STORE_CORRUPT', `certificate store ${path} is not JSON`, { path }, { cause: err });
+  }
+  if (envelope?.format !== FORMAT || typeof envelope.body !== 'string' || typeof envelope.tag !== 'string') {
+    throw new EvccError('PKI_STORE_CORRUPT', `certificate store ${path} has an unknown format`, { path });
+  }
+  return { scheme: envelope.scheme, body: envelope.body, tag: envelope.tag };
+}
+
+function parseBody(text: string, path: string): StoreBody {
+  try {
+    const body = JSON.parse(text) as StoreBody;
+    if (!body || !Array.isArray(body.roots) || typeof body.contractChains !== 'object' || body.contractChains === null) throw new Error('shape');
+    return body;
+  } catch (err) {
+    throw new EvccError('PKI_STORE_CORRUPT', `certificate store ${path} content is invalid`, { path }, { cause: err });
+  }
+}
+
+async function refuseLostStore(files: FileStore, path: string, log: Logger | undefined): Promise<void> {
+  const marker = storeMarkerPath(path);
+  if (!(await files.exists(marker))) return; // first boot: the store starts empty
+  log?.error({ path, marker, cp: 'PKI-STORE-MISSING' }, 'certificate store file is missing but the store was initialised: refusing to start with no roots');
+  throw new EvccError<StoreErrorCode>('PKI_STORE_MISSING', `certificate store ${path} is missing although ${marker} says it was created (lost or deleted); to start over deliberately, remove ${marker} and install the roots again`, { path, marker });
+}
+
+async function writeMarker(files: FileStore, marker: string): Promise<void> {
+  await files.writeAtomic(marker, 'evcc certificate store initialised: a missing store file is an error from now on\n', { mode: 0o644 });
 }

@@ -192,7 +192,7 @@ describeWith([tool('mosquitto')])('OEM link over mosquitto (mTLS + per-vehicle A
       await expect(veh.fetcher.fetchRoot(presentedB(), { budgetMs: 1500 })).rejects.toMatchObject({ code: 'OTA_BACKEND_SILENT' });
       expect(Date.now() - t0).toBeLessThan(1500 + 2500); // budget + event-loop slack of a loaded 2-core CI machine
       expect(await readFile(join(veh.dir, 'pki/store.json'))).toEqual(storeBefore);
-      expect((await readdir(join(veh.dir, 'pki'))).filter((n) => n !== 'store.json')).toEqual([]);
+      expect((await readdir(join(veh.dir, 'pki'))).filter((n) => n !== 'store.json' && n !== 'store.initialised')).toEqual([]);
     } finally {
       backend = new OemBackend({ connector, url: broker.url, protocolVersion: 5, tls: await broker.identity(OEM_BACKEND_USER), clientId: 'oem-backend-test', pool: fx.pool, signer: fx.signer, clock, log: silentLogger() });
       await backend.start();
@@ -211,7 +211,7 @@ describeWith([tool('mosquitto')])('OEM link over mosquitto (mTLS + per-vehicle A
       await expect(veh.fetcher.fetchRoot(presentedB(), { budgetMs: 1500 })).rejects.toMatchObject({ code: 'OTA_BROKER_UNREACHABLE' });
       expect(Date.now() - t0).toBeLessThan(1500 + 2500); // budget + event-loop slack of a loaded 2-core CI machine
       expect(await readFile(join(veh.dir, 'pki/store.json'))).toEqual(storeBefore);
-      expect((await readdir(join(veh.dir, 'pki'))).filter((n) => n !== 'store.json')).toEqual([]);
+      expect((await readdir(join(veh.dir, 'pki'))).filter((n) => n !== 'store.json' && n !== 'store.initialised')).toEqual([]);
     } finally {
       await broker.start();
     }
