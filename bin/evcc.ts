@@ -1,4 +1,4 @@
-#!/usr/bin/env -S npx tsx
+#!/usr/bin/env node
 import 'reflect-metadata';
 import { Command, Option } from 'commander';
 import { isEvccError } from '../core/errors.ts';

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S npx tsx
+#!/usr/bin/env node
 /**
  * Stand-alone entry of the SECC simulator: the same `sim-secc` command as `evcc sim-secc`, without loading every
  * other command module of the CLI (tests and benches spawn it inside a network namespace).

@@ -21,12 +21,18 @@ let native: Native | undefined;
 export function loadNative(): Native {
   if (native) return native;
   const require = createRequire(import.meta.url);
-  try {
-    native = require('./native/build/Release/afpacket.node') as Native;
-  } catch (err) {
-    throw new EvccError('PREREQUISITE_MISSING', 'AF_PACKET addon not built (run npm install; needs a C compiler and Node headers)', {}, { cause: err });
+  // Next to this module (the source tree, or dist/ when the build copied it), else the package's own build of it
+  // (an installed package compiles the addon at install time in hal/plc/native, beside dist/).
+  let firstError: unknown;
+  for (const path of ['./native/build/Release/afpacket.node', '../../../hal/plc/native/build/Release/afpacket.node']) {
+    try {
+      native = require(path) as Native;
+      return native;
+    } catch (err) {
+      firstError ??= err;
+    }
   }
-  return native;
+  throw new EvccError('PREREQUISITE_MISSING', 'AF_PACKET addon not built (run npm install; needs a C compiler and Node headers)', {}, { cause: firstError });
 }
 
 /** True when the native addon can be loaded on this machine. */
