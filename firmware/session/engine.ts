@@ -231,7 +231,7 @@ export class SessionEngine {
     if (missing !== undefined) {
       return this.failOrEnd(now, this.code('INVALID_RESPONSE'), `${step.response} lacks or has an invalid ${missing}`, { message: step.response, field: missing });
     }
-    const t = step.handle(res, m.ctx, this.env(now));
+    const t = step.handle(res, m.ctx, { ...this.env(now), header: msg.Header ?? {} });
     // V2G_EVCC_CommunicationSetup_Timeout ends at SessionSetupRes (ISO 15118-2 Table 109): tell the orchestrator.
     if (step.response === 'SessionSetupRes' && t.kind !== 'stop') {
       this.checkpoint('SESSION_SETUP_OK', `SessionSetupRes ${responseCode ?? ''}: session ${String(gotId ?? '')}`.trim(), { sessionId: gotId, responseCode });

@@ -54,6 +54,8 @@ export interface StepEnv {
   readonly timers: TimerTable;
   /** Results of the effects the previous transition or `before` asked for, by kind (latest wins). */
   readonly effectResults: Partial<{ [K in EffectKind]: EffectResult<K> }>;
+  /** The header (SessionID, Notification, Signature) of the response being handled; absent outside handle(). */
+  readonly header?: Record<string, unknown>;
   /** Whether the session is stopping (an orderly stop is under way), and why. */
   readonly stopping?: StopReason;
   /** Module-level log line (rendered with the protocol's subsystem). */
