@@ -6,26 +6,31 @@
  *   swtpm (free ports, temp state) → factory provisioning (SRK, storage key, NV anti-rollback counter; export for
  *   the backends) → OEM release vN (RAUC bundle signed with bench OEM material made on the fly; signed state policy)
  *   → measured boot (PCR 14, ticket) → first-boot completion (OEM provisioning key, sealed runtime secret) →
- *   openVehicleTrust (certificate store under the TPM-derived key, factory root A; tagged OEM backend key) → MO wraps
- *   the contract key for this vehicle's storage key → direct import → arm().
+ *   openVehicleTrust (certificate store under the TPM-derived key, factory root A with the OEM's approved-V2G-root
+ *   statement; tagged OEM backend key, the same key as the release ships) → MO wraps the contract key for this
+ *   vehicle's storage key → direct import → arm().
+ * `reboot({ bundle: 'tampered' })` then power-cycles the vehicle into a bundle that fails measured boot: the trust
+ * reopens in degraded mode (roots verified by their OEM approvals only, contract key locked) — the EIM-only vehicle.
  *
  * Only the TPM (swtpm) and the OEM/MO roles are simulated; every vehicle-side step is the product's code. Each step
  * writes one BENCH line (`vehicle: …`); the product code underneath logs its own lines as on the device.
  */
 import { createHash, generateKeyPairSync, randomBytes, verify as cryptoVerify, X509Certificate } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { commitRelease } from '../boot/commit.ts';
 import { measuredBoot, type BootReport } from '../boot/measured-boot.ts';
 import { buildBundle } from '../deploy/bundle/build.ts';
 import { wrapContractKey } from '../deploy/mo/wrap.ts';
+import { approveRoot } from '../deploy/oem-backend/approvals.ts';
+import type { AnswerSigner } from '../deploy/oem-backend/signer.ts';
 import { createSignedPolicy } from '../deploy/oem/release.ts';
 import { EvccError } from '../core/errors.ts';
 import { KeyService } from '../firmware/keys/key-service.ts';
 import { backendExport, provisionTpm } from '../firmware/keys/provision.ts';
-import { openVehicleTrust } from '../firmware/keys/vehicle-trust.ts';
+import { openVehicleTrust, openVehicleTrustOrDegraded, type OpenedVehicleTrust } from '../firmware/keys/vehicle-trust.ts';
 import type { Logger, Subsystem } from '../core/logger.ts';
 import type { BackendTrust } from '../firmware/ota/signing.ts';
 import type { TestPki } from '../firmware/pki/generate.ts';
@@ -55,8 +60,16 @@ export interface BenchVehicleTpmOptions {
   /** The vehicle's persistent data dir (certificate store, TPM-wrapped blobs). */
   dataDir: string;
   pki: TestPki;
-  /** The OEM backend's answer-signing public key, installed into the vehicle and tagged with the TPM-derived key. */
+  /**
+   * The OEM backend's answer-signing public key, installed into the vehicle and tagged with the TPM-derived key, and
+   * shipped in the bench release (the key a degraded vehicle verifies its roots' OEM approvals with).
+   */
   backendKeyPem?: string;
+  /**
+   * The OEM backend's signing key: signs the approved-V2G-root statement of the factory root (the OEM's part at
+   * production). Without it the factory root is installed unapproved: trusted in full mode only, not when degraded.
+   */
+  approvalSigner?: AnswerSigner;
   /**
    * Release the OEM ships to this vehicle. Provisioning leaves the NV counter at 1 (a fresh TPM NV counter starts at
    * the TPM's highest counter value and must be incremented once before it can be read), so only a release above 1
@@ -89,16 +102,24 @@ export interface VehicleTpmOutcome {
 }
 
 export interface BenchVehicleTpm {
-  /** Certificate store opened with the TPM-derived integrity key (factory root A installed). */
-  store: CertificateStore;
-  /** The OEM backend key as the vehicle trusts it (tagged; undefined when none was given). */
-  backendTrust: BackendTrust | undefined;
-  keys: KeyService;
+  /** The vehicle's trust as last opened: full after the factory, degraded after a reboot into a tampered bundle. */
+  readonly trust: OpenedVehicleTrust;
+  /** trust.store: the TPM-derived key opened it (full), or the OEM approvals alone (degraded). */
+  readonly store: CertificateStore;
+  /** The OEM backend key as the vehicle trusts it (tagged, or the release's when degraded; undefined when none was given). */
+  readonly backendTrust: BackendTrust | undefined;
+  readonly keys: KeyService;
   outcome: VehicleTpmOutcome;
   /** Signs `message`'s SHA-256 with the contract key (pre-armed session) and verifies it with the contract certificate. */
   proveContractKey(message: Uint8Array): Promise<ContractProof>;
   /** `evcc boot commit`: self-test through the TPM, then the NV anti-rollback counter raised to the running release. */
   commit(): Promise<{ version: number; from: string; to: string; proof: string }>;
+  /**
+   * Power-cycles the vehicle (orderly TPM shutdown, run dir emptied like a tmpfs) and boots `bundle`: the OEM
+   * release again, or a tampered copy that fails measured boot (BUNDLE_INVALID, logged). Reopens the trust as the
+   * runtime does: full, or degraded with the TPM's reason. Returns the new trust (also `trust`/`store`/`keys`).
+   */
+  reboot(o: { bundle: 'release' | 'tampered' }): Promise<OpenedVehicleTrust>;
   close(): Promise<void>;
 }
 
@@ -130,7 +151,8 @@ export async function startBenchVehicleTpm(o: BenchVehicleTpmOptions): Promise<B
       () => Swtpm.start({ stateDir: join(o.baseDir, 'swtpm-state'), logFile: join(o.baseDir, 'swtpm.log') }));
     closers.push(() => swtpm.stop());
     const tpm = await Tpm2Tools.open({ tcti: swtpm.tcti, runDir, log: o.log('TPM') });
-    closers.push(() => tpm.close());
+    let driver = tpm; // replaced by each reboot (a new runtime process has its own driver)
+    closers.push(() => driver.close());
     const data = await FsStore.open(o.dataDir);
     const run = await FsStore.open(runDir);
     const deps = { tpm, data, run, log: o.log('KEYS') };
@@ -169,17 +191,24 @@ export async function startBenchVehicleTpm(o: BenchVehicleTpmOptions): Promise<B
       () => provisionTpm(deps, { oemPolicyKeyPem: oemPolicyPubPem }));
 
     // --- runtime start: trust unsealed through the OEM-signed state -----------------------------------------------
-    const keys = await KeyService.open(deps, { reclaim: true });
+    // The release ships the OEM backend key in its (read-only, measured) root file system; the bench release has no
+    // real root file system, so the sim hands the same key in as the release's.
+    const releaseBackendKey = o.backendKeyPem ? { pem: o.backendKeyPem, origin: `bench release v${o.releaseVersion}` } : undefined;
+    const trustOptions = releaseBackendKey ? { releaseBackendKey } : {};
+    let keys = await KeyService.open(deps, { reclaim: true });
     closers.push(() => keys.close());
-    const trust = await step((t) => [{ roots: t.store.rootCount }, 'trust unsealed through the OEM-signed state: certificate store verified with the TPM-derived key'],
-      () => openVehicleTrust({ keys, data, log: o.log('KEYS') }));
-    const store = trust.store;
-    await step(() => [{ source: 'factory' }, 'factory V2G root A installed (tagged with the TPM-derived key)'],
-      () => store.installRoot(o.pki.a.root.der, { source: 'factory' }));
+    const full = await step((t) => [{ roots: t.store.rootCount }, 'trust unsealed through the OEM-signed state: certificate store verified with the TPM-derived key'],
+      () => openVehicleTrust({ keys, data, log: o.log('KEYS') }, trustOptions));
+    let trust: OpenedVehicleTrust = full;
+    const approval = o.approvalSigner ? approveRoot(o.approvalSigner, o.pki.a.root.der) : undefined;
+    await step(() => [{ source: 'factory', approved: approval !== undefined }, approval
+      ? 'factory V2G root A installed with the OEM\'s approved-V2G-root statement (and tagged with the TPM-derived key)'
+      : 'factory V2G root A installed WITHOUT an OEM approval (tagged with the TPM-derived key only: not trusted in degraded mode)'],
+    () => full.store.installRoot(o.pki.a.root.der, { source: 'factory', ...(approval ? { approval } : {}) }));
     let backendTrust: BackendTrust | undefined;
     if (o.backendKeyPem) {
       const pem = o.backendKeyPem;
-      backendTrust = await step((b) => [{ keyId: b.keyId }, `OEM backend key ${b.keyId} installed and tagged with the TPM-derived key`], () => trust.installBackendKey(pem));
+      backendTrust = await step((b) => [{ keyId: b.keyId }, `OEM backend key ${b.keyId} installed and tagged with the TPM-derived key`], () => full.installBackendKey(pem));
     }
 
     // --- mobility operator: direct import of the contract key ---------------------------------------------------------
@@ -200,8 +229,46 @@ export async function startBenchVehicleTpm(o: BenchVehicleTpmOptions): Promise<B
       boot: { version: boot.version, pcr14: boot.pcrValue, bundleSha256: boot.bundleSha256 },
       contractKey: { id: imported.id, certificate: contract.cert.subject, certificatePem: contract.pem },
     };
+    const reboot = async (r: { bundle: 'release' | 'tampered' }): Promise<OpenedVehicleTrust> => {
+      await keys.close().catch(() => undefined);
+      const ctl = await Tpm2Tools.open({ tcti: swtpm.tcti, runDir: join(o.baseDir, 'ctl') });
+      try {
+        await swtpm.reboot('orderly', (t) => ctl.shutdown(t));
+      } finally {
+        await ctl.close().catch(() => undefined);
+      }
+      await driver.close().catch(() => undefined);
+      for (const e of await readdir(runDir)) await rm(join(runDir, e), { recursive: true, force: true }); // tmpfs
+      driver = await Tpm2Tools.open({ tcti: swtpm.tcti, runDir, log: o.log('TPM') });
+      const bootDeps = { tpm: driver, data, run, log: o.log('KEYS') };
+      let booted = bundlePath;
+      if (r.bundle === 'tampered') {
+        booted = join(oemDir, `v${o.releaseVersion}-tampered.raucb`);
+        const bytes = await readFile(bundlePath);
+        bytes[bytes.length >> 1] = bytes[bytes.length >> 1]! ^ 0x01;
+        await writeFile(booted, bytes);
+      }
+      try {
+        const b = await measuredBoot({ ...bootDeps, log: o.log('BOOT') }, { bundlePath: booted, keyring: bundleCert, policy });
+        bench.info({ version: b.version, pcr14: b.pcrValue }, `vehicle: rebooted, measured boot of bundle v${b.version} succeeded`);
+      } catch (err) {
+        const code = err instanceof EvccError ? err.code : 'UNKNOWN';
+        bench.warn({ bundle: r.bundle, code }, `vehicle: rebooted into the ${r.bundle} bundle, measured boot FAILED (${code}): no approved state for this boot`);
+      }
+      keys = await KeyService.open(bootDeps, { reclaim: true }); // closed by the closer registered at start
+      trust = await openVehicleTrustOrDegraded({ keys, data, log: o.log('KEYS') }, trustOptions);
+      backendTrust = trust.backendTrust;
+      bench.info({ mode: trust.mode, roots: trust.store.rootCount, ...(trust.mode === 'degraded' ? { reason: trust.reason.code } : {}) },
+        trust.mode === 'full' ? 'vehicle: trust reopened in full mode (TPM-derived store key)' : `vehicle: trust reopened in DEGRADED mode (${trust.reason.code}): V2G roots verified by their OEM approvals only, EIM only`);
+      return trust;
+    };
     return {
-      store, backendTrust, keys, outcome,
+      get trust() { return trust; },
+      get store() { return trust.store; },
+      get backendTrust() { return backendTrust; },
+      get keys() { return keys; },
+      outcome,
+      reboot,
       async proveContractKey(message) {
         const digest = sha256(message);
         const t0 = performance.now();
@@ -217,7 +284,7 @@ export async function startBenchVehicleTpm(o: BenchVehicleTpmOptions): Promise<B
         return proof;
       },
       async commit() {
-        const r = await commitRelease({ ...deps, log: o.log('BOOT'), keys });
+        const r = await commitRelease({ tpm: driver, data, run, log: o.log('BOOT'), keys });
         outcome.counter = { from: r.from, to: r.to, proof: r.proof };
         return r;
       },

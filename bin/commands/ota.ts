@@ -22,6 +22,7 @@ import { addBackendKeyInstall } from './pki.ts';
  * `evcc ota` — the vehicle's side of the OEM backend link (composition root):
  *   evcc ota install-backend-key FILE            = `evcc pki backend-key install`: the OEM backend key, TPM-tagged
  *   evcc ota sync-roots                          proactive mode: fetch the full V2G root list, install what is missing
+ *                                                (each with its OEM approval; attached to roots that lack one)
  *   evcc ota tls-connect --secc ADDR --port N    TLS to a SECC with the unknown-root path (Kilic 2023 Fig. 11 → 12)
  * Link options come from the `ota` config section; flags override it.
  *

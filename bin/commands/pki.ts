@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -11,8 +12,11 @@ import {
 import type { ValidationPurpose } from '../../firmware/pki/profiles.ts';
 import { validateChain } from '../../firmware/pki/validate.ts';
 import type { Logger } from '../../core/logger.ts';
-import type { VehicleTrust } from '../../firmware/keys/vehicle-trust.ts';
-import type { RootEntry } from '../../firmware/pki/store.ts';
+import type { TrustRefusal, VehicleTrust } from '../../firmware/keys/vehicle-trust.ts';
+import { RELEASE_BACKEND_KEY_FILE, type ReleaseBackendKey } from '../../firmware/ota/backend-key.ts';
+import { parseRootApprovalsFile } from '../../firmware/pki/root-approval.ts';
+import type { CertificateStore, RootEntry } from '../../firmware/pki/store.ts';
+import { FsStore } from '../../hal/store/fs-store.ts';
 import { createRuntime, type GlobalOptions } from '../runtime.ts';
 import type { CommandModule } from './index.ts';
 import type { TpmCommandOptions } from './tpm.ts';
@@ -130,7 +134,85 @@ export async function readCertificates(path: string): Promise<Uint8Array[]> {
 }
 
 function rootView(r: RootEntry): Record<string, unknown> {
-  return { fingerprint: r.fingerprint, subject: r.subject, subjectKeyId: r.subjectKeyId, notAfter: r.notAfter.toISOString(), installedAt: r.installedAt, source: r.source };
+  return {
+    fingerprint: r.fingerprint, subject: r.subject, subjectKeyId: r.subjectKeyId, notAfter: r.notAfter.toISOString(), installedAt: r.installedAt, source: r.source,
+    // approvedBy: origin of the OEM key that verified the root's approval; 'unverified' (no OEM key to check it with); null: none
+    approvedBy: r.approvedBy ?? (r.approval ? 'unverified' : null), ...(r.approval ? { approvalValidUntil: r.approval.validUntil } : {}),
+  };
+}
+
+interface RootStoreOptions extends TpmCommandOptions {
+  storeKeyEnv?: string;
+  releaseBackendKey?: string;
+}
+
+/** The store as `evcc pki roots` sees it: the runtime's trust (TPM) or the bench arrangement (key from the environment). */
+interface RootStoreView {
+  mode: 'full' | 'degraded';
+  source: 'tpm' | 'bench-env';
+  store: CertificateStore;
+  /** Why not full (degraded only). */
+  reason?: TrustRefusal;
+}
+
+/** The OEM backend key of the release: the named file, else the release path when it exists (a bench has none). */
+async function readReleaseBackendKey(file: string | undefined, log: Logger): Promise<ReleaseBackendKey | undefined> {
+  const path = file ?? RELEASE_BACKEND_KEY_FILE;
+  try {
+    return { pem: await readFile(path, 'utf8'), origin: path };
+  } catch (err) {
+    if (file) throw new EvccError('CONFIG_INVALID', `cannot read the release's OEM backend key ${file}`, { path: file }, { cause: err });
+    log.debug({ path }, 'no OEM backend key in the release: root approvals are verified with the tagged key only');
+    return undefined;
+  }
+}
+
+/**
+ * Runs `fn` with the vehicle's V2G root store. With `--store-key-env` the bench arrangement of `evcc charge` (store
+ * key from the environment, no TPM); otherwise the runtime's trust through the TPM. `need: 'full'` (install,
+ * remove): only a store whose file can be rewritten under its integrity key; `need: 'any'` (list) also opens the
+ * degraded view when the TPM refuses the state (roots verified by their OEM approvals alone).
+ */
+async function withRootStore<T>(globals: GlobalOptions, o: RootStoreOptions, need: 'full' | 'any', fn: (t: RootStoreView, log: Logger) => Promise<T>): Promise<T> {
+  const { openBenchTrust, openVehicleTrust, openVehicleTrustOrDegraded } = await import('../../firmware/keys/vehicle-trust.ts');
+  if (o.storeKeyEnv) {
+    const hex = process.env[o.storeKeyEnv];
+    if (!hex || !/^([0-9a-fA-F]{2}){32,}$/.test(hex)) {
+      throw new EvccError('CONFIG_INVALID', `environment variable ${o.storeKeyEnv} must hold the certificate-store integrity key (≥ 32 bytes hex)`);
+    }
+    const rt = await createRuntime(globals, { ...(o.dataDir ? { dataDir: o.dataDir } : {}), ...(o.runDir ? { runDir: o.runDir } : {}) });
+    try {
+      const log = rt.log('PKI');
+      log.warn({ env: o.storeKeyEnv }, `certificate-store integrity key from the environment (${o.storeKeyEnv}): bench arrangement, not TPM-sealed`);
+      const releaseBackendKey = await readReleaseBackendKey(o.releaseBackendKey, log);
+      const t = await openBenchTrust({ data: await FsStore.open(rt.settings.dataDir), log: rt.log('KEYS') },
+        { storeKey: new Uint8Array(Buffer.from(hex, 'hex')), ...(releaseBackendKey ? { releaseBackendKey } : {}) });
+      return await fn({ mode: 'full', source: 'bench-env', store: t.store }, log);
+    } finally {
+      await rt.close();
+    }
+  }
+  const { withTpm } = await import('./tpm.ts');
+  const { KeyService } = await import('../../firmware/keys/key-service.ts');
+  return withTpm(globals, o, async (c) => {
+    const keys = await KeyService.open({ ...c, log: c.rt.log('KEYS') });
+    try {
+      const log = c.rt.log('PKI');
+      const releaseBackendKey = await readReleaseBackendKey(o.releaseBackendKey, log);
+      const deps = { keys, data: c.data, log };
+      const options = releaseBackendKey ? { releaseBackendKey } : {};
+      const t = need === 'full' ? await openVehicleTrust(deps, options) : await openVehicleTrustOrDegraded(deps, options);
+      return await fn({ mode: t.mode, source: 'tpm', store: t.store, ...(t.mode === 'degraded' ? { reason: t.reason } : {}) }, log);
+    } finally {
+      await keys.close();
+    }
+  });
+}
+
+function rootStoreOptions(cmd: Command): Command {
+  return tpmOptions(cmd)
+    .option('--store-key-env <name>', 'bench without a TPM: environment variable with the certificate-store integrity key (hex, ≥ 32 bytes), as `evcc charge --store-key-env`; default: the TPM-sealed key')
+    .option('--release-backend-key <file>', `the OEM backend key the release ships (verifies the roots' OEM approvals, also without the TPM); default: ${RELEASE_BACKEND_KEY_FILE} when present`);
 }
 
 /**
@@ -175,35 +257,75 @@ function tpmOptions(cmd: Command): Command {
     .addOption(new Option('--run-dir <dir>', 'volatile run dir, tmpfs on the device (config runDir)'));
 }
 
-/** `evcc pki init|verify|validate`, and the vehicle store: `evcc pki roots list|install|remove`, `evcc pki backend-key install`. */
+/** `evcc pki init|verify|validate`, and the vehicle store: `evcc pki roots list|install|remove|approve`, `evcc pki backend-key install`. */
 export const registerPki: CommandModule = (program, globals) => {
   const pki = program.command('pki').description('ISO 15118 PKI tools: test PKI generation and chain checks; the vehicle\'s V2G root store');
 
-  const roots = pki.command('roots').description('V2G root CAs in the vehicle\'s certificate store (integrity key unsealed from the TPM: needs a good, OEM-approved boot; run with the runtime stopped)');
+  const roots = pki.command('roots').description('V2G root CAs in the vehicle\'s certificate store, each with the OEM approval it arrived with (integrity key unsealed from the TPM: install/remove need a good, OEM-approved boot, or the bench key of --store-key-env; run with the runtime stopped)');
 
-  tpmOptions(roots.command('list'))
-    .description('list the installed V2G roots (JSON)')
-    .action(async (o: TpmCommandOptions) => {
-      await withVehicleTrust(globals(), o, async (t) => print(t.store.listRoots().map(rootView)));
+  rootStoreOptions(roots.command('list'))
+    .description('list the V2G roots the vehicle trusts (JSON); when the TPM refuses the state, the degraded view: the roots whose OEM approval verifies with the release\'s backend key')
+    .action(async (o: RootStoreOptions) => {
+      await withRootStore(globals(), o, 'any', async (t, log) => {
+        if (t.mode === 'degraded') {
+          log.warn({ reason: t.reason?.code, roots: t.store.rootCount, dropped: t.store.dropped.length }, `degraded view (${t.reason?.code}): only roots verified by their OEM approval are listed`);
+        }
+        print(t.store.listRoots().map(rootView));
+      });
     });
 
-  tpmOptions(roots.command('install <file...>'))
-    .description('install V2G root CAs (PEM, one or more certificates per file, or DER): factory or bench')
+  rootStoreOptions(roots.command('install <file...>'))
+    .description('install V2G root CAs (PEM, one or more certificates per file, or DER) with their OEM approvals: factory or bench')
     .option('--source <source>', 'provenance recorded with each root', 'factory')
-    .action(async (files: string[], o: TpmCommandOptions & { source: string }) => {
+    .option('--approvals <file>', 'the OEM\'s approved-V2G-root statements for these roots (from `evcc pki roots approve`); every root must have one')
+    .option('--unapproved', 'install without OEM approvals (bench): such roots are trusted in full mode only, never by a degraded vehicle')
+    .action(async (files: string[], o: RootStoreOptions & { source: string; approvals?: string; unapproved?: boolean }) => {
+      if (!o.approvals && !o.unapproved) {
+        throw new EvccError('CONFIG_INVALID', 'each V2G root needs the OEM approval it is installed with: --approvals FILE (`evcc pki roots approve`), or --unapproved (trusted in full mode only)');
+      }
+      if (o.approvals && o.unapproved) throw new EvccError('CONFIG_INVALID', '--approvals and --unapproved exclude each other');
       const ders = (await Promise.all(files.map(readCertificates))).flat();
-      await withVehicleTrust(globals(), o, async (t, log) => {
+      const approvals = o.approvals ? parseRootApprovalsFile(await readFile(o.approvals).catch((err: unknown) => {
+        throw new EvccError('CONFIG_INVALID', `cannot read ${o.approvals}`, { path: o.approvals }, { cause: err });
+      })) : undefined;
+      const withApproval = ders.map((der) => {
+        const sha256 = createHash('sha256').update(der).digest('hex');
+        const approval = approvals?.get(sha256);
+        if (approvals && !approval) throw new EvccError('PKI_ROOT_UNAPPROVED', `${o.approvals} holds no OEM approval for the root with SHA-256 ${sha256}: nothing installed`, { sha256 });
+        return { der, approval };
+      });
+      await withRootStore(globals(), o, 'full', async (t, log) => {
         const installed: RootEntry[] = [];
-        for (const der of ders) installed.push(await t.store.installRoot(der, { source: o.source }));
-        log.info({ count: installed.length, total: t.store.rootCount }, `${installed.length} V2G root(s) installed`);
+        for (const { der, approval } of withApproval) installed.push(await t.store.installRoot(der, { source: o.source, ...(approval ? { approval } : {}) }));
+        log.info({ count: installed.length, total: t.store.rootCount, approved: installed.filter((r) => r.approval).length }, `${installed.length} V2G root(s) installed`);
         print(installed.map(rootView));
       });
     });
 
-  tpmOptions(roots.command('remove <id>'))
+  roots.command('approve <file...>')
+    .description('OEM / factory side: sign the approved-V2G-root statement for each root (PEM or DER) with the OEM backend key; writes the file `roots install --approvals` reads')
+    .requiredOption('--signing-key <pem>', 'the OEM backend signing key (PKCS#8 PEM, EC P-256; the key whose public half vehicles trust)')
+    .option('--key-pass-env <name>', 'environment variable holding the passphrase of an encrypted signing key')
+    .option('--valid-until <iso>', 'last instant the OEM vouches for the roots (default and upper bound: each certificate\'s notAfter)')
+    .requiredOption('--out <file>', 'approvals file to write (JSON)')
+    .action(async (files: string[], o: { signingKey: string; keyPassEnv?: string; validUntil?: string; out: string }) => {
+      const passphrase = o.keyPassEnv ? process.env[o.keyPassEnv] : undefined;
+      if (o.keyPassEnv && !passphrase) throw new EvccError('CONFIG_INVALID', `environment variable ${o.keyPassEnv} is not set`);
+      const validUntil = o.validUntil === undefined ? undefined : new Date(o.validUntil);
+      if (validUntil && Number.isNaN(validUntil.getTime())) throw new EvccError('CONFIG_INVALID', `--valid-until ${o.validUntil} is not an ISO 8601 time`);
+      const { KeyObjectSigner } = await import('../../deploy/oem-backend/signer.ts');
+      const { rootApprovalsFile } = await import('../../deploy/oem-backend/approvals.ts');
+      const signer = await KeyObjectSigner.fromFile(o.signingKey, passphrase);
+      const ders = (await Promise.all(files.map(readCertificates))).flat();
+      const file = rootApprovalsFile(signer, ders, validUntil ? { validUntil } : {});
+      await writeFile(o.out, `${JSON.stringify(file, null, 2)}\n`, { mode: 0o644 });
+      print({ out: o.out, keyId: signer.keyId, approvals: file.approvals.map((a) => ({ sha256: a.sha256, subject: a.subject, validUntil: a.validUntil })) });
+    });
+
+  rootStoreOptions(roots.command('remove <id>'))
     .description('remove a V2G root by SHA-256 fingerprint (hex) or subject key identifier')
-    .action(async (id: string, o: TpmCommandOptions) => {
-      await withVehicleTrust(globals(), o, async (t) => {
+    .action(async (id: string, o: RootStoreOptions) => {
+      await withRootStore(globals(), o, 'full', async (t) => {
         if (!(await t.store.removeRoot(id))) throw new EvccError('PKI_ROOT_NOT_INSTALLED', `no installed V2G root has fingerprint or key id ${id}`, { id });
         print({ removed: id, remaining: t.store.rootCount });
       });

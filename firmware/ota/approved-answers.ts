@@ -31,7 +31,7 @@ export const ROOT_APPROVAL_WIRE_BYTES = 300;
 export function assertAnswerApproval(trust: BackendTrust, der: Uint8Array, approval: RootApproval, now: Date, subject: string): void {
   const check = new RootApprovalVerifier([{ ...trust, origin: 'oem-backend' }]).check(der, approval, now);
   if (check.ok) return;
-  const untrusted = approval.keyId !== trust.keyId;
+  const untrusted = check.kind === 'unknown-key';
   throw otaError(untrusted ? 'OTA_ANSWER_UNTRUSTED_SIGNER' : 'OTA_ANSWER_SIGNATURE_INVALID', `OEM approval of "${subject}" refused: ${check.reason}`,
     { subject, reason: check.reason, ...(untrusted ? { keyId: approval.keyId } : {}) });
 }

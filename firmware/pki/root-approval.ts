@@ -59,7 +59,10 @@ export interface ApprovalKey {
   origin: string;
 }
 
-export type RootApprovalCheck = { ok: true; key: ApprovalKey } | { ok: false; reason: string };
+/** Why a statement was refused: `unknown-key` is a key this verifier does not hold (another OEM key, a rotated one). */
+export type RootApprovalRefusal = 'malformed' | 'unknown-key' | 'bad-signature' | 'expired';
+
+export type RootApprovalCheck = { ok: true; key: ApprovalKey } | { ok: false; kind: RootApprovalRefusal; reason: string };
 
 /**
  * Checks approvals against a fixed set of trusted OEM backend keys (usually one; two during a key rotation).
@@ -82,10 +85,10 @@ export class RootApprovalVerifier {
 
   check(der: Uint8Array, approval: unknown, now: Date): RootApprovalCheck {
     const parsed = RootApproval.safeParse(approval);
-    if (!parsed.success) return { ok: false, reason: 'malformed approval statement' };
+    if (!parsed.success) return { ok: false, kind: 'malformed', reason: 'malformed approval statement' };
     const a = parsed.data;
     const key = this.keys.get(a.keyId);
-    if (!key) return { ok: false, reason: `signed by key ${a.keyId.slice(0, 16)}…, not a trusted OEM backend key` };
+    if (!key) return { ok: false, kind: 'unknown-key', reason: `signed by key ${a.keyId.slice(0, 16)}…, not a trusted OEM backend key` };
     const sha256 = createHash('sha256').update(der).digest('hex');
     const input = rootApprovalSigningInput({ sha256, purpose: a.purpose, validUntil: a.validUntil });
     let good = false;
@@ -94,8 +97,8 @@ export class RootApprovalVerifier {
     } catch {
       good = false;
     }
-    if (!good) return { ok: false, reason: 'OEM signature does not verify' };
-    if (now.getTime() > Date.parse(a.validUntil)) return { ok: false, reason: `OEM approval expired at ${a.validUntil}` };
+    if (!good) return { ok: false, kind: 'bad-signature', reason: 'OEM signature does not verify' };
+    if (now.getTime() > Date.parse(a.validUntil)) return { ok: false, kind: 'expired', reason: `OEM approval expired at ${a.validUntil}` };
     return { ok: true, key };
   }
 

@@ -156,16 +156,22 @@ describe('CertificateStore: OEM approvals per root entry', () => {
     expect(degraded.listRoots().map((r) => r.fingerprint)).toEqual([e.fingerprint]);
   });
 
-  it('full mode drops an entry whose approval fails, even under a good tag (PKI error line), and keeps the rest', async () => {
+  it('full mode drops an entry whose approval fails, even under a good tag (PKI error line); a statement by a key it does not hold is kept unverified', async () => {
     const files = new MemoryStore();
     const store = await CertificateStore.open(files, { integrity: new HmacIntegrity(key), approvals: verifier });
     await store.installRoot(pki.a.root.der, { source: 'factory', approval: approveRoot(oem, pki.a.root.der) });
-    await plant(files, (roots) => roots.push(entry(pki.b.root.der, approveRoot(other, pki.b.root.der))), new HmacIntegrity(key));
+    await plant(files, (roots) => {
+      roots.push(entry(pki.b.root.der, approveRoot(oem, pki.a.root.der))); // the OEM's statement for A, pasted onto B
+      roots.push(entry(rootC.der, approveRoot(other, rootC.der))); // e.g. written before an OEM key rotation
+    }, new HmacIntegrity(key));
     const rec = recordingLogger();
     const reopened = await CertificateStore.open(files, { integrity: new HmacIntegrity(key), approvals: verifier, log: rec.sub('PKI') });
-    expect(reopened.listRoots().map((r) => r.subject)).toEqual([pki.a.root.cert.subject]);
-    expect(reopened.dropped).toMatchObject([{ subject: pki.b.root.cert.subject, reason: expect.stringMatching(/not a trusted OEM backend key/) }]);
-    expect(rec.lines.some((l) => /\[ERROR\] PKI: V2G root entry not trusted: signed by key [0-9a-f]{16}…, not a trusted OEM backend key/.test(l))).toBe(true);
+    expect(reopened.listRoots().map((r) => [r.subject, r.approvedBy])).toEqual([[pki.a.root.cert.subject, 'release'], [rootC.cert.subject, undefined]]);
+    expect(reopened.dropped).toMatchObject([{ subject: pki.b.root.cert.subject, reason: 'OEM signature does not verify' }]);
+    expect(rec.lines.some((l) => l.endsWith('[ERROR] PKI: V2G root entry not trusted: OEM signature does not verify'))).toBe(true);
+    expect(rec.lines.some((l) => /\[WARN\] PKI: V2G root kept, its OEM approval unverified: signed by key [0-9a-f]{16}…, not a trusted OEM backend key/.test(l))).toBe(true);
+    // without the store key, that unverified one is not trusted either
+    expect((await CertificateStore.openDegraded(files, { approvals: verifier })).anchors()).toEqual([pki.a.root.der]);
   });
 });
 

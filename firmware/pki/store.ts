@@ -433,8 +433,9 @@ function rootProblem(c: CertInfo, der: Uint8Array, policy: AlgorithmPolicy | und
 
 /**
  * The roots of a file this open trusts. Both modes drop what is not a canonical V2G root and what carries an
- * approval the verifier refuses; degraded mode also drops what does not parse, duplicates, and roots without an
- * approval (the approval is the only proof there). Every drop is a PKI line.
+ * approval that fails (bad signature, another root's statement, expired); degraded mode also drops what does not
+ * parse, duplicates, roots without an approval and approvals by a key it does not hold (the approval is the only
+ * proof there). Every drop is a PKI line.
  */
 function screenRoots(roots: readonly unknown[], o: InternalOptions): { kept: StoredRoot[]; approvedBy: Map<string, string>; dropped: DroppedRoot[] } {
   const kept: StoredRoot[] = [];
@@ -477,11 +478,16 @@ function screenRoots(roots: readonly unknown[], o: InternalOptions): { kept: Sto
       }
     } else if (o.approvals) {
       const check = o.approvals.check(c.der, r.approval, now);
-      if (!check.ok) {
+      if (!check.ok && check.kind === 'unknown-key' && !degraded) {
+        // Under a verified tag this entry was written by our own runtime in an approved state: a statement by a key
+        // we do not hold (an OEM key rotation) is no forgery. Kept, unverified, and not available in degraded mode.
+        o.log?.warn({ ...id, cp: 'PKI-ROOT-APPROVAL-UNVERIFIED' }, `V2G root kept, its OEM approval unverified: ${check.reason} (not trusted in degraded mode)`);
+      } else if (!check.ok) {
         drop({ ...id, reason: check.reason }, 'error', 'PKI-ROOT-APPROVAL-INVALID');
         continue;
+      } else {
+        approvedBy.set(c.fingerprint, check.key.origin);
       }
-      approvedBy.set(c.fingerprint, check.key.origin);
     }
     seen.add(c.fingerprint);
     kept.push({ der: r.der, installedAt: r.installedAt, source: r.source, ...(r.approval !== undefined ? { approval: r.approval } : {}) });
