@@ -43,12 +43,6 @@ export interface Iso2ModuleOptions {
    * port's own `reportEvseOutput` when the engine's EvView is the EvPort (as runV2gSession passes it).
    */
   reportEvseOutput?: (output: EvseOutput) => void;
-  /**
-   * The header (SessionID, Signature) of the response being handled, for hosts whose engine does not pass it in
-   * StepEnv (`env.header`) yet. The module needs it for the SECC's SessionID and CertificateInstallation/UpdateRes
-   * signatures.
-   */
-  responseHeader?: () => Record<string, unknown> | undefined;
 }
 
 export interface EvseDcLimits {
@@ -204,8 +198,9 @@ export function repeatWithin(ctx: Iso2Ctx, env: StepEnv, o: { total: TimerSpec; 
 
 // ---- the response header -------------------------------------------------------------------------------------------
 
-export function responseHeader(ctx: Iso2Ctx, env: StepEnv): Record<string, unknown> | undefined {
-  return (env as StepEnv & { header?: Record<string, unknown> }).header ?? ctx.options.responseHeader?.();
+/** The SECC's SessionID and the CertificateInstallation/UpdateRes signature live in the header (env.header). */
+export function responseHeader(env: StepEnv): Record<string, unknown> | undefined {
+  return env.header;
 }
 
 // ---- small shared helpers ------------------------------------------------------------------------------------------

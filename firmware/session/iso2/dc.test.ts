@@ -262,6 +262,23 @@ describe('ISO-2 DC: WeldingDetection never blocks the SessionStop', () => {
   });
 });
 
+describe('ISO-2 DC: WeldingDetection during a typed stop (engine limit)', () => {
+  // The engine does not consult onTimeout while stopping, so after StopCharging a silent WeldingDetection ends the
+  // session without SessionStop. Marked `fails` until the engine continues the stop path (see README, Known limits):
+  // when it does, this starts to fail and the marker goes.
+  it.fails('StopCharging, then no WeldingDetectionRes: SessionStop is still sent', async () => {
+    const secc = new ScriptedSecc({
+      on: {
+        CurrentDemandReq: (_r, s, def) => (s.count('CurrentDemandReq') === 2 ? { CurrentDemandRes: { ...(def().CurrentDemandRes as object), DC_EVSEStatus: s.dcStatus({ notification: 'StopCharging' }) } } : undefined),
+        WeldingDetectionReq: () => 'silence',
+      },
+    });
+    const run = await runIso2({ secc, module: EIM });
+    expect(sentNames(run).slice(-1)).toEqual(['SessionStopReq']);
+    expect(run.result).toMatchObject({ orderly: true, reason: { code: 'ISO2_EVSE_STOP_CHARGING' } });
+  });
+});
+
 describe('ISO-2 DC: renegotiation, operator stop', () => {
   it('EVSENotification=ReNegotiation: PowerDelivery(Renegotiate) → ChargeParameterDiscovery → PowerDelivery(Start), no CableCheck/PreCharge, new limits respected', async () => {
     let renegotiated = false;

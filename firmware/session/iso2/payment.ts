@@ -29,7 +29,7 @@ function plainChain(c: { Certificate: string; SubCertificates?: { Certificate: s
 /** The response of an installation or update: run `installContract` (verify, import into the TPM), then PaymentDetails. */
 function onCertificateRes(operation: CertificateOperation) {
   return (res: Record<string, unknown>, ctx: Iso2Ctx, env: StepEnv) => {
-    const header = responseHeader(ctx, env);
+    const header = responseHeader(env);
     if (!header) return failWith(new Iso2Error('ISO2_RESPONSE_HEADER_UNAVAILABLE', `Certificate${operation === 'installation' ? 'Installation' : 'Update'}Res: the host gives the module no response header (its signature cannot be verified)`));
     ctx.installedChain = plainChain(res.ContractSignatureCertChain as Iso2.CertificateChainType);
     if (operation === 'update' && typeof res.RetryCounter === 'number') env.note('info', `CertificateUpdateRes RetryCounter ${res.RetryCounter}`);

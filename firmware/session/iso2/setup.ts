@@ -28,7 +28,7 @@ export const sessionSetup: Step<Iso2Ctx> = {
   }),
   check: checkSessionSetupRes,
   handle: (res, ctx, env) => {
-    const header = responseHeader(ctx, env);
+    const header = responseHeader(env);
     if (!header) return failWith(new Iso2Error('ISO2_RESPONSE_HEADER_UNAVAILABLE', 'SessionSetupRes: the host gives the module no response header (SessionID unknown)'));
     const sid = typeof header.SessionID === 'string' ? header.SessionID.toLowerCase() : undefined;
     if (!sid || !/^[0-9a-f]{2,16}$/.test(sid) || /^0+$/.test(sid)) {
@@ -116,16 +116,19 @@ function contractPlan(ctx: Iso2Ctx, env: StepEnv): { usable: boolean; operation?
   const c = ctx.options.contract;
   const now = ctx.options.wallClock?.getTime();
   const expired = c?.notAfter && now !== undefined && c.notAfter.getTime() <= now;
-  const canInstall = ctx.certService !== undefined && ctx.options.provisioningCertificate !== undefined;
+  // CertificateInstallation/UpdateReq list the installed V2G roots (at least one) so the SECC picks a CPS chain we trust.
+  const haveRoots = (ctx.options.rootCertificateIds?.length ?? 0) > 0;
+  const canInstall = ctx.certService !== undefined && ctx.options.provisioningCertificate !== undefined && haveRoots;
   if (!c || expired) {
     if (canInstall) return { usable: true, operation: 'installation' };
-    return { usable: false, why: `${c ? 'the contract certificate expired' : 'no contract installed'} and ${ctx.certService ? 'no provisioning certificate' : 'the SECC offers no certificate service'} for a CertificateInstallation` };
+    const lack = !ctx.certService ? 'the SECC offers no certificate service' : ctx.options.provisioningCertificate === undefined ? 'no provisioning certificate' : 'no installed V2G root to list';
+    return { usable: false, why: `${c ? 'the contract certificate expired' : 'no contract installed'} and ${lack} for a CertificateInstallation` };
   }
   const renewWithin = ctx.settings.certificateRenewalDays * DAY_MS;
   if (c.notAfter && now !== undefined && c.notAfter.getTime() - now < renewWithin) {
     const days = Math.floor((c.notAfter.getTime() - now) / DAY_MS);
-    if (ctx.certService) return { usable: true, operation: 'update' };
-    env.note('warn', `the contract certificate expires in ${days} day(s) and the SECC offers no certificate service: charging with it as it is`);
+    if (ctx.certService && haveRoots) return { usable: true, operation: 'update' };
+    env.note('warn', `the contract certificate expires in ${days} day(s) and ${ctx.certService ? 'no installed V2G root to list' : 'the SECC offers no certificate service'} for a CertificateUpdate: charging with it as it is`);
   }
   return { usable: true };
 }

@@ -6,7 +6,8 @@
  */
 import { createPrivateKey, randomBytes } from 'node:crypto';
 import { EvccError } from '../../../core/errors.ts';
-import type { EvLimits, EvseOutput, EvStatus } from '../../../hal/ev/types.ts';
+import type { Clock } from '../../../hal/clock/types.ts';
+import type { EvLimits, EvPort, EvseOutput, EvStatus } from '../../../hal/ev/types.ts';
 import { toHex } from '../../../core/bytes.ts';
 import { issue, type IssuedCert } from '../../pki/generate.ts';
 import { decodeV2gMessage, encodeAny, type EncodeOptions } from '../../exi/index.ts';
@@ -372,8 +373,9 @@ export class ScriptedSecc {
 
 export interface RunIso2Options {
   secc: ScriptedSecc;
-  ev?: FakeEv;
-  module: Omit<Iso2ModuleOptions, 'responseHeader'>;
+  /** The vehicle: FakeEv by default, or an EvPort such as SimEv (its setContactors runs the contactors effect). */
+  ev?: EvView & Partial<Pick<EvPort, 'setContactors'>>;
+  module: Iso2ModuleOptions;
   /** Software keys for the `sign` effect (absent key: the effect fails, as with no TPM). */
   signers?: { contract?: Signer; provisioning?: Signer };
   /** installContract stand-in; default: the response's eMAID under key id `contract-2`. */
@@ -383,6 +385,8 @@ export interface RunIso2Options {
   timers?: TimerTable;
   /** Operator stop at this virtual time. */
   stopAt?: number;
+  /** A virtual clock kept at the runner's `now` (for a vehicle model that reads time, e.g. SimEv). */
+  clock?: Clock & { advance(ms: number): void };
   /** Give up (test bug) after this much virtual time. */
   maxMs?: number;
 }
@@ -397,7 +401,7 @@ export interface Iso2Run {
   events: TimedEvent[];
   effects: { at: number; request: EffectRequest }[];
   ctx: Iso2Ctx;
-  ev: FakeEv;
+  ev: RunIso2Options['ev'] & object;
   secc: ScriptedSecc;
   /** Virtual time at the end. */
   endedAt: number;
@@ -407,17 +411,15 @@ interface Queued {
   at: number;
   seq: number;
   input: SessionInput;
-  header?: Record<string, unknown>;
 }
 
 /** Runs one whole session in virtual time, from SupportedAppProtocol to the engine's result. */
 export async function runIso2(o: RunIso2Options): Promise<Iso2Run> {
   const ev = o.ev ?? new FakeEv();
-  let header: Record<string, unknown> | undefined;
   let mod: ProtocolModule<Iso2Ctx> | undefined;
   const engine = new SessionEngine({
     ev, offer: ISO2_OFFER, ...(o.timers ? { timers: o.timers } : {}),
-    modules: { [ISO2_NAMESPACE]: () => (mod = createIso2Module({ ...o.module, responseHeader: () => header })) as ProtocolModule<unknown> },
+    modules: { [ISO2_NAMESPACE]: () => (mod = createIso2Module(o.module)) as ProtocolModule<unknown> },
   });
   const events: TimedEvent[] = [];
   const effects: Iso2Run['effects'] = [];
@@ -426,7 +428,7 @@ export async function runIso2(o: RunIso2Options): Promise<Iso2Run> {
   const enqueue = (q: Omit<Queued, 'seq'>) => queue.push({ ...q, seq: seq++ });
   if (o.stopAt !== undefined) enqueue({ at: o.stopAt, input: { kind: 'stop', now: o.stopAt } });
 
-  let now = 0;
+  let now = o.clock?.now() ?? 0;
   let out: SessionOutput = engine.step({ kind: 'start', now });
   for (let i = 0; ; i++) {
     if (i > 200_000 || now > (o.maxMs ?? 3_600_000)) throw new Error(`runIso2: no end after ${i} steps / ${now} ms`);
@@ -444,7 +446,7 @@ export async function runIso2(o: RunIso2Options): Promise<Iso2Run> {
         enqueue({ at: now + o.secc.o.rttMs, input: { kind: 'payload', now: now + o.secc.o.rttMs, payloadType: 0x8001, bytes } });
       } else {
         const a = o.secc.answer(out.send.bytes, now);
-        if (a) enqueue({ at: now + a.rttMs, header: a.header, input: { kind: 'payload', now: now + a.rttMs, payloadType: 0x8001, bytes: a.bytes } });
+        if (a) enqueue({ at: now + a.rttMs, input: { kind: 'payload', now: now + a.rttMs, payloadType: 0x8001, bytes: a.bytes } });
       }
     }
     queue.sort((a, b) => a.at - b.at || a.seq - b.seq);
@@ -452,10 +454,11 @@ export async function runIso2(o: RunIso2Options): Promise<Iso2Run> {
     if (nextQueued && (out.deadline === undefined || nextQueued.at <= out.deadline)) {
       queue.shift();
       now = nextQueued.at;
-      if (nextQueued.header) header = nextQueued.header;
+      o.clock?.advance(now - o.clock.now());
       out = engine.step({ ...nextQueued.input, now } as SessionInput);
     } else if (out.deadline !== undefined) {
       now = out.deadline;
+      o.clock?.advance(now - o.clock.now());
       out = engine.step({ kind: 'timer', now });
     } else {
       throw new Error(`runIso2: the engine stalled in ${out.state} without a deadline`);
@@ -463,7 +466,7 @@ export async function runIso2(o: RunIso2Options): Promise<Iso2Run> {
   }
 }
 
-async function runEffect(o: RunIso2Options, ev: FakeEv, r: EffectRequest): Promise<{ result?: unknown; error?: EvccError }> {
+async function runEffect(o: RunIso2Options, ev: NonNullable<RunIso2Options['ev']>, r: EffectRequest): Promise<{ result?: unknown; error?: EvccError }> {
   switch (r.kind) {
     case 'sign': {
       const signer = o.signers?.[r.key];
@@ -471,12 +474,19 @@ async function runEffect(o: RunIso2Options, ev: FakeEv, r: EffectRequest): Promi
       return { result: await xmldsigSign(r.elements as SignedElement[], signer) };
     }
     case 'contactors':
-      ev.base = { ...ev.base, contactorsClosed: r.closed };
+      // A vehicle model moves its contactors in its own (virtual) time; the runner reports the effect done after
+      // effectMs.contactors, which matches SimEv's default contactor delay.
+      if (ev.setContactors) void ev.setContactors(r.closed).catch(() => undefined);
+      else if (ev instanceof FakeEv) ev.base = { ...ev.base, contactorsClosed: r.closed };
       return {};
     case 'chargeRequest':
       return {};
     case 'installContract':
-      return { result: o.installContract ? o.installContract(r) : { emaid: String((r.response.eMAID as { CONTENT?: string }).CONTENT), contractKeyId: 'contract-2' } };
+      try {
+        return { result: o.installContract ? o.installContract(r) : { emaid: String((r.response.eMAID as { CONTENT?: string }).CONTENT), contractKeyId: 'contract-2' } };
+      } catch (err) {
+        return { error: err instanceof EvccError ? err : new EvccError('SESSION_EFFECT_FAILED', String(err)) };
+      }
   }
 }
 
