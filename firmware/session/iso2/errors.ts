@@ -47,8 +47,8 @@ export const ISO2_ERRORS = {
   /** SessionSetupRes assigned no usable SessionID (absent or all-zero). */
   ISO2_SESSION_ID_INVALID: { failure: true },
   /**
-   * The host did not give the module the response header (SessionID, Signature): a wiring error of the composition
-   * root (see module.ts `responseHeader`), never a charger fault.
+   * The engine handed the step no response header (StepEnv.header: SessionID, Signature): an engine fault, never a
+   * charger fault (the engine passes `{}` for a message without one, which is ISO2_SESSION_ID_INVALID).
    */
   ISO2_RESPONSE_HEADER_UNAVAILABLE: { failure: true },
 } as const satisfies Record<string, { failure: boolean }>;
