@@ -257,12 +257,15 @@ export class SessionEngine {
         const m = this.module!;
         const step = m.steps[ph.step]!;
         const message = `no ${step.response} within ${ph.timer.name} (${ph.deadline - ph.sentAt} ms)`;
-        if (!this.stopping) {
-          const t = step.onTimeout?.(m.ctx, this.env(now));
-          if (t) return this.apply(now, ph.step, t);
+        // A step may know better (a charger that never answers WeldingDetection still gets SessionStop), also while
+        // stopping; otherwise [ISO 15118-2 §8.8.4.3 / DIN]: on V2G_EVCC_Msg_Timeout the EVCC ends the session.
+        const t = step.onTimeout?.(m.ctx, this.env(now));
+        if (t) {
+          if (this.stopping) this.note('warn', `${message} while stopping (${this.stopping.code}): going on`, { code: this.code('TIMEOUT') });
+          return this.apply(now, ph.step, t);
         }
-        // [ISO 15118-2 §8.8.4.3 / DIN]: on V2G_EVCC_Msg_Timeout the EVCC stops the communication session.
-        return this.end(now, 'failed', this.stopping ?? { code: this.code('TIMEOUT'), message, failure: true, details: { message: step.response, timer: ph.timer.name } }, false);
+        const reason = this.stopping ?? { code: this.code('TIMEOUT'), message, failure: true, details: { message: step.response, timer: ph.timer.name } };
+        return this.end(now, reason.failure ? 'failed' : 'completed', reason, false);
       }
       default:
         return;
@@ -310,6 +313,7 @@ export class SessionEngine {
   }
 
   private pendingEnd: { outcome: SessionOutcome; reason: StopReason } | undefined;
+  private readonly stopVisited = new Set<string>();
 
   private finishAfterEffects(now: number): void {
     const e = this.pendingEnd ?? { outcome: 'completed' as const, reason: { code: 'SESSION_COMPLETED', message: 'session completed', failure: false } };
@@ -319,10 +323,16 @@ export class SessionEngine {
   /** A failure: stop in order if we are not stopping already, else end at once with the original reason. */
   private failOrEnd(now: number, code: string, message: string, details: Record<string, unknown> = {}): void {
     const reason: StopReason = { code, message, failure: true, details };
-    if (this.stopping || !this.module) {
-      if (this.stopping) this.note('warn', `${message} while stopping (${this.stopping.code})`, { code });
-      return this.end(now, 'failed', this.stopping ?? reason, false);
+    if (this.stopping && this.module) {
+      // A failure on the stop path (FAILED WeldingDetectionRes, …) goes on to the next stop step if there is one:
+      // the charger still gets its SessionStop. Each stop step runs at most once, so this always ends.
+      const at = this.phase.kind === 'awaitRes' ? this.phase.step : undefined;
+      const next = at ? this.module.stopPath(at, this.module.ctx, this.stopping) : undefined;
+      this.note('warn', `${message} while stopping (${this.stopping.code})${next && !this.stopVisited.has(next) ? `: going on with ${this.stepOf(next).request}` : ''}`, { code });
+      if (next && !this.stopVisited.has(next)) return this.scheduleStep(now, next, 0, `stopping: ${code} at ${at}`);
+      return this.end(now, this.stopping.failure ? 'failed' : 'completed', this.stopping, false);
     }
+    if (!this.module) return this.end(now, 'failed', reason, false);
     const from = this.phase.kind === 'awaitRes' || this.phase.kind === 'pacing' || this.phase.kind === 'signing' || this.phase.kind === 'effects' ? this.phase.step : this.module.first;
     this.beginStop(now, reason, from);
   }
@@ -355,6 +365,7 @@ export class SessionEngine {
 
   private enterStep(now: number, stepName: string, why: string): void {
     const step = this.stepOf(stepName);
+    if (this.stopping) this.stopVisited.add(stepName);
     this.enter(`WaitFor${step.response}` as SessionStateName, why);
     const before = step.before?.(this.module!.ctx, this.env(now)) ?? [];
     if (before.length) return this.runEffects(now, before, { step: stepName, then: 'build' });

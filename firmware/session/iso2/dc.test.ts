@@ -263,10 +263,9 @@ describe('ISO-2 DC: WeldingDetection never blocks the SessionStop', () => {
 });
 
 describe('ISO-2 DC: WeldingDetection during a typed stop (engine limit)', () => {
-  // The engine does not consult onTimeout while stopping, so after StopCharging a silent WeldingDetection ends the
-  // session without SessionStop. Marked `fails` until the engine continues the stop path (see README, Known limits):
-  // when it does, this starts to fail and the marker goes.
-  it.fails('StopCharging, then no WeldingDetectionRes: SessionStop is still sent', async () => {
+  // The engine consults onTimeout on the stop path too: a silent WeldingDetection after StopCharging still ends
+  // with SessionStop.
+  it('StopCharging, then no WeldingDetectionRes: SessionStop is still sent', async () => {
     const secc = new ScriptedSecc({
       on: {
         CurrentDemandReq: (_r, s, def) => (s.count('CurrentDemandReq') === 2 ? { CurrentDemandRes: { ...(def().CurrentDemandRes as object), DC_EVSEStatus: s.dcStatus({ notification: 'StopCharging' }) } } : undefined),
