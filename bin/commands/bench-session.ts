@@ -211,7 +211,7 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
     cleanups.push(() => ev.close());
     const keys = vehicle?.keys;
     const parts: VehicleParts = {
-      clock, log: (sub) => rt.log(sub), iface: 'sim-ev',
+      clock, wallClock: () => new Date(), log: (sub) => rt.log(sub), iface: 'sim-ev',
       openPlcLink: async () => segment.attach(EV_MAC, 'ev'),
       udp: ipLink.host('sim-ev', 'fe80::e7:1'),
       tls: new NodeTlsConnector(ipLink.resolver()), tcp: new NodeTcpConnector(ipLink.resolver()),

@@ -351,7 +351,7 @@ export async function realVehicleParts(stack: VehicleStack, f: StackFlags & { li
   const keys = stack.keys;
   const ready = stack.keyReadiness.ready;
   return {
-    clock: rt.clock, log: (sub) => rt.log(sub), iface,
+    clock: rt.clock, wallClock: () => new Date(), log: (sub) => rt.log(sub), iface,
     ...(f.linkUp ? {} : { openPlcLink: () => openPlcLink(f, iface) }),
     udp: new NodeUdp6(), localAddress: () => net.waitLinkLocal(iface, 5_000),
     tls: new NodeTlsConnector(), tcp: new NodeTcpConnector(),

@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import type { ModuleFactory } from '../session/engine.ts';
+import { iso2ModuleFactory } from '../session/iso2/module.ts';
 import type { ChannelPlan, ProtocolPreferences } from './policy.ts';
 import { DEFAULT_PROTOCOL_PREFERENCES, DIN_NAMESPACE, ISO2_NAMESPACE } from './policy.ts';
 
@@ -37,6 +38,11 @@ export interface SessionModuleOptions {
   evccId: Uint8Array;
   settings: VehicleSessionSettings;
   contract?: ContractCredentials;
+  /** CertificateInstallationReq: the OEM provisioning certificate (DER) and the installed roots' ids. */
+  provisioningCertificate?: Uint8Array;
+  rootCertificateIds?: readonly { X509IssuerName: string; X509SerialNumber: number | bigint }[];
+  /** Calendar time at session start (contract expiry); injected, never read here. */
+  wallClock: Date;
   resume?: { sessionId: string };
 }
 
@@ -49,9 +55,14 @@ export function sessionModules(o: SessionModuleOptions): Record<string, ModuleFa
   return out;
 }
 
-// Wired to firmware/session/iso2 and din once those modules land (see the lead's integration commit).
-function iso2Factory(_o: SessionModuleOptions): ModuleFactory {
-  throw new Error('ISO-2 module not wired yet');
+function iso2Factory(o: SessionModuleOptions): ModuleFactory {
+  return iso2ModuleFactory({
+    evccId: o.evccId, channel: o.plan.channel, pnc: o.plan.pnc, settings: o.settings.iso2, wallClock: o.wallClock,
+    ...(o.contract ? { contract: o.contract } : {}),
+    ...(o.provisioningCertificate ? { provisioningCertificate: o.provisioningCertificate } : {}),
+    ...(o.rootCertificateIds ? { rootCertificateIds: o.rootCertificateIds } : {}),
+    ...(o.resume ? { resume: o.resume } : {}),
+  });
 }
 function dinFactory(_o: SessionModuleOptions): ModuleFactory {
   throw new Error('DIN module not wired yet');

@@ -7,6 +7,7 @@
  *   plug-in → SLAC (or the link given as up) → SDP (security per policy) → channel plan → TLS (+ Solution C) or TCP
  *   → V2G session (SupportedAppProtocol with the plan's offer → ISO 15118-2 | DIN SPEC 70121) → [pause → resume]
  */
+import * as x509 from '@peculiar/x509';
 import { EvccError } from '../../core/errors.ts';
 import type { Logger, Subsystem } from '../../core/logger.ts';
 import type { Clock } from '../../hal/clock/types.ts';
@@ -35,9 +36,19 @@ import type { TlsSettings } from '../tls/settings.ts';
 import { channelPlan, securityPolicy, type ChannelPlan, type KeyReadiness, type SecurityPolicy } from './policy.ts';
 import { sessionModules, type ContractCredentials, type VehicleSessionSettings } from './session-modules.ts';
 
+/** ListOfRootCertificateIDs: issuer and serial of every installed V2G root (CertificateInstallation/UpdateReq). */
+function rootCertificateIdsOf(store: CertificateStore): { X509IssuerName: string; X509SerialNumber: bigint }[] {
+  return store.listRoots().map((r) => {
+    const c = new x509.X509Certificate(Uint8Array.from(r.der).buffer);
+    return { X509IssuerName: c.issuer, X509SerialNumber: BigInt(`0x${c.serialNumber}`) };
+  });
+}
+
 /** The hardware (or its simulation) and the firmware services a session runs on. */
 export interface VehicleParts {
   clock: Clock;
+  /** Calendar time (certificate expiry); the monotonic clock has none. */
+  wallClock: () => Date;
   log: (sub: Subsystem) => Logger;
   /** The PLC netdev: SDP and the V2G channel run on its IPv6 link-local scope. */
   iface: string;
@@ -183,8 +194,12 @@ export function bindVehicleStages(parts: VehicleParts, settings: VehicleSettings
 
     session: async (channel, ctx: SessionStageContext): Promise<SessionResult> => {
       const contract = channel.plan.pnc ? await parts.contract?.() : undefined;
+      const provisioningCertificate = channel.plan.pnc ? parts.store?.getOemProvisioningChain()?.[0] : undefined;
       const modules = sessionModules({
-        plan: channel.plan, evccId: parts.evccId, settings: settings.session, ...(contract ? { contract } : {}), ...(ctx.resume ? { resume: ctx.resume } : {}),
+        plan: channel.plan, evccId: parts.evccId, settings: settings.session, wallClock: parts.wallClock(),
+        ...(contract ? { contract } : {}), ...(ctx.resume ? { resume: ctx.resume } : {}),
+        ...(provisioningCertificate ? { provisioningCertificate } : {}),
+        ...(channel.plan.pnc && parts.store ? { rootCertificateIds: rootCertificateIdsOf(parts.store) } : {}),
       });
       return runV2gSession({
         stream: channel.stream, clock, log, ev: parts.ev, effects, signal: ctx.signal,
