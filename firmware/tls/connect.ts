@@ -2,18 +2,25 @@
  * `connectTls`: opens the trusted channel to the SECC.
  *
  * The connector (hal/net) runs the handshake with OpenSSL's verification off and no hostname check (ISO
- * certificates carry no names); our `verifyPeer` gate then decides, before any application byte can be written:
+ * certificates carry no names); our `verifyPeer` gate decides once the SECC's flight is in and before our Finished
+ * leaves (so before any application byte can be written):
  *   1. the negotiated version and suite are those of the profile (else TLS_PROFILE_MISMATCH);
  *   2. the SECC's chain validates with firmware/pki against the installed V2G roots, purpose `secc-tls`.
  * An unanchored chain is TLS_UNKNOWN_ROOT (an UnknownRootError: issuer DN + authority key id of the top
  * certificate the SECC presented, and the presented chain) — the trigger of the OTA root fetch (Solution C).
+ * A refusal reaches the SECC as a TLS alert (`refusalAlert`: unknown_ca for an unknown root, certificate_expired,
+ * unsupported_certificate, bad_certificate, handshake_failure) instead of a silent close.
+ * TLS 1.3 mutual: the SECC's verdict on the vehicle certificate comes after our Finished; we wait for it (bounded,
+ * `clientAuthVerdictMs`) and report a refusal as TLS_CLIENT_CERT_REJECTED, not as an established channel.
  */
 import { EvccError, isEvccError } from '../../core/errors.ts';
 import type { Logger } from '../../core/logger.ts';
-import type { ByteStream, TlsConnector, TlsPeerInfo } from '../../hal/net/types.ts';
+import type { ByteStream, TlsAlertName, TlsConnector, TlsPeerInfo } from '../../hal/net/types.ts';
 import { UnknownRootError, validateChain, type ValidatedPath } from '../pki/validate.ts';
 import type { AlgorithmPolicy } from '../pki/profiles.ts';
-import { TLS_HANDSHAKE_TIMEOUT_MS, TLS_PROFILES, type TlsProfile, type TlsProfileName } from './profiles.ts';
+import {
+  TLS13_CLIENT_AUTH_VERDICT_MS, TLS_HANDSHAKE_TIMEOUT_MS, TLS_PROFILES, type TlsProfile, type TlsProfileName,
+} from './profiles.ts';
 import type { TlsErrorCode } from './errors.ts';
 
 /** Anything that can list trust anchors: `CertificateStore` or a fixed list (OTA candidate checks). */
@@ -57,10 +64,38 @@ export interface ConnectTlsOptions {
    * second handshake (validated again). Costs one handshake. Default off (the standard's single handshake).
    */
   validateBeforeClientAuth?: boolean;
+  /** TLS 1.3: wait for the SECC's verdict on the vehicle certificate (default TLS13_CLIENT_AUTH_VERDICT_MS; 0 = off). */
+  clientAuthVerdictMs?: number;
 }
 
 /** Internal: ends the probe handshake after a successful validation. */
 class ProbePassed extends Error {}
+
+/**
+ * The alert that tells the SECC why we refuse it (RFC 5246 §7.2 / RFC 8446 §6 meanings): unknown_ca for a chain
+ * ending in a root we lack, certificate_expired for a validity-window failure, unsupported_certificate for a key
+ * usage or algorithm outside the ISO profile, bad_certificate for every other path failure, handshake_failure for
+ * a version or suite outside the profile; user_canceled ends the privacy probe (nothing wrong with the SECC).
+ */
+export function refusalAlert(err: unknown): TlsAlertName {
+  if (err instanceof ProbePassed) return 'user_canceled';
+  if (!isEvccError(err)) return 'internal_error';
+  switch (err.code) {
+    case 'PKI_UNKNOWN_ROOT':
+    case 'TLS_UNKNOWN_ROOT':
+      return 'unknown_ca';
+    case 'PKI_CERT_EXPIRED':
+    case 'PKI_CERT_NOT_YET_VALID':
+      return 'certificate_expired';
+    case 'PKI_KEY_USAGE':
+    case 'PKI_ALGORITHM':
+      return 'unsupported_certificate';
+    case 'TLS_PROFILE_MISMATCH':
+      return 'handshake_failure';
+    default:
+      return err.code.startsWith('PKI_') ? 'bad_certificate' : 'internal_error';
+  }
+}
 
 export interface TlsChannel {
   stream: ByteStream;
@@ -84,6 +119,9 @@ export async function connectTls(deps: ConnectTlsDeps, o: ConnectTlsOptions): Pr
   const where = { secc: o.secc.address, port: o.secc.port, profile: profile.name };
 
   const verifyPeer = (peer: TlsPeerInfo): void => {
+    if (peer.clientCertificateRequested && !profile.mutual) {
+      log.warn({ ...where, cp: 'TLS-CERT-REQUEST' }, 'SECC requests a client certificate (ISO 15118-2 TLS authenticates the server only): answering without one');
+    }
     if (peer.protocol !== profile.version || !profile.allowedCiphers.includes(peer.cipher)) {
       throw new EvccError<TlsErrorCode>('TLS_PROFILE_MISMATCH', `negotiated ${peer.protocol} ${peer.cipher} is outside profile ${profile.name}`, {
         ...where, protocol: peer.protocol, cipher: peer.cipher,
@@ -115,6 +153,8 @@ export async function connectTls(deps: ConnectTlsDeps, o: ConnectTlsOptions): Pr
     ecdhCurve: profile.ecdhCurve,
     sigalgs: profile.sigalgs,
     timeoutMs: o.timeoutMs ?? TLS_HANDSHAKE_TIMEOUT_MS,
+    clientAuthVerdictMs: o.clientAuthVerdictMs ?? TLS13_CLIENT_AUTH_VERDICT_MS,
+    alertFor: refusalAlert,
     ...(o.signal ? { signal: o.signal } : {}),
   };
   try {

@@ -47,3 +47,12 @@ export const TLS_PROFILES: Readonly<Record<TlsProfileName, TlsProfile>> = {
  * (20 s, plug-in to SessionSetupRes) together with an eventual OTA root fetch, so the handshake gets 5 s.
  */
 export const TLS_HANDSHAKE_TIMEOUT_MS = 5_000;
+
+/**
+ * TLS 1.3 mutual authentication: the SECC judges the vehicle certificate after our Finished, so "handshake done" on
+ * our side is not yet "accepted". We wait up to this long for its verdict: a NewSessionTicket (or data) ends the wait
+ * at once; an alert or a close inside it is TLS_CLIENT_CERT_REJECTED. An SECC that sends no ticket costs the whole
+ * wait. Our choice: a few PLC round trips plus an embedded SECC's chain check, small against the 20 s
+ * communication-setup budget.
+ */
+export const TLS13_CLIENT_AUTH_VERDICT_MS = 300;
