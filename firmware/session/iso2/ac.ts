@@ -4,9 +4,9 @@
 import type { Iso2 } from '../../exi/index.ts';
 import { next, repeat, type Step } from '../exchange.ts';
 import { ISO2_TIMERS, PACING } from '../timers.ts';
-import { meteringReceiptIfRequired } from './charge.ts';
+import { acPhases, evAcMaxCurrentA, meteringReceiptIfRequired } from './charge.ts';
 import { checkChargingStatusRes } from './checks.ts';
-import { msOf, recordEnergy, timer, type Iso2Ctx } from './context.ts';
+import { msOf, recordEnergy, reportEvseOutput, timer, type Iso2Ctx } from './context.ts';
 import { evLoopDecision, evseStatusStop, renegotiationAsked } from './status.ts';
 import { fmtPv, si } from './values.ts';
 
@@ -29,6 +29,13 @@ export const chargingStatus: Step<Iso2Ctx> = {
     if (wh !== undefined) {
       ctx.meterStartWh ??= wh;
       ctx.meterLastWh = wh;
+    }
+    // AC: the SECC reports no present current; the on-board charger draws what both sides allow per phase at the
+    // nominal voltage — that is what the vehicle's battery sees (the EV port integrates it).
+    if (ctx.evseAc) {
+      const perPhaseA = Math.min(ctx.evseAc.maxCurrentA, evAcMaxCurrentA(env));
+      const wanted = env.ev.status().targetCurrentA > 0;
+      reportEvseOutput(ctx, env, { presentVoltageV: ctx.evseAc.nominalVoltageV, presentCurrentA: wanted ? perPhaseA * acPhases(ctx) : 0 });
     }
     recordEnergy(ctx, env, 'now');
     const stop = evseStatusStop(ctx, res.AC_EVSEStatus, 'ChargingStatusRes');

@@ -163,6 +163,12 @@ export const powerDeliveryStart: Step<Iso2Ctx> = {
       // the SECC sees state C together with the request, and closes its contactor only on both.
       ctx.s2Closed = true;
       effects.push({ kind: 'chargeRequest', closed: true });
+      // The vehicle's own relay between inlet and on-board charger closes with state C (no load yet: the SECC
+      // closes its contactor only after this request).
+      if (!ctx.contactorsClosed) {
+        ctx.contactorsClosed = true;
+        effects.push({ kind: 'contactors', closed: true });
+      }
     }
     return effects;
   },
