@@ -170,7 +170,7 @@ export function bindVehicleStages(parts: VehicleParts, settings: VehicleSettings
       const tlsLog = log('TLS');
       const connect = (signal: AbortSignal) => connectTls({ connector: parts.tls, trust: store, log: tlsLog }, {
         secc: { address: e.address, port: e.port, iface: e.iface ?? parts.iface }, profile: settings.tls.profile, timeoutMs: settings.tls.handshakeTimeoutMs,
-        validateBeforeClientAuth: settings.tls.validateBeforeClientAuth, signal,
+        validateBeforeClientAuth: settings.tls.validateBeforeClientAuth, clientAuthVerdictMs: settings.tls.clientAuthVerdictMs, signal,
         ...(parts.vehicleCredentials ? { vehicle: parts.vehicleCredentials } : {}), ...(parts.keyLog ? { keyLog: parts.keyLog } : {}),
       });
       if (!parts.rootFetcher) {
