@@ -52,17 +52,40 @@ export interface SeccProcessEvent {
   [k: string]: unknown;
 }
 
+/** One `request` line of `evcc sim-secc`: a V2G request as the SECC session saw and answered it. */
+export interface SeccRequestEvent extends SeccProcessEvent {
+  event: 'request';
+  connection: number;
+  protocol: 'iso2' | 'din';
+  name: string;
+  /** The SECC process's clock (performance.now()), ms. */
+  at: number;
+  responseCode?: string;
+  evseProcessing?: string;
+  answered: boolean;
+}
+
+export interface StartSeccOptions {
+  /** `--scenario NAME|PATH` (sim/secc/scenarios): transport, chain and SDP mode follow it unless ARGS set them. */
+  scenario?: string;
+}
+
 export interface SeccProcess {
   address: string;
   port: number;
+  /** The scenario the process runs (`default` without --scenario). */
+  scenario: string;
   events: SeccProcessEvent[];
+  /** The V2G requests the SECC received so far (`request` events), optionally of one message type (`CurrentDemandReq`). */
+  requests(name?: string): SeccRequestEvent[];
   /** Resolves with the first event (already seen or future) that matches. */
   waitFor(pred: (e: SeccProcessEvent) => boolean, timeoutMs?: number): Promise<SeccProcessEvent>;
   stop(): Promise<void>;
 }
 
 /** Starts the SECC simulator (`sim-secc --iface veth-se ARGS`) inside the SECC namespace and waits for its `ready` line. */
-export async function startSeccProcess(link: EvLink, args: string[]): Promise<SeccProcess> {
+export async function startSeccProcess(link: EvLink, args: string[], o: StartSeccOptions = {}): Promise<SeccProcess> {
+  if (o.scenario) args = [...args, '--scenario', o.scenario];
   // bin/secc-sim.ts = `evcc sim-secc` without the rest of the CLI (independent of other command modules).
   const child: ChildProcess = spawn('ip', ['netns', 'exec', link.pair.se, process.execPath, '--import', 'tsx', join(repo, 'bin/secc-sim.ts'),
     '--log-level', 'warn', 'sim-secc', '--iface', link.pair.seIf, ...args], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -104,7 +127,9 @@ export async function startSeccProcess(link: EvLink, args: string[]): Promise<Se
   };
   try {
     const ready = await waitFor((e) => e.event === 'ready', 60_000);
-    return { address: String(ready.address), port: Number(ready.port), events, waitFor, stop };
+    const requests = (name?: string): SeccRequestEvent[] =>
+      events.filter((e): e is SeccRequestEvent => e.event === 'request' && (name === undefined || e.name === name));
+    return { address: String(ready.address), port: Number(ready.port), scenario: String(ready.scenario ?? 'default'), events, requests, waitFor, stop };
   } catch (err) {
     await stop();
     throw err;
