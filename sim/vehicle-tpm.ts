@@ -115,6 +115,12 @@ export interface BenchVehicleTpm {
   /** `evcc boot commit`: self-test through the TPM, then the NV anti-rollback counter raised to the running release. */
   commit(): Promise<{ version: number; from: string; to: string; proof: string }>;
   /**
+   * End of the factory stage: closes the sim's key service and TPM driver and says where the runtime finds the
+   * vehicle (TCTI, data and run dirs, the release's OEM backend key), so the bench opens the trust exactly as
+   * `evcc run` does on the device.
+   */
+  handOver(): Promise<{ tcti: string; dataDir: string; runDir: string; releaseBackendKey?: { pem: string; origin: string } }>;
+  /**
    * Power-cycles the vehicle (orderly TPM shutdown, run dir emptied like a tmpfs) and boots `bundle`: the OEM
    * release again, or a tampered copy that fails measured boot (BUNDLE_INVALID, logged). Reopens the trust as the
    * runtime does: full, or degraded with the TPM's reason. Returns the new trust (also `trust`/`store`/`keys`).
@@ -287,6 +293,13 @@ export async function startBenchVehicleTpm(o: BenchVehicleTpmOptions): Promise<B
         const r = await commitRelease({ tpm: driver, data, run, log: o.log('BOOT'), keys });
         outcome.counter = { from: r.from, to: r.to, proof: r.proof };
         return r;
+      },
+      async handOver() {
+        // The factory is done: its key service and TPM driver go, the runtime (a new process on the device) opens
+        // its own on the same TPM, data dir and run dir. swtpm keeps running until close().
+        await keys.close().catch(() => undefined);
+        await driver.close().catch(() => undefined);
+        return { tcti: swtpm.tcti, dataDir: o.dataDir, runDir, ...(releaseBackendKey ? { releaseBackendKey } : {}) };
       },
       close,
     };

@@ -25,14 +25,19 @@ import { createLinkCa, issueLinkCert } from '../../deploy/oem-backend/link-pki.t
 import { RootCertificatePool } from '../../deploy/oem-backend/pool.ts';
 import { OemBackend } from '../../deploy/oem-backend/service.ts';
 import { KeyObjectSigner } from '../../deploy/oem-backend/signer.ts';
+import { bootState } from '../../boot/measured-boot.ts';
+import { commitRelease } from '../../boot/commit.ts';
+import { EvccError } from '../../core/errors.ts';
+import { approveRoot } from '../../deploy/oem-backend/approvals.ts';
+import { openTrust, type TrustPart } from '../../firmware/vehicle/trust.ts';
+import { Tpm2Tools } from '../../hal/tpm/tpm2-tools.ts';
 import { runChargingSession } from '../../firmware/evcc.ts';
 import { OtaLink } from '../../firmware/ota/link.ts';
 import { validateSeccPath } from '../../firmware/ota/pki-adapter.ts';
 import { OemRootFetcher } from '../../firmware/ota/root-fetch.ts';
-import { backendTrustFromPem, type BackendTrust } from '../../firmware/ota/signing.ts';
+import type { BackendTrust } from '../../firmware/ota/signing.ts';
 import { derToPem } from '../../firmware/pki/cert.ts';
 import { generateTestPki } from '../../firmware/pki/generate.ts';
-import { CertificateStore, HmacIntegrity } from '../../firmware/pki/store.ts';
 import { macFromString } from '../../firmware/slac/codec.ts';
 import { contractFromPem } from '../../firmware/vehicle/contract.ts';
 import type { KeyReadiness } from '../../firmware/vehicle/policy.ts';
@@ -141,26 +146,37 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
     const missingTools = opts.tpm ? missingVehicleTpmTools() : [];
     const skipped = !opts.tpm ? '--no-tpm' : missingTools.length ? `missing ${missingTools.join(', ')}` : undefined;
     let vehicle: BenchVehicleTpm | undefined;
-    let store: CertificateStore;
-    let backendTrust: BackendTrust | undefined;
-    let readiness: KeyReadiness;
+    let trust: TrustPart;
     if (skipped === undefined) {
+      // Factory and first boot (simulated production line), then the hand-over: from here the vehicle's trust is
+      // opened exactly as `evcc run` opens it on the device (firmware/vehicle/trust.ts), on the same swtpm.
       vehicle = await startBenchVehicleTpm({
         baseDir: join(dataDir, 'vehicle'), dataDir: join(dataDir, 'data'), pki, releaseVersion: BENCH_RELEASE, log: (sub) => rt.log(sub),
-        ...(signer ? { backendKeyPem: signer.publicKeyPem } : {}),
+        ...(signer ? { backendKeyPem: signer.publicKeyPem, approvalSigner: signer } : {}),
       });
       cleanups.push(() => vehicle!.close());
-      store = vehicle.store;
-      backendTrust = vehicle.backendTrust;
-      readiness = { ready: true, version: vehicle.outcome.boot.version, contractKey: vehicle.outcome.contractKey.id };
+      const at = await vehicle.handOver();
+      const run = await FsStore.open(at.runDir);
+      trust = await openTrust({
+        data: await FsStore.open(at.dataDir), run, log: (sub) => rt.log(sub),
+        openTpm: () => Tpm2Tools.open({ tcti: at.tcti, runDir: at.runDir, log: rt.log('TPM') }),
+        bootState: () => bootState(run),
+        ...(at.releaseBackendKey ? { releaseBackendKey: at.releaseBackendKey } : {}),
+      }, { reclaim: true, armContractKey: true });
     } else {
-      bench.warn({ tpm: 'skipped', reason: skipped }, `NO TPM (${skipped}): no key service — certificate store under a random in-memory key, no contract key (EIM only), no measured boot`);
+      bench.warn({ tpm: 'skipped', reason: skipped }, `NO TPM (${skipped}): no key service — certificate store under a random bench key, no contract key (EIM only), no measured boot`);
       const files = await FsStore.open(join(dataDir, 'data'));
-      store = await CertificateStore.open(files, { integrity: new HmacIntegrity(randomBytes(32)) });
-      await store.installRoot(pki.a.root.der, { source: 'factory' });
-      backendTrust = signer ? backendTrustFromPem(signer.publicKeyPem) : undefined;
-      readiness = { ready: false, code: 'KEYS_DISABLED', message: `no TPM key service (${skipped})` };
+      trust = await openTrust({
+        data: files, run: files, log: (sub) => rt.log(sub), bootState: async () => ({ version: 0 }), benchStoreKey: randomBytes(32),
+        ...(signer ? { releaseBackendKey: { pem: signer.publicKeyPem, origin: 'bench release' } } : {}),
+      }, { reclaim: false, armContractKey: false });
+      await trust.store!.installRoot(pki.a.root.der, { source: 'factory', ...(signer ? { approval: approveRoot(signer, pki.a.root.der) } : {}) });
     }
+    cleanups.push(() => trust.close());
+    const readiness = trust.readiness;
+    const store = trust.store;
+    if (!store) throw new EvccError('EVCC_TRUST_UNAVAILABLE', 'bench vehicle has no verified certificate store');
+    const backendTrust: BackendTrust | undefined = trust.backendTrust;
 
     // --- peers -----------------------------------------------------------------------------------------------------
     const segment = new SimSegment();
@@ -209,7 +225,7 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
     const pilot = new SimPilot();
     const ev = new SimEv({ clock, log: rt.log('EV') }, { ...config.ev.sim, timeScale: opts.timeScale ?? 600, contactorDelayMs: 20 });
     cleanups.push(() => ev.close());
-    const keys = vehicle?.keys;
+    const keys = trust.keys;
     const parts: VehicleParts = {
       clock, wallClock: () => new Date(), log: (sub) => rt.log(sub), iface: 'sim-ev',
       openPlcLink: async () => segment.attach(EV_MAC, 'ev'),
@@ -243,7 +259,7 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
     const session = await runChargingSession({ stages: bound.stages, clock, log: rt.log('EVCC') });
     const report = chargeReportOf(session, { security: bound.security, evStart, evEnd: ev.status(), roots: store.listRoots().map((r) => r.subject) });
     logChargeEnd(rt.log('EVCC'), report);
-    const tpm: BenchTpmReport = vehicle ? await commitAfterSession(vehicle, report, bench) : { skipped: skipped ?? 'unknown' };
+    const tpm: BenchTpmReport = vehicle ? await commitAfterSession(vehicle, trust, report, bench) : { skipped: skipped ?? 'unknown' };
     return { ...report, tpm };
   } finally {
     for (const c of cleanups.reverse()) await c().catch(() => undefined);
@@ -268,7 +284,7 @@ function acSession(raw: unknown): Record<string, unknown> {
  * The A/B commit gate: only a session that completed (and, with PnC, was authorised by a contract-key signature
  * the charger verified) lets `evcc boot commit` raise the anti-rollback counter.
  */
-async function commitAfterSession(vehicle: BenchVehicleTpm, report: ChargeReport, bench: Logger): Promise<BenchTpmReport> {
+async function commitAfterSession(vehicle: BenchVehicleTpm, trust: TrustPart, report: ChargeReport, bench: Logger): Promise<BenchTpmReport> {
   const base = {
     release: vehicle.outcome.boot.version, stageMs: vehicle.outcome.stageMs, pcr14: vehicle.outcome.boot.pcr14, bundleSha256: vehicle.outcome.boot.bundleSha256,
     contractKey: (report.payment === 'Contract' && report.ok ? 'signed' : 'unused') as 'signed' | 'unused',
@@ -278,7 +294,13 @@ async function commitAfterSession(vehicle: BenchVehicleTpm, report: ChargeReport
     bench.warn({ tpm: 'not-committed' }, `vehicle: session did not complete: release v${base.release} NOT committed`);
     return base;
   }
-  const commit = await vehicle.commit(); // logs `BOOT: release vN committed: anti-rollback counter a -> b`
+  if (!trust.keys || !trust.tpm) {
+    bench.warn({ tpm: 'not-committed', code: trust.readiness.ready ? undefined : trust.readiness.code }, `vehicle: no key service in this state: release v${base.release} NOT committed`);
+    return base;
+  }
+  // `evcc boot commit` (evcc-commit.service) with the runtime's key service: logs `BOOT: release vN committed …`.
+  const at = await vehicle.handOver(); // idempotent: where the vehicle's dirs are
+  const commit = await commitRelease({ tpm: trust.tpm, data: await FsStore.open(at.dataDir), run: await FsStore.open(at.runDir), log: bench, keys: trust.keys });
   return { ...base, counterFrom: commit.from, counter: commit.to };
 }
 

@@ -26,15 +26,14 @@ import { EvccError, isEvccError } from '../../core/errors.ts';
 import type { Logger } from '../../core/logger.ts';
 import { runChargingSession, type StageContext } from '../../firmware/evcc.ts';
 import { KeyService } from '../../firmware/keys/key-service.ts';
-import { openVehicleTrust, type VehicleTrust } from '../../firmware/keys/vehicle-trust.ts';
 import { TpmSettings } from '../../firmware/keys/settings.ts';
-import { loadBackendTrust } from '../../firmware/ota/backend-key.ts';
+import { RELEASE_BACKEND_KEY_FILE } from '../../firmware/ota/backend-key.ts';
 import { OtaLink } from '../../firmware/ota/link.ts';
 import { validateSeccPath } from '../../firmware/ota/pki-adapter.ts';
 import { OemRootFetcher } from '../../firmware/ota/root-fetch.ts';
 import type { OtaSettings } from '../../firmware/ota/settings.ts';
 import type { BackendTrust } from '../../firmware/ota/signing.ts';
-import { CertificateStore, HmacIntegrity } from '../../firmware/pki/store.ts';
+import type { CertificateStore } from '../../firmware/pki/store.ts';
 import { parseSettings } from '../../firmware/settings.ts';
 import { macFromString } from '../../firmware/slac/codec.ts';
 import type { VehicleCredentials } from '../../firmware/tls/connect.ts';
@@ -43,6 +42,7 @@ import { contractFromStore } from '../../firmware/vehicle/contract.ts';
 import type { KeyReadiness } from '../../firmware/vehicle/policy.ts';
 import { chargeReportOf, logChargeEnd, type ChargeReport } from '../../firmware/vehicle/report.ts';
 import { bindVehicleStages, type VehicleParts, type VehicleSettings } from '../../firmware/vehicle/stages.ts';
+import { openTrust as openTrustWith, type TrustPart, type TrustSource } from '../../firmware/vehicle/trust.ts';
 import { SimEv } from '../../hal/ev/sim.ts';
 import { EvSettings } from '../../hal/ev/settings.ts';
 import type { EvPort } from '../../hal/ev/types.ts';
@@ -144,85 +144,34 @@ export interface VehicleStack {
 }
 
 /** Where the certificate store's integrity key (and the link-key passphrase) came from. */
-export type TrustSource = 'tpm' | 'bench-env' | 'none';
+export type { TrustPart, TrustSource };
 
 /** What the trust needs from the flags (shared with `evcc ota`, which opens the same trust without a session). */
 export type TrustFlags = Pick<StackFlags, 'keys' | 'tcti' | 'storeKeyEnv'>;
 
-export interface TrustPart {
-  readiness: KeyReadiness;
-  source: TrustSource;
-  keys?: KeyService;
-  store?: CertificateStore;
-  linkKeyPassphrase?: string;
-  backendTrust?: BackendTrust;
-  close(): Promise<void>;
-}
-
-const refusal = (err: unknown, fallbackCode: string): { code: string; message: string } => ({
-  code: isEvccError(err) ? (err.code === 'KEYS_TRUST_UNAVAILABLE' && typeof err.details?.reason === 'string' ? err.details.reason : err.code) : fallbackCode,
-  message: err instanceof Error ? err.message : String(err),
-});
-
 /**
- * The vehicle's trust (ARCHITECTURE.md §3 steps 1 and 7): key service → runtime secret unsealed through the
- * OEM-signed state (openVehicleTrust: store integrity key, link-key passphrase, tagged OEM backend key) → contract
- * key armed. Every refusal is an answer (degraded mode), never an exception. A bench without a TPM names an
- * environment variable holding a store key instead (`--store-key-env`): said loudly, and PnC stays off.
- * `armContractKey: false` (the `evcc ota` tools): the store, link-key passphrase and backend key only.
+ * The trust ports of this controller (firmware/vehicle/trust.ts decides): tpm2-tools on the configured TCTI, the
+ * boot record measured boot left, the release's OEM backend key, and — bench only — a named store-key variable.
  */
 export async function openTrust(rt: Runtime, f: TrustFlags, files: FsStore, o: { reclaim: boolean; armContractKey: boolean }): Promise<TrustPart> {
-  const log = rt.log('KEYS');
-  const benchStore = async (): Promise<{ store?: CertificateStore; backendTrust?: BackendTrust }> => {
-    if (!f.storeKeyEnv) return {};
+  let benchStoreKey: Uint8Array | undefined;
+  if (f.storeKeyEnv) {
     const hex = process.env[f.storeKeyEnv];
     if (!hex || !/^([0-9a-fA-F]{2}){32,}$/.test(hex)) {
       throw new EvccError('CONFIG_INVALID', `environment variable ${f.storeKeyEnv} must hold the certificate-store integrity key (≥ 32 bytes hex)`);
     }
-    rt.log('PKI').warn({ env: f.storeKeyEnv }, `certificate-store integrity key from the environment (${f.storeKeyEnv}): bench arrangement, not TPM-sealed`);
-    const store = await CertificateStore.open(files, { integrity: new HmacIntegrity(new Uint8Array(Buffer.from(hex, 'hex'))), log: rt.log('PKI') });
-    const backendTrust = await loadBackendTrust(files);
-    return { store, ...(backendTrust ? { backendTrust } : {}) };
-  };
-  if (!f.keys) {
-    const bench = await benchStore();
-    return { readiness: { ready: false, code: 'KEYS_DISABLED', message: 'key service disabled (--no-keys)' }, source: bench.store ? 'bench-env' : 'none', ...bench, close: async () => undefined };
+    benchStoreKey = new Uint8Array(Buffer.from(hex, 'hex'));
   }
   const tpmSettings = parseSettings(TpmSettings, { ...((rt.rawConfig.tpm as object | undefined) ?? {}), ...(f.tcti ? { tcti: f.tcti } : {}) }, 'tpm');
-  let tpm: Tpm2Tools | undefined;
-  let keys: KeyService | undefined;
-  const release = async () => {
-    await keys?.close().catch(() => undefined);
-    await tpm?.close().catch(() => undefined);
-  };
-  let trust: VehicleTrust | undefined;
-  try {
-    const run = await FsStore.open(rt.settings.runDir);
-    tpm = await Tpm2Tools.open({ tcti: tpmSettings.tcti, runDir: rt.settings.runDir, log: rt.log('TPM') });
-    keys = await KeyService.open({ tpm, data: files, run, log }, { reclaim: o.reclaim });
-    // Measured boot leaves the booted release in the run dir; without it (boot failed or did not run) no key use.
-    await bootState(run);
-    trust = await openVehicleTrust({ keys, data: files, log });
-  } catch (err) {
-    await release();
-    // Degraded: the TPM-held trust is unavailable. A bench key (explicitly named) still opens the store.
-    const bench = await benchStore();
-    return { readiness: { ready: false, ...refusal(err, 'KEYS_UNAVAILABLE') }, source: bench.store ? 'bench-env' : 'none', ...bench, close: async () => undefined };
-  }
-  const common = {
-    source: 'tpm' as const, keys, store: trust.store, linkKeyPassphrase: trust.linkKeyPassphrase,
-    ...(trust.backendTrust ? { backendTrust: trust.backendTrust } : {}), close: release,
-  };
-  if (!o.armContractKey) return { ...common, readiness: { ready: false, code: 'KEYS_NOT_ARMED', message: 'contract key not armed (not needed by this command)' } };
-  try {
-    const boot = await bootState(await FsStore.open(rt.settings.runDir));
-    await keys.arm();
-    const status = await keys.status();
-    return { ...common, readiness: { ready: true, version: boot.version, contractKey: status.activeContractKey ?? '?' } };
-  } catch (err) {
-    // The store verified, but the contract key cannot be used (none installed, or the TPM refused): EIM only.
-    return { ...common, readiness: { ready: false, ...refusal(err, 'KEYS_UNAVAILABLE') } };
-  }
+  const run = await FsStore.open(rt.settings.runDir);
+  const releasePem = await readFile(RELEASE_BACKEND_KEY_FILE).catch(() => undefined);
+  return openTrustWith({
+    data: files, run, log: (sub) => rt.log(sub),
+    ...(f.keys ? { openTpm: () => Tpm2Tools.open({ tcti: tpmSettings.tcti, runDir: rt.settings.runDir, log: rt.log('TPM') }) } : {}),
+    bootState: () => bootState(run),
+    ...(releasePem ? { releaseBackendKey: { pem: new Uint8Array(releasePem), origin: RELEASE_BACKEND_KEY_FILE } } : {}),
+    ...(benchStoreKey ? { benchStoreKey } : {}),
+  }, o);
 }
 
 async function readPem(path: string): Promise<string> {
