@@ -62,6 +62,8 @@ export interface ChannelSummary {
 }
 
 export interface SessionStageContext extends StageContext {
+  /** When this communication setup began (plug-in, or the resume), Clock.now ms. */
+  plugInAt: number;
   /** Call when SessionSetupRes arrived: the communication-setup budget ends there. */
   setupComplete(): void;
   /** Resume a paused session with this SessionID. */
@@ -167,7 +169,7 @@ export async function runChargingSession<Channel>(o: RunSessionOptions<Channel>)
       enter('V2GSession');
       const setupStart = ctx.setupDeadline - budget;
       const result = await stages.session(channel, {
-        ...ctx,
+        ...ctx, plugInAt: setupStart,
         setupComplete: () => {
           if (report.setupMs === undefined) report.setupMs = Math.round(clock.now() - setupStart);
           clearSetupTimer();

@@ -5,6 +5,8 @@
  */
 import { z } from 'zod';
 import type { ModuleFactory } from '../session/engine.ts';
+import { createDinModule } from '../session/din/module.ts';
+import type { ProtocolModule } from '../session/exchange.ts';
 import { iso2ModuleFactory } from '../session/iso2/module.ts';
 import type { ChannelPlan, ProtocolPreferences } from './policy.ts';
 import { DEFAULT_PROTOCOL_PREFERENCES, DIN_NAMESPACE, ISO2_NAMESPACE } from './policy.ts';
@@ -43,6 +45,8 @@ export interface SessionModuleOptions {
   rootCertificateIds?: readonly { X509IssuerName: string; X509SerialNumber: number | bigint }[];
   /** Calendar time at session start (contract expiry); injected, never read here. */
   wallClock: Date;
+  /** Plug-in time on the engine's clock (DIN's ReadyToCharge timeout runs from there). */
+  plugInAt?: number;
   resume?: { sessionId: string };
 }
 
@@ -64,8 +68,9 @@ function iso2Factory(o: SessionModuleOptions): ModuleFactory {
     ...(o.resume ? { resume: o.resume } : {}),
   });
 }
-function dinFactory(_o: SessionModuleOptions): ModuleFactory {
-  throw new Error('DIN module not wired yet');
+function dinFactory(o: SessionModuleOptions): ModuleFactory {
+  // DIN SPEC 70121 has neither PnC nor pause: the module gets the EVCCID and its settings only.
+  return () => createDinModule({ evccId: o.evccId, settings: o.settings.din, ...(o.plugInAt !== undefined ? { plugInAt: o.plugInAt } : {}) }) as ProtocolModule<unknown>;
 }
 
 export type { ProtocolPreferences };

@@ -196,7 +196,7 @@ export function bindVehicleStages(parts: VehicleParts, settings: VehicleSettings
       const contract = channel.plan.pnc ? await parts.contract?.() : undefined;
       const provisioningCertificate = channel.plan.pnc ? parts.store?.getOemProvisioningChain()?.[0] : undefined;
       const modules = sessionModules({
-        plan: channel.plan, evccId: parts.evccId, settings: settings.session, wallClock: parts.wallClock(),
+        plan: channel.plan, evccId: parts.evccId, settings: settings.session, wallClock: parts.wallClock(), plugInAt: ctx.plugInAt,
         ...(contract ? { contract } : {}), ...(ctx.resume ? { resume: ctx.resume } : {}),
         ...(provisioningCertificate ? { provisioningCertificate } : {}),
         ...(channel.plan.pnc && parts.store ? { rootCertificateIds: rootCertificateIdsOf(parts.store) } : {}),
