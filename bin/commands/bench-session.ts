@@ -69,6 +69,8 @@ export interface BenchSessionOptions {
   ota: boolean;
   /** false (--no-tpm): no vehicle TPM stage (no key service: EIM only, said loudly). */
   tpm: boolean;
+  /** Fault injection: the vehicle reboots into a tampered bundle before plug-in (measured boot fails: degraded). */
+  tamperedBundle?: boolean;
   /** Battery model time scale (one second counts as N seconds of charging). */
   timeScale?: number;
   keep?: boolean;
@@ -115,6 +117,7 @@ export function registerBenchSession(program: Command, globals: () => GlobalOpti
     .option('--eim', 'the charger offers external identification only (no Plug & Charge)')
     .option('--scenario <name>', 'charger-simulator scenario (sim/secc/scenarios/<name>.json or a path)')
     .addOption(new Option('--time-scale <n>', 'battery model time scale (one second counts as n seconds of charging)').argParser(Number).default(600))
+    .option('--tampered-bundle', 'fault injection: the vehicle reboots into a tampered bundle before plug-in (measured boot fails: degraded mode, EIM only)')
     .option('--no-ota', 'no OEM backend: an unknown root ends the setup typed')
     .option('--no-tpm', 'no vehicle TPM stage (swtpm): no key service, EIM only')
     .option('--keep', 'keep the session data dir (certificate store, TPM-wrapped keys, swtpm state, bench OEM/MO material) for inspection')
@@ -155,6 +158,7 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
         ...(signer ? { backendKeyPem: signer.publicKeyPem, approvalSigner: signer } : {}),
       });
       cleanups.push(() => vehicle!.close());
+      if (opts.tamperedBundle) await vehicle.reboot({ bundle: 'tampered' });
       const at = await vehicle.handOver();
       const run = await FsStore.open(at.runDir);
       trust = await openTrust({

@@ -131,6 +131,26 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     expect(log.some((l) => /committed: anti-rollback counter/.test(l))).toBe(false);
   });
 
+  it('degraded: a tampered bundle → the TPM refuses → the session still charges with EIM over TLS (roots verified by their OEM approvals), the contract is never used, and the report says why', async () => {
+    const { code, report, log } = await benchSession(['--tampered-bundle', '--charger-pki', 'a']);
+    expect(code).toBe(0);
+    expect(report).toMatchObject({ ok: true, protocol: 'iso2', payment: 'ExternalPayment', channel: { kind: 'tls' }, security: { pnc: false, degraded: { code: 'KEYS_NOT_BOOTED' } } });
+    expect(report.soc.end).toBeGreaterThanOrEqual(80);
+    expect(report.session.effectTimes.sign).toBeUndefined();
+    expect(report.tpm).toMatchObject({ contractKey: 'unused' });
+    expect(report.tpm.counter).toBeUndefined();
+    expectInOrder(log, [
+      /\[WARN\] BENCH: vehicle: rebooted into the tampered bundle, measured boot FAILED/,
+      /\[WARN\] KEYS: vehicle trust degraded \(KEYS_NOT_BOOTED\): 1 V2G root\(s\) verified by their OEM approval/,
+      /\[WARN\] EVCC: security policy: key service refused \(KEYS_NOT_BOOTED\): degraded mode, EIM only/,
+      /\[INFO\] TLS: connection established/,
+      /\[INFO\] ISO2: → PaymentServiceSelectionReq \(ExternalPayment/,
+      /\[INFO\] ISO2: ← SessionStopRes/,
+      /\[INFO\] EVCC: session complete: .*\(degraded: KEYS_NOT_BOOTED\)/,
+      /\[WARN\] BENCH: vehicle: no key service in this state: release v2 NOT committed/,
+    ]);
+  });
+
   it('DIN SPEC 70121 against a DIN-only charger without TLS: plain TCP, EIM, the contract never used, charged to SessionStop', async () => {
     const { code, report, log } = await benchSession(['--protocol', 'din']);
     expect(code).toBe(0);
