@@ -93,7 +93,7 @@ type Phase =
   | { kind: 'idle' }
   | { kind: 'awaitApp'; sentAt: number; deadline: number }
   | { kind: 'effects'; step: string; pending: Set<number>; then: 'build' | 'next'; deadline: number; nextStep?: string; afterMs?: number }
-  | { kind: 'pacing'; step: string; deadline: number }
+  | { kind: 'pacing'; step: string; deadline: number; repeat: boolean }
   | { kind: 'signing'; step: string; effectId: number; built: { body: Record<string, unknown>; summary?: string }; deadline: number }
   | { kind: 'awaitRes'; step: string; sentAt: number; deadline: number; timer: TimerSpec }
   | { kind: 'ended' };
@@ -246,7 +246,10 @@ export class SessionEngine {
         if (now >= ph.deadline) this.end(now, 'failed', fault('APPHAND_TIMEOUT', `no SupportedAppProtocolRes within V2G_EVCC_Msg_Timeout (${ph.deadline - ph.sentAt} ms)`), false);
         return;
       case 'pacing':
-        if (now >= ph.deadline) this.build(now, ph.step);
+        if (now >= ph.deadline) {
+          if (ph.repeat) this.build(now, ph.step);
+          else this.enterStep(now, ph.step, 'paced');
+        }
         return;
       case 'effects':
       case 'signing':
@@ -299,7 +302,7 @@ export class SessionEngine {
         if (t.effects?.length) return this.runEffects(now, t.effects, { step: t.step, then: 'next', nextStep: t.step, ...(t.afterMs !== undefined ? { afterMs: t.afterMs } : {}) });
         return this.scheduleStep(now, t.step, t.afterMs, t.why);
       case 'repeat':
-        return this.scheduleStep(now, fromStep, t.afterMs, t.why);
+        return this.scheduleStep(now, fromStep, t.afterMs, t.why, true);
       case 'stop':
         if (t.effects?.length) this.emitEffects(t.effects); // best effort, not awaited (e.g. open contactors at once)
         return this.beginStop(now, t.reason, fromStep);
@@ -353,13 +356,15 @@ export class SessionEngine {
     this.scheduleStep(now, path, 0, `stopping: ${reason.code}`);
   }
 
-  private scheduleStep(now: number, stepName: string, afterMs = 0, why?: string): void {
+  /** A repeat re-sends the same request (no `before` effects again); a new step runs its `before` on entry. */
+  private scheduleStep(now: number, stepName: string, afterMs = 0, why?: string, repeat = false): void {
     if (afterMs > 0) {
       const step = this.stepOf(stepName);
       this.enter(`WaitFor${step.response}` as SessionStateName, why ?? 'next step');
-      this.phase = { kind: 'pacing', step: stepName, deadline: now + afterMs };
+      this.phase = { kind: 'pacing', step: stepName, deadline: now + afterMs, repeat };
       return;
     }
+    if (repeat) return this.build(now, stepName);
     this.enterStep(now, stepName, why ?? 'next step');
   }
 

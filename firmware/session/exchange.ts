@@ -79,7 +79,10 @@ export interface Step<Ctx> {
   readonly response: string;
   /** V2G_EVCC_Msg_Timeout for this exchange. */
   timeout(ctx: Ctx, env: StepEnv): TimerSpec;
-  /** Effects to complete before the request is built (e.g. close S2 before CableCheckReq). */
+  /**
+   * Effects to complete before the request is built (e.g. close S2 before CableCheckReq). Runs when the step is
+   * entered (also after a paced `next`), not on `repeat` of the same request.
+   */
   before?(ctx: Ctx, env: StepEnv): EffectRequest[];
   build(ctx: Ctx, env: StepEnv): BuiltRequest;
   /**
