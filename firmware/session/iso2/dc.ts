@@ -82,11 +82,14 @@ export const preCharge: Step<Iso2Ctx> = {
     if (stop) return stop;
     const target = ctx.preChargeTargetV!;
     const tolerance = ctx.settings.preChargeToleranceV;
-    if (Math.abs(present - target) <= tolerance) return next('powerDeliveryStart', { why: `EVSE output ${fmt(present, 'V')} within ${tolerance} V of the battery` });
+    // The contactors close next, across EVSE output minus battery voltage: compare with the battery itself, not the
+    // target (an EVSE maximum below the battery caps the target, and reaching it would close across the difference).
+    const battery = env.ev.status().batteryVoltageV;
+    if (Math.abs(present - battery) <= tolerance) return next('powerDeliveryStart', { why: `EVSE output ${fmt(present, 'V')} within ${tolerance} V of the battery's ${fmt(battery, 'V')}` });
     return repeatWithin(ctx, env, {
       total: ISO2_TIMERS.preCharge, pacing: PACING.preChargeRepeat, code: 'ISO2_PRECHARGE_TIMEOUT',
-      what: `PreCharge: EVSE output ${fmt(present, 'V')}, battery ${fmt(target, 'V')} (tolerance ${tolerance} V)`,
-      details: { presentVoltageV: present, targetVoltageV: target, toleranceV: tolerance },
+      what: `PreCharge: EVSE output ${fmt(present, 'V')}, battery ${fmt(battery, 'V')}${target < battery - tolerance ? ` (target capped at ${fmt(target, 'V')} by the EVSE maximum)` : ''} (tolerance ${tolerance} V)`,
+      details: { presentVoltageV: present, targetVoltageV: target, batteryVoltageV: battery, toleranceV: tolerance },
     });
   },
   summarize: (res) => `present ${fmtPv(res.EVSEPresentVoltage, 'V')}`,
