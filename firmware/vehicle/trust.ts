@@ -89,7 +89,16 @@ export async function openTrust(p: TrustPorts, o: { reclaim: boolean; armContrac
     await closeTpm();
     return degraded(err);
   }
-  const trust = await openVehicleTrustOrDegraded({ keys, data: p.data, log }, release);
+  let trust: Awaited<ReturnType<typeof openVehicleTrustOrDegraded>>;
+  try {
+    trust = await openVehicleTrustOrDegraded({ keys, data: p.data, log }, release);
+  } catch (err) {
+    // Neither the full trust nor the degraded one verifies: no store at all (TLS impossible), said why.
+    await closeTpm();
+    const r = refusalOf(err);
+    pkiLog.error({ code: r.code }, `no verified V2G roots in this state: ${r.message}`);
+    return { readiness: { ready: false, code: r.code, message: r.message }, source: 'none', close: async () => undefined };
+  }
   if (trust.mode === 'degraded') {
     // The key service answers, but this state is not OEM-approved: the keys stay locked (the TPM says so too).
     await closeTpm();

@@ -1,4 +1,3 @@
-import { generateKeyPairSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -55,15 +54,16 @@ describeWith([root, tool('ip'), tool('mosquitto'), tool('swtpm'), tool('tpm2_sta
     expect(code, evIo.err.join('\n')).toBe(0);
 
     const report = JSON.parse(evIo.out.join('\n')) as {
-      state: string; link: { evseMac: string }; secc: { address: string; iface: string }; channel: { protocol: string; installedRoot: { subject: string } };
-      app: { responseCode: string; namespace: string }; security: { pnc: boolean; paymentOptions: string[]; degraded: { code: string } }; roots: string[];
+      ok: boolean; state: string; link: { evseMac: string }; secc: { address: string; iface: string }; channel: { protocol: string; installedRoot: { subject: string } };
+      protocol: string; payment: string; soc: { start: number; end: number }; endReason: { code: string; orderly: boolean };
+      security: { pnc: boolean; paymentOptions: string[]; degraded: { code: string } }; roots: string[];
     };
-    expect(report.state).toBe('Established');
+    expect(report).toMatchObject({ ok: true, state: 'Ended', protocol: 'iso2', payment: 'ExternalPayment', endReason: { code: 'SESSION_COMPLETED', orderly: true } });
+    expect(report.soc.end).toBeGreaterThanOrEqual(80);
     expect(report.link.evseMac.toLowerCase()).toBe(rig.seMac.toLowerCase());
     expect(report.secc.iface).toBe(pair.evIf);
     expect(report.channel.protocol).toBe('TLSv1.2');
     expect(report.channel.installedRoot.subject).toBe(fx.pki.b.root.cert.subject);
-    expect(report.app.responseCode).toMatch(/^OK/);
     expect(report.roots).toEqual([fx.pki.a.root.cert.subject, fx.pki.b.root.cert.subject]);
     // No TPM provisioning: the key service refuses, the session says it is EIM-only.
     expect(report.security.pnc).toBe(false);
@@ -78,7 +78,12 @@ describeWith([root, tool('ip'), tool('mosquitto'), tool('swtpm'), tool('tpm2_sta
       step(/^\[ERROR\] TLS: connection failed: unknown root CA CN=V2G Root CA B/),
       step(/^\[INFO\] OTA: V2G root installed$/),
       step(/^\[INFO\] TLS: connection established$/),
-      step(/^\[INFO\] APPHAND: SupportedAppProtocolRes: OK_SuccessfulNegotiation/),
+      step(/^\[INFO\] APPHAND: SupportedAppProtocol: urn:iso:15118:2:2013:MsgDef/),
+      step(/^\[INFO\] ISO2: ← SessionSetupRes/),
+      step(/^\[INFO\] ISO2: → PaymentServiceSelectionReq \(ExternalPayment/),
+      step(/^\[INFO\] ISO2: → CurrentDemandReq/),
+      step(/^\[INFO\] ISO2: ← SessionStopRes/),
+      step(/^\[INFO\] EVCC: session complete: ISO 15118-2, EIM, TLS/),
     ];
     expect(steps.every((i) => i >= 0), `${JSON.stringify(steps)}\n${log.join('\n')}`).toBe(true);
     for (let i = 1; i < steps.length; i++) expect(steps[i]!, log.join('\n')).toBeGreaterThan(steps[i - 1]!);
@@ -99,8 +104,10 @@ describeWith([root, tool('ip'), tool('mosquitto'), tool('swtpm'), tool('tpm2_sta
         await trust.store.installRoot(fx.pki.a.root.der, { source: 'factory' });
         await trust.installBackendKey(fx.signer.publicKeyPem);
         await writeFile(linkKey, reencryptLinkKey(await readFile(join(dir, 'vehicle.key')), { passphrase: trust.linkKeyPassphrase }), { mode: 0o600 });
-        const contract = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
-        await keys.importPlaintextContractKey(new Uint8Array(Buffer.from(contract)));
+        // The MO's contract (bench: compat import of its key) and its chain, as a CertificateInstallation leaves them.
+        const mo = fx.pki.mo;
+        const imported = await keys.importPlaintextContractKey(new Uint8Array(Buffer.from(mo.contract.keyPem)));
+        await trust.store.putContractChain(imported.id, [mo.contract.der, mo.sub2.der, mo.sub1.der]);
       } finally {
         await keys.close();
       }
@@ -115,7 +122,7 @@ describeWith([root, tool('ip'), tool('mosquitto'), tool('swtpm'), tool('tpm2_sta
       }
       const config = join(dir, 'tpm.json');
       await writeFile(config, JSON.stringify({
-        vehicleId: VID, dataDir: lab.dataDir, runDir: lab.runDir, plcInterface: rig.pair.evIf, tpm: { tcti: lab.tcti },
+        vehicleId: VID, dataDir: lab.dataDir, runDir: lab.runDir, plcInterface: rig.pair.evIf, tpm: { tcti: lab.tcti }, ev: { sim: { timeScale: 1200 } },
         ota: { brokerUrl: broker.url, protocolVersion: 5, caFile: join(dir, 'link-ca.pem'), certFile: join(dir, 'vehicle.pem'), keyFile: linkKey, fallback: 'eim' },
       }));
       await new Promise((r) => setTimeout(r, 300)); // the namespace-side listeners
@@ -126,9 +133,13 @@ describeWith([root, tool('ip'), tool('mosquitto'), tool('swtpm'), tool('tpm2_sta
       await new Promise((r) => setTimeout(r, 50));
       if (process.env.EVCC_SHOW_BENCH_LOG) process.stderr.write(`${io.err.join('\n')}\n`);
       expect(code, io.err.join('\n')).toBe(0);
-      const report = JSON.parse(io.out.join('\n')) as { state: string; security: { pnc: boolean; paymentOptions: string[] }; channel: { installedRoot: { subject: string } }; roots: string[] };
-      expect(report.state).toBe('Established');
-      expect(report.security).toMatchObject({ pnc: true, paymentOptions: ['Contract', 'ExternalPayment'], sdpSecurity: 'tls-required' });
+      const report = JSON.parse(io.out.join('\n')) as { ok: boolean; payment: string; state: string; security: { pnc: boolean; paymentOptions: string[] }; channel: { installedRoot: { subject: string } }; roots: string[] };
+      // DC Plug & Charge on veth: the charger (own namespace) verified the AuthorizationReq signature with the contract
+      // chain; the contract key signed inside swtpm.
+      expect(report).toMatchObject({ ok: true, state: 'Ended', payment: 'Contract' });
+      expect(report.security).toMatchObject({ pnc: true, paymentOptions: ['Contract', 'ExternalPayment'], sdpSecurity: 'tls-preferred' });
+      expect(cr.secc.err.concat(cr.secc.out).some((l) => /SECC ← AuthorizationReq \(signed\)/.test(l)), cr.secc.err.join('\n')).toBe(true);
+      expect(io.err.some((l) => /ISO2: ← AuthorizationRes \(OK, Finished\)/.test(l)), io.err.join('\n')).toBe(true);
       expect(report.channel.installedRoot.subject).toBe(fx.pki.b.root.cert.subject);
       const log = io.err.map((l) => l.slice(13));
       expect(log.some((l) => /^\[INFO\] KEYS: vehicle trust opened: store verified with the TPM-derived key$/.test(l)), log.join('\n')).toBe(true);
@@ -142,9 +153,10 @@ describeWith([root, tool('ip'), tool('mosquitto'), tool('swtpm'), tool('tpm2_sta
       const aio = lines(again);
       expect(await new Promise<number | null>((r) => again.once('exit', (c) => r(c))), aio.err.join('\n')).toBe(1);
       await new Promise((r) => setTimeout(r, 50));
-      const refused = JSON.parse(aio.out.join('\n')) as { state: string; error: { code: string }; security: { pnc: boolean; degraded: { code: string } } };
+      expect(aio.out.join('\n'), aio.err.join('\n')).not.toBe('');
+      const refused = JSON.parse(aio.out.join('\n')) as { state: string; endReason: { code: string }; security: { pnc: boolean; degraded: { code: string } } };
       expect(refused.state).toBe('Failed');
-      expect(refused.error.code).toBe('EVCC_TRUST_UNAVAILABLE');
+      expect(refused.endReason.code).toBe('EVCC_TRUST_UNAVAILABLE');
       expect(refused.security.pnc).toBe(false);
       expect(refused.security.degraded.code, aio.err.join('\n')).toMatch(/^TPM_POLICY_/);
       expect(aio.err.some((l) => /OTA: OEM link key is encrypted and its passphrase is unavailable .* the degraded state cannot be reported/.test(l)), aio.err.join('\n')).toBe(true);
@@ -161,11 +173,11 @@ describeWith([root, tool('ip'), tool('mosquitto'), tool('swtpm'), tool('tpm2_sta
     const code = await new Promise<number | null>((r) => ev.once('exit', (c) => r(c)));
     await new Promise((r) => setTimeout(r, 50));
     expect(code, io.err.join('\n')).toBe(1);
-    const report = JSON.parse(io.out.join('\n')) as { state: string; error: { code: string }; security: { pnc: boolean }; timeline: { state: string }[] };
+    const report = JSON.parse(io.out.join('\n')) as { state: string; endReason: { code: string }; security: { pnc: boolean }; timeline: { state: string }[] };
     expect(report.state).toBe('Failed');
-    expect(report.error.code).toBe('EVCC_TRUST_UNAVAILABLE');
+    expect(report.endReason.code).toBe('EVCC_TRUST_UNAVAILABLE');
     expect(report.security.pnc).toBe(false);
-    expect(report.timeline.map((t) => t.state)).toEqual(['WaitForPlugIn', 'Matching', 'WaitForSeccDiscoveryRes', 'WaitForTlsEstablished']);
+    expect(report.timeline.map((t) => t.state)).toEqual(['WaitForPlugIn', 'Matching', 'WaitForSeccDiscoveryRes', 'WaitForChannel']);
     expect(io.err.some((l) => /PKI: no verified certificate store/.test(l))).toBe(true);
     expect(io.err.at(-1)).toMatch(/^evcc: EVCC_TRUST_UNAVAILABLE: /);
   }, 60_000);
@@ -191,14 +203,17 @@ describeWith([root, tool('ip'), tool('mosquitto'), tool('swtpm'), tool('tpm2_sta
 
         board.plugIn(100); // state B without 5 %: no high-level communication, no session
         board.plugIn(5);
-        await until(() => count(/EVCC: session established/) === 1, 30_000, `first session\n${show()}`);
+        await until(() => count(/EVCC: session complete: ISO 15118-2/) === 1, 30_000, `first session\n${show()}`);
         board.unplug();
         await until(() => has(/PILOT: unplugged \(state A\): session 1 ended/), 10_000, `unplug\n${show()}`);
         board.plugIn(5);
-        await until(() => count(/EVCC: session established/) === 2, 30_000, `second session\n${show()}`);
+        await until(() => count(/EVCC: session complete: ISO 15118-2/) === 2, 30_000, `second session\n${show()}`);
         // Every session went through SLAC, SDP, TLS (root B already synced: no fetch) and SupportedAppProtocol.
         expect(count(/SLAC: matching process successful/)).toBe(2);
-        expect(count(/APPHAND: SupportedAppProtocolRes: OK_SuccessfulNegotiation/)).toBe(2);
+        expect(count(/APPHAND: SupportedAppProtocol: urn:iso:15118:2:2013:MsgDef/)).toBe(2);
+        // S2 went through the pilot board each session: state C before CableCheck, B again at the end.
+        expect(board.received.filter((l) => l === 'S2 1').length, show()).toBeGreaterThanOrEqual(2);
+        expect(board.received.filter((l) => l === 'S2 0').length, show()).toBeGreaterThanOrEqual(2);
         expect(has(/OTA: requesting V2G root from OEM backend/)).toBe(false);
         expect(count(/PILOT: state B, 5 % duty: high-level communication requested/)).toBe(2);
 
@@ -210,7 +225,7 @@ describeWith([root, tool('ip'), tool('mosquitto'), tool('swtpm'), tool('tpm2_sta
         board.unplug();
         await until(() => has(/PILOT: unplugged \(state A\): session 3 ended/), 10_000, `unplug 3\n${show()}`);
         expect(has(/EVCC: session 3 setup aborted in Matching: unplugged \(state A\)/), show()).toBe(true);
-        expect(count(/EVCC: session established/)).toBe(2);
+        expect(count(/EVCC: session complete/)).toBe(2);
       } finally {
         svc.kill('SIGTERM');
       }
@@ -233,9 +248,9 @@ describeWith([root, tool('ip'), tool('mosquitto'), tool('swtpm'), tool('tpm2_sta
     try {
       // Root A only and no OEM link: the PKI-B charger cannot be authenticated; the failure is typed, nothing downgraded.
       await until(() => io.err.some((l) => /EVCC: session FAILED: OTA_ROOT_UNAVAILABLE|EVCC: session FAILED: TLS_UNKNOWN_ROOT/.test(l)), 30_000, `session end\n${show()}`);
-      expect(io.err.some((l) => /KEYS: key service refused: key service disabled \(--no-keys\)/.test(l)), show()).toBe(true);
+      expect(io.err.some((l) => /KEYS: key service refused: no TPM key service \(--no-keys\)/.test(l)), show()).toBe(true);
       expect(io.err.some((l) => /OTA: OEM backend link disabled/.test(l)), show()).toBe(true);
-      expect(io.err.some((l) => /session established/.test(l))).toBe(false);
+      expect(io.err.some((l) => /session complete/.test(l))).toBe(false);
       await new Promise((r) => setTimeout(r, 300));
       expect(svc.exitCode, 'the service stays up after the session').toBeNull();
     } finally {

@@ -70,8 +70,11 @@ export class ChargeRig {
     // SECC (PKI-B: leaf + CPO Sub-CA 2 + Sub-CA 1) in the charger namespace.
     await writeFile(join(dir, 'secc-chain.pem'), chainPem({ name: 'b', leaf: fx.pki.b.seccLeaf, intermediates: [fx.pki.b.cpoSub2, fx.pki.b.cpoSub1], root: fx.pki.b.root, purpose: 'secc-tls' }));
     await writeFile(join(dir, 'secc.key'), fx.pki.b.seccLeaf.keyPem, { mode: 0o600 });
-    const seccChild = spawn('ip', ['netns', 'exec', pair.se, process.execPath, '--import', 'tsx', join(process.cwd(), 'bin/secc-sim.ts'), '--log-level', 'warn',
-      'sim-secc', '--iface', pair.seIf, '--transport', 'tls12', '--cert', join(dir, 'secc-chain.pem'), '--key', join(dir, 'secc.key')], { stdio: ['ignore', 'pipe', 'pipe'], cwd: process.cwd() });
+    // The charger verifies PnC signatures with the contract chain, anchored in the MO root.
+    await writeFile(join(dir, 'mo-root.pem'), fx.pki.mo.root.pem);
+    const seccChild = spawn('ip', ['netns', 'exec', pair.se, process.execPath, '--import', 'tsx', join(process.cwd(), 'bin/secc-sim.ts'), '--log-level', 'info',
+      'sim-secc', '--iface', pair.seIf, '--scenario', 'normal-dc-pnc', '--transport', 'tls12', '--cert', join(dir, 'secc-chain.pem'), '--key', join(dir, 'secc.key'),
+      '--contract-roots', join(dir, 'mo-root.pem')], { stdio: ['ignore', 'pipe', 'pipe'], cwd: process.cwd() });
     this.children.push(seccChild);
     this.secc = lines(seccChild);
 
@@ -109,6 +112,8 @@ export class ChargeRig {
     await writeFile(config, JSON.stringify({
       vehicleId: VID, dataDir, runDir: join(dir, `${name}-run`), plcInterface: this.rig.pair.evIf,
       ota: { brokerUrl: broker.url, protocolVersion: 5, caFile: join(dir, 'link-ca.pem'), certFile: join(dir, 'vehicle.pem'), keyFile: join(dir, 'vehicle.key'), fallback: 'eim' },
+      // The battery model charges 20 → 80 % in a few seconds (a real vehicle's BMS port has no time scale).
+      ev: { sim: { timeScale: 1200 } },
       ...extra,
     }));
     return { config, dataDir };
