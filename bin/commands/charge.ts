@@ -170,7 +170,7 @@ export async function openTrust(rt: Runtime, f: TrustFlags, files: FsStore, o: {
     ...(f.keys ? { openTpm: () => Tpm2Tools.open({ tcti: tpmSettings.tcti, runDir: rt.settings.runDir, log: rt.log('TPM') }) } : {}),
     bootState: () => bootState(run),
     ...(releasePem ? { releaseBackendKey: { pem: new Uint8Array(releasePem), origin: RELEASE_BACKEND_KEY_FILE } } : {}),
-    ...(benchStoreKey ? { benchStoreKey } : {}),
+    ...(benchStoreKey ? { benchStoreKey, benchStoreKeyOrigin: f.storeKeyEnv! } : {}),
   }, o);
 }
 

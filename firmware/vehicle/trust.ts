@@ -49,6 +49,8 @@ export interface TrustPorts {
   releaseBackendKey?: ReleaseBackendKey;
   /** Bench without a TPM: the store integrity key from an explicitly named environment variable. */
   benchStoreKey?: Uint8Array;
+  /** Where the bench key came from, for the log (`EVCC_STORE_KEY`). */
+  benchStoreKeyOrigin?: string;
 }
 
 export async function openTrust(p: TrustPorts, o: { reclaim: boolean; armContractKey: boolean }): Promise<TrustPart> {
@@ -57,7 +59,7 @@ export async function openTrust(p: TrustPorts, o: { reclaim: boolean; armContrac
   const release = p.releaseBackendKey ? { releaseBackendKey: p.releaseBackendKey } : {};
   const bench = async (readiness: KeyReadiness): Promise<TrustPart> => {
     if (!p.benchStoreKey) return { readiness, source: 'none', close: async () => undefined };
-    pkiLog.warn('certificate-store integrity key from the environment: bench arrangement, not TPM-sealed');
+    pkiLog.warn({ env: p.benchStoreKeyOrigin }, `certificate-store integrity key from the environment${p.benchStoreKeyOrigin ? ` (${p.benchStoreKeyOrigin})` : ''}: bench arrangement, not TPM-sealed`);
     const t = await openBenchTrust({ data: p.data, log: pkiLog }, { storeKey: p.benchStoreKey, ...release });
     return { readiness, source: 'bench-env', store: t.store, ...(t.backendTrust ? { backendTrust: t.backendTrust } : {}), close: async () => undefined };
   };
