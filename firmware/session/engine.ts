@@ -169,7 +169,10 @@ export class SessionEngine {
       case 'channelClosed':
         return this.end(now, 'failed', this.stopping && this.phase.kind === 'awaitRes' && this.module?.steps[this.phase.step]?.response === 'SessionStopRes'
           ? this.stopping
-          : { code: 'SESSION_CHANNEL_CLOSED', message: `the SECC closed the channel${input.error ? `: ${input.error.message}` : ''} in ${this.state}`, failure: true }, false);
+          : isEvccError(input.error) && input.error.code.startsWith('V2GTP_')
+            // A framing error (oversized, bad version, unknown payload type) closed the channel: report it as such.
+            ? { code: input.error.code, message: `${input.error.message} in ${this.state}`, failure: true, details: { ...input.error.details } }
+            : { code: 'SESSION_CHANNEL_CLOSED', message: `the SECC closed the channel${input.error ? `: ${input.error.message}` : ''} in ${this.state}`, failure: true }, false);
       case 'stop':
         return this.beginStop(now, input.reason ?? { code: 'SESSION_STOP_REQUESTED', message: 'stop requested', failure: false });
       case 'abort':

@@ -213,9 +213,13 @@ export const meteringReceipt: Step<Iso2Ctx> = {
     const element = { MeteringReceiptReq: { Id: 'id1', SessionID: ctx.sessionId!, SAScheduleTupleID: ctx.tuple?.SAScheduleTupleID ?? 1, MeterInfo: meter } };
     return { body: element, sign: { key: 'contract', elements: [element] }, summary: `meter ${meter.MeterID}${meter.MeterReading !== undefined ? ` ${String(meter.MeterReading)} Wh` : ''}` };
   },
-  handle: (_res, ctx, env) => {
+  handle: (r, ctx, env) => {
     ctx.receipts++;
     ctx.pendingReceipt = undefined;
+    // The answer carries the EVSE status like every loop response: an emergency shutdown here stops the charge too.
+    const res = r as unknown as Iso2.MeteringReceiptResType;
+    const stop = evseStatusStop(ctx, res.DC_EVSEStatus ?? res.AC_EVSEStatus, 'MeteringReceiptRes');
+    if (stop) return stop;
     const interval = ctx.loopStep === 'currentDemand' ? PACING.currentDemandInterval : PACING.chargingStatusInterval;
     return next(ctx.loopStep!, { afterMs: msOf(ctx, env, interval), why: 'metering receipt acknowledged' });
   },

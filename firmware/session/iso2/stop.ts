@@ -35,6 +35,9 @@ export const weldingDetection: Step<Iso2Ctx> = {
   request: 'WeldingDetectionReq',
   response: 'WeldingDetectionRes',
   timeout: (ctx) => timer(ctx, ISO2_TIMERS.msgDefault),
+  // Welding is measured with the EV's contactors open and S2 open (state B), also when PowerDeliveryRes(Stop) failed
+  // and its handler never opened them.
+  before: (ctx) => [...openContactors(ctx), ...openS2(ctx)],
   build: (ctx, env) => {
     beginSeries(ctx, 'weldingDetection', env.now);
     return { body: { WeldingDetectionReq: { DC_EVStatus: dcEvStatus(env) } } };
@@ -68,6 +71,8 @@ export const sessionStop: Step<Iso2Ctx> = {
   request: 'SessionStopReq',
   response: 'SessionStopRes',
   timeout: (ctx) => timer(ctx, ISO2_TIMERS.msgDefault),
+  // Never SessionStop in state C or with the contactors closed (a stop from CableCheck/PreCharge, a failed PowerDelivery).
+  before: (ctx) => [...openContactors(ctx), ...openS2(ctx)],
   build: (ctx, env) => {
     // A failure on the way to a pause terminates instead: a broken session is not one to resume.
     ctx.stopKind = ctx.pausing && !env.stopping?.failure ? 'Pause' : 'Terminate';
