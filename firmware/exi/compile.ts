@@ -1,4 +1,4 @@
-import type { Datatype, Grammar, Production } from './runtime.ts';
+import type { Datatype, Grammar, Production, State } from './runtime.ts';
 
 /**
  * Specializes the grammar tables into JavaScript functions, one decoder and one encoder per type (the way protobufjs
@@ -9,6 +9,10 @@ import type { Datatype, Grammar, Production } from './runtime.ts';
  * Semantics are the interpreter's (runtime.ts); on anything unusual — an undeclared event, a missing field, a
  * truncated stream — the compiled code throws FALLBACK and the caller re-runs the interpreter, which produces the
  * exact result or typed error. Types with very many states (unrolled maxOccurs=1024) stay interpreted.
+ *
+ * States with a cbexigen cap rule (runtime.ts `capRule`) get their alternative state as an extra case, entered only
+ * when the list holds exactly its cap and the decoder runs in `capEnds` mode (the standard reading just notes the
+ * cap, as the interpreter does): the normal path pays one length test in those few states.
  */
 export const FALLBACK = Symbol('exi-fallback');
 
@@ -102,8 +106,15 @@ export function compileFast(grammars: Grammar[]): FastCodec {
     ds.push(g.simple ? 'let val;' : 'const o = {};');
     ds.push('let st = 0;');
     ds.push('for (;;) switch (st) {');
-    g.states.forEach((s, si) => {
+    const alts: State[] = [];
+    const decodeState = (s: State, si: number): void => {
       ds.push(`case ${si}: {`);
+      const rule = s.capRule;
+      if (rule) {
+        const alt = g.states.length + alts.length;
+        alts.push(rule.alt);
+        ds.push(`{ const a = o[${lit(rule.key)}]; if (a !== undefined && a.length === ${rule.cap}) { if (d.capEnds) { st = ${alt}; continue; } d.capSeen = true; } }`);
+      }
       ds.push(s.bits === 0 ? 'const c = 0;' : `const c = r.readBits(${s.bits});`);
       s.prods.forEach((p, pi) => {
         ds.push(`if (c === ${pi}) {`);
@@ -111,7 +122,9 @@ export function compileFast(grammars: Grammar[]): FastCodec {
         ds.push('}');
       });
       ds.push('F(); }');
-    });
+    };
+    g.states.forEach(decodeState);
+    alts.forEach((s, i) => decodeState(s, g.states.length + i));
     ds.push('default: F(); } };');
     dec.push(ds.join('\n'));
 

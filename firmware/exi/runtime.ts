@@ -1,4 +1,5 @@
 import { BitReader, BitWriter, bitsFor } from './bitstream.ts';
+import { CBEXIGEN_ARRAY_CAPS } from './cbexigen-caps.ts';
 import { compileFast, type FastCodec } from './compile.ts';
 import { exiError } from './errors.ts';
 import * as T from './tables.ts';
@@ -12,6 +13,8 @@ const P_SEANY = 2;
 const P_EE = 3;
 const P_CH = 4;
 const P_CHU = 5;
+/** Only in the alternative states of capped lists: SE(entry) beyond the schema's maxOccurs. */
+const P_OVER = 6;
 if (T.P_AT !== P_AT || T.P_SE !== P_SE || T.P_SEANY !== P_SEANY || T.P_EE !== P_EE || T.P_CH !== P_CH || T.P_CHU !== P_CHU) {
   throw new Error('EXI production kinds out of sync with tables.ts');
 }
@@ -73,6 +76,16 @@ export interface State {
   prods: Production[];
   eeFirst: boolean; // EE is a first-level production
   l2bits: number; // width of second-level codes
+  /** A list capped by the cbexigen codec can hold exactly its cap here (cbexigen-caps.ts); null almost everywhere. */
+  capRule: CapRule | null;
+}
+
+/** How the cbexigen codec codes the event after the cap-th entry of `key` (see cbexigen-caps.ts). */
+export interface CapRule {
+  key: string;
+  cap: number;
+  /** The state that codec codes with when the list holds `cap` entries. */
+  alt: State;
 }
 
 export interface Grammar {
@@ -105,6 +118,11 @@ export interface CompiledSchema {
 export interface DecodeOptions {
   /** Upper bound on nesting depth (hostile input). */
   maxDepth?: number;
+  /**
+   * Refuse streams that only decode with the cbexigen full-list rule (README "Charger codecs that end full lists
+   * wrongly"). Off by default: chargers built on that codec send such streams.
+   */
+  strictArrayEnds?: boolean;
 }
 export interface EncodeOptions {
   /** Emit string-table value hits for repeated strings (EXIficient's default). ISO 15118 stacks do not. */
@@ -181,12 +199,17 @@ export function compileSchema(id: string, t: SchemaTablesJson): CompiledSchema {
       // Second-level productions added when strict is false (EXI §8.5.4.4.1): [EE], xsi:type, xsi:nil, AT(*),
       // AT(untyped), SE(*), CH for the first state; [EE], AT(*), AT(untyped), SE(*), CH up to content; [EE], SE(*), CH after.
       const l2count = (l2kind === 0 ? 6 : l2kind === 1 ? 4 : 2) + (eeFirst ? 0 : 1);
-      return { bits: bitsFor(ps.length + 1), prods: ps, eeFirst, l2bits: bitsFor(l2count) };
+      return { bits: bitsFor(ps.length + 1), prods: ps, eeFirst, l2bits: bitsFor(l2count), capRule: null };
     });
     const s0 = g.states[0]!;
     g.simple = g.states.length === 2 && s0.prods.length === 1 && s0.prods[0]!.kind === P_CH;
     g.simpleContent = !g.simple && g.states.some((s) => s.prods.some((p) => p.kind === P_CH));
   });
+  const caps = CBEXIGEN_ARRAY_CAPS[id] ?? {};
+  for (const g of grammars) {
+    const lists = caps[g.name];
+    if (lists) for (const key in lists) addCapRules(g, key, lists[key]!);
+  }
   const doc = t.doc.map(([n, g]) => ({ name: n, key: t.names[n]![1], grammar: g < 0 ? null : grammars[g]! }));
   const frag = t.frag.map(([n, g]) => ({ name: n, key: t.names[n]![1], grammar: g < 0 ? null : grammars[g]! }));
   const byKey = (list: { key: string; grammar: Grammar | null }[]): Map<string, number> => {
@@ -209,6 +232,62 @@ export function compileSchema(id: string, t: SchemaTablesJson): CompiledSchema {
   };
 }
 
+const sameProduction = (a: Production, b: Production): boolean => a.kind === b.kind && a.name === b.name && a.next === b.next && a.grammar === b.grammar && a.dt === b.dt;
+
+/**
+ * Gives every state where list `key` of `g` can hold exactly `cap` entries the state the cbexigen codec codes the
+ * next event with (cbexigen-caps.ts):
+ * - the state still allows another entry (cap below maxOccurs): the same productions without SE(entry), code
+ *   width recomputed;
+ * - it does not (cap = maxOccurs): the state before the last entry, its SE(entry) marked P_OVER (that codec cannot
+ *   send a cap+1-th entry, and the schema forbids it); its other productions must be this state's.
+ * A table entry that matches no such state is a build error, not a silent no-op.
+ */
+function addCapRules(g: Grammar, key: string, cap: number): void {
+  const isEntry = (p: Production): boolean => p.kind === P_SE && p.key === key;
+  // States by the entry counts they can be reached with (counts saturate at cap + 1).
+  const counts = g.states.map(() => new Set<number>());
+  const before = g.states.map(() => new Set<number>()); // predecessors through SE(entry)
+  const work: [number, number][] = [[0, 0]];
+  counts[0]!.add(0);
+  while (work.length) {
+    const [si, n] = work.pop()!;
+    for (const p of g.states[si]!.prods) {
+      if (p.next < 0) continue;
+      const m = isEntry(p) ? Math.min(n + 1, cap + 1) : n;
+      if (isEntry(p)) before[p.next]!.add(si);
+      if (!counts[p.next]!.has(m)) {
+        counts[p.next]!.add(m);
+        work.push([p.next, m]);
+      }
+    }
+  }
+  let rules = 0;
+  g.states.forEach((st, si) => {
+    if (!counts[si]!.has(cap) || !before[si]!.size) return;
+    let alt: State;
+    if (st.prods.some(isEntry)) {
+      const prods = st.prods.filter((p) => !isEntry(p));
+      alt = { bits: bitsFor(prods.length + 1), prods, eeFirst: st.eeFirst, l2bits: st.l2bits, capRule: null };
+    } else {
+      // Every state the last entry comes from must be this state plus SE(entry) at one and the same code.
+      const prevs = [...before[si]!].map((pi) => g.states[pi]!);
+      const prev = prevs[0]!;
+      const entryCode = prev.prods.findIndex(isEntry);
+      const isLoopOfThis = (s: State): boolean => {
+        const rest = s.prods.filter((p) => !isEntry(p));
+        return s.prods.findIndex(isEntry) === entryCode && rest.length === st.prods.length && rest.every((p, i) => sameProduction(p, st.prods[i]!));
+      };
+      if (!prevs.every(isLoopOfThis)) throw new Error(`cbexigen cap ${g.name}.${key}: the state after the last entry is not the loop state without SE(${key})`);
+      const prods = prev.prods.map((p) => (isEntry(p) ? { ...p, kind: P_OVER } : p));
+      alt = { bits: prev.bits, prods, eeFirst: prev.eeFirst, l2bits: prev.l2bits, capRule: null };
+    }
+    st.capRule = { key, cap, alt };
+    rules++;
+  });
+  if (rules === 0) throw new Error(`cbexigen cap ${g.name}.${key}=${cap}: no state holds exactly ${cap} entries`);
+}
+
 // ------------------------------------------------------------------------------------------------ decoding
 
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
@@ -217,6 +296,10 @@ export class Decoder {
   private global: string[] | undefined;
   private local: (string[] | undefined)[] | undefined;
   depth = 0;
+  /** Read capped lists holding exactly their cap the cbexigen way (the second reading, see withCapEnds). */
+  capEnds = false;
+  /** A capped list held exactly its cap (standard reading): a failure or an early end may be that codec's list end. */
+  capSeen = false;
 
   constructor(private readonly r: BitReader, readonly maxDepth: number) {}
 
@@ -242,6 +325,14 @@ export class Decoder {
     let simpleValue: ExiValue | undefined;
     let state = g.states[0]!;
     for (;;) {
+      const rule = state.capRule;
+      if (rule !== null) {
+        const list = obj?.[rule.key];
+        if (list !== undefined && (list as ExiValue[]).length === rule.cap) {
+          if (this.capEnds) state = rule.alt;
+          else this.capSeen = true;
+        }
+      }
       const code = state.bits === 0 ? 0 : r.readBits(state.bits);
       const prods = state.prods;
       if (code >= prods.length) {
@@ -284,6 +375,8 @@ export class Decoder {
           } else obj[p.key] = child;
           break;
         }
+        case P_OVER:
+          throw exiError('EXI_INVALID', 'more entries than the schema allows', { grammar: g.name, element: p.key });
         default:
           throw exiError('EXI_UNSUPPORTED', 'wildcard or mixed content not supported', { grammar: g.name });
       }
@@ -391,24 +484,88 @@ const DEFAULT_MAX_DEPTH = 64;
 /** How often the compiled codecs handed over to the interpreter (observability; tests check the fast path is used). */
 export const fastPathStats = { decodeFallbacks: 0, encodeFallbacks: 0 };
 
+/** Documents decoded the cbexigen way (a charger on that codec is on the line). */
+export const capEndStats = { tolerated: 0 };
+
+/**
+ * What the last decode saw (decoding is synchronous, so one record serves): whether a capped list held exactly its
+ * cap (standard reading only) and whether only zero bits follow the document (computed only when it matters).
+ */
+const seen = { capSeen: false, cleanEnd: true };
+
 function decodeWith(s: CompiledSchema, list: CompiledSchema['doc'], bits: number, fragment: boolean, bytes: Uint8Array, opts: DecodeOptions): ExiObject {
   if (!(bytes instanceof Uint8Array)) throw exiError('EXI_INVALID', 'input is not bytes');
   const fast = fastOf(s);
   if (fast) {
     try {
-      return decodeRoot(list, bits, fragment, bytes, opts, fast);
+      const doc = decodeRoot(list, bits, fragment, bytes, opts, fast, false);
+      if (!seen.capSeen || seen.cleanEnd || opts.strictArrayEnds) return doc;
     } catch {
       // The interpreter gives the exact result or the typed error.
       fastPathStats.decodeFallbacks++;
     }
   }
-  return decodeRoot(list, bits, fragment, bytes, opts, null);
+  return withCapEnds(list, bits, fragment, bytes, opts, fast);
 }
 
-function decodeRoot(list: CompiledSchema['doc'], bits: number, fragment: boolean, bytes: Uint8Array, opts: DecodeOptions, fast: FastCodec | null): ExiObject {
+/**
+ * The interpreter's standard reading, then the cbexigen full-list rule (README "Charger codecs that end full lists
+ * wrongly"): the standard reading decides unless a capped list held exactly its cap and the standard reading failed
+ * or ended with non-zero bits still to come (a standard encoder ends at ED with zero padding; that codec's extra or
+ * missing code bit makes the standard reading derail or stop early). Then the stream is read once more the cbexigen
+ * way — compiled, the interpreter if that falls back — and that reading is taken only if it decodes and ends in
+ * zero padding; otherwise the standard result or error stands.
+ */
+function withCapEnds(list: CompiledSchema['doc'], bits: number, fragment: boolean, bytes: Uint8Array, opts: DecodeOptions, fast: FastCodec | null): ExiObject {
+  let doc: ExiObject | undefined;
+  let failure: unknown;
+  try {
+    doc = decodeRoot(list, bits, fragment, bytes, opts, null, false);
+  } catch (err) {
+    failure = err;
+  }
+  if (!seen.capSeen || opts.strictArrayEnds || (doc !== undefined && seen.cleanEnd)) {
+    if (doc === undefined) throw failure;
+    return doc;
+  }
+  for (const codec of fast ? [fast, null] : [null]) {
+    try {
+      const alt = decodeRoot(list, bits, fragment, bytes, opts, codec, true);
+      if (!seen.cleanEnd) break;
+      capEndStats.tolerated++;
+      return alt;
+    } catch {
+      if (codec) fastPathStats.decodeFallbacks++;
+    }
+  }
+  if (doc === undefined) throw failure;
+  return doc;
+}
+
+function decodeRoot(list: CompiledSchema['doc'], bits: number, fragment: boolean, bytes: Uint8Array, opts: DecodeOptions, fast: FastCodec | null, capEnds: boolean): ExiObject {
   const r = new BitReader(bytes);
   readHeader(r);
   const d = new Decoder(r, opts.maxDepth ?? DEFAULT_MAX_DEPTH);
+  d.capEnds = capEnds;
+  seen.capSeen = false;
+  seen.cleanEnd = true;
+  try {
+    const doc = decodeBody(d, r, list, bits, fragment, fast);
+    if (d.capSeen || capEnds) seen.cleanEnd = onlyZeroBitsLeft(r);
+    return doc;
+  } finally {
+    seen.capSeen = d.capSeen;
+  }
+}
+
+function onlyZeroBitsLeft(r: BitReader): boolean {
+  for (let left = r.remainingBits(); left > 0; left = r.remainingBits()) {
+    if (r.readBits(Math.min(24, left)) !== 0) return false;
+  }
+  return true;
+}
+
+function decodeBody(d: Decoder, r: BitReader, list: CompiledSchema['doc'], bits: number, fragment: boolean, fast: FastCodec | null): ExiObject {
   const code = r.readBits(bits);
   const e = list[code];
   if (!e) throw exiError(code === list.length ? 'EXI_UNSUPPORTED' : 'EXI_INVALID', 'root element code not declared', { code });
@@ -441,9 +598,9 @@ export function decodeFragment(s: CompiledSchema, bytes: Uint8Array, opts: Decod
   return decodeWith(s, s.frag, s.fragBits, true, bytes, opts);
 }
 
-/** The interpreter alone (tests compare it with the compiled codecs). */
+/** The interpreter alone (tests compare it with the compiled codecs), with the same cbexigen full-list rule. */
 export function decodeDocumentInterpreted(s: CompiledSchema, bytes: Uint8Array, opts: DecodeOptions = {}): ExiObject {
-  return decodeRoot(s.doc, s.docBits, false, bytes, opts, null);
+  return withCapEnds(s.doc, s.docBits, false, bytes, opts, null);
 }
 
 // ------------------------------------------------------------------------------------------------ encoding
