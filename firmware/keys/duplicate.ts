@@ -17,8 +17,13 @@ const TPM_ALG_AES = 0x0006;
 const TPM_ALG_CFB = 0x0043;
 const TPM_ECC_NIST_P256 = 0x0003;
 
-/** Attributes of an imported contract key: sign only, policy only (no userWithAuth), admin role by policy too. */
-export const CONTRACT_KEY_ATTRIBUTES = TPMA.sign | TPMA.adminWithPolicy;
+/**
+ * Attributes of an imported contract key: sign and decrypt, policy only (no userWithAuth), admin role by policy too.
+ * `decrypt` because the ISO 15118-2 CertificateUpdate transport does ECDH (TPM2_ECDH_ZGen) with the current contract
+ * key; the TPM then requires a null scheme (TPM2_Sign picks ECDSA-SHA256 at use). Every use, signature or ZGen, still
+ * needs policy A, i.e. the OEM-approved state (README "Sign and decrypt": the trade-off).
+ */
+export const CONTRACT_KEY_ATTRIBUTES = TPMA.sign | TPMA.decrypt | TPMA.adminWithPolicy;
 
 export interface EccPublicArea {
   nameAlg: number;
@@ -145,12 +150,57 @@ export interface WrapOptions {
 }
 
 /**
+ * TPM2B_PUBLIC of a contract key as the vehicle imports it: P-256, nameAlg SHA-256, CONTRACT_KEY_ATTRIBUTES (or
+ * `attributes`), authPolicy A, symmetric null, scheme ECDSA-SHA256 for a sign-only key and null once decrypt is set.
+ * The vehicle rebuilds it from the contract certificate's public key (direct import from CertificateInstallationRes),
+ * so the certificate, not the sender, decides the key, its attributes and its policy: the duplicate's outer HMAC
+ * covers this area's name, and a blob made for another key, attributes or policy fails the TPM's integrity check.
+ */
+export function contractKeyPublic(point: { x: Uint8Array; y: Uint8Array }, authPolicy: Uint8Array, attributes = CONTRACT_KEY_ATTRIBUTES): Uint8Array {
+  if (point.x.length !== 32 || point.y.length !== 32) throw new EvccError('KEYS_BLOB_MALFORMED', 'P-256 point coordinates must be 32 bytes');
+  const signOnly = !(attributes & TPMA.decrypt);
+  return tpm2b(marshalEccPublic({
+    nameAlg: TPM_ALG_SHA256,
+    attributes,
+    authPolicy,
+    symmetric: { alg: TPM_ALG_NULL },
+    scheme: signOnly ? { alg: TPM_ALG_ECDSA, hash: TPM_ALG_SHA256 } : { alg: TPM_ALG_NULL },
+    curve: TPM_ECC_NIST_P256,
+    x: point.x,
+    y: point.y,
+  }));
+}
+
+/** The public point of a P-256 private scalar (the ECDH object holding the scalar is overwritten). */
+function pointOf(privateScalar: Uint8Array): { x: Uint8Array; y: Uint8Array } {
+  const ecdh = createECDH('prime256v1');
+  try {
+    ecdh.setPrivateKey(Buffer.from(privateScalar));
+  } catch (err) {
+    throw new EvccError('KEYS_BLOB_MALFORMED', 'not a valid P-256 private scalar', {}, { cause: err });
+  }
+  const point = new Uint8Array(ecdh.getPublicKey());
+  ecdh.setPrivateKey(Buffer.alloc(32, 1)); // overwrite the scalar held by the ECDH object
+  return { x: point.slice(1, 33), y: point.slice(33, 65) };
+}
+
+/**
  * Wraps a P-256 private scalar for TPM2_Import under `storageKeyPublic`. The scalar is consumed: the caller
  * should zero its copy; this function zeroes every intermediate that contains it.
  */
 export function wrapForImport(privateScalar: Uint8Array, opts: WrapOptions): ImportBlob {
   if (privateScalar.length !== 32) throw new EvccError('KEYS_BLOB_MALFORMED', 'P-256 private scalar must be 32 bytes');
-  const parent = parseEccPublic(opts.storageKeyPublic);
+  return wrapWithPublic(privateScalar, contractKeyPublic(pointOf(privateScalar), opts.authPolicy, opts.attributes ?? CONTRACT_KEY_ATTRIBUTES), opts.storageKeyPublic);
+}
+
+/**
+ * As wrapForImport, with the public area given (TPM2B_PUBLIC). The MO wraps under the area the vehicle will rebuild
+ * from the certificate; a simulator forging a key mismatch pairs another scalar with a certified area.
+ */
+export function wrapWithPublic(privateScalar: Uint8Array, tpm2bPublic: Uint8Array, storageKeyPublic: Uint8Array): ImportBlob {
+  if (privateScalar.length !== 32) throw new EvccError('KEYS_BLOB_MALFORMED', 'P-256 private scalar must be 32 bytes');
+  parseEccPublic(tpm2bPublic);
+  const parent = parseEccPublic(storageKeyPublic);
   if (parent.curve !== TPM_ECC_NIST_P256 || parent.nameAlg !== TPM_ALG_SHA256) {
     throw new EvccError('KEYS_BLOB_MALFORMED', 'storage key is not an ECC P-256/SHA-256 key');
   }
@@ -158,20 +208,7 @@ export function wrapForImport(privateScalar: Uint8Array, opts: WrapOptions): Imp
     || parent.symmetric.keyBits !== 128 || parent.symmetric.mode !== TPM_ALG_CFB) {
     throw new EvccError('KEYS_BLOB_MALFORMED', 'storage key is not a restricted decryption key with AES-128-CFB');
   }
-  const ecdh = createECDH('prime256v1');
-  ecdh.setPrivateKey(Buffer.from(privateScalar));
-  const point = new Uint8Array(ecdh.getPublicKey());
-  ecdh.setPrivateKey(Buffer.alloc(32, 1)); // overwrite the scalar held by the ECDH object
-  const publicArea = marshalEccPublic({
-    nameAlg: TPM_ALG_SHA256,
-    attributes: opts.attributes ?? CONTRACT_KEY_ATTRIBUTES,
-    authPolicy: opts.authPolicy,
-    symmetric: { alg: TPM_ALG_NULL },
-    scheme: { alg: TPM_ALG_ECDSA, hash: TPM_ALG_SHA256 },
-    curve: TPM_ECC_NIST_P256,
-    x: point.subarray(1, 33),
-    y: point.subarray(33, 65),
-  });
+  const publicArea = new Reader(tpm2bPublic, 'TPM2B_PUBLIC').tpm2b(1024);
   const name = concat(u16(TPM_ALG_SHA256), sha256(publicArea));
   // Seed by one-pass ECDH with an ephemeral key against the storage key ("DUPLICATE" label, Part 1 §C.6.4).
   const ephemeral = createECDH('prime256v1');
@@ -238,4 +275,87 @@ export function decodeImportBlob(raw: unknown): { blob: ImportBlob; storageKeyNa
   const blob = { public: d(o.public), duplicate: d(o.duplicate), encryptedSeed: d(o.encryptedSeed) };
   parseEccPublic(blob.public);
   return { blob, storageKeyName: new Uint8Array(Buffer.from(o.storageKeyName, 'hex')) };
+}
+
+// ---- direct import inside CertificateInstallationRes / CertificateUpdateRes ---------------------------------------
+
+/**
+ * How a direct-import blob travels in an ISO 15118-2 CertificateInstallationRes / CertificateUpdateRes (our
+ * deviation, documented in firmware/keys/README.md "Direct import over ISO 15118-2"):
+ * - `DHpublickey` (65 bytes, as the schema says) carries the ephemeral point of the seed's one-pass ECDH against the
+ *   vehicle's storage key, uncompressed 04‖x‖y: the TPM2B_ENCRYPTED_SECRET of TPM2_Import, re-framed;
+ * - `ContractSignatureEncryptedPrivateKey` carries the duplicate (TPM2B_PRIVATE: outer HMAC + AES-128-CFB of the
+ *   sensitive area), 78 bytes for a P-256 key: longer than the schema's 48-byte maxLength, so the sender encodes it
+ *   with the EXI encoder's `ignoreLengthFacets` (a facet, not the EXI representation: our decoder and any decoder
+ *   that does not enforce facets read it);
+ * - the TPM2B_PUBLIC is not sent at all: the vehicle rebuilds it from the contract certificate (contractKeyPublic).
+ * An ISO-encrypted key is exactly 48 bytes (16-byte IV + 32-byte AES-128-CBC ciphertext), so the length tells the two
+ * transports apart.
+ */
+export interface DirectTransport {
+  /** TPM2B_PRIVATE (the duplicate). */
+  encryptedPrivateKey: Uint8Array;
+  /** Uncompressed P-256 point 04‖x‖y (65 bytes). */
+  dhPublicKey: Uint8Array;
+}
+
+export const ISO_ENCRYPTED_KEY_BYTES = 48;
+
+export function toDirectTransport(blob: ImportBlob): DirectTransport {
+  const seed = new Reader(blob.encryptedSeed, 'TPM2B_ENCRYPTED_SECRET');
+  const point = new Reader(seed.tpm2b(256), 'TPMS_ECC_POINT');
+  const x = point.tpm2b(66);
+  const y = point.tpm2b(66);
+  if (x.length !== 32 || y.length !== 32 || !point.done || !seed.done) throw new EvccError('KEYS_BLOB_MALFORMED', 'encrypted seed is not a P-256 point');
+  return { encryptedPrivateKey: Uint8Array.from(blob.duplicate), dhPublicKey: concat(Uint8Array.of(4), x, y) };
+}
+
+/** The TPM2_Import inputs from the transport and the public area the vehicle rebuilt from the certificate. */
+export function fromDirectTransport(t: DirectTransport, tpm2bPublic: Uint8Array): ImportBlob {
+  if (t.dhPublicKey.length !== 65 || t.dhPublicKey[0] !== 4) throw new EvccError('KEYS_BLOB_MALFORMED', 'DH public key is not an uncompressed P-256 point');
+  const dup = new Reader(t.encryptedPrivateKey, 'TPM2B_PRIVATE');
+  const inner = new Reader(dup.tpm2b(1024), 'duplicate');
+  inner.tpm2b(64); // outer HMAC
+  if (!dup.done || t.encryptedPrivateKey.length <= ISO_ENCRYPTED_KEY_BYTES) throw new EvccError('KEYS_BLOB_MALFORMED', 'not a TPM2B_PRIVATE duplicate');
+  const x = t.dhPublicKey.subarray(1, 33);
+  const y = t.dhPublicKey.subarray(33, 65);
+  return { public: Uint8Array.from(tpm2bPublic), duplicate: Uint8Array.from(t.encryptedPrivateKey), encryptedSeed: tpm2b(concat(tpm2b(x), tpm2b(y))) };
+}
+
+// ---- the storage-key extension of the OEM provisioning certificate -------------------------------------------------
+
+/**
+ * Content of the provisioning certificate's storage-key extension (OID_STORAGE_KEY_EXTENSION, the inner OCTET
+ * STRING; TR-2019-04 §3.3.2: the OEM certifies the vehicle's storage key so a CPS/MO can wrap for it). Our layout,
+ * version 1: u8 version ‖ TPM2B_PUBLIC of the storage key ‖ TPM2B_DIGEST of policy A (the contract keys' authPolicy,
+ * a fleet constant the OEM publishes anyway). Everything in it is public.
+ */
+export interface StorageKeyExtension {
+  storageKeyPublic: Uint8Array;
+  keysPolicy: Uint8Array;
+}
+
+const STORAGE_KEY_EXTENSION_V1 = 1;
+
+export function encodeStorageKeyExtension(e: StorageKeyExtension): Uint8Array {
+  parseEccPublic(e.storageKeyPublic);
+  if (e.keysPolicy.length !== 32) throw new EvccError('KEYS_BLOB_MALFORMED', 'policy A must be a SHA-256 digest');
+  return concat(Uint8Array.of(STORAGE_KEY_EXTENSION_V1), e.storageKeyPublic, tpm2b(e.keysPolicy));
+}
+
+/** Parses the extension content; undefined when it is not our version-1 layout (e.g. another OEM's format). */
+export function decodeStorageKeyExtension(content: Uint8Array): StorageKeyExtension | undefined {
+  try {
+    const r = new Reader(content, 'storage-key extension');
+    if (r.bytes(1)[0] !== STORAGE_KEY_EXTENSION_V1) return undefined;
+    const area = r.tpm2b(1024);
+    const keysPolicy = r.tpm2b(64);
+    if (!r.done || keysPolicy.length !== 32) return undefined;
+    const storageKeyPublic = tpm2b(area);
+    const parsed = parseEccPublic(storageKeyPublic);
+    if (!(parsed.attributes & TPMA.restricted) || !(parsed.attributes & TPMA.decrypt)) return undefined;
+    return { storageKeyPublic, keysPolicy: Uint8Array.from(keysPolicy) };
+  } catch {
+    return undefined;
+  }
 }

@@ -4,10 +4,14 @@ import { EvccError } from '../../core/errors.ts';
 import type { Logger } from '../../core/logger.ts';
 import type { FileStore } from '../../hal/store/types.ts';
 import type { Auth, KeyBlob, KeyRef, KeyTemplate, PolicySession, PolicyStep, SaltKey, Tpm } from '../../hal/tpm/types.ts';
-import { decodeImportBlob, eccPublicPem, objectName, parseEccPublic, privateScalarOf, wrapForImport, type ImportBlob } from './duplicate.ts';
+import {
+  contractKeyPublic, decodeImportBlob, eccPublicPem, fromDirectTransport, objectName, parseEccPublic, privateScalarOf, wrapForImport,
+  type DirectTransport, type ImportBlob,
+} from './duplicate.ts';
 import { derToRaw } from './ecdsa.ts';
+import { checkUncompressedPoint, eccPointOfUncompressed, isoDecryptPrivateKey, isoKdf, zxOfEccPoint } from './iso-key-transport.ts';
 import { BootState, DATA, parseJson, ProvisioningRecord, RUN } from './layout.ts';
-import { fromHex, sha256, toHex, u64be } from './policy.ts';
+import { eccPoint, fromHex, sha256, toHex, u64be } from './policy.ts';
 import { parseSignedPolicy, type SignedPolicy } from './signed-policy.ts';
 
 /**
@@ -25,7 +29,9 @@ import { parseSignedPolicy, type SignedPolicy } from './signed-policy.ts';
 export type KeysErrorCode =
   | 'KEYS_NOT_PROVISIONED' | 'KEYS_NOT_BOOTED' | 'KEYS_NO_CONTRACT_KEY' | 'KEYS_NO_PROVISIONING_KEY'
   | 'KEYS_BLOB_MALFORMED' | 'KEYS_WRONG_VEHICLE' | 'KEYS_DIGEST_INVALID' | 'KEYS_SIGNATURE_MALFORMED' | 'KEYS_SELFTEST_FAILED'
-  | 'KEYS_RUNTIME_SECRET_MISSING' | 'KEYS_RUNTIME_SECRET_MALFORMED' | 'KEYS_RUNTIME_SECRET_DESTROYED' | 'KEYS_TRUST_UNAVAILABLE';
+  | 'KEYS_RUNTIME_SECRET_MISSING' | 'KEYS_RUNTIME_SECRET_MALFORMED' | 'KEYS_RUNTIME_SECRET_DESTROYED' | 'KEYS_TRUST_UNAVAILABLE'
+  /** The imported key is not the certified one (derived public key ≠ certificate, or the proof signature fails). */
+  | 'KEYS_KEY_MISMATCH';
 
 export interface KeyServiceDeps {
   tpm: Tpm;
@@ -55,7 +61,19 @@ export interface KeyStatus {
 export interface ImportedKey {
   id: string;
   publicKeyPem: string;
+  /** How the key reached the TPM: TPM2_Import of an MO-wrapped duplicate, or wrapped here from a plaintext key. */
+  path: 'direct' | 'compat';
+  /** Contract keys this one replaced: their TPM-wrapped blobs and cached contexts are deleted. */
+  superseded: string[];
 }
+
+/** What the imported key must be (the contract certificate's public key): checked before it becomes active. */
+export interface ImportExpectation {
+  expectedPublicKeyPem?: string;
+}
+
+/** The TPM-held key an ISO 15118-2 contract-key transport was encrypted for (the key that signed the request). */
+export type EcdhKey = 'provisioning' | 'contract';
 
 interface Release {
   version: number;
@@ -319,7 +337,7 @@ export class KeyService {
   // ---- import -------------------------------------------------------------------------------------------------
 
   /** Direct import (TR-2019-04 §3.3.3): the MO wrapped the key for this vehicle's storage key; nothing in clear. */
-  importContractKey(blob: Uint8Array | unknown): Promise<ImportedKey> {
+  importContractKey(blob: Uint8Array | unknown, expect: ImportExpectation = {}): Promise<ImportedKey> {
     return this.serial(async () => {
       let raw: unknown = blob;
       if (blob instanceof Uint8Array) {
@@ -333,8 +351,88 @@ export class KeyService {
       if (toHex(storageKeyName) !== this.record.storageKey.name) {
         throw new EvccError('KEYS_WRONG_VEHICLE', 'import blob was wrapped for another storage key', { expected: this.record.storageKey.name, got: toHex(storageKeyName) });
       }
-      return this.importWrapped(dup, 'direct');
+      return this.importWrapped(dup, 'direct', expect);
     });
+  }
+
+  /**
+   * Direct import from an ISO 15118-2 CertificateInstallationRes / CertificateUpdateRes (duplicate.ts
+   * DirectTransport): the public area is rebuilt here from the contract certificate's key with this vehicle's
+   * attributes and policy A, so the TPM's integrity check of the duplicate proves the blob was made for exactly
+   * that key and this storage key; a proof signature, verified with the certificate's key, comes before activation.
+   */
+  importCertifiedContractKey(transport: DirectTransport, certificatePublicKeyPem: string): Promise<ImportedKey> {
+    return this.serial(async () => {
+      const publicArea = contractKeyPublic(eccPoint(certificatePublicKeyPem), fromHex(this.record.policies.keys));
+      const dup = fromDirectTransport(transport, publicArea);
+      return this.importWrapped(dup, 'direct', { expectedPublicKeyPem: certificatePublicKeyPem });
+    });
+  }
+
+  /**
+   * The ISO 15118-2 compatible path (iso-key-transport.ts): TPM2_ECDH_ZGen with `ecdhKey` (the OEM provisioning key
+   * for an installation, the active contract key for an update) against `dhPublicKey`, the KDF and AES-128-CBC in
+   * memory, then the key is wrapped for the storage key and imported. Z, the AES key and the scalar exist only in
+   * this call's buffers and are wiped; a scalar whose public key is not `expectedPublicKeyPem` is refused
+   * (KEYS_KEY_MISMATCH) before anything reaches the TPM.
+   */
+  importIsoEncryptedContractKey(o: { ecdhKey: EcdhKey; dhPublicKey: Uint8Array; encryptedPrivateKey: Uint8Array; expectedPublicKeyPem: string }): Promise<ImportedKey> {
+    return this.serial(async () => {
+      checkUncompressedPoint(o.dhPublicKey);
+      const expected = eccPoint(o.expectedPublicKeyPem);
+      const z = await this.ecdhZGen(o.ecdhKey, eccPointOfUncompressed(o.dhPublicKey));
+      const zx = zxOfEccPoint(z);
+      z.fill(0);
+      const aesKey = isoKdf(zx);
+      zx.fill(0);
+      let scalar: Uint8Array;
+      try {
+        scalar = isoDecryptPrivateKey(aesKey, o.encryptedPrivateKey);
+      } finally {
+        aesKey.fill(0);
+      }
+      try {
+        const dup = wrapForImport(scalar, { storageKeyPublic: fromHex(this.record.storageKey.public), authPolicy: fromHex(this.record.policies.keys) });
+        const area = parseEccPublic(dup.public);
+        if (toHex(area.x) !== toHex(expected.x) || toHex(area.y) !== toHex(expected.y)) {
+          throw new EvccError('KEYS_KEY_MISMATCH', 'decrypted contract key does not belong to the contract certificate', { ecdhKey: o.ecdhKey });
+        }
+        return await this.importWrapped(dup, 'compat', {});
+      } finally {
+        scalar.fill(0);
+      }
+    });
+  }
+
+  /**
+   * TPM2_ECDH_ZGen with the OEM provisioning key or the active contract key (both sign|decrypt, policy A): loaded
+   * through the storage key under the signed state, then used under policy A again. Returns the TPM2B_ECC_POINT Z
+   * in memory; the caller wipes it.
+   */
+  private async ecdhZGen(which: EcdhKey, peer: Uint8Array): Promise<Uint8Array> {
+    let blob: KeyBlob;
+    if (which === 'provisioning') {
+      const pub = await this.d.data.read(DATA.provisioningKey('pub'));
+      const priv = await this.d.data.read(DATA.provisioningKey('priv'));
+      if (!pub || !priv) throw new EvccError('KEYS_NO_PROVISIONING_KEY', 'OEM provisioning key not created yet');
+      blob = { public: pub, private: priv };
+    } else {
+      blob = (await this.activeContractKey()).blob;
+    }
+    const release = await this.release();
+    const tpm = this.d.tpm;
+    const ctx = `ecdh-${which}`;
+    const session = await tpm.startPolicySession(this.salt);
+    try {
+      return await this.guarded(async () => {
+        await tpm.policy(session, [...release.steps, { kind: 'authValue' }]);
+        await tpm.load(this.storageKey, this.storageAuth(session), blob, ctx);
+        await tpm.policy(session, release.steps);
+        return await tpm.ecdhZGen({ context: ctx }, { kind: 'policy', session }, peer); // consumes the session
+      });
+    } finally {
+      await tpm.forgetContext(ctx);
+    }
   }
 
   /**
@@ -342,35 +440,76 @@ export class KeyService {
    * decrypted outside the TPM): the plaintext key is wrapped for the storage key in memory, imported, and the
    * caller's buffer is zeroed. It never reaches a file. Accepts a 32-byte scalar or a PEM/DER private key.
    */
-  importPlaintextContractKey(privateKey: Uint8Array): Promise<ImportedKey> {
+  importPlaintextContractKey(privateKey: Uint8Array, expect: ImportExpectation = {}): Promise<ImportedKey> {
     return this.serial(async () => {
       const scalar = privateKey.length === 32 ? Uint8Array.from(privateKey) : privateScalarOf(privateKey);
       privateKey.fill(0);
       try {
         const dup = wrapForImport(scalar, { storageKeyPublic: fromHex(this.record.storageKey.public), authPolicy: fromHex(this.record.policies.keys) });
-        return await this.importWrapped(dup, 'compat');
+        return await this.importWrapped(dup, 'compat', expect);
       } finally {
         scalar.fill(0);
       }
     });
   }
 
-  private async importWrapped(dup: ImportBlob, path: 'direct' | 'compat'): Promise<ImportedKey> {
+  /**
+   * Imports, proves and activates a contract key. Until the active pointer is switched (one atomic rename) the
+   * previous contract key stays the active one and keeps signing: a refused import, or a proof signature that
+   * does not verify with `expectedPublicKeyPem`, removes the new blob files and changes nothing else. After the
+   * switch the superseded keys' TPM-wrapped blobs and cached contexts are deleted.
+   */
+  private async importWrapped(dup: ImportBlob, path: 'direct' | 'compat', expect: ImportExpectation): Promise<ImportedKey> {
     const area = parseEccPublic(dup.public);
     if (toHex(area.authPolicy) !== this.record.policies.keys) {
       // Without the direct binding a cached context would outlive the state check (TPM.md §1): refuse.
       throw new EvccError('KEYS_BLOB_MALFORMED', 'contract key is not bound to the OEM state policy (authPolicy ≠ A)', { authPolicy: toHex(area.authPolicy) });
     }
+    const pem = eccPublicPem(area);
+    if (expect.expectedPublicKeyPem !== undefined) {
+      const e = eccPoint(expect.expectedPublicKeyPem);
+      if (toHex(e.x) !== toHex(area.x) || toHex(e.y) !== toHex(area.y)) throw new EvccError('KEYS_KEY_MISMATCH', 'key to import is not the certified key', { path });
+    }
     const priv = await this.withStorageKeyAuth((auth) => this.d.tpm.importDuplicate(this.storageKey, auth, dup));
     const id = toHex(sha256(objectName(dup.public))).slice(0, 16);
-    const pem = eccPublicPem(area);
-    await this.d.data.writeAtomic(DATA.contractKey(id, 'pub'), dup.public, { mode: 0o600 });
-    await this.d.data.writeAtomic(DATA.contractKey(id, 'priv'), priv, { mode: 0o600 });
-    await this.d.data.writeAtomic(DATA.contractKey(id, 'pub.pem'), pem, { mode: 0o644 });
+    const previous = await this.contractKeyIds();
+    const staged = [DATA.contractKey(id, 'pub'), DATA.contractKey(id, 'priv'), DATA.contractKey(id, 'pub.pem')];
+    try {
+      await this.d.data.writeAtomic(DATA.contractKey(id, 'pub'), dup.public, { mode: 0o600 });
+      await this.d.data.writeAtomic(DATA.contractKey(id, 'priv'), priv, { mode: 0o600 });
+      await this.d.data.writeAtomic(DATA.contractKey(id, 'pub.pem'), pem, { mode: 0o644 });
+      if (expect.expectedPublicKeyPem !== undefined) await this.proveKey(id, { public: dup.public, private: priv }, expect.expectedPublicKeyPem);
+    } catch (err) {
+      if (!previous.includes(id)) for (const f of staged) await this.d.data.remove(f).catch(() => undefined);
+      throw err;
+    }
     await this.d.data.writeAtomic(DATA.activeContractKey, `${id}\n`);
+    // The armed session may hold the old key's state assertions: start the next arming from a fresh session.
+    if (this.armedSession) await this.d.tpm.flushSession(this.armedSession).catch(() => undefined);
+    this.armedSession = undefined;
     this.armed = false;
-    this.d.log.info({ key: id, path }, 'contract key imported into the TPM');
-    return { id, publicKeyPem: pem };
+    const superseded = previous.filter((p) => p !== id);
+    for (const old of superseded) {
+      for (const ext of ['priv', 'pub', 'pub.pem'] as const) await this.d.data.remove(DATA.contractKey(old, ext));
+      await this.d.tpm.forgetContext(`contract-${old}`);
+    }
+    this.d.log.info({ key: id, path, superseded }, 'contract key imported into the TPM');
+    return { id, publicKeyPem: pem, path, superseded };
+  }
+
+  /** Signs a fresh digest with the staged key through the TPM and verifies it with the certified public key. */
+  private async proveKey(id: string, blob: KeyBlob, expectedPublicKeyPem: string): Promise<void> {
+    const message = new Uint8Array(randomBytes(32));
+    const ctx = `contract-proof-${id}`;
+    let raw: Uint8Array;
+    try {
+      raw = derToRaw(await this.coldSign(blob, ctx, sha256(message)));
+    } finally {
+      await this.d.tpm.forgetContext(ctx);
+    }
+    if (!verifyRawSignature(expectedPublicKeyPem, message, raw)) {
+      throw new EvccError('KEYS_KEY_MISMATCH', 'the imported key\'s signature does not verify with the certified public key', { key: id });
+    }
   }
 
   /**

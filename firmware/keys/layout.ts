@@ -13,7 +13,13 @@ export const TPM_LAYOUT = {
 } as const;
 
 export const STORAGE_KEY_ATTRIBUTES = 'fixedtpm|fixedparent|sensitivedataorigin|adminwithpolicy|restricted|decrypt';
-export const PROVISIONING_KEY_ATTRIBUTES = 'fixedtpm|fixedparent|sensitivedataorigin|sign';
+/**
+ * The OEM provisioning key signs CertificateInstallationReq and is the ECDH key of the ISO 15118-2 contract-key
+ * transport (TPM2_ECDH_ZGen against the CPS's DHpublickey), hence sign|decrypt; the TPM then requires the null
+ * scheme (PROVISIONING_KEY_SCHEME). Every use needs policy A (README "Sign and decrypt").
+ */
+export const PROVISIONING_KEY_ATTRIBUTES = 'fixedtpm|fixedparent|sensitivedataorigin|sign|decrypt';
+export const PROVISIONING_KEY_SCHEME = 'null';
 
 /** Files in the data dir (persistent). Only public data and TPM-wrapped blobs, plus the storage-key password. */
 export const DATA = {

@@ -4,7 +4,7 @@ import type { Logger } from '../../core/logger.ts';
 import type { FileStore } from '../../hal/store/types.ts';
 import type { DictionaryAttackParameters, Tpm } from '../../hal/tpm/types.ts';
 import { eccPublicPem, objectName, parseEccPublic } from './duplicate.ts';
-import { DATA, jsonBytes, parseJson, PROVISIONING_KEY_ATTRIBUTES, ProvisioningRecord, STORAGE_KEY_ATTRIBUTES, TPM_LAYOUT } from './layout.ts';
+import { DATA, jsonBytes, parseJson, PROVISIONING_KEY_ATTRIBUTES, PROVISIONING_KEY_SCHEME, ProvisioningRecord, STORAGE_KEY_ATTRIBUTES, TPM_LAYOUT } from './layout.ts';
 import { externalEccName, fromHex, nvCounterName, policyAuthorize, policyAuthValue, spkiFingerprint, toHex } from './policy.ts';
 import { DEFAULT_POLICY_REF } from './signed-policy.ts';
 import { KeyService } from './key-service.ts';
@@ -149,7 +149,7 @@ async function provisionFresh(deps: { tpm: Tpm; data: FileStore; log: Logger }, 
 async function createProvisioningKey(deps: { tpm: Tpm; data: FileStore; run: FileStore; log: Logger }, record: ProvisioningRecord): Promise<ProvisioningRecord> {
   const { data, log } = deps;
   const service = await KeyService.open(deps);
-  const blob = await service.createUnderStorageKey({ alg: 'ecc256', scheme: 'ecdsa-sha256', attributes: PROVISIONING_KEY_ATTRIBUTES, authPolicy: fromHex(record.policies.keys) });
+  const blob = await service.createUnderStorageKey({ alg: 'ecc256', scheme: PROVISIONING_KEY_SCHEME, attributes: PROVISIONING_KEY_ATTRIBUTES, authPolicy: fromHex(record.policies.keys) });
   await service.close();
   const area = parseEccPublic(blob.public);
   const pem = eccPublicPem(area);

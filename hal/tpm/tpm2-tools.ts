@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { closeSync, constants as fsConstants, openSync, readSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -462,11 +463,49 @@ export class Tpm2Tools implements Tpm {
     }));
   }
 
+  /**
+   * The shared point is a secret (ISO 15118-2 contract-key transport: its x-coordinate keys the AES decryption), so
+   * it never reaches a file: tpm2_ecdhzgen insists on `-o FILE` and cannot write to Node's stdio (socketpairs,
+   * PLATFORM.md), so `-o` names a FIFO in the 0700 work dir that this process holds open (O_RDWR|O_NONBLOCK, so
+   * neither side blocks and a failed tool leaves nothing to wait for). The bytes pass through the kernel's pipe
+   * buffer only; the FIFO node is removed afterwards.
+   */
   ecdhZGen(key: KeyRef, auth: Auth, ephemeralPublic: Uint8Array): Promise<Uint8Array> {
-    return this.locked(() => this.withFiles({ pub: ephemeralPublic, z: undefined }, async (f) => {
-      await this.run('tpm2_ecdhzgen', ['-c', this.ref(key), ...this.flag('-p', this.auth(auth)), '-u', f.pub!, '-o', f.z!]);
-      return new Uint8Array(await readFile(f.z!));
+    return this.locked(() => this.withFiles({ pub: ephemeralPublic }, async (f) => {
+      const fifo = this.scratch('z.fifo');
+      const made = await execa('mkfifo', ['-m', '600', fifo], { reject: false });
+      if (made.exitCode !== 0) throw new EvccError('TPM_TOOL_FAILED', `mkfifo failed: ${String(made.stderr).trim()}`, { command: 'mkfifo' });
+      let fd: number | undefined;
+      try {
+        fd = openSync(fifo, fsConstants.O_RDWR | fsConstants.O_NONBLOCK);
+        await this.run('tpm2_ecdhzgen', ['-c', this.ref(key), ...this.flag('-p', this.auth(auth)), '-u', f.pub!, '-o', fifo]);
+        // tpm2_ecdhzgen (5.4) does not save its authorisation session back: the session stays loaded in the TPM and
+        // its file is stale (flushing it by file gives 0x1CB, TPM.md pitfall 3). Consume it: flush loaded sessions
+        // (the other sessions of this driver are context-saved, not loaded) and forget the entry.
+        if (auth.kind === 'policy') await this.consumeSession(auth.session);
+        const buf = Buffer.alloc(512);
+        let n = 0;
+        try {
+          n = readSync(fd, buf, 0, buf.length, null);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
+        }
+        const point = Uint8Array.from(buf.subarray(0, n));
+        buf.fill(0);
+        if (n === 0) throw new EvccError('TPM_TOOL_FAILED', 'tpm2_ecdhzgen wrote no point', { command: 'tpm2_ecdhzgen' });
+        return point;
+      } finally {
+        if (fd !== undefined) closeSync(fd);
+        await rm(fifo, { force: true });
+      }
     }));
+  }
+
+  private async consumeSession(session: PolicySession): Promise<void> {
+    const e = this.sessions.get(session.id);
+    this.sessions.delete(session.id);
+    if (e) await rm(e.file, { force: true });
+    await this.exec('tpm2_flushcontext', ['-l']).catch(() => undefined);
   }
 
   rsaEncrypt(key: KeyRef, message: Uint8Array): Promise<Uint8Array> {

@@ -87,7 +87,10 @@ export interface KeyTemplate {
   alg: 'ecc256' | 'rsa2048';
   /** tpm2-tools attribute list, e.g. 'fixedtpm|fixedparent|sensitivedataorigin|sign'. */
   attributes: string;
-  /** e.g. 'ecdsa-sha256' for signing keys, 'null:aes128cfb' for storage keys. */
+  /**
+   * e.g. 'ecdsa-sha256' for sign-only keys, 'null' for keys with both sign and decrypt (the TPM requires a null scheme
+   * then; TPM2_Sign picks ECDSA-SHA256 at use), 'null:aes128cfb' for storage keys.
+   */
   scheme: string;
   authValue?: Uint8Array;
   authPolicy?: Uint8Array;
@@ -166,8 +169,14 @@ export interface Tpm {
 
   /** ECDSA-SHA256 over a 32-byte digest; returns DER. The transient copy the tool loads is flushed before the next call. */
   sign(key: KeyRef, auth: Auth, digest: Uint8Array): Promise<Uint8Array>;
-  /** Public-key operations kept for the security tests (restricted-key misuse, TPM.md N08–N10). */
+  /** TPM2_ECDH_KeyGen: an ephemeral point against a public key (security tests: restricted-key misuse, TPM.md N08–N10). */
   ecdhKeyGen(key: KeyRef): Promise<{ ephemeralPublic: Uint8Array }>;
+  /**
+   * TPM2_ECDH_ZGen: the shared point Z = d·Q of the loaded ECC key (unrestricted, `decrypt` set) and the peer
+   * point `ephemeralPublic` (both TPM2B_ECC_POINT). Z is a secret — the ISO 15118-2 contract-key transport derives
+   * its AES key from Z.x — so it comes back in memory only (never through a file); the caller wipes it. A policy
+   * session used here is consumed (tpm2-tools does not keep it): start a new one for the next command.
+   */
   ecdhZGen(key: KeyRef, auth: Auth, ephemeralPublic: Uint8Array): Promise<Uint8Array>;
   rsaEncrypt(key: KeyRef, message: Uint8Array): Promise<Uint8Array>;
   rsaDecrypt(key: KeyRef, auth: Auth, ciphertext: Uint8Array): Promise<Uint8Array>;
