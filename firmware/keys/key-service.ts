@@ -248,7 +248,7 @@ export class KeyService {
           // A context or session that went stale without a reboot of this process (TPM reset while the run dir
           // survived, or another process flushed our session: no resource manager) is reloaded once, under the
           // same policy. Every policy refusal is final.
-          if ((code === 'TPM_CONTEXT_INVALID' || code === 'TPM_SESSION_INVALID') && attempt === 1) {
+          if ((code === 'TPM_CONTEXT_INVALID' || code === 'TPM_SESSION_INVALID' || staleHandle(err)) && attempt === 1) {
             await tpm.forgetContext(key.ctx);
             this.d.log.info({ code }, 'cached contract-key context or session stale: reloading under the state policy');
             continue;
@@ -565,6 +565,16 @@ export function statePolicySteps(policy: SignedPolicy, ticket: Uint8Array): Poli
     { kind: 'nv', index: policy.nv.index, operandB: u64be(policy.version), operation: 'ule' },
     { kind: 'authorize', approvedPolicy: fromHex(policy.policy), policyRef: fromHex(policy.policyRef), keyName: fromHex(policy.key.name), ticket },
   ];
+}
+
+/**
+ * TPM_RC_HANDLE (format one, 0x08B) at a command that loads our saved session or key context: the TPM no longer has
+ * what the file names, typically because another process without a resource manager flushed every session after
+ * one of its own failures (0x1CB as tpm2-tools 5.4 prints it).
+ */
+function staleHandle(err: unknown): boolean {
+  const rc = typeof (err as EvccError).details?.rc === 'string' ? parseInt((err as EvccError).details.rc as string, 16) : 0;
+  return (rc & 0x080) !== 0 && (rc & 0x03f) === 0x00b;
 }
 
 function checkDigest(digest: Uint8Array): void {

@@ -6,6 +6,7 @@ import type { CertificateInstallationReqType, CertificateUpdateReqType, Signatur
 import { sign as xmldsigSign, verifyDetached } from '../../firmware/exi/xmldsig/index.ts';
 import { installContract, type InstalledContract } from '../../firmware/keys/contract-install.ts';
 import { marshalEccPublic } from '../../firmware/keys/duplicate.ts';
+import { eccPointOfUncompressed } from '../../firmware/keys/iso-key-transport.ts';
 import { KeyService } from '../../firmware/keys/key-service.ts';
 import { DATA, type ProvisioningRecord } from '../../firmware/keys/layout.ts';
 import { fromHex, sha256, TPMA } from '../../firmware/keys/policy.ts';
@@ -107,7 +108,7 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
   }, TEST_TIMEOUT_MS);
 
   /** Each forged answer: its code, nothing imported, the current contract still signs. */
-  async function refusedKeepingCurrent(forge: CpsForgery, operation: 'installation' | 'update', code: string, prov = provCompat): Promise<void> {
+  async function refusedKeepingCurrent(forge: CpsForgery, operation: 'installation' | 'update', code: string, details: Record<string, unknown> = {}, prov = provCompat): Promise<void> {
     const before = await contractFiles();
     const req = operation === 'installation' ? await installationReq(prov) : await updateReq();
     const a = operation === 'installation'
@@ -116,19 +117,19 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     issuedKeys.push(a.contract.keyPem);
     const err = await installContract({ operation, response: a.body, header: { Signature: a.signature }, trust, keys, now, ...(operation === 'update' ? { expectedEmaid: current.emaid } : {}) })
       .then(() => undefined, (e: unknown) => e);
-    expect(err, `${forge} (${a.transport})`).toMatchObject({ code });
+    expect(err, `${forge} (${a.transport})`).toMatchObject({ code, details: expect.objectContaining(details) });
     expect(await contractFiles()).toEqual(before);
     expect(await contractSigns(current.certificatePem)).toBe(true);
   }
 
   it('forged or mis-chained answers (ISO path) are refused, each with its own code; the current contract keeps signing', async () => {
-    await refusedKeepingCurrent('wrong-cps-signer', 'installation', 'CONTRACT_SIGNATURE_INVALID');
-    await refusedKeepingCurrent('cps-chain-unknown-root', 'update', 'CONTRACT_CPS_CHAIN_INVALID');
-    await refusedKeepingCurrent('contract-chain-unknown-root', 'installation', 'CONTRACT_CHAIN_INVALID');
+    await refusedKeepingCurrent('wrong-cps-signer', 'installation', 'CONTRACT_SIGNATURE_INVALID', { cause: 'XMLDSIG_BAD_SIGNATURE' });
+    await refusedKeepingCurrent('cps-chain-unknown-root', 'update', 'CONTRACT_CPS_CHAIN_INVALID', { cause: 'PKI_UNKNOWN_ROOT' });
+    await refusedKeepingCurrent('contract-chain-unknown-root', 'installation', 'CONTRACT_CHAIN_INVALID', { cause: 'PKI_UNKNOWN_ROOT' });
     await refusedKeepingCurrent('emaid-mismatch', 'update', 'CONTRACT_EMAID_MISMATCH');
     // key mismatch: the ECDH ran in the TPM and the decrypted key is not the certificate's
-    await refusedKeepingCurrent('key-mismatch', 'installation', 'CONTRACT_KEY_MISMATCH');
-    await refusedKeepingCurrent('key-mismatch', 'update', 'CONTRACT_KEY_MISMATCH');
+    await refusedKeepingCurrent('key-mismatch', 'installation', 'CONTRACT_KEY_MISMATCH', { path: 'compat', cause: 'KEYS_KEY_MISMATCH' });
+    await refusedKeepingCurrent('key-mismatch', 'update', 'CONTRACT_KEY_MISMATCH', { path: 'compat', cause: 'KEYS_KEY_MISMATCH' });
   }, TEST_TIMEOUT_MS);
 
   it('installation, direct path: storage-key extension → duplicate for this storage key → TPM2_Import → signs; then a direct update', async () => {
@@ -154,8 +155,10 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
   }, TEST_TIMEOUT_MS);
 
   it('direct path: a key other than the certified one, or a blob for another vehicle\'s storage key, is refused; the current contract keeps signing', async () => {
-    await refusedKeepingCurrent('key-mismatch', 'installation', 'CONTRACT_KEY_MISMATCH', provDirect);
-    await refusedKeepingCurrent('key-mismatch', 'update', 'CONTRACT_KEY_MISMATCH');
+    // another scalar under the certified public area: TPM2_Import itself refuses (TPM_RC_BINDING); the proof
+    // signature before activation would catch a TPM that did not check
+    await refusedKeepingCurrent('key-mismatch', 'installation', 'CONTRACT_KEY_MISMATCH', { path: 'direct', rc: '0xA5' }, provDirect);
+    await refusedKeepingCurrent('key-mismatch', 'update', 'CONTRACT_KEY_MISMATCH', { path: 'direct', rc: '0xA5' });
     // another vehicle: same OEM key material in the certificate, another storage key → the TPM's integrity check
     const other = createECDH('prime256v1');
     other.generateKeys();
@@ -176,6 +179,16 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
       .rejects.toMatchObject({ code: 'CONTRACT_DECRYPT_FAILED', details: { path: 'direct', cause: 'TPM_BLOB_INTEGRITY' } });
     expect(await contractFiles()).toEqual(before);
     expect(await contractSigns(current.certificatePem)).toBe(true);
+  }, TEST_TIMEOUT_MS);
+
+  it('the contract key does ECDH only under the state policy: without a policy session the TPM refuses (userWithAuth clear)', async () => {
+    await keys.arm(); // caches the contract key's context in the run dir
+    const peer = createECDH('prime256v1');
+    peer.generateKeys();
+    const tpm = await lab.driver(); // another process on the same TPM and run dir
+    await expect(tpm.ecdhZGen({ context: `contract-${current.contractKeyId}` }, { kind: 'empty' }, eccPointOfUncompressed(new Uint8Array(peer.getPublicKey()))))
+      .rejects.toMatchObject({ code: 'TPM_AUTH_UNAVAILABLE', details: { rc: '0x12F' } });
+    expect(await contractSigns(current.certificatePem)).toBe(true); // the key service re-arms after the other process's flush
   }, TEST_TIMEOUT_MS);
 
   it('no file in the data or run dir holds a contract private key in clear', async () => {
