@@ -88,15 +88,17 @@ export function isoDecryptPrivateKey(aesKey: Uint8Array, encrypted: Uint8Array):
 
 /**
  * The sender's side (CPS/MO simulator, tests): encrypts `privateScalar` for the holder of `recipient` (a P-256 public
- * key) with a fresh ephemeral key. `iv` is the CBC IV (16 random bytes from the caller's randomness).
+ * key) with a fresh ephemeral key (or `ephemeralScalar`, for tests that must know Z). `iv` is the CBC IV (16 random
+ * bytes from the caller's randomness).
  */
-export function isoEncryptPrivateKey(privateScalar: Uint8Array, recipient: KeyObject | string, iv: Uint8Array): { dhPublicKey: Uint8Array; encryptedPrivateKey: Uint8Array } {
+export function isoEncryptPrivateKey(privateScalar: Uint8Array, recipient: KeyObject | string, iv: Uint8Array, ephemeralScalar?: Uint8Array): { dhPublicKey: Uint8Array; encryptedPrivateKey: Uint8Array } {
   if (privateScalar.length !== SCALAR_BYTES || iv.length !== IV_BYTES) throw new EvccError('KEYS_BLOB_MALFORMED', 'scalar must be 32 bytes and IV 16 bytes');
   const jwk = (typeof recipient === 'string' ? createPublicKey(recipient) : recipient).export({ format: 'jwk' }) as { crv?: string; x?: string; y?: string };
   if (jwk.crv !== 'P-256' || !jwk.x || !jwk.y) throw new EvccError('KEYS_BLOB_MALFORMED', 'recipient is not a P-256 public key');
   const peer = Buffer.concat([Buffer.of(4), Buffer.from(jwk.x, 'base64url'), Buffer.from(jwk.y, 'base64url')]);
   const ephemeral = createECDH('prime256v1');
-  ephemeral.generateKeys();
+  if (ephemeralScalar) ephemeral.setPrivateKey(Buffer.from(ephemeralScalar)); // known-answer tests only
+  else ephemeral.generateKeys();
   const zx = new Uint8Array(ephemeral.computeSecret(peer));
   const key = isoKdf(zx);
   zx.fill(0);

@@ -1,4 +1,4 @@
-import { createECDH, createPrivateKey, randomBytes, verify as cryptoVerify, X509Certificate } from 'node:crypto';
+import { createECDH, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, verify as cryptoVerify, X509Certificate } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -6,7 +6,7 @@ import type { CertificateInstallationReqType, CertificateUpdateReqType, Signatur
 import { sign as xmldsigSign, verifyDetached } from '../../firmware/exi/xmldsig/index.ts';
 import { installContract, type InstalledContract } from '../../firmware/keys/contract-install.ts';
 import { marshalEccPublic } from '../../firmware/keys/duplicate.ts';
-import { eccPointOfUncompressed } from '../../firmware/keys/iso-key-transport.ts';
+import { eccPointOfUncompressed, isoEncryptPrivateKey, isoKdf } from '../../firmware/keys/iso-key-transport.ts';
 import { KeyService } from '../../firmware/keys/key-service.ts';
 import { DATA, type ProvisioningRecord } from '../../firmware/keys/layout.ts';
 import { fromHex, sha256, TPMA } from '../../firmware/keys/policy.ts';
@@ -14,6 +14,8 @@ import { generateTestPki, type TestPki } from '../../firmware/pki/generate.ts';
 import { answerCertificateInstallation, answerCertificateUpdate, issueProvisioningCertificate, type CpsForgery, type ProvisioningCertificate } from '../../sim/cps/index.ts';
 import { filesUnder } from '../support/files.ts';
 import { describeWith, tool } from '../support/prereq.ts';
+import { Tpm2Tools } from '../../hal/tpm/tpm2-tools.ts';
+import { TpmBusTap } from './tpm-secret-bus-tap.ts';
 import { TpmLab } from './tpm-lab.ts';
 
 /**
@@ -191,6 +193,45 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     expect(await contractSigns(current.certificatePem)).toBe(true); // the key service re-arms after the other process's flush
   }, TEST_TIMEOUT_MS);
 
+  it('on the TPM bus neither Z, the AES key nor the contract key travel in clear (ISO path; salted sessions encrypt ZGen\'s result)', async () => {
+    await keys.close(); // one TPM user at a time (no resource manager): the tapped key service takes over
+    const bus = await TpmBusTap.start(lab.swtpm.port, lab.swtpm.ctrlPort);
+    const tpm = await Tpm2Tools.open({ tcti: bus.tcti, runDir: join(lab.base, 'tap-run') });
+    const tapped = await KeyService.open({ ...(await lab.deps()), tpm }, { reclaim: true });
+    try {
+      // the CPS side with a known ephemeral key, so the test knows Z and the AES key
+      const contractKey = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      const scalar = Buffer.from((contractKey.privateKey.export({ format: 'jwk' }) as { d: string }).d, 'base64url');
+      issuedKeys.push(contractKey.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string);
+      const ephemeral = createECDH('prime256v1');
+      ephemeral.generateKeys();
+      const provisioningPoint = new X509Certificate(Buffer.from(provCompat.der)).publicKey.export({ format: 'jwk' }) as { x: string; y: string };
+      const zx = ephemeral.computeSecret(Buffer.concat([Buffer.of(4), Buffer.from(provisioningPoint.x, 'base64url'), Buffer.from(provisioningPoint.y, 'base64url')]));
+      const { dhPublicKey, encryptedPrivateKey } = isoEncryptPrivateKey(scalar, createPublicKey(record.oemProvisioningKey!.publicKeyPem), randomBytes(16), ephemeral.getPrivateKey());
+      const aesKey = Buffer.from(isoKdf(zx));
+      bus.clear();
+      const imported = await tapped.importIsoEncryptedContractKey({
+        ecdhKey: 'provisioning', dhPublicKey, encryptedPrivateKey, expectedPublicKeyPem: contractKey.publicKey.export({ type: 'spki', format: 'pem' }) as string,
+      });
+      expect(imported.path).toBe('compat');
+      const traffic = bus.bytes;
+      expect(traffic.length).toBeGreaterThan(2000);
+      // control: the tap sees the commands — TPM2_Import's objectPublic (not a first parameter, so not encrypted) carries
+      // the contract key's public x-coordinate (the ZGen input point is a first parameter: encrypted as well)
+      const x = Buffer.from((contractKey.publicKey.export({ format: 'jwk' }) as { x: string }).x, 'base64url');
+      expect(traffic.includes(x)).toBe(true);
+      expect(traffic.includes(Buffer.from(dhPublicKey.subarray(1, 33)))).toBe(false);
+      for (const [what, secret] of [['Z.x', zx], ['AES key', aesKey], ['contract scalar', scalar]] as const) {
+        expect(traffic.includes(secret.subarray(0, 12)), what).toBe(false);
+      }
+      expect(imported.superseded).toEqual([current.contractKeyId]);
+    } finally {
+      await tapped.close();
+      await tpm.close();
+      await bus.close();
+    }
+  }, TEST_TIMEOUT_MS);
+
   it('no file in the data or run dir holds a contract private key in clear', async () => {
     expect(issuedKeys.length).toBeGreaterThanOrEqual(12);
     const needles: { what: string; bytes: Buffer }[] = [];
@@ -200,7 +241,8 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
         { what: `contract key ${i} (base64)`, bytes: Buffer.from(d.toString('base64')) });
     }
     const files = [...(await filesUnder(lab.dataDir)), ...(await filesUnder(lab.runDir))];
-    expect(files.some((f) => f.endsWith(`${current.contractKeyId}.priv`))).toBe(true);
+    const active = (await readFile(join(lab.dataDir, DATA.activeContractKey), 'utf8')).trim();
+    expect(files.some((f) => f.endsWith(`${active}.priv`))).toBe(true);
     const findings: string[] = [];
     for (const f of files) {
       const content = await readFile(f);
