@@ -73,6 +73,7 @@ describe('installContract (CertificateInstallationRes / CertificateUpdateRes che
     expect(r.certificateChain.SubCertificates?.Certificate).toHaveLength(2);
     expect(r.certificatePem).toBe(a.contract.certificatePem.trim() + '\n');
     expect(r.chainPem.match(/BEGIN CERTIFICATE/g)).toHaveLength(3);
+    expect(r.chainDer.map((d) => Buffer.from(d).toString('hex'))).toEqual([a.contract.certificateChain.Certificate, ...a.contract.certificateChain.SubCertificates!.Certificate]);
   });
 
   it('accepts the body element wrapped and a MsgDef-encoded SignedInfo (EVerest-style signer), and says so', async () => {

@@ -88,6 +88,8 @@ export interface InstalledContract {
   certificatePem: string;
   /** Leaf and sub-CAs, PEM, leaf first. */
   chainPem: string;
+  /** Leaf and sub-CAs, DER, leaf first (CertificateStore.putContractChain(emaid, chainDer)). */
+  chainDer: Uint8Array[];
   path: 'direct' | 'compat';
   /** Contract key ids this one replaced (deleted). */
   supersededKeyIds: string[];
@@ -214,6 +216,7 @@ export async function installContract(input: InstallContractInput): Promise<Inst
     certificateChain,
     certificatePem: derToPem(contractChain[0]!),
     chainPem: contractChain.map(derToPem).join(''),
+    chainDer: contractChain,
     path,
     supersededKeyIds: imported.superseded,
     signedInfoEncoding: verified.signedInfoEncoding,
