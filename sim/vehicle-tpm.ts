@@ -228,6 +228,8 @@ export async function startBenchVehicleTpm(o: BenchVehicleTpmOptions): Promise<B
       async () => keys.importContractKey(new Uint8Array(await readFile(blobPath))));
     const certPublic = new X509Certificate(contract.pem).publicKey.export({ type: 'spki', format: 'pem' }).toString();
     if (certPublic !== imported.publicKeyPem) throw new EvccError('KEYS_BLOB_MALFORMED', 'imported contract key differs from the contract certificate');
+    // The contract chain next to its key (store id = key id): PaymentDetailsReq presents it.
+    await full.store.putContractChain(imported.id, [contract.der, o.pki.mo.sub2.der, o.pki.mo.sub1.der]);
     await step(() => [{ key: imported.id }, 'contract key armed (policy session ready before the challenge)'], () => keys.arm());
 
     const outcome: VehicleTpmOutcome = {

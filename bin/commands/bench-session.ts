@@ -39,7 +39,6 @@ import type { BackendTrust } from '../../firmware/ota/signing.ts';
 import { derToPem } from '../../firmware/pki/cert.ts';
 import { generateTestPki } from '../../firmware/pki/generate.ts';
 import { macFromString } from '../../firmware/slac/codec.ts';
-import { contractFromPem } from '../../firmware/vehicle/contract.ts';
 import type { KeyReadiness } from '../../firmware/vehicle/policy.ts';
 import { chargeReportOf, logChargeEnd, type ChargeReport } from '../../firmware/vehicle/report.ts';
 import { bindVehicleStages, type VehicleParts, type VehicleSettings } from '../../firmware/vehicle/stages.ts';
@@ -236,10 +235,7 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
       udp: ipLink.host('sim-ev', 'fe80::e7:1'),
       tls: new NodeTlsConnector(ipLink.resolver()), tcp: new NodeTcpConnector(ipLink.resolver()),
       pilot, ev, evccId: macFromString(EV_MAC), store,
-      ...(keys && readiness.ready ? {
-        signers: { contract: () => keys.contractKeySigner(), provisioning: () => keys.provisioningKeySigner() },
-        contract: async () => contractFromPem(vehicle!.outcome.contractKey.certificatePem + pki.mo.sub2.pem + pki.mo.sub1.pem),
-      } : {}),
+      ...(keys && readiness.ready ? { keys } : {}), moRoots: [pki.mo.root.der],
       ...(rootFetcher ? { rootFetcher } : {}),
       ...(opts.tls === '1.3' ? { vehicleCredentials: vehicleCredentials(pki) } : {}),
     };

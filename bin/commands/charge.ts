@@ -306,13 +306,7 @@ export async function realVehicleParts(stack: VehicleStack, f: StackFlags & { li
     tls: new NodeTlsConnector(), tcp: new NodeTcpConnector(),
     ...(o.pilot ? { pilot: o.pilot } : {}),
     ev: o.ev, evccId: mac,
-    ...(keys && ready ? {
-      signers: { contract: () => keys.contractKeySigner(), provisioning: () => keys.provisioningKeySigner() },
-      contract: async () => {
-        const id = (await keys.status()).activeContractKey;
-        return id && stack.store ? contractFromStore(stack.store, id) : undefined;
-      },
-    } : {}),
+    ...(keys && ready ? { keys } : {}),
     ...(stack.store ? { store: stack.store } : {}),
     ...(stack.ota?.fetcher ? { rootFetcher: stack.ota.fetcher } : {}),
     ...(vehicleCredentials ? { vehicleCredentials } : {}),

@@ -33,7 +33,7 @@ export interface EffectTypes {
    * ISO 15118-2 CertificateInstallationRes / CertificateUpdateRes: verify signature and chains, import the contract
    * key into the TPM, store the contract chain. Result: the new contract's eMAID and key id.
    */
-  installContract: { request: { operation: 'installation' | 'update'; response: Record<string, unknown>; header: Record<string, unknown> }; result: { emaid: string; contractKeyId: string } };
+  installContract: { request: { operation: 'installation' | 'update'; response: Record<string, unknown>; header: Record<string, unknown> }; result: { emaid: string; contractKeyId: string; certificateChain?: { Certificate: string; SubCertificates?: { Certificate: string[] } } } };
 }
 export type EffectKind = keyof EffectTypes;
 export type EffectRequest = { [K in EffectKind]: { kind: K } & EffectTypes[K]['request'] }[EffectKind];

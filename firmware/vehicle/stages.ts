@@ -17,6 +17,9 @@ import type { PilotBoard } from '../../hal/pilot/types.ts';
 import type { PlcLink } from '../../hal/plc/types.ts';
 import type { ChargingStages, LinkSummary, SeccEndpoint, SessionStageContext, StageContext } from '../evcc.ts';
 import { sign as xmldsigSign, type SignedElement, type Signer } from '../exi/xmldsig/index.ts';
+import { installContract } from '../keys/contract-install.ts';
+import type { KeyService } from '../keys/key-service.ts';
+import { contractFromStore } from './contract.ts';
 import { rootStoreOf } from '../ota/pki-adapter.ts';
 import type { RootFetcher } from '../ota/root-fetch.ts';
 import type { OtaSettings } from '../ota/settings.ts';
@@ -66,11 +69,13 @@ export interface VehicleParts {
   ev: EvPort;
   /** EVCCID: the MAC of the PLC interface (ISO-2 / DIN SessionSetupReq). */
   evccId: Uint8Array;
-  /** The key service's signers (TPM); absent: no PnC. */
-  signers?: { contract(): Signer; provisioning(): Signer };
-  /** The contract the vehicle holds now (chain and eMAID for PaymentDetailsReq), when PnC is possible. */
-  contract?: () => Promise<ContractCredentials | undefined>;
-  installContract?: (request: EffectTypes['installContract']['request']) => Promise<EffectTypes['installContract']['result']>;
+  /**
+   * The TPM key service when the contract key is usable (PnC): it signs (contract / provisioning key), holds the
+   * active contract key, and imports a new one from CertificateInstallation/UpdateRes. Absent: no PnC.
+   */
+  keys?: KeyService;
+  /** Mobility-operator roots a contract chain may end in (besides the V2G roots), DER. */
+  moRoots?: readonly Uint8Array[];
   /** Verified V2G roots; absent: TLS cannot authenticate any SECC (an unverified store is never used). */
   store?: CertificateStore;
   /** Solution C: the OEM backend's root-CA fetch; absent: an unknown root ends the setup typed. */
@@ -117,13 +122,36 @@ export function bindVehicleStages(parts: VehicleParts, settings: VehicleSettings
       if (parts.pilot) return parts.pilot.setChargeRequest(r.closed);
       log('PILOT').warn({ closed: r.closed }, `no pilot board: S2 ${r.closed ? 'close' : 'open'} not switched (bench without a board)`);
     },
-    ...(parts.signers ? {
+    ...(parts.keys ? {
       sign: async (r) => {
-        const signer = r.key === 'contract' ? parts.signers!.contract() : parts.signers!.provisioning();
+        const keys = parts.keys!;
+        const signer: Signer = r.key === 'contract' ? keys.contractKeySigner() : keys.provisioningKeySigner();
         return xmldsigSign(r.elements as SignedElement[], signer);
       },
+      installContract: async (r) => {
+        // Verify the CPS signature and both chains, import the key into the TPM (direct or ISO-2 path), then keep
+        // the chain next to the key (store id = key id) for PaymentDetailsReq; the old contract stays until then.
+        const store = parts.store;
+        if (!store) throw new EvccError('EVCC_TRUST_UNAVAILABLE', 'no verified certificate store: a contract cannot be validated');
+        const current = await currentContract();
+        const out = await installContract({
+          operation: r.operation, response: r.response, header: r.header, keys: parts.keys!, now: parts.wallClock(), log: log('KEYS'),
+          trust: { v2gRoots: store.anchors(), ...(parts.moRoots ? { moRoots: parts.moRoots } : {}) },
+          ...(r.operation === 'update' && current ? { expectedEmaid: current.emaid } : {}),
+        });
+        await store.putContractChain(out.contractKeyId, out.chainDer);
+        log('KEYS').info({ emaid: out.emaid, key: out.contractKeyId, path: out.path, superseded: out.supersededKeyIds, cp: 'KEYS_CONTRACT_INSTALLED' },
+          `contract ${out.emaid} installed: key ${out.contractKeyId} imported into the TPM (${out.path === 'direct' ? 'direct import' : 'ISO 15118-2 path, ECDH in the TPM'})`);
+        return { emaid: out.emaid, contractKeyId: out.contractKeyId, certificateChain: out.certificateChain } as EffectTypes['installContract']['result'];
+      },
     } : {}),
-    ...(parts.installContract ? { installContract: parts.installContract } : {}),
+  };
+
+  /** The contract the vehicle holds now: the active TPM contract key's chain from the store. */
+  const currentContract = async (): Promise<ContractCredentials | undefined> => {
+    if (!parts.keys || !parts.store) return undefined;
+    const id = (await parts.keys.status()).activeContractKey;
+    return id ? contractFromStore(parts.store, id) : undefined;
   };
 
   const stages: ChargingStages<VehicleChannel> = {
@@ -193,7 +221,7 @@ export function bindVehicleStages(parts: VehicleParts, settings: VehicleSettings
     },
 
     session: async (channel, ctx: SessionStageContext): Promise<SessionResult> => {
-      const contract = channel.plan.pnc ? await parts.contract?.() : undefined;
+      const contract = channel.plan.pnc ? await currentContract() : undefined;
       const provisioningCertificate = channel.plan.pnc ? parts.store?.getOemProvisioningChain()?.[0] : undefined;
       const modules = sessionModules({
         plan: channel.plan, evccId: parts.evccId, settings: settings.session, wallClock: parts.wallClock(), plugInAt: ctx.plugInAt,
