@@ -11,6 +11,7 @@ import type { TimerSpec } from '../timers.ts';
 import { dinStop, type DinStopCode } from './errors.ts';
 import { parseDinSettings, type DinSettings, type DinSettingsInput } from './settings.ts';
 import { DIN_TIMERS } from './timers.ts';
+export { asArray, closeContactors, closeS2, openContactors, openS2, recordEnergy, reportEvseOutput } from '../vehicle-side.ts';
 
 export interface DinModuleOptions {
   /** EVCCID: the EV's MAC address (6 bytes), as bytes or hex (`02e7cc000001` or `02:e7:cc:00:00:01`). */
@@ -195,50 +196,3 @@ export function dcEvStatus(ctx: DinCtx, env: StepEnv, o: { ready?: boolean } = {
   };
 }
 
-export function closeS2(ctx: DinCtx): EffectRequest[] {
-  if (ctx.s2Closed) return [];
-  ctx.s2Closed = true;
-  return [{ kind: 'chargeRequest', closed: true }];
-}
-
-export function openS2(ctx: DinCtx): EffectRequest[] {
-  if (!ctx.s2Closed) return [];
-  ctx.s2Closed = false;
-  return [{ kind: 'chargeRequest', closed: false }];
-}
-
-export function closeContactors(ctx: DinCtx): EffectRequest[] {
-  if (ctx.contactorsClosed) return [];
-  ctx.contactorsClosed = true;
-  return [{ kind: 'contactors', closed: true }];
-}
-
-export function openContactors(ctx: DinCtx): EffectRequest[] {
-  if (!ctx.contactorsClosed) return [];
-  ctx.contactorsClosed = false;
-  return [{ kind: 'contactors', closed: false }];
-}
-
-/** Tells the vehicle what the charger delivers (option, else the EV port behind the EvView, if it is one). */
-export function reportEvseOutput(ctx: DinCtx, env: StepEnv, output: EvseOutput): void {
-  const port = env.ev as StepEnv['ev'] & { reportEvseOutput?: (o: EvseOutput) => void };
-  const sink = ctx.options.reportEvseOutput ?? (typeof port.reportEvseOutput === 'function' ? port.reportEvseOutput.bind(port) : undefined);
-  sink?.(output);
-}
-
-/** SoC and energy at the start of energy transfer, and the latest values. */
-export function recordEnergy(ctx: DinCtx, env: StepEnv, at: 'start' | 'now'): void {
-  const s = env.ev.status();
-  if (at === 'start' && ctx.socStart === undefined) {
-    ctx.socStart = s.socPercent;
-    ctx.energyStartWh = s.energyDeliveredWh;
-  }
-  if (ctx.socStart === undefined) return;
-  ctx.socEnd = s.socPercent;
-  ctx.energyEndWh = s.energyDeliveredWh;
-}
-
-export function asArray<T>(v: T | readonly T[] | undefined): T[] {
-  if (v === undefined || v === null) return [];
-  return Array.isArray(v) ? [...(v as T[])] : [v as T];
-}

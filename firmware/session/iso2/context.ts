@@ -10,6 +10,7 @@ import { repeat, stopWith, type EffectRequest, type StepEnv, type Transition } f
 import type { TimerSpec } from '../timers.ts';
 import { iso2Stop, type ISO2_ERRORS } from './errors.ts';
 import { parseIso2Settings, type EnergyTransferMode, type Iso2Settings, type Iso2SettingsInput } from './settings.ts';
+export { asArray, closeContactors, closeS2, openContactors, openS2, recordEnergy, reportEvseOutput } from '../vehicle-side.ts';
 
 /** The contract the vehicle presents (PaymentDetailsReq): structurally the vehicle layer's ContractCredentials. */
 export interface Iso2Contract {
@@ -205,11 +206,6 @@ export function responseHeader(env: StepEnv): Record<string, unknown> | undefine
 
 // ---- small shared helpers ------------------------------------------------------------------------------------------
 
-export function asArray<T>(v: T | readonly T[] | undefined): T[] {
-  if (v === undefined || v === null) return [];
-  return Array.isArray(v) ? [...(v as T[])] : [v as T];
-}
-
 export const isOngoing = (p: unknown): boolean => p === 'Ongoing' || p === 'Ongoing_WaitingForCustomerInteraction';
 
 export function dcEvStatus(env: StepEnv): Iso2.DC_EVStatusType {
@@ -221,33 +217,3 @@ export function socByte(soc: number): number {
   return Number.isFinite(soc) ? Math.min(100, Math.max(0, Math.round(soc))) : 0;
 }
 
-/** Contactor / S2 effects that bring the vehicle side to the given state, updating what the context believes. */
-export function openContactors(ctx: Iso2Ctx): EffectRequest[] {
-  if (!ctx.contactorsClosed) return [];
-  ctx.contactorsClosed = false;
-  return [{ kind: 'contactors', closed: false }];
-}
-
-export function openS2(ctx: Iso2Ctx): EffectRequest[] {
-  if (!ctx.s2Closed) return [];
-  ctx.s2Closed = false;
-  return [{ kind: 'chargeRequest', closed: false }];
-}
-
-/** Tells the vehicle what the charger delivers (option, else the EV port behind the EvView, if it is one). */
-export function reportEvseOutput(ctx: Iso2Ctx, env: StepEnv, output: EvseOutput): void {
-  const port = env.ev as StepEnv['ev'] & { reportEvseOutput?: (o: EvseOutput) => void };
-  const sink = ctx.options.reportEvseOutput ?? (typeof port.reportEvseOutput === 'function' ? port.reportEvseOutput.bind(port) : undefined);
-  sink?.(output);
-}
-
-/** Records SoC and energy at the start of energy transfer and keeps the end values current. */
-export function recordEnergy(ctx: Iso2Ctx, env: StepEnv, at: 'start' | 'now'): void {
-  const s = env.ev.status();
-  if (at === 'start' && ctx.socStart === undefined) {
-    ctx.socStart = s.socPercent;
-    ctx.energyStartWh = s.energyDeliveredWh;
-  }
-  ctx.socEnd = s.socPercent;
-  ctx.energyEndWh = s.energyDeliveredWh;
-}
