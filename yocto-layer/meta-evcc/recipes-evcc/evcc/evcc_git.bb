@@ -16,6 +16,11 @@ S = "${WORKDIR}/git"
 
 inherit npm systemd useradd
 
+# The device runs the compiled tree (dist/), never TypeScript through a transpiler.
+do_compile:append() {
+    cd ${S} && ${STAGING_BINDIR_NATIVE}/node scripts/build.mjs
+}
+
 DEPENDS += "python3-native"
 RDEPENDS:${PN} += "nodejs tpm2-tools libtss2-tcti-device rauc openssl iproute2"
 
