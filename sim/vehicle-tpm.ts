@@ -8,7 +8,9 @@
  *   → measured boot (PCR 14, ticket) → first-boot completion (OEM provisioning key, sealed runtime secret) →
  *   openVehicleTrust (certificate store under the TPM-derived key, factory root A with the OEM's approved-V2G-root
  *   statement; tagged OEM backend key, the same key as the release ships) → MO wraps the contract key for this
- *   vehicle's storage key → direct import → arm().
+ *   vehicle's storage key → direct import → arm() (`contract: 'factory-import'`), or the OEM provisioning certificate
+ *   with the storage-key extension and no contract yet (`contract: 'certificate-installation'`: the first PnC session
+ *   installs one).
  * `reboot({ bundle: 'tampered' })` then power-cycles the vehicle into a bundle that fails measured boot: the trust
  * reopens in degraded mode (roots verified by their OEM approvals only, contract key locked) — the EIM-only vehicle.
  *
@@ -38,6 +40,9 @@ import type { CertificateStore } from '../firmware/pki/store.ts';
 import { FsStore } from '../hal/store/fs-store.ts';
 import { Swtpm } from '../hal/tpm/swtpm.ts';
 import { Tpm2Tools } from '../hal/tpm/tpm2-tools.ts';
+import { issueProvisioningCertificate } from './cps/provisioning.ts';
+
+const fromHex = (h: string): Uint8Array => new Uint8Array(Buffer.from(h, 'hex'));
 
 /** Debian tools the TPM stage runs (swtpm, tpm2-tools, rauc, openssl for the bench OEM bundle certificate). */
 export const VEHICLE_TPM_TOOLS = ['swtpm', 'tpm2_startup', 'rauc', 'openssl'] as const;
@@ -76,6 +81,14 @@ export interface BenchVehicleTpmOptions {
    * lets the A/B commit visibly raise it.
    */
   releaseVersion: number;
+  /**
+   * How the vehicle gets its contract. 'factory-import' (default, what the TPM tests build on): the MO wraps a
+   * contract key for this vehicle's storage key, the factory imports it and stores its chain.
+   * 'certificate-installation' (the main job): the OEM issues the provisioning certificate (with the storage-key
+   * extension) for the TPM provisioning key and no contract is pre-imported — the first PnC session installs one by
+   * ISO 15118-2 CertificateInstallation (direct TPM import).
+   */
+  contract?: 'certificate-installation' | 'factory-import';
   log: (sub: Subsystem) => Logger;
 }
 
@@ -95,8 +108,10 @@ export interface VehicleTpmOutcome {
   /** Wall time of the whole vehicle stage, swtpm start to armed contract key (ms). */
   stageMs: number;
   boot: { version: number; pcr14: string; bundleSha256: string };
-  /** The imported contract key and its MO certificate (subject, PEM). */
-  contractKey: { id: string; certificate: string; certificatePem: string };
+  /** The factory-imported contract key and its MO certificate (subject, PEM); absent with 'certificate-installation'. */
+  contractKey?: { id: string; certificate: string; certificatePem: string };
+  /** The OEM provisioning certificate issued at the factory ('certificate-installation'), PEM. */
+  provisioningCertificatePem?: string;
   proof?: ContractProof;
   counter?: { from: string; to: string; proof: string };
 }
@@ -110,7 +125,10 @@ export interface BenchVehicleTpm {
   readonly backendTrust: BackendTrust | undefined;
   readonly keys: KeyService;
   outcome: VehicleTpmOutcome;
-  /** Signs `message`'s SHA-256 with the contract key (pre-armed session) and verifies it with the contract certificate. */
+  /**
+   * Signs `message`'s SHA-256 with the contract key (pre-armed session) and verifies it with the factory-imported
+   * contract certificate (KEYS_NO_CONTRACT_KEY without one).
+   */
   proveContractKey(message: Uint8Array): Promise<ContractProof>;
   /** `evcc boot commit`: self-test through the TPM, then the NV anti-rollback counter raised to the running release. */
   commit(): Promise<{ version: number; from: string; to: string; proof: string }>;
@@ -217,25 +235,47 @@ export async function startBenchVehicleTpm(o: BenchVehicleTpmOptions): Promise<B
       backendTrust = await step((b) => [{ keyId: b.keyId }, `OEM backend key ${b.keyId} installed and tagged with the TPM-derived key`], () => full.installBackendKey(pem));
     }
 
-    // --- mobility operator: direct import of the contract key ---------------------------------------------------------
-    const contract = o.pki.mo.contract;
-    const blobPath = join(moDir, 'contract.import.json');
-    await step(() => [{ contract: contract.cert.subject }, `MO wrapped the contract key (${contract.cert.subject.split(',')[0]}) for this vehicle's storage key`], async () => {
-      const blob = await wrapContractKey({ contractKeyPem: contract.keyPem, deviceExportDir: exportDir });
-      await writeFile(blobPath, JSON.stringify(blob), { mode: 0o644 });
-    });
-    const imported = await step((k) => [{ key: k.id }, `contract key ${k.id} imported into the TPM (direct import, bound to the OEM state policy)`],
-      async () => keys.importContractKey(new Uint8Array(await readFile(blobPath))));
-    const certPublic = new X509Certificate(contract.pem).publicKey.export({ type: 'spki', format: 'pem' }).toString();
-    if (certPublic !== imported.publicKeyPem) throw new EvccError('KEYS_BLOB_MALFORMED', 'imported contract key differs from the contract certificate');
-    // The contract chain next to its key (store id = key id): PaymentDetailsReq presents it.
-    await full.store.putContractChain(imported.id, [contract.der, o.pki.mo.sub2.der, o.pki.mo.sub1.der]);
-    await step(() => [{ key: imported.id }, 'contract key armed (policy session ready before the challenge)'], () => keys.arm());
+    let contractKey: VehicleTpmOutcome['contractKey'];
+    let provisioningCertificatePem: string | undefined;
+    if ((o.contract ?? 'factory-import') === 'factory-import') {
+      // --- mobility operator: direct import of the contract key -------------------------------------------------------
+      const contract = o.pki.mo.contract;
+      const blobPath = join(moDir, 'contract.import.json');
+      await step(() => [{ contract: contract.cert.subject }, `MO wrapped the contract key (${contract.cert.subject.split(',')[0]}) for this vehicle's storage key`], async () => {
+        const blob = await wrapContractKey({ contractKeyPem: contract.keyPem, deviceExportDir: exportDir });
+        await writeFile(blobPath, JSON.stringify(blob), { mode: 0o644 });
+      });
+      const imported = await step((k) => [{ key: k.id }, `contract key ${k.id} imported into the TPM (direct import, bound to the OEM state policy)`],
+        async () => keys.importContractKey(new Uint8Array(await readFile(blobPath))));
+      const certPublic = new X509Certificate(contract.pem).publicKey.export({ type: 'spki', format: 'pem' }).toString();
+      if (certPublic !== imported.publicKeyPem) throw new EvccError('KEYS_BLOB_MALFORMED', 'imported contract key differs from the contract certificate');
+      // The contract chain next to its key (store id = key id): PaymentDetailsReq presents it.
+      await full.store.putContractChain(imported.id, [contract.der, o.pki.mo.sub2.der, o.pki.mo.sub1.der]);
+      await step(() => [{ key: imported.id }, 'contract key armed (policy session ready before the challenge)'], () => keys.arm());
+      contractKey = { id: imported.id, certificate: contract.cert.subject, certificatePem: contract.pem };
+    } else {
+      // --- OEM: provisioning certificate for the TPM-held provisioning key; the contract comes in the session ------
+      // The storage-key extension (storage key public area and policy A, from the provisioning record the backend
+      // export carries) tells the CPS/MO to wrap the contract key for direct import into this TPM.
+      const record = keys.provisioning;
+      if (!record.oemProvisioningKey) throw new EvccError('KEYS_NO_PROVISIONING_KEY', 'first-boot completion left no OEM provisioning key');
+      const publicKeyPem = record.oemProvisioningKey.publicKeyPem;
+      const cert = await step((c) => [{ subject: new X509Certificate(c.pem).subject.split('\n')[0] }, `OEM provisioning certificate issued for the TPM provisioning key (with the storage-key extension: direct import); chain stored, no contract yet (CertificateInstallation in the first PnC session)`], async () => {
+        const c = await issueProvisioningCertificate({
+          pki: o.pki, publicKeyPem,
+          storageKey: { storageKeyPublic: fromHex(record.storageKey.public), keysPolicy: fromHex(record.policies.keys) },
+        });
+        await full.store.setOemProvisioningChain([c.der, o.pki.oem.sub2.der, o.pki.oem.sub1.der]);
+        return c;
+      });
+      provisioningCertificatePem = cert.pem;
+    }
 
     const outcome: VehicleTpmOutcome = {
       stageMs: Math.round(performance.now() - stageStart),
       boot: { version: boot.version, pcr14: boot.pcrValue, bundleSha256: boot.bundleSha256 },
-      contractKey: { id: imported.id, certificate: contract.cert.subject, certificatePem: contract.pem },
+      ...(contractKey ? { contractKey } : {}),
+      ...(provisioningCertificatePem ? { provisioningCertificatePem } : {}),
     };
     const reboot = async (r: { bundle: 'release' | 'tampered' }): Promise<OpenedVehicleTrust> => {
       await keys.close().catch(() => undefined);
@@ -280,10 +320,12 @@ export async function startBenchVehicleTpm(o: BenchVehicleTpmOptions): Promise<B
       async proveContractKey(message) {
         const digest = sha256(message);
         const t0 = performance.now();
+        if (!contractKey) throw new EvccError('KEYS_NO_CONTRACT_KEY', 'no factory-imported contract key to prove');
+        const certificatePem = contractKey.certificatePem;
         const signature = await keys.signWithContractKey(digest);
         const signMs = Math.round((performance.now() - t0) * 10) / 10;
         const status = await keys.status();
-        const verified = cryptoVerify('sha256', message, { key: new X509Certificate(contract.pem).publicKey, dsaEncoding: 'ieee-p1363' }, signature);
+        const verified = cryptoVerify('sha256', message, { key: new X509Certificate(certificatePem).publicKey, dsaEncoding: 'ieee-p1363' }, signature);
         const proof: ContractProof = {
           digest: Buffer.from(digest).toString('hex'), signature: Buffer.from(signature).toString('base64'), verified, signMs,
           criticalPathProcesses: status.lastSignCriticalPathProcesses,

@@ -52,7 +52,10 @@ import { requestsHighLevelCommunication } from '../../hal/pilot/types.ts';
 import { SimSegment } from '../../hal/plc/sim.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
 import { startSimCharger, startSimEvModem } from '../../sim/evse-slac/index.ts';
+import { answerCertificateInstallation, answerCertificateUpdate } from '../../sim/cps/cps.ts';
 import { startEmbeddedSecc, vehicleCredentials, type EmbeddedChain } from '../../sim/secc/embedded.ts';
+import type { CertificateServiceHook } from '../../sim/secc/session.ts';
+import type { CertificateInstallationReqType, CertificateUpdateReqType } from '../../firmware/exi/generated/iso2.ts';
 import { missingVehicleTpmTools, startBenchVehicleTpm, type BenchVehicleTpm } from '../../sim/vehicle-tpm.ts';
 import { createRuntime, type GlobalOptions } from '../runtime.ts';
 import { parseConfig } from './charge.ts';
@@ -96,7 +99,10 @@ export type BenchTpmReport =
     bundleSha256: string;
     /** 'signed': the session's AuthorizationReq was signed by the contract key in the TPM (PnC). */
     contractKey: 'signed' | 'unused';
-    contractCertificate: string;
+    /** The active contract certificate after the session (PEM): installed in the session, or factory-imported. */
+    contractCertificate?: string;
+    /** The contract key id the vehicle holds after the session. */
+    contractKeyId?: string;
     /** NV anti-rollback counter before and after the A/B commit (after a good session only). */
     counterFrom?: string;
     counter?: string;
@@ -154,6 +160,7 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
       // opened exactly as `evcc run` opens it on the device (firmware/vehicle/trust.ts), on the same swtpm.
       vehicle = await startBenchVehicleTpm({
         baseDir: join(dataDir, 'vehicle'), dataDir: join(dataDir, 'data'), pki, releaseVersion: BENCH_RELEASE, log: (sub) => rt.log(sub),
+        contract: 'certificate-installation', // the contract comes by CertificateInstallation in the first PnC session
         ...(signer ? { backendKeyPem: signer.publicKeyPem, approvalSigner: signer } : {}),
       });
       cleanups.push(() => vehicle!.close());
@@ -176,7 +183,9 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
       await trust.store!.installRoot(pki.a.root.der, { source: 'factory', ...(signer ? { approval: approveRoot(signer, pki.a.root.der) } : {}) });
     }
     cleanups.push(() => trust.close());
-    const readiness = trust.readiness;
+    const installable = contractInstallable(trust, vehicle);
+    if (installable) bench.info({ code: 'KEYS_NO_CONTRACT_KEY' }, 'vehicle: no contract key yet, OEM provisioning certificate held: PnC offered, the contract comes by CertificateInstallation in the session');
+    const readiness = installable ?? trust.readiness;
     const store = trust.store;
     if (!store) throw new EvccError('EVCC_TRUST_UNAVAILABLE', 'bench vehicle has no verified certificate store');
     const backendTrust: BackendTrust | undefined = trust.backendTrust;
@@ -192,7 +201,22 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
     const ipLink = new SimIpv6Link();
     const chain: EmbeddedChain = opts.chargerPki === 'a' ? 'pki-a' : opts.chargerPki === 'b' ? 'pki-b' : 'pki-b-cross';
     const scenario = opts.scenario ?? defaultScenario(opts);
-    const secc = await startEmbeddedSecc({ link: ipLink, pki, tls: opts.protocol === 'din' ? 'none' : opts.tls, chain, scenario, clock, log: sim });
+    // The CPS / MO behind the charger: CertificateInstallation / CertificateUpdate answered with the bench PKI (a new
+    // contract per request; direct TPM import when the request's certificate carries the storage-key extension).
+    const cps = sim;
+    const certificateService: CertificateServiceHook = {
+      installation: async (req) => {
+        const a = await answerCertificateInstallation(req as CertificateInstallationReqType, { pki });
+        cps.info({ emaid: a.contract.emaid, transport: a.transport }, `CertificateInstallation: contract ${a.contract.emaid} issued, key ${a.transport === 'direct' ? 'wrapped for direct TPM import' : 'ISO 15118-2 encrypted'}`);
+        return { body: a.body, signature: a.signature, encodeOptions: a.encodeOptions };
+      },
+      update: async (req) => {
+        const a = await answerCertificateUpdate(req as CertificateUpdateReqType, { pki });
+        cps.info({ emaid: a.contract.emaid, transport: a.transport }, `CertificateUpdate: contract ${a.contract.emaid} issued, key ${a.transport === 'direct' ? 'wrapped for direct TPM import' : 'ISO 15118-2 encrypted'}`);
+        return { body: a.body, signature: a.signature, encodeOptions: a.encodeOptions };
+      },
+    };
+    const secc = await startEmbeddedSecc({ link: ipLink, pki, tls: opts.protocol === 'din' ? 'none' : opts.tls, chain, scenario, clock, log: sim, certificateService });
     cleanups.push(() => secc.close());
     sim.info({ chain, scenario, port: secc.port }, `charger simulator up: scenario ${scenario}, presenting ${opts.protocol === 'din' ? 'no TLS' : chain}`);
 
@@ -285,10 +309,14 @@ function acSession(raw: unknown): Record<string, unknown> {
  * the charger verified) lets `evcc boot commit` raise the anti-rollback counter.
  */
 async function commitAfterSession(vehicle: BenchVehicleTpm, trust: TrustPart, report: ChargeReport, bench: Logger): Promise<BenchTpmReport> {
+  const active = await activeContract(trust);
+  const factory = vehicle.outcome.contractKey;
+  const contractCertificate = active?.certificatePem ?? factory?.certificatePem;
+  const contractKeyId = active?.id ?? factory?.id;
   const base = {
     release: vehicle.outcome.boot.version, stageMs: vehicle.outcome.stageMs, pcr14: vehicle.outcome.boot.pcr14, bundleSha256: vehicle.outcome.boot.bundleSha256,
     contractKey: (report.payment === 'Contract' && report.ok ? 'signed' : 'unused') as 'signed' | 'unused',
-    contractCertificate: vehicle.outcome.contractKey.certificatePem,
+    ...(contractCertificate ? { contractCertificate } : {}), ...(contractKeyId ? { contractKeyId } : {}),
   };
   if (!report.ok) {
     bench.warn({ tpm: 'not-committed' }, `vehicle: session did not complete: release v${base.release} NOT committed`);
@@ -304,3 +332,24 @@ async function commitAfterSession(vehicle: BenchVehicleTpm, trust: TrustPart, re
   return { ...base, counterFrom: commit.from, counter: commit.to };
 }
 
+
+/** The contract the runtime's key service holds now (installed in the session, or at the factory): key id, leaf PEM. */
+async function activeContract(trust: TrustPart): Promise<{ id: string; certificatePem: string } | undefined> {
+  if (!trust.keys || !trust.store) return undefined;
+  const id = (await trust.keys.status().catch(() => undefined))?.activeContractKey;
+  const leaf = id ? trust.store.listContractChains().find((c) => c.id === id)?.chain[0] : undefined;
+  return id && leaf ? { id, certificatePem: derToPem(leaf) } : undefined;
+}
+
+/**
+ * A vehicle in full trust whose key service only lacks a contract key, and which holds its OEM provisioning chain, can
+ * get a contract in the session (CertificateInstallationReq signed with the provisioning key): PnC is offered, and
+ * the contract key is armed on its first signature after the installation. openTrust reports such a vehicle as not
+ * ready (KEYS_NO_CONTRACT_KEY, EIM only); until the trust and the policy say "contract installable" themselves, the
+ * bench maps this one refusal, said in its own line. Any other refusal stands.
+ */
+function contractInstallable(trust: TrustPart, vehicle: BenchVehicleTpm | undefined): KeyReadiness | undefined {
+  const r = trust.readiness;
+  if (r.ready || r.code !== 'KEYS_NO_CONTRACT_KEY' || !trust.keys || !vehicle || !trust.store?.getOemProvisioningChain()?.length) return undefined;
+  return { ready: true, version: vehicle.outcome.boot.version, contractKey: 'pending' };
+}

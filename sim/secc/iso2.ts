@@ -41,6 +41,7 @@ interface StepResult {
   body: ResBody;
   /** Header signature of the response (CertificateInstallationRes / CertificateUpdateRes from the CPS hook). */
   signature?: Iso2.SignatureType;
+  encodeOptions?: { ignoreLengthFacets?: boolean };
 }
 
 const LOOP_REQUESTS = new Set(['CurrentDemandReq', 'ChargingStatusReq']);
@@ -142,6 +143,7 @@ export class Iso2Secc implements SeccHandler<Message> {
       ...(failed && this.scenario.faults.afterFailed === 'close' ? { after: 'close' as const } : {}),
       requestSummary,
       responseSummary: summarizeResponse(responseName, result.body),
+      ...(result.encodeOptions ? { encodeOptions: result.encodeOptions } : {}),
     };
   }
 
@@ -236,7 +238,10 @@ export class Iso2Secc implements SeccHandler<Message> {
     const resName = kind === 'installation' ? 'CertificateInstallationRes' : 'CertificateUpdateRes';
     if (!hook) return { body: this.minimal(resName, 'FAILED_NoCertificateAvailable', req) };
     const answer = await hook.call(this.certificateService, req, { sessionId: this.sid!, now });
-    return { body: answer.body as ResBody, ...(answer.signature ? { signature: answer.signature as Iso2.SignatureType } : {}) };
+    return {
+      body: answer.body as ResBody, ...(answer.signature ? { signature: answer.signature as Iso2.SignatureType } : {}),
+      ...(answer.encodeOptions ? { encodeOptions: answer.encodeOptions } : {}),
+    };
   }
 
   private paymentDetails(req: Iso2.PaymentDetailsReqType): ResBody {

@@ -218,8 +218,8 @@ export async function startSimSecc(o: SimSeccOptions): Promise<SimSecc> {
       if (reply.response) {
         if (reply.delayMs > 0) await clock.sleep(reply.delayMs);
         const bytes = h.protocol === 'iso2'
-          ? encodeV2gMessage('iso2', reply.response as Iso2.V2G_MessageElement)
-          : encodeV2gMessage('din', reply.response as Din.V2G_MessageElement);
+          ? encodeV2gMessage('iso2', reply.response as Iso2.V2G_MessageElement, reply.encodeOptions)
+          : encodeV2gMessage('din', reply.response as Din.V2G_MessageElement, reply.encodeOptions);
         write(PayloadType.EXI, bytes);
         log?.info(`SECC → ${reply.responseSummary}${reply.delayMs > 0 ? ` after ${reply.delayMs} ms` : ''}`);
       } else if (reply.requestName) {

@@ -28,6 +28,8 @@ export interface SeccReply<M> {
   /** Log lines: `CurrentDemandReq (target 400.0 V 125.0 A)` / `CurrentDemandRes OK (present 398.0 V 120.0 A)`. */
   requestSummary: string;
   responseSummary?: string;
+  /** EXI encoder options for this response (a CPS answer with a direct-import duplicate exceeds a length facet). */
+  encodeOptions?: { ignoreLengthFacets?: boolean };
 }
 
 export interface SeccHandler<M> {
@@ -106,10 +108,19 @@ export class SessionMemory {
   }
 }
 
-/** Receives a CertificateInstallationReq / CertificateUpdateReq and returns what the CPS / MO side answers. */
+/**
+ * Receives a CertificateInstallationReq / CertificateUpdateReq and returns what the CPS / MO side answers
+ * (`encodeOptions`: how the SECC must encode that response, e.g. sim/cps's direct-import answer).
+ */
+export interface CertificateServiceAnswer {
+  body: unknown;
+  signature?: unknown;
+  encodeOptions?: { ignoreLengthFacets?: boolean };
+}
+
 export interface CertificateServiceHook {
-  installation?(request: unknown, ctx: { sessionId: string; now: number }): Promise<{ body: unknown; signature?: unknown }>;
-  update?(request: unknown, ctx: { sessionId: string; now: number }): Promise<{ body: unknown; signature?: unknown }>;
+  installation?(request: unknown, ctx: { sessionId: string; now: number }): Promise<CertificateServiceAnswer>;
+  update?(request: unknown, ctx: { sessionId: string; now: number }): Promise<CertificateServiceAnswer>;
 }
 
 export interface SeccHandlerOptions {

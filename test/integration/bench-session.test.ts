@@ -40,7 +40,7 @@ afterAll(async () => {
 // The vehicle stage needs swtpm, tpm2-tools, rauc (and openssl for the bench OEM certificate): without them the
 // main job runs TPM-less, which is not the product: skipped on a laptop, a FAILURE under CI.
 describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')])('evcc bench-session (main job, vehicle TPM on swtpm)', () => {
-  it('the whole story: TPM vehicle, SLAC, SDP, TLS + Solution C, ISO-2 DC PnC with the TPM-signed Authorization verified by the charger, 20 → 80 %, SessionStop, A/B commit', async () => {
+  it('the whole story: TPM vehicle without a contract, SLAC, SDP, TLS + Solution C, ISO-2 CertificateInstallation (direct TPM import), DC PnC with the new key\'s Authorization verified by the charger, 20 → 80 %, SessionStop, A/B commit', async () => {
     const { code, report, log } = await benchSession(['--keep']);
     const dataDir = /data dir kept dataDir=(\S+)/.exec(log.find((l) => l.includes('data dir kept')) ?? '')?.[1];
     if (dataDir) kept.push(dataDir);
@@ -57,9 +57,12 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     expect(report.soc.start).toBe(20);
     expect(report.soc.end).toBeGreaterThanOrEqual(80);
     expect(report.energyWh).toBeGreaterThan(30_000);
-    expect(report.messages).toMatchObject({ SessionSetupReq: 1, PaymentDetailsReq: 1, AuthorizationReq: 1, SessionStopReq: 1 });
+    expect(report.messages).toMatchObject({ SessionSetupReq: 1, CertificateInstallationReq: 1, PaymentDetailsReq: 1, AuthorizationReq: 1, SessionStopReq: 1 });
+    expect(report.messages.CertificateUpdateReq).toBeUndefined();
     expect(report.messages.CurrentDemandReq).toBeGreaterThan(5);
-    expect(report.session.effectTimes.sign.count).toBe(1);
+    // two TPM signatures: CertificateInstallationReq (provisioning key), AuthorizationReq (the new contract key)
+    expect(report.session.effectTimes.sign.count).toBe(2);
+    expect(report.session.effectTimes.installContract.count).toBe(1);
 
     // TPM outcome: PCR 14 holds exactly the measurement of the booted bundle (extend from zero, sha256 bank).
     const tpm = report.tpm;
@@ -68,7 +71,13 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     const expectedPcr = createHash('sha256').update(Buffer.alloc(32)).update(Buffer.from(tpm.bundleSha256, 'hex')).digest('hex');
     expect(tpm.pcr14).toBe(expectedPcr);
     expect(tpm.contractKey).toBe('signed');
-    expect(new X509Certificate(tpm.contractCertificate).subject).toContain('CN=DEEVCC000000001');
+    // The contract the session installed (the factory imported none): the CPS copied the provisioning certificate's
+    // storage-key extension into it, and the key service holds its key under the id the install line names.
+    const contractCert = new X509Certificate(tpm.contractCertificate);
+    expect(contractCert.subject).toContain('CN=DEEVCC000000001');
+    const installedKey = /KEYS: contract DEEVCC000000001 installed: key (\w+) imported into the TPM \(direct import\)/.exec(log.find((l) => /KEYS: contract \S+ installed: key/.test(l)) ?? '')?.[1];
+    expect(installedKey).toBeDefined();
+    expect(tpm.contractKeyId).toBe(installedKey);
     // A/B commit after the good session: the anti-rollback counter went from its provisioned value 1 to the release.
     expect({ from: tpm.counterFrom, to: tpm.counter }).toEqual({ from: '1', to: '2' });
 
@@ -80,8 +89,9 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
       /\[INFO\] BOOT: bundle measured into PCR 14/,
       /\[INFO\] BENCH: vehicle: first-boot completion: oem-provisioning-key, runtime-secret/,
       /\[INFO\] BENCH: vehicle: factory V2G root A installed/,
-      /\[INFO\] BENCH: vehicle: contract key \w+ imported into the TPM \(direct import/,
+      /\[INFO\] BENCH: vehicle: OEM provisioning certificate issued for the TPM provisioning key \(with the storage-key extension: direct import\); chain stored, no contract yet/,
       /\[INFO\] KEYS: vehicle trust opened: store verified with the TPM-derived key roots=1/, // the runtime's own trust, after the hand-over
+      /\[INFO\] BENCH: vehicle: no contract key yet, OEM provisioning certificate held: PnC offered/,
       /\[INFO\] PILOT: state B/,
       /^\d\d:\d\d:\d\d\.\d{3} \[INFO\] SLAC: matching process successful/,
       /\[INFO\] EVCC: security policy: contract key \w+ armed/,
@@ -92,8 +102,14 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
       /\[INFO\] APPHAND: SupportedAppProtocol: urn:iso:15118:2:2013:MsgDef/,
       /\[INFO\] ISO2: ← SessionSetupRes/,
       /\[INFO\] EVCC: communication setup complete in \d+ ms/,
-      /\[INFO\] ISO2: → PaymentDetailsReq \(eMAID DEEVCC000000001/,
+      /\[INFO\] ISO2: → PaymentServiceSelectionReq \(Contract, DC_extended, contract certificate installation\)/,
+      /\[INFO\] ISO2: → CertificateInstallationReq \(\d root\(s\) listed\)/,
+      /\[INFO\] SIM: CertificateInstallation: contract DEEVCC000000001 issued, key wrapped for direct TPM import/,
+      /\[INFO\] ISO2: ← CertificateInstallationRes \(eMAID DEEVCC000000001\)/,
+      /\[INFO\] KEYS: contract DEEVCC000000001 installed: key \w+ imported into the TPM \(direct import\)/,
+      /\[INFO\] ISO2: → PaymentDetailsReq \(eMAID DEEVCC000000001, chain of 3\)/,
       /\[INFO\] ISO2: → AuthorizationReq \(PnC, GenChallenge [0-9a-f]{32}\)/,
+      /\[INFO\] SIM: SECC ← AuthorizationReq \(signed\)/,
       /\[INFO\] ISO2: ← AuthorizationRes \(OK, Finished\)/,
       /\[INFO\] ISO2: → CableCheckReq/,
       /\[INFO\] ISO2: → PreChargeReq/,
@@ -115,6 +131,15 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     const clear: string[] = [];
     for (const f of vehicleFiles) if ((await readFile(f)).includes('PRIVATE KEY')) clear.push(f);
     expect(clear).toEqual([]);
+    // The installed contract key is there, TPM-wrapped only: its public half is the certificate's, its private blob
+    // (TPM2B_PRIVATE under the storage key) is no PEM/PKCS#8 key.
+    const contractDir = join(dataDir!, 'data', 'keys', 'contract');
+    expect((await readFile(join(contractDir, 'active'), 'utf8')).trim()).toBe(installedKey);
+    expect((await readFile(join(contractDir, `${installedKey}.pub.pem`), 'utf8')).trim())
+      .toBe(contractCert.publicKey.export({ type: 'spki', format: 'pem' }).toString().trim());
+    const wrapped = await readFile(join(contractDir, `${installedKey}.priv`));
+    expect(wrapped.readUInt16BE(0)).toBe(wrapped.length - 2); // a TPM2B (size-prefixed), not a DER/PKCS#8 key
+    expect(wrapped.includes('PRIVATE KEY')).toBe(false);
     // The scan can fail: the bench OEM's own (off-vehicle) bundle key is a PEM private key.
     expect((await readFile(join(dataDir!, 'vehicle', 'oem', 'bundle.key.pem'))).includes('PRIVATE KEY')).toBe(true);
   });
