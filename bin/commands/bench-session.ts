@@ -39,7 +39,6 @@ import type { BackendTrust } from '../../firmware/ota/signing.ts';
 import { derToPem } from '../../firmware/pki/cert.ts';
 import { generateTestPki } from '../../firmware/pki/generate.ts';
 import { macFromString } from '../../firmware/slac/codec.ts';
-import type { KeyReadiness } from '../../firmware/vehicle/policy.ts';
 import { chargeReportOf, logChargeEnd, type ChargeReport } from '../../firmware/vehicle/report.ts';
 import { bindVehicleStages, type VehicleParts, type VehicleSettings } from '../../firmware/vehicle/stages.ts';
 import { SimEv } from '../../hal/ev/sim.ts';
@@ -183,9 +182,7 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
       await trust.store!.installRoot(pki.a.root.der, { source: 'factory', ...(signer ? { approval: approveRoot(signer, pki.a.root.der) } : {}) });
     }
     cleanups.push(() => trust.close());
-    const installable = contractInstallable(trust, vehicle);
-    if (installable) bench.info({ code: 'KEYS_NO_CONTRACT_KEY' }, 'vehicle: no contract key yet, OEM provisioning certificate held: PnC offered, the contract comes by CertificateInstallation in the session');
-    const readiness = installable ?? trust.readiness;
+    const readiness = trust.readiness;
     const store = trust.store;
     if (!store) throw new EvccError('EVCC_TRUST_UNAVAILABLE', 'bench vehicle has no verified certificate store');
     const backendTrust: BackendTrust | undefined = trust.backendTrust;
@@ -348,8 +345,3 @@ async function activeContract(trust: TrustPart): Promise<{ id: string; certifica
  * ready (KEYS_NO_CONTRACT_KEY, EIM only); until the trust and the policy say "contract installable" themselves, the
  * bench maps this one refusal, said in its own line. Any other refusal stands.
  */
-function contractInstallable(trust: TrustPart, vehicle: BenchVehicleTpm | undefined): KeyReadiness | undefined {
-  const r = trust.readiness;
-  if (r.ready || r.code !== 'KEYS_NO_CONTRACT_KEY' || !trust.keys || !vehicle || !trust.store?.getOemProvisioningChain()?.length) return undefined;
-  return { ready: true, version: vehicle.outcome.boot.version, contractKey: 'pending' };
-}

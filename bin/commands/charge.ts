@@ -247,7 +247,7 @@ export async function openVehicleStack(globals: GlobalOptions, f: StackFlags, o:
     closers.push(() => trust.close());
     const r = trust.readiness;
     const keysLog = rt.log('KEYS');
-    if (r.ready) keysLog.info({ version: r.version, contractKey: r.contractKey }, `contract key armed (release v${r.version}): Plug & Charge available`);
+    if (r.ready) keysLog.info({ version: r.version, contractKey: r.contractKey }, r.contractKey ? `contract key armed (release v${r.version}): Plug & Charge available` : `no contract yet (release v${r.version}): Plug & Charge by CertificateInstallation`);
     else keysLog.warn({ code: r.code }, `key service refused: ${r.message} — degraded mode, EIM only`);
     if (trust.store) rt.log('PKI').info({ roots: trust.store.listRoots().map((x) => x.subject), source: trust.source }, `certificate store verified: ${trust.store.listRoots().length} V2G root(s)`);
     else rt.log('PKI').error({ code: r.ready ? undefined : r.code }, 'no verified certificate store: the SECC cannot be authenticated (TLS impossible) in this state');

@@ -17,8 +17,12 @@
 import type { SdpSecurityPolicy } from '../sdp/settings.ts';
 import type { OfferedProtocol } from '../session/app-handshake.ts';
 
-/** What the key service said at start: ready to sign with the contract key, or refused (typed). */
-export type KeyReadiness = { ready: true; version: number; contractKey: string } | { ready: false; code: string; message: string };
+/**
+ * What the key service said at start: ready (the state is OEM-approved) with the contract key armed, or ready with no
+ * contract yet but an OEM provisioning certificate to get one by CertificateInstallation (`contractKey` absent), or
+ * refused (typed).
+ */
+export type KeyReadiness = { ready: true; version: number; contractKey?: string } | { ready: false; code: string; message: string };
 
 export type PaymentOption = 'Contract' | 'ExternalPayment';
 
@@ -57,9 +61,12 @@ export const DEFAULT_PROTOCOL_PREFERENCES: ProtocolPreferences = { iso2Priority:
  */
 export function securityPolicy(keys: KeyReadiness, prefs: Pick<ProtocolPreferences, 'eimSdpSecurity' | 'pncSdpSecurity'> = DEFAULT_PROTOCOL_PREFERENCES): SecurityPolicy {
   if (keys.ready) {
+    const what = keys.contractKey
+      ? `contract key ${keys.contractKey} armed for release v${keys.version}: PnC (TLS only) and EIM offered`
+      : `no contract yet (release v${keys.version} approved): PnC with CertificateInstallation (OEM provisioning key in the TPM) and EIM offered`;
     return {
       pnc: true, paymentOptions: ['Contract', 'ExternalPayment'], sdpSecurity: prefs.pncSdpSecurity,
-      reason: `contract key ${keys.contractKey} armed for release v${keys.version}: PnC (TLS only) and EIM offered; SDP ${prefs.pncSdpSecurity}${prefs.pncSdpSecurity === 'tls-preferred' ? ' (a charger without TLS gets EIM over TCP, never the contract)' : ''}`,
+      reason: `${what}; SDP ${prefs.pncSdpSecurity}${prefs.pncSdpSecurity === 'tls-preferred' ? ' (a charger without TLS gets EIM over TCP, never the contract)' : ''}`,
     };
   }
   return {

@@ -117,8 +117,17 @@ export async function openTrust(p: TrustPorts, o: { reclaim: boolean; armContrac
     const status = await keys.status();
     return { ...common, readiness: { ready: true, version: boot.version, contractKey: status.activeContractKey ?? '?' } };
   } catch (err) {
-    // The store verified, but the contract key cannot be used (none installed, or the TPM refused): EIM only.
     const r = refusalOf(err);
+    // No contract yet, but the OEM provisioning certificate is there: the state is approved and the session can get
+    // the contract by CertificateInstallation (signed with the provisioning key in the TPM).
+    if (r.code === 'KEYS_NO_CONTRACT_KEY' && trust.store.getOemProvisioningChain()?.length) {
+      const boot = await p.bootState().catch(() => undefined);
+      if (boot) {
+        log.info({ cp: 'KEYS_CONTRACT_INSTALLABLE' }, `no contract key yet: OEM provisioning certificate held, the contract comes by CertificateInstallation`);
+        return { ...common, readiness: { ready: true, version: boot.version } };
+      }
+    }
+    // The store verified, but the contract key cannot be used (the TPM refused): EIM only.
     return { ...common, readiness: { ready: false, code: r.code, message: r.message } };
   }
 }

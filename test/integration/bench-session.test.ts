@@ -91,10 +91,10 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
       /\[INFO\] BENCH: vehicle: factory V2G root A installed/,
       /\[INFO\] BENCH: vehicle: OEM provisioning certificate issued for the TPM provisioning key \(with the storage-key extension: direct import\); chain stored, no contract yet/,
       /\[INFO\] KEYS: vehicle trust opened: store verified with the TPM-derived key roots=1/, // the runtime's own trust, after the hand-over
-      /\[INFO\] BENCH: vehicle: no contract key yet, OEM provisioning certificate held: PnC offered/,
+      /\[INFO\] KEYS: no contract key yet: OEM provisioning certificate held, the contract comes by CertificateInstallation/,
       /\[INFO\] PILOT: state B/,
       /^\d\d:\d\d:\d\d\.\d{3} \[INFO\] SLAC: matching process successful/,
-      /\[INFO\] EVCC: security policy: contract key \w+ armed/,
+      /\[INFO\] EVCC: security policy: no contract yet \(release v2 approved\): PnC with CertificateInstallation/,
       /\[INFO\] SDP: SECC found at/,
       /\[ERROR\] TLS: connection failed: unknown root CA CN=V2G Root CA B/,
       /\[INFO\] OTA: V2G root installed/,
