@@ -140,6 +140,9 @@ export function bindVehicleStages(parts: VehicleParts, settings: VehicleSettings
           ...(r.operation === 'update' && current ? { expectedEmaid: current.emaid } : {}),
         });
         await store.putContractChain(out.contractKeyId, out.chainDer);
+        // Arm the new key now (policy session ready) so the AuthorizationReq signature that follows PaymentDetails
+        // is one TPM command on the critical path, as with a contract installed before the session.
+        await parts.keys!.arm().catch((err: unknown) => log('KEYS').warn({ code: (err as { code?: string }).code }, 'new contract key not pre-armed: the Authorization signature will load it'));
         log('KEYS').info({ emaid: out.emaid, key: out.contractKeyId, path: out.path, superseded: out.supersededKeyIds, cp: 'KEYS_CONTRACT_INSTALLED' },
           `contract ${out.emaid} installed: key ${out.contractKeyId} imported into the TPM (${out.path === 'direct' ? 'direct import' : 'ISO 15118-2 path, ECDH in the TPM'})`);
         return { emaid: out.emaid, contractKeyId: out.contractKeyId, certificateChain: out.certificateChain } as EffectTypes['installContract']['result'];
