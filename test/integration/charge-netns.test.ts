@@ -166,6 +166,19 @@ describeWith([root, tool('ip'), tool('mosquitto'), tool('swtpm'), tool('tpm2_sta
     }
   }, 180_000);
 
+  it('--link-up: a bench whose PLC link is up by other means skips SLAC and runs the session on the interface', async () => {
+    const { config } = await vehicle('linkup');
+    const ev = spawnIn(rig.pair.ev, ['--config', config, '--no-log-fields', 'charge', '--link-up', '--store-key-env', 'EVCC_STORE_KEY', '--json'], storeKeyEnv());
+    const io = lines(ev);
+    const code = await new Promise<number | null>((r) => ev.once('exit', (c) => r(c)));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(code, io.err.join('\n')).toBe(0);
+    const report = JSON.parse(io.out.join('\n')) as { ok: boolean; link: { given: boolean }; endReason: { code: string } };
+    expect(report).toMatchObject({ ok: true, link: { given: true }, endReason: { code: 'SESSION_COMPLETED' } });
+    expect(io.err.some((l) => /SLAC: link given as up on /.test(l)), io.err.join('\n')).toBe(true);
+    expect(io.err.some((l) => /SLAC: starting SLAC/.test(l))).toBe(false);
+  }, 60_000);
+
   it('degraded without a verified store: EIM only, and no TLS against unverified roots (typed failure, exit 1)', async () => {
     const { config } = await vehicle('untrusted');
     const ev = spawnIn(rig.pair.ev, ['--config', config, '--no-log-fields', 'charge', '--no-keys', '--no-ota', '--json']);
