@@ -1,7 +1,12 @@
+import { ERROR_CODES, isRegisteredCode } from './error-codes.ts';
+
 /**
  * Typed errors with stable codes. Every failure that crosses a module boundary is an EvccError whose
  * `code` never changes once published (bench logs, HIL reports and the OEM backend match on it).
- * Each subsystem declares its own codes next to its code (e.g. `firmware/slac/errors.ts`).
+ * Every code is declared once in the closed registry core/error-codes.ts (ERROR_CODES: code → one line of meaning);
+ * core/error-codes.test.ts fails on a code raised anywhere that the registry lacks, and on a registered code that
+ * nothing raises. Subsystems keep their own code unions (e.g. `firmware/slac/errors.ts`) for typing; each member is
+ * a registry entry.
  */
 export class EvccError<Code extends string = string> extends Error {
   override readonly name: string = 'EvccError';
@@ -31,3 +36,8 @@ export type CommonErrorCode =
   | 'STORE_CORRUPT'
   | 'PREREQUISITE_MISSING'
   | 'ABORTED';
+
+/** The registry's one line of meaning for a code, or undefined for a code that is not registered. */
+export function describeCode(code: string): string | undefined {
+  return isRegisteredCode(code) ? ERROR_CODES[code] : undefined;
+}
