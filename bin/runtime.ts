@@ -1,12 +1,10 @@
 import { readFile } from 'node:fs/promises';
-import { Writable } from 'node:stream';
-import { createWriteStream, type WriteStream } from 'node:fs';
 import { EvccError } from '../core/errors.ts';
-import { formatBenchLine } from '../firmware/log/bench-format.ts';
 import { createLogger, forSubsystem, type Logger, type Subsystem } from '../core/logger.ts';
-import { parseSettings, RuntimeSettings } from '../firmware/settings.ts';
+import { parseRuntimeSettings, RuntimeSettings } from '../firmware/settings.ts';
 import { SystemClock } from '../hal/clock/system.ts';
 import type { Clock } from '../hal/clock/types.ts';
+import { BenchLogDestination } from './log-sink.ts';
 
 /**
  * The composition root's shared part: config, logger, clock. Every `bin/commands/*` builds its object graph from
@@ -27,7 +25,16 @@ export interface GlobalOptions {
   logLevel?: string;
   logJson?: string;
   logFields?: boolean;
+  debug?: boolean;
 }
+
+/**
+ * The sections of the config file (/etc/evcc/evcc.json) besides the runtime's own keys, each validated by its
+ * owner: firmware/vehicle/config.ts (FIRMWARE_CONFIG_SECTIONS) and the HAL parts of bin/commands/charge.ts
+ * (HAL_CONFIG_SECTIONS). Listed by name so that every command starts without loading those schemas; runtime.test.ts
+ * checks that the list matches them.
+ */
+export const CONFIG_SECTION_NAMES = ['slac', 'sdp', 'tls', 'ota', 'tpm', 'session', 'pilot', 'ev'] as const;
 
 export async function loadConfig(path: string | undefined): Promise<Record<string, unknown>> {
   if (!path) return {};
@@ -46,32 +53,15 @@ export async function loadConfig(path: string | undefined): Promise<Record<strin
   }
 }
 
-/** Bench renderer: human lines on stderr, and the JSON records themselves to an optional file. */
-class BenchDestination extends Writable {
-  constructor(private readonly jsonOut: WriteStream | undefined, private readonly fields: boolean) {
-    super();
-  }
-  override _write(chunk: Buffer, _enc: BufferEncoding, done: (e?: Error | null) => void): void {
-    const text = chunk.toString('utf8');
-    this.jsonOut?.write(text);
-    for (const line of text.split('\n')) {
-      if (!line) continue;
-      try {
-        process.stderr.write(`${formatBenchLine(JSON.parse(line) as Record<string, unknown>, this.fields)}\n`);
-      } catch {
-        process.stderr.write(`${line}\n`);
-      }
-    }
-    done();
-  }
-}
-
 export async function createRuntime(opts: GlobalOptions, overrides: Record<string, unknown> = {}): Promise<Runtime> {
   const rawConfig = { ...(await loadConfig(opts.config)), ...overrides };
   if (opts.logLevel) rawConfig.logLevel = opts.logLevel;
-  const settings = parseSettings(RuntimeSettings, rawConfig, 'config');
-  const jsonOut = opts.logJson ? createWriteStream(opts.logJson, { flags: 'a', mode: 0o600 }) : undefined;
-  const destination = new BenchDestination(jsonOut, opts.logFields ?? true);
+  const settings = parseRuntimeSettings(rawConfig, CONFIG_SECTION_NAMES, 'config');
+  const destination = new BenchLogDestination({
+    fields: opts.logFields ?? true,
+    ...(opts.logJson ? { jsonFile: { path: opts.logJson, rotation: { maxBytes: settings.log.jsonMaxBytes, keepFiles: settings.log.jsonKeepFiles } } } : {}),
+    suppression: { windowMs: settings.log.repeatWindowMs, burst: settings.log.repeatBurst },
+  });
   const root = createLogger({ level: settings.logLevel, destination });
   return {
     settings,
@@ -82,7 +72,7 @@ export async function createRuntime(opts: GlobalOptions, overrides: Record<strin
     async close() {
       root.flush();
       await new Promise<void>((r) => setImmediate(r));
-      await new Promise<void>((r) => (jsonOut ? jsonOut.end(r) : r()));
+      destination.close();
     },
   };
 }
