@@ -1,8 +1,10 @@
-import { createServer as createNetServer, type Server } from 'node:net';
+import { createServer as createNetServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { Aedes, type Client } from 'aedes';
+import { EvccError } from '../../core/errors.ts';
 import { OTA_TOPIC_PREFIX, VEHICLE_ID_PATTERN } from '../../firmware/ota/constants.ts';
 import type { Logger } from '../../core/logger.ts';
+import { PacketSizeLimitedStream } from '../../hal/mqtt/packet-size.ts';
 
 /**
  * An in-process MQTT broker (aedes, MQTT 3.1.1 only — PLATFORM.md) for the embedded bench session, where no Debian
@@ -14,6 +16,18 @@ import type { Logger } from '../../core/logger.ts';
  * `evcc-<vehicle id>` or `oem-backend…` — that is NOT authentication, so the plain listener binds 127.0.0.1 only.
  */
 export const BACKEND_IDENTITY = 'oem-backend';
+
+/**
+ * Size cap of the OEM link broker, the same for mosquitto (`max_packet_size` in mosquitto.conf and
+ * test/support/mosquitto.ts) and aedes (which has no such option: PacketSizeLimitedStream). A client that sends a
+ * larger packet is disconnected at the packet's fixed header, before its payload is read. The largest legitimate
+ * message is a root-list answer (OTA_MAX_ROOT_LIST_BYTES, 64 KiB); twice that leaves room for the approval
+ * statements and the topic, and keeps a hostile client from making the broker buffer megabytes.
+ */
+export const BROKER_MAX_PAYLOAD_BYTES = 128 * 1024;
+export const BROKER_MAX_PACKET_BYTES = BROKER_MAX_PAYLOAD_BYTES + 4 * 1024;
+
+export type EmbeddedBrokerErrorCode = 'OEM_BROKER_LISTEN_FAILED';
 
 export interface EmbeddedBrokerOptions {
   /** 0 (default) = a free port. */
@@ -34,7 +48,9 @@ export interface EmbeddedBroker {
 
 function identityOf(client: Client, tls: boolean): string | undefined {
   if (tls) {
-    const cert = (client.conn as TLSSocket).getPeerCertificate?.();
+    const conn = client.conn as unknown as PacketSizeLimitedStream | TLSSocket;
+    const socket = (conn instanceof PacketSizeLimitedStream ? conn.socket : conn) as TLSSocket;
+    const cert = socket.getPeerCertificate?.();
     const cn = cert?.subject?.CN;
     return typeof cn === 'string' ? cn : Array.isArray(cn) ? cn[0] : undefined;
   }
@@ -51,6 +67,11 @@ export function aclAllows(identity: string | undefined, topicOrFilter: string): 
 }
 
 export async function startEmbeddedBroker(options: EmbeddedBrokerOptions = {}): Promise<EmbeddedBroker> {
+  const host = options.host ?? '127.0.0.1';
+  const port = options.port ?? 0;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new EvccError('CONFIG_INVALID', `broker port must be an integer 0…65535, got ${String(options.port)}`, { port: options.port });
+  }
   const useTls = options.tls !== undefined;
   const denials: EmbeddedBroker['denials'] = [];
   const deny = (identity: string | undefined, action: 'publish' | 'subscribe', topic: string) => {
@@ -79,22 +100,34 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions = {}): 
       done(null, null);
     },
   });
-  const host = options.host ?? '127.0.0.1';
   // TCP_NODELAY: request/answer packets are small; Nagle + delayed ACK would add ~40 ms per hop (measured).
+  const handle = (s: Socket): void => {
+    s.setNoDelay(true);
+    broker.handle(new PacketSizeLimitedStream(s, BROKER_MAX_PACKET_BYTES) as never);
+  };
   const server: Server = useTls
-    ? createTlsServer({ ...options.tls!, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' }, (s) => {
-        s.setNoDelay(true);
-        broker.handle(s);
-      })
-    : createNetServer({ noDelay: true }, (s) => broker.handle(s));
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port ?? 0, host, () => resolve());
-  });
-  const port = (server.address() as { port: number }).port;
+    ? createTlsServer({ ...options.tls!, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' }, handle)
+    : createNetServer({ noDelay: true }, handle);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  } catch (err) {
+    // Close what was started, or its timers keep the process alive after the failure.
+    await new Promise<void>((r) => broker.close(() => r()));
+    server.close();
+    const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    throw new EvccError<EmbeddedBrokerErrorCode>('OEM_BROKER_LISTEN_FAILED', `cannot listen on ${host}:${port} (${why})`, { host, port, why }, { cause: err });
+  }
+  server.on('error', (err) => options.log?.error({ error: err.message }, 'broker listener error'));
+  const bound = (server.address() as { port: number }).port;
   return {
-    url: `${useTls ? 'mqtts' : 'mqtt'}://${host}:${port}`,
-    port,
+    url: `${useTls ? 'mqtts' : 'mqtt'}://${host}:${bound}`,
+    port: bound,
     broker,
     denials,
     async close() {

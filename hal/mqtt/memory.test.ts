@@ -40,3 +40,26 @@ describe('in-memory broker (simulated transport)', () => {
     expect(seen).toEqual(['x/state retained=true']);
   });
 });
+
+describe('in-memory broker: size caps as on the real link', () => {
+  it('the broker refuses a PUBLISH over its cap; a client never receives a packet over its own cap', async () => {
+    const bus = new MemoryBroker();
+    bus.maxPacketBytes = 2_000;
+    const sender = bus.connect({ url: 'mem://', clientId: 'backend', protocolVersion: 5 });
+    const small = bus.connect({ url: 'mem://', clientId: 'small', protocolVersion: 5, maxPacketBytes: 600 });
+    const big = bus.connect({ url: 'mem://', clientId: 'big', protocolVersion: 5 });
+    await Promise.resolve();
+    const got: Record<string, number[]> = { small: [], big: [] };
+    small.onMessage((m) => got.small!.push(m.payload.byteLength));
+    big.onMessage((m) => got.big!.push(m.payload.byteLength));
+    await small.subscribe(['x/#'], 1);
+    await big.subscribe(['x/#'], 1);
+    expect(await sender.publish('x/1', new Uint8Array(100), { qos: 1 })).toEqual({});
+    expect(await sender.publish('x/1', new Uint8Array(1_000), { qos: 1 })).toEqual({});
+    expect(await sender.publish('x/1', new Uint8Array(5_000), { qos: 1 })).toEqual({ reasonCode: 0x95 });
+    await new Promise((r) => setTimeout(r, 0));
+    expect(got).toEqual({ small: [100], big: [100, 1_000] });
+    expect(bus.oversized.map((o) => o.at)).toEqual(['small', 'broker']);
+    expect(bus.log).toHaveLength(2);
+  });
+});

@@ -1,12 +1,14 @@
 import type {
   MqttClient, MqttConnectOptions, MqttConnector, MqttLinkStatus, MqttMessage, MqttPublishResult, MqttQos,
 } from './types.ts';
-import { topicMatches } from './types.ts';
+import { MQTT_DEFAULT_MAX_PACKET_BYTES, mqttPublishPacketBytes, topicMatches } from './types.ts';
 
 /**
  * The simulated transport: an in-process broker for unit tests of the OTA logic (virtual time, no sockets).
  * Delivery is asynchronous (a microtask), retained messages and last wills are honoured, and an optional
- * `authorize` hook plays the broker ACL. `online = false` makes every client offline (broker down).
+ * `authorize` hook plays the broker ACL. `online = false` makes every client offline (broker down). Size caps as
+ * on the real link: the broker refuses a PUBLISH over `maxPacketBytes` (reason 0x95, nothing routed) and a client
+ * never receives a packet over its own `maxPacketBytes`.
  */
 export class MemoryBroker implements MqttConnector {
   private readonly clients = new Set<MemoryClient>();
@@ -16,6 +18,10 @@ export class MemoryBroker implements MqttConnector {
   authorize: (clientId: string, action: 'publish' | 'subscribe', topic: string) => boolean = () => true;
   /** Every message the broker routed, for assertions. */
   readonly log: { from: string; topic: string; payload: Uint8Array }[] = [];
+  /** The broker's packet cap (mosquitto max_packet_size); undefined = none. */
+  maxPacketBytes: number | undefined;
+  /** Packets dropped by a size cap: at the broker (`broker`) or for one receiving client (its id). */
+  readonly oversized: { at: string; topic: string; bytes: number }[] = [];
 
   connect(options: MqttConnectOptions): MqttClient {
     const c = new MemoryClient(this, options);
@@ -64,9 +70,12 @@ class MemoryClient implements MqttClient {
   private readonly statusHandlers = new Set<(s: MqttLinkStatus, e?: Error) => void>();
   private readonly queued: { topic: string; payload: Uint8Array; retain: boolean; done: () => void }[] = [];
 
+  private readonly maxPacketBytes: number;
+
   constructor(private readonly broker: MemoryBroker, options: MqttConnectOptions) {
     this.clientId = options.clientId;
     this.will = options.will;
+    this.maxPacketBytes = options.maxPacketBytes ?? MQTT_DEFAULT_MAX_PACKET_BYTES;
   }
 
   get status(): MqttLinkStatus {
@@ -83,6 +92,11 @@ class MemoryClient implements MqttClient {
   }
 
   private send(topic: string, payload: Uint8Array, retain: boolean, done: (rc?: number) => void): void {
+    const bytes = mqttPublishPacketBytes(topic, payload.byteLength);
+    if (this.broker.maxPacketBytes !== undefined && bytes > this.broker.maxPacketBytes) {
+      this.broker.oversized.push({ at: 'broker', topic, bytes });
+      return done(0x95); // packet too large
+    }
     if (!this.broker.authorize(this.clientId, 'publish', topic)) return done(135);
     queueMicrotask(() => {
       this.broker.route(this.clientId, { topic, payload, retain });
@@ -93,6 +107,11 @@ class MemoryClient implements MqttClient {
   deliver(message: MqttMessage): void {
     if (this.current !== 'connected') return;
     if (![...this.filters].some((f) => topicMatches(f, message.topic))) return;
+    const bytes = mqttPublishPacketBytes(message.topic, message.payload.byteLength);
+    if (bytes > this.maxPacketBytes) {
+      this.broker.oversized.push({ at: this.clientId, topic: message.topic, bytes });
+      return;
+    }
     queueMicrotask(() => {
       for (const h of this.messageHandlers) h(message);
     });

@@ -1,12 +1,17 @@
+import type { Duplex } from 'node:stream';
 import mqtt from 'mqtt';
-import type {
-  MqttClient, MqttConnectOptions, MqttConnector, MqttLinkStatus, MqttMessage, MqttPublishResult, MqttQos,
+import { EvccError } from '../../core/errors.ts';
+import { PacketSizeLimitedStream } from './packet-size.ts';
+import {
+  MQTT_DEFAULT_MAX_PACKET_BYTES,
+  type MqttClient, type MqttConnectOptions, type MqttConnector, type MqttLinkStatus, type MqttMessage, type MqttPublishResult, type MqttQos,
 } from './types.ts';
 
 /**
  * The real MQTT transport: MQTT.js over TLS (mutual authentication with the per-vehicle certificate) or plain TCP
  * (the embedded loopback broker of the bench). The client reconnects on its own; QoS 1 publishes made while offline
- * are queued by MQTT.js and resent after reconnect.
+ * are queued by MQTT.js and resent after reconnect. Incoming packets are capped at their fixed header
+ * (packet-size.ts): MQTT.js itself would buffer a packet whole before its MQTT 5 `maximumPacketSize` check.
  */
 export class MqttJsConnector implements MqttConnector {
   connect(options: MqttConnectOptions): MqttClient {
@@ -14,9 +19,27 @@ export class MqttJsConnector implements MqttConnector {
   }
 }
 
+/** Checks a broker URL: `mqtt://` or `mqtts://`, a host, a valid port. CONFIG_INVALID otherwise. */
+export function parseBrokerUrl(url: string): URL {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new EvccError('CONFIG_INVALID', `broker URL "${url}" is not a URL (mqtts://host:port or mqtt://127.0.0.1:port)`, { url });
+  }
+  if (u.protocol !== 'mqtt:' && u.protocol !== 'mqtts:') {
+    throw new EvccError('CONFIG_INVALID', `broker URL "${url}" must start with mqtts:// or mqtt://`, { url });
+  }
+  if (!u.hostname) throw new EvccError('CONFIG_INVALID', `broker URL "${url}" names no host`, { url });
+  if (u.port === '0') throw new EvccError('CONFIG_INVALID', `broker URL "${url}" has port 0`, { url });
+  return u;
+}
+
 function toBuffer(v: Uint8Array | string): Buffer {
   return typeof v === 'string' ? Buffer.from(v, 'utf8') : Buffer.from(v.buffer, v.byteOffset, v.byteLength);
 }
+
+type StreamBuilder = (client: mqtt.MqttClient) => Duplex;
 
 class MqttJsClient implements MqttClient {
   readonly clientId: string;
@@ -28,8 +51,12 @@ class MqttJsClient implements MqttClient {
 
   constructor(options: MqttConnectOptions) {
     this.clientId = options.clientId;
+    parseBrokerUrl(options.url);
     const tls = options.tls;
+    const maxPacketBytes = options.maxPacketBytes ?? MQTT_DEFAULT_MAX_PACKET_BYTES;
     this.client = mqtt.connect(options.url, {
+      // The stream builder is wrapped below before the first connect.
+      manualConnect: true,
       clientId: options.clientId,
       protocolVersion: options.protocolVersion,
       clean: options.cleanSession ?? true,
@@ -43,13 +70,17 @@ class MqttJsClient implements MqttClient {
         : {}),
       // Resubscribe after a reconnect when the session was not kept.
       resubscribe: true,
-      ...(options.maxPacketBytes && options.protocolVersion === 5 ? { properties: { maximumPacketSize: options.maxPacketBytes } } : {}),
+      ...(options.protocolVersion === 5 ? { properties: { maximumPacketSize: maxPacketBytes } } : {}),
     });
-    this.client.on('connect', () => {
+    const internals = this.client as unknown as { streamBuilder: StreamBuilder };
+    const build = internals.streamBuilder;
+    internals.streamBuilder = (client) => {
+      const socket = build(client);
       // Request/answer packets are small: send them at once instead of waiting for Nagle (+ delayed ACK, ~40 ms).
-      (this.client as unknown as { stream?: { setNoDelay?: (on: boolean) => void } }).stream?.setNoDelay?.(true);
-      this.setStatus('connected');
-    });
+      (socket as unknown as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
+      return new PacketSizeLimitedStream(socket, maxPacketBytes);
+    };
+    this.client.on('connect', () => this.setStatus('connected'));
     this.client.on('reconnect', () => this.setStatus('connecting'));
     this.client.on('offline', () => this.setStatus('offline'));
     this.client.on('close', () => {
@@ -61,6 +92,7 @@ class MqttJsClient implements MqttClient {
       const message: MqttMessage = { topic, payload: new Uint8Array(payload), retain: packet.retain };
       for (const h of this.messageHandlers) h(message);
     });
+    this.client.connect();
   }
 
   get status(): MqttLinkStatus {

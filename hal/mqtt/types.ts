@@ -6,6 +6,9 @@
  */
 export type MqttQos = 0 | 1;
 
+/** Incoming packet cap of a client that names none: far above every OTA message, far below MQTT's 256 MiB. */
+export const MQTT_DEFAULT_MAX_PACKET_BYTES = 256 * 1024;
+
 /** Connection state as the link layer reports it; `offline` means no session right now (a reconnect is pending). */
 export type MqttLinkStatus = 'connecting' | 'connected' | 'offline' | 'closed';
 
@@ -45,8 +48,9 @@ export interface MqttConnectOptions {
   /** false = persistent session (QoS 1 subscriptions and in-flight messages survive a reconnect). */
   cleanSession?: boolean;
   /**
-   * Largest packet this client accepts. MQTT 5 announces it in CONNECT (the broker must not send more); on 3.1.1
-   * there is no such field and the application's own size caps apply.
+   * Largest packet this client accepts (default MQTT_DEFAULT_MAX_PACKET_BYTES). MQTT 5 announces it in CONNECT (the
+   * broker must not send more); on both versions a larger incoming packet drops the connection at its fixed header,
+   * before its payload is buffered, and is never delivered.
    */
   maxPacketBytes?: number;
 }
@@ -86,6 +90,13 @@ export interface MqttClient {
 export interface MqttConnector {
   /** Starts a client; it connects (and reconnects) in the background. Never throws for an unreachable broker. */
   connect(options: MqttConnectOptions): MqttClient;
+}
+
+/** Size of a PUBLISH packet on the wire (3.1.1, QoS 1; MQTT 5 adds its properties): what the size caps compare. */
+export function mqttPublishPacketBytes(topic: string, payloadBytes: number): number {
+  const body = 2 + new TextEncoder().encode(topic).byteLength + 2 + payloadBytes;
+  const lengthBytes = body < 128 ? 1 : body < 16_384 ? 2 : body < 2_097_152 ? 3 : 4;
+  return 1 + lengthBytes + body;
 }
 
 /** MQTT topic filter match (`+` one level, `#` rest); used by simulated brokers and routing. */

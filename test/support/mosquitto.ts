@@ -3,6 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { BROKER_MAX_PACKET_BYTES } from '../../deploy/oem-backend/embedded-broker.ts';
 import { createLinkCa, issueLinkCert, type LinkCa, type LinkCredential } from '../../deploy/oem-backend/link-pki.ts';
 import type { MqttTlsIdentity } from '../../hal/mqtt/types.ts';
 
@@ -105,6 +106,8 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Mo
       `max_queued_messages ${options.maxQueuedMessages ?? 10000}`,
       // Small request/answer packets: without this, Nagle + delayed ACK add ~40 ms per hop.
       'set_tcp_nodelay true',
+      // Size cap as in deploy/oem-backend/mosquitto.conf (the value lives in embedded-broker.ts).
+      `max_packet_size ${BROKER_MAX_PACKET_BYTES}`,
       `listener ${port} 127.0.0.1`,
       `cafile ${join(dir, 'ca.pem')}`,
       `certfile ${join(dir, 'server.pem')}`,
