@@ -43,7 +43,11 @@ export const registerExi: CommandModule = (program) => {
       } else if (o.schema) {
         process.stdout.write(`${json(decodeAny(o.schema, bytes))}\n`);
       } else {
-        const r = decodeV2gtpPayload(o.payloadType ? Number(o.payloadType) : payloadTypeOf('iso2'), bytes);
+        const payloadType = o.payloadType === undefined ? payloadTypeOf('iso2') : Number(o.payloadType);
+        if (!Number.isInteger(payloadType) || payloadType < 0 || payloadType > 0xffff) {
+          throw new EvccError('CONFIG_INVALID', `--payload-type must be a 16-bit number (e.g. 0x8001), got "${o.payloadType}"`);
+        }
+        const r = decodeV2gtpPayload(payloadType, bytes);
         process.stdout.write(`${json({ schema: r.schema, message: r.message })}\n`);
       }
     });
@@ -55,9 +59,21 @@ export const registerExi: CommandModule = (program) => {
     .option('--file <path>', 'read the JSON message from a file')
     .argument('[json]', 'the message as JSON')
     .action(async (text: string | undefined, o: { schema: SchemaId; fragment?: boolean; file?: string }) => {
-      const source = o.file ? await readFile(o.file, 'utf8') : text;
+      let source = text;
+      if (o.file) {
+        try {
+          source = await readFile(o.file, 'utf8');
+        } catch (err) {
+          throw new EvccError('CONFIG_INVALID', `cannot read ${o.file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`, { path: o.file }, { cause: err });
+        }
+      }
       if (!source) throw new EvccError('CONFIG_INVALID', 'give the message as an argument or with --file');
-      const message: unknown = JSON.parse(source);
+      let message: unknown;
+      try {
+        message = JSON.parse(source);
+      } catch (err) {
+        throw new EvccError('CONFIG_INVALID', `the message is not JSON: ${(err as Error).message}`, {}, { cause: err });
+      }
       const bytes = o.fragment ? encodeFragment(o.schema, message as FragmentOf<SchemaId>) : encodeAny(o.schema, message);
       process.stdout.write(`${Buffer.from(bytes).toString('hex')}\n`);
     });

@@ -9,7 +9,7 @@ import { OemBackend } from '../../deploy/oem-backend/service.ts';
 import { KeyObjectSigner } from '../../deploy/oem-backend/signer.ts';
 import { EvccError } from '../../core/errors.ts';
 import { VEHICLE_ID_PATTERN } from '../../firmware/ota/constants.ts';
-import { MqttJsConnector } from '../../hal/mqtt/mqtt-js.ts';
+import { MqttJsConnector, parseBrokerUrl } from '../../hal/mqtt/mqtt-js.ts';
 import type { MqttTlsIdentity } from '../../hal/mqtt/types.ts';
 import { createRuntime, type GlobalOptions } from '../runtime.ts';
 
@@ -90,6 +90,10 @@ export function registerOemBackend(program: Command, globals: () => GlobalOption
     .addOption(new Option('--rate-limit <perSecond>', 'per-vehicle requests per second (token bucket)').argParser(Number).default(5))
     .addOption(new Option('--rate-burst <n>', 'per-vehicle burst').argParser(Number).default(20))
     .action(async (o: ServeOptions) => {
+      parseBrokerUrl(o.broker);
+      for (const [flag, v] of [['--rate-limit', o.rateLimit], ['--rate-burst', o.rateBurst]] as const) {
+        if (!Number.isFinite(v) || v <= 0) throw new EvccError('CONFIG_INVALID', `${flag} must be a positive number`);
+      }
       const rt = await createRuntime(globals());
       const log = rt.log('OEM');
       try {
@@ -162,23 +166,29 @@ export function registerOemBackend(program: Command, globals: () => GlobalOption
   cmd
     .command('broker')
     .description('embedded MQTT 3.1.1 broker (aedes) with the per-vehicle ACL, for benches without mosquitto')
-    .addOption(new Option('--port <n>', 'listen port (0 = free)').argParser(Number).default(1883))
+    .option('--port <n>', 'listen port (0 = free)', '1883')
     .option('--host <addr>', 'listen address', '127.0.0.1')
     .option('--tls-dir <dir>', 'serve mutual TLS with ca.pem + broker.pem/broker.key from `link-pki`')
-    .action(async (o: { port: number; host: string; tlsDir?: string }) => {
+    .action(async (o: { port: string; host: string; tlsDir?: string }) => {
+      const port = /^\d{1,5}$/.test(o.port) ? Number(o.port) : NaN;
+      if (!(port >= 0 && port <= 65535)) throw new EvccError('CONFIG_INVALID', `--port must be an integer 0…65535, got "${o.port}"`, { port: o.port });
       const rt = await createRuntime(globals());
       const log = rt.log('OEM');
       try {
-        const tls = o.tlsDir
-          ? {
-              ca: await readFile(join(o.tlsDir, 'ca.pem'), 'utf8'),
-              cert: await readFile(join(o.tlsDir, 'broker.pem'), 'utf8'),
-              key: await readFile(join(o.tlsDir, 'broker.key'), 'utf8'),
-            }
-          : undefined;
-        const broker = await startEmbeddedBroker({ port: o.port, host: o.host, ...(tls ? { tls } : {}), log });
+        const read = async (name: string) => {
+          const p = join(o.tlsDir!, name);
+          try {
+            return await readFile(p, 'utf8');
+          } catch (err) {
+            throw new EvccError('CONFIG_INVALID', `cannot read ${p}`, { path: p }, { cause: err });
+          }
+        };
+        const tls = o.tlsDir ? { ca: await read('ca.pem'), cert: await read('broker.pem'), key: await read('broker.key') } : undefined;
+        const broker = await startEmbeddedBroker({ port, host: o.host, ...(tls ? { tls } : {}), log });
+        // Handlers first: a supervisor may send SIGTERM as soon as it reads the "listening" line.
+        const stopped = waitForSignal();
         log.info({ url: broker.url }, `embedded broker listening on ${broker.url}`);
-        await waitForSignal();
+        await stopped;
         await broker.close();
       } finally {
         await rt.close();

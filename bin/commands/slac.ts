@@ -25,6 +25,12 @@ export function registerSlac(program: Command, globals: () => GlobalOptions): vo
     .addOption(new Option('--start-atten-char-inds <n>', 'CM_START_ATTEN_CHAR.IND count (default C_EV_start_atten_char_inds = 3)').argParser(Number))
     .option('--json', 'print the result as one JSON line on stdout (keys included: bench use only)')
     .action(async (opts: { iface?: string; uart?: string; mac?: string; baud: number; parmRetries?: number; interval?: number; threshold?: number; startAttenCharInds?: number; json?: boolean }) => {
+      for (const [flag, v] of [['--baud', opts.baud], ['--parm-retries', opts.parmRetries], ['--interval', opts.interval], ['--start-atten-char-inds', opts.startAttenCharInds]] as const) {
+        if (v !== undefined && !(Number.isInteger(v) && v >= 0)) throw new EvccError('CONFIG_INVALID', `${flag} must be a non-negative integer`);
+      }
+      if (opts.threshold !== undefined && !Number.isFinite(opts.threshold)) throw new EvccError('CONFIG_INVALID', '--threshold must be a number (dB)');
+      if (!opts.iface === !opts.uart) throw new EvccError('CONFIG_INVALID', 'give exactly one of --iface or --uart');
+      if (opts.uart && !opts.mac) throw new EvccError('CONFIG_INVALID', '--uart needs --mac (the host MAC on the PLC segment)');
       const rt = await createRuntime(globals());
       const log = rt.log('SLAC');
       const raw = { ...((rt.rawConfig.slac as Record<string, unknown> | undefined) ?? {}) };
@@ -32,11 +38,15 @@ export function registerSlac(program: Command, globals: () => GlobalOptions): vo
       if (opts.interval !== undefined) raw.batchMsgIntervalMs = opts.interval;
       if (opts.threshold !== undefined) raw.maxAverageAttenuationDb = opts.threshold;
       if (opts.startAttenCharInds !== undefined) raw.startAttenCharInds = opts.startAttenCharInds;
-      if (!opts.iface === !opts.uart) throw new EvccError('CONFIG_INVALID', 'give exactly one of --iface or --uart');
-      if (opts.uart && !opts.mac) throw new EvccError('CONFIG_INVALID', '--uart needs --mac (the host MAC on the PLC segment)');
-      const link: PlcLink = opts.iface
-        ? await AfPacketLink.open(opts.iface)
-        : await QcaUartLink.open({ path: opts.uart!, mac: opts.mac!, baudRate: opts.baud });
+      let link: PlcLink;
+      try {
+        link = opts.iface
+          ? await AfPacketLink.open(opts.iface)
+          : await QcaUartLink.open({ path: opts.uart!, mac: opts.mac!, baudRate: opts.baud });
+      } catch (err) {
+        await rt.close();
+        throw err;
+      }
       const ac = new AbortController();
       const stop = () => ac.abort(new Error('interrupted'));
       process.once('SIGINT', stop);

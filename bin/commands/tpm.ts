@@ -70,11 +70,26 @@ export async function withTpm<T>(globals: GlobalOptions, o: TpmCommandOptions, f
 }
 
 async function readText(path: string, what: string): Promise<string> {
+  return new TextDecoder().decode(await readInput(path, what));
+}
+
+/** A file the operator named: missing or unreadable is a typed CONFIG_INVALID (exit 1), read before the TPM is touched. */
+async function readInput(path: string, what: string): Promise<Uint8Array> {
   try {
-    return await readFile(path, 'utf8');
+    return new Uint8Array(await readFile(path));
   } catch (err) {
-    throw new EvccError('CONFIG_INVALID', `cannot read ${what} ${path}`, { path }, { cause: err });
+    const why = (err as NodeJS.ErrnoException).code ?? 'error';
+    throw new EvccError('CONFIG_INVALID', `cannot read ${what} ${path} (${why})`, { path }, { cause: err });
   }
+}
+
+/** swtpm's server port; the control channel takes port + 1, so both must be valid TCP ports. */
+export function parseSwtpmPort(text: string): number {
+  const port = /^\d{1,5}$/.test(text) ? Number(text) : NaN;
+  if (!Number.isInteger(port) || port < 1 || port > 65534) {
+    throw new EvccError('CONFIG_INVALID', `--port must be an integer 1…65534 (control channel = port + 1), got "${text}"`, { port: text });
+  }
+  return port;
 }
 
 export async function writeExport(dir: string, files: Record<string, Uint8Array | string>): Promise<void> {
@@ -143,7 +158,12 @@ export const registerTpm: CommandModule = (program, globals) => {
   addTpmOptions(tpm.command('status'))
     .description('provisioning, booted release, counter, contract keys')
     .action(async (o: TpmCommandOptions) => {
-      await withTpm(globals(), o, async (c) => print(await (await KeyService.open({ ...c, log: c.rt.log('KEYS') })).status()));
+      await withTpm(globals(), o, async (c) => {
+        // KeyService.status() reports an unreachable TPM as a missing counter value; a status command must not
+        // exit 0 then. One cheap command first turns that into TPM_UNREACHABLE (or the TPM's own error).
+        await c.tpm.dictionaryAttackState();
+        print(await (await KeyService.open({ ...c, log: c.rt.log('KEYS') })).status());
+      });
     });
 
   tpm.command('sim')
@@ -151,11 +171,14 @@ export const registerTpm: CommandModule = (program, globals) => {
     .requiredOption('--state-dir <dir>', 'absolute swtpm state dir (persistent NV, like the TPM chip)')
     .option('--port <n>', 'server port (control = port+1); default: free pair')
     .action(async (o: { stateDir: string; port?: string }) => {
-      const sim = await Swtpm.start({ stateDir: resolve(o.stateDir), port: o.port ? Number(o.port) : undefined });
-      process.stdout.write(`${sim.tcti}\n`);
-      await new Promise<void>((done) => {
+      const port = o.port === undefined ? undefined : parseSwtpmPort(o.port);
+      const sim = await Swtpm.start({ stateDir: resolve(o.stateDir), port });
+      // Handlers before the TCTI line: a script may stop us as soon as it has read it.
+      const stopped = new Promise<void>((done) => {
         for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => done());
       });
+      process.stdout.write(`${sim.tcti}\n`);
+      await stopped;
       await sim.stop();
     });
 
@@ -165,26 +188,30 @@ export const registerTpm: CommandModule = (program, globals) => {
     .option('--plaintext <file>', 'PEM private key (ISO 15118-2 CertificateInstallationRes path); overwritten and deleted after import')
     .action(async (o: TpmCommandOptions & { blob?: string; plaintext?: string }) => {
       if (!o.blob === !o.plaintext) throw new EvccError('CONFIG_INVALID', 'give exactly one of --blob or --plaintext');
-      await withTpm(globals(), o, async (c) => {
-        const keys = await KeyService.open({ ...c, log: c.rt.log('KEYS') });
-        try {
-          let r;
-          if (o.blob) {
-            r = await keys.importContractKey(new Uint8Array(await readFile(o.blob)));
-          } else {
-            const pem = new Uint8Array(await readFile(o.plaintext!));
-            try {
-              r = await keys.importPlaintextContractKey(pem);
-            } finally {
-              pem.fill(0);
-              await destroyFile(o.plaintext!);
+      const blob = o.blob ? await readInput(o.blob, 'import blob') : undefined;
+      const pem = o.plaintext ? await readInput(o.plaintext, 'contract key') : undefined;
+      try {
+        await withTpm(globals(), o, async (c) => {
+          const keys = await KeyService.open({ ...c, log: c.rt.log('KEYS') });
+          try {
+            let r;
+            if (blob) {
+              r = await keys.importContractKey(blob);
+            } else if (pem) {
+              try {
+                r = await keys.importPlaintextContractKey(pem);
+              } finally {
+                await destroyFile(o.plaintext!);
+              }
             }
+            print(r);
+          } finally {
+            await keys.close();
           }
-          print(r);
-        } finally {
-          await keys.close();
-        }
-      });
+        });
+      } finally {
+        pem?.fill(0); // also when the TPM could not be opened
+      }
     });
 
   addTpmOptions(tpm.command('sign'))
@@ -195,9 +222,10 @@ export const registerTpm: CommandModule = (program, globals) => {
     .option('--out <file>', 'write the 64-byte raw signature here')
     .action(async (o: TpmCommandOptions & { key: 'contract' | 'provisioning'; digest?: string; in?: string; out?: string }) => {
       if (!o.digest === !o.in) throw new EvccError('CONFIG_INVALID', 'give exactly one of --digest or --in');
+      if (o.digest !== undefined && !/^[0-9a-f]{64}$/i.test(o.digest)) throw new EvccError('CONFIG_INVALID', '--digest must be 32 bytes as 64 hex digits');
       const digest = o.digest
         ? new Uint8Array(Buffer.from(o.digest, 'hex'))
-        : new Uint8Array(createHash('sha256').update(await readFile(o.in!)).digest());
+        : new Uint8Array(createHash('sha256').update(await readInput(o.in!, 'input file')).digest());
       await withTpm(globals(), o, async (c) => {
         const keys = await KeyService.open({ ...c, log: c.rt.log('KEYS') });
         try {

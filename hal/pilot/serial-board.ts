@@ -58,7 +58,7 @@ export function parsePilotLine(raw: string): PilotLine {
   }
 }
 
-/** Splits a byte stream into lines, bounded: an over-long line is dropped up to its newline. */
+/** Splits a byte stream into lines, bounded: a line longer than PILOT_LINE_MAX (without `\r\n`) is dropped up to its newline. */
 export class PilotLineSplitter {
   private buf = '';
   private discarding = false;
@@ -71,7 +71,8 @@ export class PilotLineSplitter {
         this.discarding = false;
       } else if (!this.discarding) {
         this.buf += ch;
-        if (this.buf.length > PILOT_LINE_MAX) {
+        // The limit is on the line's content: a `\r` before the `\n` is not part of it (README: it is ignored).
+        if (this.buf.length > PILOT_LINE_MAX + (ch === '\r' ? 1 : 0)) {
           this.overlong++;
           this.buf = '';
           this.discarding = true;

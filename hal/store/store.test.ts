@@ -1,4 +1,5 @@
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -38,5 +39,26 @@ describe('FsStore on disk', () => {
     await s.writeAtomic('k/v', new Uint8Array([1, 2, 3]));
     expect((await stat(join(d, 'k/v'))).mode & 0o777).toBe(0o600);
     expect(await readdir(join(d, 'k'))).toEqual(['v']);
+  });
+});
+
+describe('FsStore refuses what is not a regular file', () => {
+  it('a FIFO in the store is STORE_NOT_A_FILE at once, not a read that blocks forever', async () => {
+    const d = await mkdtemp(join(tmpdir(), 'evcc-store-'));
+    dirs.push(d);
+    const s = await FsStore.open(d);
+    execFileSync('mkfifo', [join(d, 'record.json')]);
+    // Without a writer, a blocking open/read of the FIFO would never return: this await would hang the test.
+    await expect(s.read('record.json')).rejects.toMatchObject({ code: 'STORE_NOT_A_FILE', details: { kind: 'FIFO' } });
+  });
+
+  it('a directory where a file is expected, and a store root that is a file', async () => {
+    const d = await mkdtemp(join(tmpdir(), 'evcc-store-'));
+    dirs.push(d);
+    const s = await FsStore.open(d);
+    await s.writeAtomic('pki/roots/a.pem', 'x');
+    await expect(s.read('pki/roots')).rejects.toMatchObject({ code: 'STORE_NOT_A_FILE', details: { kind: 'directory' } });
+    await writeFile(join(d, 'plain'), 'x');
+    await expect(FsStore.open(join(d, 'plain'))).rejects.toMatchObject({ code: 'STORE_NOT_A_FILE' });
   });
 });
