@@ -1,14 +1,24 @@
 import { createServer, connect } from 'node:net';
-import { mkdir } from 'node:fs/promises';
-import { isAbsolute } from 'node:path';
+import { mkdir, rm } from 'node:fs/promises';
+import { isAbsolute, join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { EvccError } from '../../core/errors.ts';
+import { OWNER_FILE, processStartTime, sweepStaleSessionDirs, writeOwnerFile, type SweepResult } from '../store/session-dirs.ts';
 
 /**
  * The simulated side of the TPM HAL: swtpm (libtpms) on free local TCP ports, so every refusal in a test or on a
  * bench without a TPM HAT comes from a real TPM 2.0 implementation. Power cycling follows the three cases of
  * TPM.md §3/§8: orderly (TPM2_Shutdown(CLEAR) → TPM Reset), state (Shutdown(STATE) → TPM Restart, what any root
  * process can provoke) and powerloss (nothing sent; unorderly, raises the DA counter if a DA key was used).
+ *
+ * swtpm dies with its parent: it is started through `setpriv --pdeathsig KILL` (util-linux), which sets
+ * PR_SET_PDEATHSIG and execs swtpm in place — Node cannot call prctl without a native addon. A SIGKILLed bench
+ * session thus leaves no swtpm behind (execa's `cleanup` only covers a normal exit). Linux ties the death signal
+ * to the thread that forked: Node forks from its main thread, so this holds unless swtpm is started inside a
+ * worker_threads Worker (then the worker's exit kills it). Where setpriv is missing, swtpm runs without it.
+ *
+ * The state dir carries an owner record (hal/store/session-dirs.ts); each start first removes the temp session
+ * dirs (`/tmp/evcc-bench-*`, …) whose owner is gone, and kills a swtpm that outlived its owner there.
  */
 export type RebootKind = 'orderly' | 'state' | 'powerloss';
 
@@ -18,6 +28,15 @@ export interface SwtpmOptions {
   logFile?: string;
   /** Fixed server port (control channel = port + 1, as the swtpm TCTI expects); default: a free pair. */
   port?: number;
+}
+
+let setprivAvailable: Promise<boolean> | undefined;
+/** Whether util-linux `setpriv` with `--pdeathsig` is on the PATH (checked once). */
+export function hasSetpriv(): Promise<boolean> {
+  setprivAvailable ??= execa('setpriv', ['--help'], { reject: false, stdin: 'ignore' })
+    .then((r) => r.exitCode === 0 && String(r.stdout).includes('--pdeathsig'))
+    .catch(() => false);
+  return setprivAvailable;
 }
 
 async function freePort(): Promise<number> {
@@ -75,8 +94,16 @@ export class Swtpm {
     return this.child?.pid;
   }
 
+  /** What the last start's sweep removed (for the bench log and tests). */
+  static lastSweep: SweepResult = { removed: [], killed: [] };
+
   static async start(opts: SwtpmOptions): Promise<Swtpm> {
     if (!isAbsolute(opts.stateDir)) throw new EvccError('CONFIG_INVALID', 'swtpm state dir must be absolute', { stateDir: opts.stateDir });
+    if (opts.port !== undefined && (!Number.isInteger(opts.port) || opts.port < 1 || opts.port > 65534)) {
+      throw new EvccError('CONFIG_INVALID', 'swtpm port must be an integer 1…65534 (control channel = port + 1)', { port: opts.port });
+    }
+    // Never fails the start: a dir it cannot remove stays for the next one.
+    Swtpm.lastSweep = await sweepStaleSessionDirs().catch(() => ({ removed: [], killed: [] }));
     await mkdir(opts.stateDir, { recursive: true, mode: 0o700 });
     let lastErr: unknown;
     if (opts.port !== undefined) {
@@ -100,12 +127,15 @@ export class Swtpm {
   }
 
   private async launch(): Promise<void> {
-    const child = execa('swtpm', ['socket', '--tpm2',
+    const swtpmArgs = ['socket', '--tpm2',
       '--server', `type=tcp,port=${this.port},bindaddr=127.0.0.1`,
       '--ctrl', `type=tcp,port=${this.ctrlPort},bindaddr=127.0.0.1`,
       '--tpmstate', `dir=${this.opts.stateDir}`,
       '--flags', 'not-need-init,startup-clear',
-      ...(this.opts.logFile ? ['--log', `file=${this.opts.logFile},level=1`] : [])], { reject: false, stdin: 'ignore', cleanup: true });
+      ...(this.opts.logFile ? ['--log', `file=${this.opts.logFile},level=1`] : [])];
+    // setpriv execs swtpm in place: the child pid is swtpm's own (listenerIsOurs relies on it).
+    const [file, args] = (await hasSetpriv()) ? ['setpriv', ['--pdeathsig', 'KILL', '--', 'swtpm', ...swtpmArgs]] : ['swtpm', swtpmArgs];
+    const child = execa(file, args, { reject: false, stdin: 'ignore', cleanup: true });
     this.child = child;
     let exited = false;
     void child.then(() => (exited = true));
@@ -113,7 +143,11 @@ export class Swtpm {
       if (exited) throw new Error(`swtpm exited: ${String((await child).stderr)}`);
       // A connect alone can reach another process that won the port race while our swtpm fails to bind: accept the
       // port only once the listener on it is our own child.
-      if ((await canConnect(this.port)) && (await listenerIsOurs(this.port, child.pid))) return;
+      if ((await canConnect(this.port)) && (await listenerIsOurs(this.port, child.pid))) {
+        const startTime = processStartTime(child.pid!);
+        await writeOwnerFile(this.opts.stateDir, { pid: child.pid!, ...(startTime !== undefined ? { startTime } : {}) });
+        return;
+      }
       await new Promise((r) => setTimeout(r, 25));
     }
     await this.stop();
@@ -141,10 +175,14 @@ export class Swtpm {
   async stop(): Promise<void> {
     const child = this.child;
     this.child = undefined;
-    if (!child || child.exitCode !== null) return;
-    child.kill('SIGTERM');
-    const t = setTimeout(() => child.kill('SIGKILL'), 3000);
-    await child.catch(() => undefined);
-    clearTimeout(t);
+    if (!child) return;
+    if (child.exitCode === null) {
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 3000);
+      await child.catch(() => undefined);
+      clearTimeout(t);
+    }
+    // Stopped in order: the dir is no longer a session to sweep (a bench run with --keep stays for inspection).
+    await rm(join(this.opts.stateDir, OWNER_FILE), { force: true }).catch(() => undefined);
   }
 }
