@@ -57,6 +57,8 @@ export function codesIn(rel: string, source: string): Found[] {
     const body = m[1]!.replace(/\/\*[\s\S]*?\*\//g, '').replace(/\/\/.*$/gm, '');
     for (const key of body.matchAll(new RegExp(String.raw`^\s*(${CODE})\s*:`, 'gm'))) add(key[1]!, m.index);
   }
+  // Fallbacks that stand for a failure without a code of ours: `isEvccError(err) ? err.code : 'INTERNAL'`, `e.code ?? 'X'`.
+  for (const m of source.matchAll(new RegExp(String.raw`\.code\s*(?:\?\?|:)\s*'(${CODE})'`, 'g'))) add(m[1]!, m.index);
   // Node-style codes on errors that are not EvccErrors (they reach logs as transport errors): `readonly code = '…'`.
   for (const m of source.matchAll(new RegExp(String.raw`\breadonly\s+code\s*=\s*'(${CODE})'`, 'g'))) add(m[1]!, m.index);
   // Engine codes built from the module prefix: `this.code('TIMEOUT')`.
@@ -116,9 +118,10 @@ describe('error code registry (core/error-codes.ts)', () => {
       "export type FooErrorCode = 'FOO_ONE' // one\n  | 'FOO_TWO';",
       "export const FOO_ERRORS = {\n  /** a */\n  FOO_THREE: { failure: true },\n} as const;",
       "const r = { code: 'SESSION_COMPLETED', message: 'done' };",
+      "const c = isEvccError(err) ? err.code : 'INTERNAL';",
     ].join('\n');
     const found = codesIn('firmware/session/x.ts', src).map((f) => f.code).sort();
-    expect(found).toEqual(['APPHAND_TIMEOUT', 'DIN_EV_ERROR', 'FOO_ONE', 'FOO_THREE', 'FOO_TWO', 'SESSION_COMPLETED', 'SLAC_MADE_UP_CODE', 'SLAC_TIMEOUT_MATCH']);
+    expect(found).toEqual(['APPHAND_TIMEOUT', 'DIN_EV_ERROR', 'FOO_ONE', 'FOO_THREE', 'FOO_TWO', 'INTERNAL', 'SESSION_COMPLETED', 'SLAC_MADE_UP_CODE', 'SLAC_TIMEOUT_MATCH']);
     expect(found.filter((c) => !isRegisteredCode(c))).toEqual(['FOO_ONE', 'FOO_THREE', 'FOO_TWO', 'SLAC_MADE_UP_CODE']);
     // `code:` outside the session / vehicle areas is not a stop reason.
     expect(codesIn('hal/x.ts', "const r = { code: 'SESSION_COMPLETED' };")).toEqual([]);

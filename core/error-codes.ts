@@ -14,6 +14,8 @@
 export const ERROR_CODES = {
   // ── Common (no single protocol)
   ABORTED: 'the operation was cancelled by its caller (abort signal, closed port or object)',
+  INTERNAL: 'a failure that carries no code of ours (a bug or a foreign exception): reported under this code',
+  UNKNOWN: 'a cause without a code of ours, recorded in the details of a coded error',
   CONFIG_INVALID: 'a configuration or option value is invalid',
   IO_FAILED: 'an I/O operation of the OS failed (cause attached)',
   PREREQUISITE_MISSING: 'a tool, addon or service this needs is missing or does not start',
