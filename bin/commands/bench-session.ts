@@ -15,8 +15,7 @@
  * (the integration test fails that path under CI).
  */
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
 import type { Logger } from '../../core/logger.ts';
@@ -50,6 +49,7 @@ import { SimPilot } from '../../hal/pilot/sim.ts';
 import { requestsHighLevelCommunication } from '../../hal/pilot/types.ts';
 import { SimSegment } from '../../hal/plc/sim.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
+import { createSessionDir } from '../../hal/store/session-dirs.ts';
 import { startSimCharger, startSimEvModem } from '../../sim/evse-slac/index.ts';
 import { answerCertificateInstallation, answerCertificateUpdate } from '../../sim/cps/cps.ts';
 import { startEmbeddedSecc, vehicleCredentials, type EmbeddedChain } from '../../sim/secc/embedded.ts';
@@ -139,7 +139,8 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
   const sim = rt.log('SIM');
   const clock = rt.clock;
   const cleanups: (() => Promise<unknown>)[] = [];
-  const dataDir = await mkdtemp(join(tmpdir(), 'evcc-bench-'));
+  // Owner record inside: a killed bench session's dir (it holds bench key material) is removed by the next start.
+  const dataDir = await createSessionDir('evcc-bench-');
   try {
     bench.info({ dataDir }, 'embedded bench: swtpm, simulated pilot, modem, chargers, SECC, battery, OEM backend and broker; product code everywhere else');
     // The same config parsing as the vehicle (a bench config file may relax field timers, choose AC, …).
