@@ -13,8 +13,8 @@ import type { Din } from '../../firmware/exi/index.ts';
 import type { PowerReading, PowerStage } from './power-stage.ts';
 import { RESPONSE_CODES, stillOngoing, type Scenario } from './scenario.ts';
 import {
-  baseName, defaultRandom, fmt, hex, newSessionId, num, powerStageFor, pv, requestOf, RequestLog, since,
-  type SeccHandler, type SeccHandlerOptions, type SeccReply,
+  defaultRandom, fmt, hex, newSessionId, num, powerStageFor, pv, SeccSessionBase, since,
+  type SeccAnswer, type SeccHandlerOptions,
 } from './session.ts';
 
 type Message = Din.V2G_MessageElement;
@@ -27,78 +27,43 @@ const CHARGE_SERVICE_ID = 1;
 /** DIN's PMax is a bare int16; the simulator sends watts, capped at its range. */
 const DIN_PMAX_MAX = 32_767;
 
-export class DinSecc implements SeccHandler<Message> {
+export class DinSecc extends SeccSessionBase<Message> {
   readonly protocol = 'din' as const;
-  readonly requests = new RequestLog();
-  private readonly scenario: Scenario;
+  protected readonly loopRequests: ReadonlySet<string> = new Set(['CurrentDemandReq']);
+  protected readonly noSessionId = '00';
   private readonly stage: PowerStage;
-  private readonly random: (n: number) => Uint8Array;
   private readonly wall: () => number;
-  private sid: string | undefined;
-  private wrongSid: string | undefined;
-  private expected = new Set<string>(['SessionSetupReq']);
-  private ended = false;
   private readonly phaseStart: Partial<Record<'ContractAuthentication' | 'ChargeParameterDiscovery' | 'CableCheck', number>> = {};
   private tuples: number[] = [];
   private cableCheckRunning = false;
   private cableCheckDone = false;
-  private loopCount = 0;
   private emergency = false;
   private evMaxVoltageV: number | undefined;
 
   constructor(o: SeccHandlerOptions) {
-    this.scenario = o.scenario;
+    super(o.scenario, o.random ?? defaultRandom);
     this.stage = o.powerStage ?? powerStageFor(o.scenario, o.clock);
-    this.random = o.random ?? defaultRandom;
     this.wall = o.wallClock ?? Date.now;
   }
 
-  get sessionId(): string | undefined {
-    return this.sid;
+  protected minimalBody(responseName: string, code: string): SeccAnswer['body'] {
+    return this.minimal(responseName, code as ResponseCode) as SeccAnswer['body'];
   }
 
-  async handle(msg: Message, now: number): Promise<SeccReply<Message>> {
-    const req = requestOf(msg.Body ?? {});
-    if (!req) return { delayMs: 0, after: 'close', requestSummary: '(a V2G message without a request)' };
-    const { name } = req;
-    const base = baseName(name);
-    const responseName = `${base}Res`;
-    const requestSummary = summarizeRequest(name, req.content, msg);
-    const record = this.requests.add({ name, at: now, answered: false });
-    if (this.scenario.silent.includes(base)) return { requestName: name, delayMs: 0, requestSummary };
+  protected async answer(name: string, content: unknown, _msg: Message, now: number): Promise<SeccAnswer> {
+    return { body: this.step(name, content, now) as SeccAnswer['body'] };
+  }
 
-    const sessionOk = name === 'SessionSetupReq' || (this.sid !== undefined && msg.Header?.SessionID?.toLowerCase() === this.sid);
-    const inSequence = !this.ended && (this.expected.has(name) || (name === 'SessionStopReq' && this.sid !== undefined));
-    let body: ResBody;
-    if (!sessionOk) {
-      body = this.minimal(responseName, 'FAILED_UnknownSession');
-    } else if (!inSequence) {
-      body = this.minimal(responseName, 'FAILED_SequenceError');
-    } else if (name === 'CurrentDemandReq' && this.scenario.loop.resetConnectionAfter !== undefined && this.loopCount >= this.scenario.loop.resetConnectionAfter) {
-      this.ended = true;
-      return { requestName: name, delayMs: 0, after: 'reset', requestSummary };
-    } else {
-      body = this.step(name, req.content, now);
-    }
-    const forced = this.scenario.responseCodes[base];
-    if (forced && sessionOk && inSequence) body.ResponseCode = (DIN_CODES.has(forced) ? forced : 'FAILED') as ResponseCode;
+  protected forcedCode(code: string): string {
+    return DIN_CODES.has(code) ? code : 'FAILED';
+  }
 
-    if (this.scenario.faults.wrongSessionIdFrom === base && this.sid) this.wrongSid ??= newSessionId(this.random, this.sid);
-    const code = body.ResponseCode;
-    record.responseCode = code;
-    if (typeof body.EVSEProcessing === 'string') record.evseProcessing = body.EVSEProcessing;
-    record.answered = true;
-    const failed = code.startsWith('FAILED');
-    if (failed) this.ended = true;
-    return {
-      requestName: name,
-      responseName,
-      response: { Header: { SessionID: this.wrongSid ?? this.sid ?? '00' }, Body: { [responseName]: body } as Din.BodyType },
-      delayMs: this.scenario.delays[base] ?? 0,
-      ...(failed && this.scenario.faults.afterFailed === 'close' ? { after: 'close' as const } : {}),
-      requestSummary,
-      responseSummary: summarizeResponse(responseName, body),
-    };
+  protected summarizeRequest(name: string, content: unknown, msg: Message): string {
+    return summarizeRequest(name, content, msg);
+  }
+
+  protected summarizeResponse(responseName: string, body: SeccAnswer['body']): string {
+    return summarizeResponse(responseName, body as unknown as ResBody);
   }
 
   private step(name: string, content: unknown, now: number): ResBody {

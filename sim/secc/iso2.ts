@@ -26,8 +26,8 @@ import { validateChain } from '../../firmware/pki/validate.ts';
 import type { PowerReading, PowerStage } from './power-stage.ts';
 import { paymentOptionsOf, stillOngoing, type EnergyTransferMode, type Scenario } from './scenario.ts';
 import {
-  baseName, defaultRandom, fmt, fromHex, hex, isZeroSessionId, newSessionId, num, powerStageFor, pv, requestOf, RequestLog,
-  SessionMemory, since, type CertificateServiceHook, type SeccHandler, type SeccHandlerOptions, type SeccReply,
+  defaultRandom, fmt, fromHex, hex, isZeroSessionId, newSessionId, num, powerStageFor, pv, SeccSessionBase,
+  SessionMemory, since, type CertificateServiceHook, type SeccAnswer, type SeccHandlerOptions,
 } from './session.ts';
 
 type Message = Iso2.V2G_MessageElement;
@@ -49,22 +49,17 @@ const CHARGE_SERVICE_ID = 1;
 const CERTIFICATE_SERVICE_ID = 2;
 const METER_ID = 'SIM-METER-1';
 
-export class Iso2Secc implements SeccHandler<Message> {
+export class Iso2Secc extends SeccSessionBase<Message> {
   readonly protocol = 'iso2' as const;
-  readonly requests = new RequestLog();
-  private readonly scenario: Scenario;
+  protected readonly loopRequests: ReadonlySet<string> = LOOP_REQUESTS;
+  protected readonly noSessionId = '0000000000000000';
   private readonly stage: PowerStage;
   private readonly memory: SessionMemory;
-  private readonly random: (n: number) => Uint8Array;
   private readonly wall: () => number;
   private readonly paymentOptions: PaymentOption[];
   private readonly contractRoots: readonly Uint8Array[];
   private readonly certificateService: CertificateServiceHook | undefined;
 
-  private sid: string | undefined;
-  private wrongSid: string | undefined;
-  private expected = new Set<string>(['SessionSetupReq']);
-  private ended = false;
   private payment: PaymentOption | undefined;
   private contract: { cert: X509Certificate; emaid: string } | undefined;
   private genChallenge: string | undefined;
@@ -75,7 +70,6 @@ export class Iso2Secc implements SeccHandler<Message> {
   private selectedTuple = 1;
   private cableCheckRunning = false;
   private cableCheckDone = false;
-  private loopCount = 0;
   private renegotiated = false;
   private emergency = false;
   private evMaxVoltageV: number | undefined;
@@ -86,65 +80,33 @@ export class Iso2Secc implements SeccHandler<Message> {
   private acCharging = false;
 
   constructor(o: SeccHandlerOptions) {
-    this.scenario = o.scenario;
+    super(o.scenario, o.random ?? defaultRandom);
     this.stage = o.powerStage ?? powerStageFor(o.scenario, o.clock);
     this.memory = o.memory ?? new SessionMemory();
-    this.random = o.random ?? defaultRandom;
     this.wall = o.wallClock ?? Date.now;
     this.paymentOptions = paymentOptionsOf(o.scenario, o.tls);
     this.contractRoots = o.contractRoots ?? [];
     this.certificateService = o.certificateService;
   }
 
-  get sessionId(): string | undefined {
-    return this.sid;
+  protected minimalBody(responseName: string, code: string, content: unknown): SeccAnswer['body'] {
+    return this.minimal(responseName, code as ResponseCode, content) as SeccAnswer['body'];
   }
 
-  async handle(msg: Message, now: number): Promise<SeccReply<Message>> {
-    const req = requestOf(msg.Body ?? {});
-    if (!req) return { delayMs: 0, after: 'close', requestSummary: '(a V2G message without a request)' };
-    const { name } = req;
-    const base = baseName(name);
-    const responseName = `${base}Res`;
-    const requestSummary = summarizeRequest(name, req.content, msg);
-    const record = this.requests.add({ name, at: now, answered: false });
-    if (this.scenario.silent.includes(base)) return { requestName: name, delayMs: 0, requestSummary };
+  protected async answer(name: string, content: unknown, msg: Message, now: number): Promise<SeccAnswer> {
+    return (await this.step(name, content, msg, now)) as unknown as SeccAnswer;
+  }
 
-    let result: StepResult;
-    const sessionOk = name === 'SessionSetupReq' || (this.sid !== undefined && msg.Header?.SessionID?.toLowerCase() === this.sid);
-    const inSequence = !this.ended && (this.expected.has(name) || (name === 'SessionStopReq' && this.sid !== undefined));
-    if (!sessionOk) {
-      result = { body: this.minimal(responseName, 'FAILED_UnknownSession', req.content) };
-    } else if (!inSequence) {
-      result = { body: this.minimal(responseName, 'FAILED_SequenceError', req.content) };
-    } else if (LOOP_REQUESTS.has(name) && this.scenario.loop.resetConnectionAfter !== undefined && this.loopCount >= this.scenario.loop.resetConnectionAfter) {
-      this.ended = true;
-      return { requestName: name, delayMs: 0, after: 'reset', requestSummary };
-    } else {
-      result = await this.step(name, req.content, msg, now);
-    }
-    const forced = this.scenario.responseCodes[base];
-    if (forced && sessionOk && inSequence) result.body.ResponseCode = forced as ResponseCode;
+  protected forcedCode(code: string): string {
+    return code;
+  }
 
-    if (this.scenario.faults.wrongSessionIdFrom === base && this.sid) this.wrongSid ??= newSessionId(this.random, this.sid);
-    const header: Iso2.MessageHeaderType = { SessionID: this.wrongSid ?? this.sid ?? '0000000000000000' };
-    if (result.signature) header.Signature = result.signature;
-    const code = result.body.ResponseCode;
-    record.responseCode = code;
-    if (typeof result.body.EVSEProcessing === 'string') record.evseProcessing = result.body.EVSEProcessing;
-    record.answered = true;
-    const failed = code.startsWith('FAILED');
-    if (failed) this.ended = true;
-    return {
-      requestName: name,
-      responseName,
-      response: { Header: header, Body: { [responseName]: result.body } as Iso2.BodyType },
-      delayMs: this.scenario.delays[base] ?? 0,
-      ...(failed && this.scenario.faults.afterFailed === 'close' ? { after: 'close' as const } : {}),
-      requestSummary,
-      responseSummary: summarizeResponse(responseName, result.body),
-      ...(result.encodeOptions ? { encodeOptions: result.encodeOptions } : {}),
-    };
+  protected summarizeRequest(name: string, content: unknown, msg: Message): string {
+    return summarizeRequest(name, content, msg);
+  }
+
+  protected summarizeResponse(responseName: string, body: SeccAnswer['body']): string {
+    return summarizeResponse(responseName, body as unknown as ResBody);
   }
 
   private async step(name: string, content: unknown, msg: Message, now: number): Promise<StepResult> {

@@ -207,3 +207,91 @@ export function requestOf(body: object): { name: string; content: unknown } | un
 export function since(start: number | undefined, now: number): number {
   return start === undefined ? 0 : now - start;
 }
+
+/** What a protocol's own step produced for one request: the response body (and, ISO-2, a header signature). */
+export interface SeccAnswer {
+  body: { ResponseCode: string; EVSEProcessing?: unknown; [k: string]: unknown };
+  signature?: unknown;
+  encodeOptions?: { ignoreLengthFacets?: boolean };
+}
+
+type V2gMessageShape = { Header?: { SessionID?: string }; Body?: object };
+
+/**
+ * The request/response frame every SECC handler shares: log the request, the scenario's silence, the SessionID and
+ * sequence checks (FAILED_UnknownSession / FAILED_SequenceError), the loop's TCP reset, a forced response code, the
+ * wrong-SessionID fault, the FAILED → close rule and the delays. Each protocol supplies its own steps and names.
+ */
+export abstract class SeccSessionBase<M extends V2gMessageShape> implements SeccHandler<M> {
+  abstract readonly protocol: SeccProtocol;
+  readonly requests = new RequestLog();
+  protected sid: string | undefined;
+  protected wrongSid: string | undefined;
+  protected expected = new Set<string>(['SessionSetupReq']);
+  protected ended = false;
+  protected loopCount = 0;
+
+  protected constructor(protected readonly scenario: Scenario, protected readonly random: (n: number) => Uint8Array) {}
+
+  get sessionId(): string | undefined {
+    return this.sid;
+  }
+
+  /** Requests of the charge loop (the scenario's TCP reset counts them). */
+  protected abstract readonly loopRequests: ReadonlySet<string>;
+  /** SessionID in a header before SessionSetup assigned one. */
+  protected abstract readonly noSessionId: string;
+  protected abstract minimalBody(responseName: string, code: string, content: unknown): SeccAnswer['body'];
+  protected abstract answer(name: string, content: unknown, msg: M, now: number): Promise<SeccAnswer>;
+  /** The scenario's forced code as this protocol can send it. */
+  protected abstract forcedCode(code: string): string;
+  protected abstract summarizeRequest(name: string, content: unknown, msg: M): string;
+  protected abstract summarizeResponse(responseName: string, body: SeccAnswer['body']): string;
+
+  async handle(msg: M, now: number): Promise<SeccReply<M>> {
+    const req = requestOf(msg.Body ?? {});
+    if (!req) return { delayMs: 0, after: 'close', requestSummary: '(a V2G message without a request)' };
+    const { name } = req;
+    const base = baseName(name);
+    const responseName = `${base}Res`;
+    const requestSummary = this.summarizeRequest(name, req.content, msg);
+    const record = this.requests.add({ name, at: now, answered: false });
+    if (this.scenario.silent.includes(base)) return { requestName: name, delayMs: 0, requestSummary };
+
+    const sessionOk = name === 'SessionSetupReq' || (this.sid !== undefined && msg.Header?.SessionID?.toLowerCase() === this.sid);
+    const inSequence = !this.ended && (this.expected.has(name) || (name === 'SessionStopReq' && this.sid !== undefined));
+    let result: SeccAnswer;
+    if (!sessionOk) {
+      result = { body: this.minimalBody(responseName, 'FAILED_UnknownSession', req.content) };
+    } else if (!inSequence) {
+      result = { body: this.minimalBody(responseName, 'FAILED_SequenceError', req.content) };
+    } else if (this.loopRequests.has(name) && this.scenario.loop.resetConnectionAfter !== undefined && this.loopCount >= this.scenario.loop.resetConnectionAfter) {
+      this.ended = true;
+      return { requestName: name, delayMs: 0, after: 'reset', requestSummary };
+    } else {
+      result = await this.answer(name, req.content, msg, now);
+    }
+    const forced = this.scenario.responseCodes[base];
+    if (forced && sessionOk && inSequence) result.body.ResponseCode = this.forcedCode(forced);
+
+    if (this.scenario.faults.wrongSessionIdFrom === base && this.sid) this.wrongSid ??= newSessionId(this.random, this.sid);
+    const header: Record<string, unknown> = { SessionID: this.wrongSid ?? this.sid ?? this.noSessionId };
+    if (result.signature) header.Signature = result.signature;
+    const code = result.body.ResponseCode;
+    record.responseCode = code;
+    if (typeof result.body.EVSEProcessing === 'string') record.evseProcessing = result.body.EVSEProcessing;
+    record.answered = true;
+    const failed = code.startsWith('FAILED');
+    if (failed) this.ended = true;
+    return {
+      requestName: name,
+      responseName,
+      response: { Header: header, Body: { [responseName]: result.body } } as unknown as M,
+      delayMs: this.scenario.delays[base] ?? 0,
+      ...(failed && this.scenario.faults.afterFailed === 'close' ? { after: 'close' as const } : {}),
+      requestSummary,
+      responseSummary: this.summarizeResponse(responseName, result.body),
+      ...(result.encodeOptions ? { encodeOptions: result.encodeOptions } : {}),
+    };
+  }
+}
