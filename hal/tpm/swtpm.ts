@@ -1,5 +1,5 @@
 import { createServer, connect } from 'node:net';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { EvccError } from '../../core/errors.ts';
@@ -39,16 +39,27 @@ export function hasSetpriv(): Promise<boolean> {
   return setprivAvailable;
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/** True when 127.0.0.1:port can be bound now. */
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const srv = createServer();
     srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
-    });
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
+}
+
+/**
+ * A port pair for swtpm below Linux's ephemeral range (32768–60999): a port the kernel hands out for listen(0) is
+ * also a candidate source port of every outgoing connection, and under parallel tests (tpm2-tools, MQTT, TLS) one of
+ * them took it between our check and swtpm's bind — swtpm then exits (seen as "swtpm did not start").
+ */
+async function freePort(): Promise<number> {
+  for (let i = 0; i < 50; i++) {
+    const port = 20_000 + 2 * Math.floor(Math.random() * 6_000);
+    if ((await canListen(port)) && (await canListen(port + 1))) return port;
+  }
+  throw new Error('no free port pair below the ephemeral range');
 }
 
 function canConnect(port: number): Promise<boolean> {
@@ -111,7 +122,7 @@ export class Swtpm {
       await tpm.launch();
       return tpm;
     }
-    for (let attempt = 0; attempt < 5; attempt++) {
+    for (let attempt = 0; attempt < 10; attempt++) {
       // The swtpm TCTI always uses port+1 as the control channel: find a free adjacent pair.
       const port = await freePort();
       if (port >= 65535 || (await canConnect(port + 1))) continue;
@@ -140,7 +151,11 @@ export class Swtpm {
     let exited = false;
     void child.then(() => (exited = true));
     for (let i = 0; i < 200; i++) {
-      if (exited) throw new Error(`swtpm exited: ${String((await child).stderr)}`);
+      if (exited) {
+        // With --log file=… swtpm reports there, not on stderr: take the log's last lines into the error.
+        const logTail = this.opts.logFile ? (await readFile(this.opts.logFile, 'utf8').catch(() => '')).trim().split('\n').slice(-3).join(' | ') : '';
+        throw new Error(`swtpm exited (port ${this.port}): ${String((await child).stderr).trim()}${logTail ? ` log: ${logTail}` : ''}`);
+      }
       // A connect alone can reach another process that won the port race while our swtpm fails to bind: accept the
       // port only once the listener on it is our own child.
       if ((await canConnect(this.port)) && (await listenerIsOurs(this.port, child.pid))) {
