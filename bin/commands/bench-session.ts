@@ -155,6 +155,7 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
     const skipped = !opts.tpm ? '--no-tpm' : missingTools.length ? `missing ${missingTools.join(', ')}` : undefined;
     let vehicle: BenchVehicleTpm | undefined;
     let trust: TrustPart;
+    let handedOver: { dataDir: string; runDir: string } | undefined;
     if (skipped === undefined) {
       // Factory and first boot (simulated production line), then the hand-over: from here the vehicle's trust is
       // opened exactly as `evcc run` opens it on the device (firmware/vehicle/trust.ts), on the same swtpm.
@@ -166,6 +167,7 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
       cleanups.push(() => vehicle!.close());
       if (opts.tamperedBundle) await vehicle.reboot({ bundle: 'tampered' });
       const at = await vehicle.handOver();
+      handedOver = at;
       const run = await FsStore.open(at.runDir);
       trust = await openTrust({
         data: await FsStore.open(at.dataDir), run, log: (sub) => rt.log(sub),
@@ -272,16 +274,13 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
         ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason), { once: true });
         setTimeout(() => pilot.plugIn(5), 50);
       }),
-      waitForResume: async (signal) => {
-        while (ev.status().pauseRequested) await clock.sleep(250, signal);
-      },
     });
     cleanups.push(() => bound.release());
     const evStart = ev.status();
     const session = await runChargingSession({ stages: bound.stages, clock, log: rt.log('EVCC') });
     const report = chargeReportOf(session, { security: bound.security, evStart, evEnd: ev.status(), roots: store.listRoots().map((r) => r.subject) });
     logChargeEnd(rt.log('EVCC'), report);
-    const tpm: BenchTpmReport = vehicle ? await commitAfterSession(vehicle, trust, report, bench) : { skipped: skipped ?? 'unknown' };
+    const tpm: BenchTpmReport = vehicle && handedOver ? await commitAfterSession(vehicle, handedOver, trust, report, bench) : { skipped: skipped ?? 'unknown' };
     return { ...report, tpm };
   } finally {
     for (const c of cleanups.reverse()) await c().catch(() => undefined);
@@ -306,7 +305,7 @@ function acSession(raw: unknown): Record<string, unknown> {
  * The A/B commit gate: only a session that completed (and, with PnC, was authorised by a contract-key signature
  * the charger verified) lets `evcc boot commit` raise the anti-rollback counter.
  */
-async function commitAfterSession(vehicle: BenchVehicleTpm, trust: TrustPart, report: ChargeReport, bench: Logger): Promise<BenchTpmReport> {
+async function commitAfterSession(vehicle: BenchVehicleTpm, at: { dataDir: string; runDir: string }, trust: TrustPart, report: ChargeReport, bench: Logger): Promise<BenchTpmReport> {
   const active = await activeContract(trust);
   const factory = vehicle.outcome.contractKey;
   const contractCertificate = active?.certificatePem ?? factory?.certificatePem;
@@ -325,7 +324,6 @@ async function commitAfterSession(vehicle: BenchVehicleTpm, trust: TrustPart, re
     return base;
   }
   // `evcc boot commit` (evcc-commit.service) with the runtime's key service: logs `BOOT: release vN committed …`.
-  const at = await vehicle.handOver(); // idempotent: where the vehicle's dirs are
   const commit = await commitRelease({ tpm: trust.tpm, data: await FsStore.open(at.dataDir), run: await FsStore.open(at.runDir), log: bench, keys: trust.keys });
   return { ...base, counterFrom: commit.from, counter: commit.to };
 }

@@ -320,7 +320,7 @@ export async function realVehicleParts(stack: VehicleStack, f: StackFlags & { li
  */
 export async function runRealSession(stack: VehicleStack, f: StackFlags & { linkUp?: boolean }, o: { waitForPlugIn: (ctx: StageContext) => Promise<void>; signal?: AbortSignal; pilot?: PilotBoard; ev: EvPort }): Promise<ChargeReport> {
   const parts = await realVehicleParts(stack, f, o);
-  const bound = bindVehicleStages(parts, stack.settings, stack.keyReadiness, { waitForPlugIn: o.waitForPlugIn, waitForResume: (signal) => waitForEvResume(o.ev, stack.rt.clock, signal) });
+  const bound = bindVehicleStages(parts, stack.settings, stack.keyReadiness, { waitForPlugIn: o.waitForPlugIn });
   const evStart = o.ev.status();
   try {
     const report = await runChargingSession({ stages: bound.stages, clock: stack.rt.clock, log: stack.rt.log('EVCC'), ...(o.signal ? { signal: o.signal } : {}) });
@@ -328,11 +328,6 @@ export async function runRealSession(stack: VehicleStack, f: StackFlags & { link
   } finally {
     await bound.release();
   }
-}
-
-/** After a pause: the vehicle resumes when its pause request is withdrawn (polled; the EV port has no events). */
-export async function waitForEvResume(ev: EvPort, clock: Runtime['clock'], signal: AbortSignal): Promise<void> {
-  while (ev.status().pauseRequested) await clock.sleep(250, signal);
 }
 
 export { logChargeEnd as logSessionEnd };

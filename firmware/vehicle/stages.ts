@@ -240,7 +240,11 @@ export function bindVehicleStages(parts: VehicleParts, settings: VehicleSettings
       });
     },
 
-    ...(o.waitForResume ? { waitForResume: o.waitForResume } : {}),
+    // After SessionStop(Pause) the vehicle goes on when its pause request is withdrawn (polled: the EV port has no
+    // events); a caller may supply another trigger.
+    waitForResume: o.waitForResume ?? (async (signal) => {
+      while (parts.ev.status().pauseRequested) await clock.sleep(250, signal);
+    }),
     closeChannel: async (channel) => {
       await channel.stream.close().catch(() => undefined);
     },
