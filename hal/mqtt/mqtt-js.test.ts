@@ -3,22 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { until } from '../../test/support/until.ts';
 import { MqttJsConnector, parseBrokerUrl } from './mqtt-js.ts';
 import type { MqttClient, MqttMessage } from './types.ts';
-
-function varint(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let b = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) b |= 0x80;
-    out.push(b);
-  } while (n > 0);
-  return out;
-}
-
-function publishHeader(topic: string, payloadBytes: number): Buffer {
-  const t = Buffer.from(topic);
-  return Buffer.concat([Buffer.from([0x30, ...varint(2 + t.length + payloadBytes), t.length >> 8, t.length & 0xff]), t]);
-}
+import { publishHeader } from '../../test/support/mqtt-packets.ts';
 
 /**
  * A minimal MQTT 3.1.1 peer that plays the broker: CONNACK on the first bytes, then whatever the test sends.

@@ -2,18 +2,7 @@ import { PassThrough } from 'node:stream';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { MqttPacketMeter, MqttPacketTooLarge, PacketSizeLimitedStream } from './packet-size.ts';
-
-/** MQTT remaining-length varint. */
-function varint(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let b = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) b |= 0x80;
-    out.push(b);
-  } while (n > 0);
-  return out;
-}
+import { varint } from '../../test/support/mqtt-packets.ts';
 
 /** A QoS 0 PUBLISH packet (3.1.1) with `payloadBytes` of payload. */
 function publish(topic: string, payloadBytes: number): Uint8Array {

@@ -10,6 +10,7 @@ import type { MqttClient, MqttMessage } from '../../hal/mqtt/types.ts';
 import { OEM_BACKEND_USER, startMosquitto } from '../support/mosquitto.ts';
 import { describeWith, tool } from '../support/prereq.ts';
 import { until } from '../support/until.ts';
+import { publishHeader, varint } from '../support/mqtt-packets.ts';
 
 /**
  * MQTT size caps at the broker (issue #13): a PUBLISH larger than the cap is refused at its fixed header — the
@@ -23,27 +24,11 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
 });
 
-function varint(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let b = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) b |= 0x80;
-    out.push(b);
-  } while (n > 0);
-  return out;
-}
-
 /** MQTT 3.1.1 CONNECT with a clean session. */
 function connectPacket(clientId: string): Buffer {
   const id = Buffer.from(clientId);
   const body = Buffer.concat([Buffer.from([0x00, 0x04]), Buffer.from('MQTT'), Buffer.from([0x04, 0x02, 0x00, 0x3c, id.length >> 8, id.length & 0xff]), id]);
   return Buffer.concat([Buffer.from([0x10, ...varint(body.length)]), body]);
-}
-
-function publishHeader(topic: string, payloadBytes: number): Buffer {
-  const t = Buffer.from(topic);
-  return Buffer.concat([Buffer.from([0x30, ...varint(2 + t.length + payloadBytes), t.length >> 8, t.length & 0xff]), t]);
 }
 
 /** Connects by hand (so the test controls every byte), waits for CONNACK, then sends only an oversized header. */
