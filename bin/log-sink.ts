@@ -148,6 +148,7 @@ export class BenchLogDestination implements DestinationStream {
   private readonly stderr: { write(text: string): unknown };
   private summaryTimer: NodeJS.Timeout | undefined;
   private closed = false;
+  private readonly taps = new Set<(jsonLine: string) => void>();
 
   constructor(private readonly o: BenchLogDestinationOptions) {
     this.now = o.now ?? Date.now;
@@ -161,6 +162,15 @@ export class BenchLogDestination implements DestinationStream {
         this.jsonFailed(err);
       }
     }
+  }
+
+  /**
+   * Every record that is output (after repeat suppression), as its JSON line: the per-session bench log
+   * (hal/capture) and the live dashboard subscribe here. A throwing tap is dropped, never the runtime.
+   */
+  addTap(listener: (jsonLine: string) => void): () => void {
+    this.taps.add(listener);
+    return () => this.taps.delete(listener);
   }
 
   /** True while the JSON file sink is in use. */
@@ -202,6 +212,13 @@ export class BenchLogDestination implements DestinationStream {
       text = jsonLine;
     }
     this.stderrLine(text);
+    for (const tap of this.taps) {
+      try {
+        tap(jsonLine);
+      } catch {
+        this.taps.delete(tap);
+      }
+    }
     if (this.json) {
       try {
         this.json.write(`${jsonLine}\n`);

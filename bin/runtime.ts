@@ -17,6 +17,8 @@ export interface Runtime {
   root: Logger;
   log(sub: Subsystem): Logger;
   clock: Clock;
+  /** Subscribes to every log record as it is output (JSON line); returns the unsubscribe function. */
+  onLogLine(listener: (jsonLine: string) => void): () => void;
   close(): Promise<void>;
 }
 
@@ -69,6 +71,7 @@ export async function createRuntime(opts: GlobalOptions, overrides: Record<strin
     root,
     log: (sub) => forSubsystem(root, sub),
     clock: new SystemClock(),
+    onLogLine: (listener) => destination.addTap(listener),
     async close() {
       root.flush();
       await new Promise<void>((r) => setImmediate(r));
