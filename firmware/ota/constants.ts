@@ -28,7 +28,8 @@ export const OTA_RECENT_REQUEST_IDS = 64;
 /**
  * A request without an answer is published again (same id and nonce) at this interval until its deadline: a
  * request that reached the broker while the backend was between sessions is otherwise lost. The backend's
- * answers are idempotent and the vehicle takes the first valid one.
+ * answers are idempotent and the vehicle takes the first valid one: an answer that fails a check anybody on the
+ * reply topic could fail (shape, nonce, signer, signature) is refused and the fetch waits on (root-fetch.ts).
  */
 export const OTA_REQUEST_REPUBLISH_MS = 1_500;
 

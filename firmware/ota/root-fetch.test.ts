@@ -317,9 +317,11 @@ describe('hostile answers are never installed, each with its own typed error', (
     imposterDer = (await issue({ name: 'x/imposter', role: 'v2g-root', subject: fx.pki.b.root.cert.subject })).der;
     noCrlDer = (await issue({ name: 'x/noCrl', role: 'v2g-root', subject: 'CN=No CRL Root', keyUsage: KeyUsageFlags.keyCertSign })).der;
   });
-  const cases: { name: string; code: string; craft: Craft; dropped?: boolean }[] = [
+  // `refused`: a failure anybody on the reply topic can cause (no backend key needed) — the fetch waits on for a
+  // valid answer and, none coming, ends OTA_BACKEND_SILENT naming the refused answers (issue #13 item 6).
+  const cases: { name: string; code: string; craft: Craft; dropped?: boolean; refused?: boolean }[] = [
     {
-      name: 'forged signature (certificate swapped after signing)', code: 'OTA_ANSWER_SIGNATURE_INVALID',
+      name: 'forged signature (certificate swapped after signing)', code: 'OTA_ANSWER_SIGNATURE_INVALID', refused: true,
       craft: (q) => {
         const a = JSON.parse(new TextDecoder().decode(signed(fx.signer, { ...q, cert: rootB() }))) as Record<string, unknown>;
         a.cert = Buffer.from(fx.pki.a.root.der).toString('base64');
@@ -327,12 +329,12 @@ describe('hostile answers are never installed, each with its own typed error', (
       },
     },
     {
-      name: 'signature by another key claiming the backend key id', code: 'OTA_ANSWER_SIGNATURE_INVALID',
+      name: 'signature by another key claiming the backend key id', code: 'OTA_ANSWER_SIGNATURE_INVALID', refused: true,
       craft: (q) => signed(fx.otherSigner, { ...q, cert: rootB(), keyId: fx.signer.keyId }),
     },
-    { name: 'signature by another key (its own key id)', code: 'OTA_ANSWER_UNTRUSTED_SIGNER', craft: (q) => signed(fx.otherSigner, { ...q, cert: rootB() }) },
+    { name: 'signature by another key (its own key id)', code: 'OTA_ANSWER_UNTRUSTED_SIGNER', refused: true, craft: (q) => signed(fx.otherSigner, { ...q, cert: rootB() }) },
     {
-      name: 'replayed answer (old nonce, current request id)', code: 'OTA_ANSWER_REPLAYED',
+      name: 'replayed answer (old nonce, current request id)', code: 'OTA_ANSWER_REPLAYED', refused: true,
       craft: (q) => signed(fx.signer, { requestId: q.requestId, nonce: 'c'.repeat(64), cert: rootB() }),
     },
     {
@@ -347,18 +349,18 @@ describe('hostile answers are never installed, each with its own typed error', (
     },
     { name: 'root with a profile violation (no cRLSign)', code: 'OTA_ROOT_PROFILE', craft: (q) => signed(fx.signer, { ...q, cert: noCrlDer }) },
     {
-      name: 'signed answer whose OEM approval is by another key', code: 'OTA_ANSWER_UNTRUSTED_SIGNER',
+      name: 'signed answer whose OEM approval is by another key', code: 'OTA_ANSWER_UNTRUSTED_SIGNER', refused: true,
       craft: (q) => signed(fx.signer, { ...q, cert: rootB(), approval: approveRoot(fx.otherSigner, rootB()) }),
     },
     {
-      name: 'signed answer carrying the OEM approval of another root', code: 'OTA_ANSWER_SIGNATURE_INVALID',
+      name: 'signed answer carrying the OEM approval of another root', code: 'OTA_ANSWER_SIGNATURE_INVALID', refused: true,
       craft: (q) => signed(fx.signer, { ...q, cert: rootB(), approval: approveRoot(fx.signer, fx.pki.a.root.der) }),
     },
     {
       name: 'oversized payload', code: 'OTA_ANSWER_OVERSIZED', dropped: true,
       craft: (q) => encodeMessage({ requestId: q.requestId, pad: 'x'.repeat(20_000) }),
     },
-    { name: 'malformed payload (schema)', code: 'OTA_ANSWER_MALFORMED', craft: (q) => encodeMessage({ requestId: q.requestId, status: 'ok', cert: 42 }) },
+    { name: 'malformed payload (schema)', code: 'OTA_ANSWER_MALFORMED', refused: true, craft: (q) => encodeMessage({ requestId: q.requestId, status: 'ok', cert: 42 }) },
     { name: 'malformed payload (not JSON)', code: 'OTA_ANSWER_MALFORMED', dropped: true, craft: () => new Uint8Array([0xff, 0xfe, 0x7b, 0x00]) },
     {
       name: 'certificate bytes that are not X.509', code: 'OTA_ANSWER_MALFORMED',
@@ -375,6 +377,13 @@ describe('hostile answers are never installed, each with its own typed error', (
       if (c.dropped) {
         // Not ours to act on: dropped with a typed rejection, the request then ends as a silent backend.
         expect(err!.code).toBe('OTA_BACKEND_SILENT');
+        expect((err!.details.rejected as { code: string }[]).map((x) => x.code)).toContain(c.code);
+      } else if (c.refused) {
+        // Refused, not fatal: every copy the backend-impostor sent (one per republish) counted, none installed.
+        expect(err!.code).toBe('OTA_BACKEND_SILENT');
+        expect(err!.details.refusedAnswers).toBe(r.answers.length);
+        expect(r.answers.length).toBeGreaterThanOrEqual(1);
+        expect(err!.message).toContain(`${r.answers.length} answer${r.answers.length === 1 ? '' : 's'} refused: ${c.code}`);
         expect((err!.details.rejected as { code: string }[]).map((x) => x.code)).toContain(c.code);
       } else {
         expect(err!.code).toBe(c.code);
@@ -396,6 +405,53 @@ describe('hostile answers are never installed, each with its own typed error', (
     const two = await settle(r.clock, r.fetcher.fetchRoot(r.presentedB, { budgetMs: 2000 }), 2000);
     expect(two.err?.code).toBe('OTA_BACKEND_SILENT');
     expect((two.err!.details.rejected as { code: string }[]).map((x) => x.code)).toEqual(['OTA_ANSWER_REPLAYED']);
+    await r.link.close();
+  });
+
+  it('forged answers first, then the valid one: the fetch waits past the forgeries and the root is installed (issue #13 item 6)', async () => {
+    const forged = (q: { requestId: string; nonce: string }) => signed(fx.otherSigner, { ...q, cert: rootB(), keyId: fx.signer.keyId });
+    const r = await rig({ backend: false });
+    // The impostor answers at once, twice; the real backend (signing with the OEM backend key) only afterwards.
+    const evil = r.bus.connect({ url: 'mem://', clientId: 'evil-2', protocolVersion: 4 });
+    await evil.subscribe(['evcc/v1/+/pki/rootca/req'], 1);
+    evil.onMessage(async (m) => {
+      const q = decodeMessage(RootCaRequest, m.payload, 4096);
+      await evil.publish(q.replyTo, forged(q), { qos: 1 });
+      await evil.publish(q.replyTo, encodeMessage({ requestId: q.requestId, status: 'ok', cert: 42 }), { qos: 1 });
+      await evil.publish(q.replyTo, signed(fx.signer, { ...q, cert: rootB() }), { qos: 1 });
+    });
+    await flush();
+    const result = await connectWithRootFetch({
+      connectTls: r.connectTls, fetcher: r.fetcher, store: rootStoreOf(r.store), budgetMs: 8000, clock: r.clock,
+      log: { tls: r.rec.sub('TLS'), ota: r.rec.sub('OTA') }, fallback: 'retry-later',
+    });
+    expect(result.states).toEqual(['ConnectTls', 'RootMissing', 'FetchRoot', 'InstallRoot', 'Retry', 'Established']);
+    expect(result.installedRoot?.sha256).toBe(sha256Hex(rootB()));
+    expect(r.store.listRoots().map((e) => e.subject)).toContain(fx.pki.b.root.cert.subject);
+    const refusedLines = r.rec.lines.filter((l) => l.includes('waiting on for a valid one'));
+    expect(refusedLines.map((l) => /OTA_ANSWER_\w+/.exec(l)?.[0])).toEqual(['OTA_ANSWER_SIGNATURE_INVALID', 'OTA_ANSWER_MALFORMED']);
+    await r.link.close();
+  });
+
+  it('a flood of forged answers is counted, logged a few lines only, and ends in a typed timeout naming the count', async () => {
+    const r = await rig({ backend: false });
+    const evil = r.bus.connect({ url: 'mem://', clientId: 'evil-3', protocolVersion: 4 });
+    await evil.subscribe(['evcc/v1/+/pki/rootca/req'], 1);
+    let sent = 0;
+    evil.onMessage(async (m) => {
+      const q = decodeMessage(RootCaRequest, m.payload, 4096);
+      for (let i = 0; i < 50; i++, sent++) await evil.publish(q.replyTo, signed(fx.otherSigner, { ...q, cert: rootB() }), { qos: 1 });
+    });
+    await flush();
+    const { err } = await settle(r.clock, r.fetcher.fetchRoot(r.presentedB, { budgetMs: 1000 }), 1000);
+    expect(err?.code).toBe('OTA_BACKEND_SILENT');
+    expect(err!.details.refusedAnswers).toBe(sent);
+    expect(err!.message).toContain(`${sent} answers refused: OTA_ANSWER_UNTRUSTED_SIGNER`);
+    expect((err!.details.rejected as unknown[]).length).toBeLessThanOrEqual(16);
+    const refusedLines = r.rec.lines.filter((l) => l.includes('answer refused') || l.includes('further refused'));
+    expect(refusedLines.length).toBeLessThanOrEqual(4);
+    expect(refusedLines.at(-1)).toContain(`${sent - 3} further refused answer(s)`);
+    expect(r.store.rootCount).toBe(1);
     await r.link.close();
   });
 });

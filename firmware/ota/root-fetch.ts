@@ -21,6 +21,12 @@ import { rootCaSigningInput, sha256Hex, verifyInput, type BackendTrust } from '.
  *     that does not verify refuses the root, typed as the answer checks are). The caller stores the statement with
  *     the root, which keeps it verifiable without the TPM (degraded mode).
  * Installing is the caller's step (connectWithRootFetch), so a verified root can also be shown or refused first.
+ *
+ * Anybody who can publish on the reply topic can send an answer with our request id, so an answer that fails a
+ * check it could fail without the backend key (1, 2, malformed, and 5: the statement is not covered by the answer's
+ * signature) is refused and the fetch waits on within its budget for a valid one — a forgery must not abort a fetch
+ * while the real backend is slow. A correctly signed answer is the backend's own verdict and ends the fetch, whatever
+ * it says (not found, denied, a root that fails 3 or 4). Only refused answers: OTA_BACKEND_SILENT naming their count.
  */
 export interface VerifiedRoot {
   der: Uint8Array;
@@ -70,11 +76,12 @@ export class OemRootFetcher implements RootFetcher {
       ...(presented.aki ? { aki: presented.aki } : {}),
     };
     log.info({ requestId, issuer: presented.issuer, aki: presented.aki, budgetMs: options.budgetMs }, 'requesting V2G root from OEM backend');
+    const forgeable = new WeakSet<object>();
     return rpc.call(
       this.topics.rootCaRequest,
       request,
-      (payload) => this.verifyAnswer(payload, { requestId, nonce, presented, trust }),
-      { deadline: clock.now() + options.budgetMs, ...(options.signal ? { signal: options.signal } : {}) },
+      (payload) => this.verifyAnswer(payload, { requestId, nonce, presented, trust }, forgeable),
+      { deadline: clock.now() + options.budgetMs, keepWaiting: (err) => typeof err === 'object' && err !== null && forgeable.has(err), ...(options.signal ? { signal: options.signal } : {}) },
     );
   }
 
@@ -82,23 +89,19 @@ export class OemRootFetcher implements RootFetcher {
   async verifyAnswer(
     payload: Uint8Array,
     expected: { requestId: string; nonce: string; presented: UnknownRootInfo; trust: BackendTrust },
+    forgeable?: WeakSet<object>,
   ): Promise<VerifiedRoot> {
-    const answer = decodeMessage(ApprovedRootCaAnswer, payload, OTA_MAX_ROOT_ANSWER_BYTES);
-    const { requestId, nonce, trust } = expected;
-    if (answer.requestId !== requestId) {
-      throw otaError('OTA_ANSWER_UNKNOWN_REQUEST', `answer for request ${answer.requestId}, expected ${requestId}`, { requestId: answer.requestId });
-    }
-    if (answer.nonce !== nonce) throw otaError('OTA_ANSWER_REPLAYED', `answer to ${requestId} carries a nonce we did not send`, { requestId });
-    if (answer.keyId !== trust.keyId) {
-      throw otaError('OTA_ANSWER_UNTRUSTED_SIGNER', `answer signed by key ${answer.keyId.slice(0, 16)}…, not the OEM backend key`, { keyId: answer.keyId });
-    }
-    const der = answer.cert === undefined ? undefined : new Uint8Array(Buffer.from(answer.cert, 'base64'));
-    const input = rootCaSigningInput({
-      vehicleId: this.o.vehicleId, requestId, nonce, status: answer.status, certDigest: der ? sha256Hex(der) : '',
-    });
-    if (!verifyInput(trust.publicKey, input, new Uint8Array(Buffer.from(answer.sig, 'base64')))) {
-      throw otaError('OTA_ANSWER_SIGNATURE_INVALID', `signature of the answer to ${requestId} does not verify`, { requestId });
-    }
+    /** Failures anybody without the backend key can cause: noted in `forgeable` (the fetch then waits on). */
+    const unauthenticated = <T>(check: () => T): T => {
+      try {
+        return check();
+      } catch (err) {
+        if (typeof err === 'object' && err !== null) forgeable?.add(err);
+        throw err;
+      }
+    };
+    const { answer, der } = unauthenticated(() => this.authenticate(payload, expected));
+    const { requestId } = expected;
     if (answer.status === 'not-found') {
       throw otaError('OTA_ROOT_NOT_FOUND', `Root Certificate Pool has no root for ${expected.presented.issuer}`, { issuer: expected.presented.issuer });
     }
@@ -115,11 +118,33 @@ export class OemRootFetcher implements RootFetcher {
         throw otaError('OTA_ROOT_DOES_NOT_ANCHOR', `the SECC chain does not validate to ${root.subject}`, { subject: root.subject }, err);
       }
     }
-    if (answer.approval) {
-      assertAnswerApproval(trust, der, answer.approval, now, root.subject);
+    const approval = answer.approval;
+    if (approval) {
+      unauthenticated(() => assertAnswerApproval(expected.trust, der, approval, now, root.subject));
     } else {
       this.o.log.warn({ requestId, subject: root.subject }, 'answer carries no OEM approval for the root: it will be trusted in full mode only');
     }
-    return { der, subject: root.subject, sha256: root.fingerprint, requestId, ...(answer.approval ? { approval: answer.approval } : {}) };
+    return { der, subject: root.subject, sha256: root.fingerprint, requestId, ...(approval ? { approval } : {}) };
+  }
+
+  /** The checks that need no more than the reply topic to fail: shape, request id, nonce, signer and signature. */
+  private authenticate(payload: Uint8Array, expected: { requestId: string; nonce: string; trust: BackendTrust }) {
+    const answer = decodeMessage(ApprovedRootCaAnswer, payload, OTA_MAX_ROOT_ANSWER_BYTES);
+    const { requestId, nonce, trust } = expected;
+    if (answer.requestId !== requestId) {
+      throw otaError('OTA_ANSWER_UNKNOWN_REQUEST', `answer for request ${answer.requestId}, expected ${requestId}`, { requestId: answer.requestId });
+    }
+    if (answer.nonce !== nonce) throw otaError('OTA_ANSWER_REPLAYED', `answer to ${requestId} carries a nonce we did not send`, { requestId });
+    if (answer.keyId !== trust.keyId) {
+      throw otaError('OTA_ANSWER_UNTRUSTED_SIGNER', `answer signed by key ${answer.keyId.slice(0, 16)}…, not the OEM backend key`, { keyId: answer.keyId });
+    }
+    const der = answer.cert === undefined ? undefined : new Uint8Array(Buffer.from(answer.cert, 'base64'));
+    const input = rootCaSigningInput({
+      vehicleId: this.o.vehicleId, requestId, nonce, status: answer.status, certDigest: der ? sha256Hex(der) : '',
+    });
+    if (!verifyInput(trust.publicKey, input, new Uint8Array(Buffer.from(answer.sig, 'base64')))) {
+      throw otaError('OTA_ANSWER_SIGNATURE_INVALID', `signature of the answer to ${requestId} does not verify`, { requestId });
+    }
+    return { answer, der };
   }
 }

@@ -11,7 +11,9 @@ import { encodeMessage, peekRequestId } from './messages.ts';
  * `replyTo`, every answer echoes `requestId`. Works on MQTT 3.1.1 (no response-topic property) and 5 alike.
  *
  * Each call has an absolute deadline. An answer whose id matches a pending call goes to that call's handler, which
- * verifies it and either completes the call or fails it with a typed error. Anything else on the reply topic is
+ * verifies it and either completes the call or fails it with a typed error — unless the caller's `keepWaiting` says
+ * that error is one anybody on the reply topic could cause (a forgery): then the answer is refused (counted, logged
+ * for the first few, remembered) and the call waits on for a valid one. Anything else on the reply topic is
  * dropped with a typed rejection (logged and remembered by pending calls): a late answer to an old request must not
  * abort the current one.
  */
@@ -24,7 +26,18 @@ export type AnswerHandler<T> = (payload: Uint8Array) => Promise<T>;
 
 interface PendingCall {
   handle(payload: Uint8Array): void;
+  /** The first RPC_REMEMBERED_REJECTIONS rejections (a flood must not grow it). */
   rejected: Rejection[];
+  /** Answers with this call's id that its handler refused while it kept waiting. */
+  refused: number;
+}
+
+/** Rejections a call remembers for its error details, and refused answers it logs one line each for. */
+export const RPC_REMEMBERED_REJECTIONS = 16;
+export const RPC_LOGGED_REFUSALS = 3;
+
+function remember(call: PendingCall, r: Rejection): void {
+  if (call.rejected.length < RPC_REMEMBERED_REJECTIONS) call.rejected.push(r);
 }
 
 export interface MqttRpcOptions {
@@ -82,7 +95,7 @@ export class MqttRpc {
       rejection = { code: 'OTA_ANSWER_UNKNOWN_REQUEST', message: `answer for request ${id}, which is not ours` };
     }
     this.o.log.warn({ code: rejection.code, requestId: id }, `answer dropped: ${rejection.message}`);
-    for (const p of this.pending.values()) p.rejected.push(rejection);
+    for (const p of this.pending.values()) remember(p, rejection);
   }
 
   private ensureSubscribed(): Promise<void> {
@@ -98,13 +111,14 @@ export class MqttRpc {
   /**
    * Publishes `body` (+ requestId, replyTo) to `topic` and resolves with what `onAnswer` makes of the first answer
    * carrying that id. Fails with OTA_BROKER_UNREACHABLE when the request never reached the broker before the
-   * deadline, OTA_BACKEND_SILENT when it did but no answer came, or with `onAnswer`'s typed error.
+   * deadline, OTA_BACKEND_SILENT when it did but no valid answer came (naming how many were refused), or with
+   * `onAnswer`'s typed error when `keepWaiting` (default: never) does not claim it.
    */
   call<T>(
     topic: string,
     body: Record<string, unknown> & { requestId: string },
     onAnswer: AnswerHandler<T>,
-    options: { deadline: number; signal?: AbortSignal },
+    options: { deadline: number; signal?: AbortSignal; keepWaiting?: (err: unknown) => boolean },
   ): Promise<T> {
     const { requestId } = body;
     const { clock } = this.o;
@@ -115,17 +129,27 @@ export class MqttRpc {
       let attempts = 0;
       const call: PendingCall = {
         rejected: [],
+        refused: 0,
         handle: (payload) => {
-          onAnswer(payload).then(finish(resolve), finish(reject));
+          onAnswer(payload).then(finish(resolve), (err: unknown) => {
+            if (settled || !options.keepWaiting?.(err)) return finish(reject)(err);
+            const e = err as Partial<EvccError>;
+            const rejection = { code: typeof e.code === 'string' ? e.code : 'INTERNAL', message: e.message ?? String(err) };
+            remember(call, rejection);
+            if (++call.refused <= RPC_LOGGED_REFUSALS) {
+              this.o.log.warn({ requestId, code: rejection.code, refused: call.refused, cp: 'OTA-ANSWER-REFUSED' }, `answer refused (${rejection.code}), waiting on for a valid one: ${rejection.message}`);
+            }
+          });
         },
       };
       const start = clock.now();
       const timer = clock.setTimer(() => {
         const budgetMs = options.deadline - start;
-        const details = { requestId, budgetMs, attempts, rejected: call.rejected, link: this.o.client.status };
+        const details = { requestId, budgetMs, attempts, rejected: call.rejected, refusedAnswers: call.refused, link: this.o.client.status };
+        const refused = call.refused ? ` (${call.refused} answer${call.refused === 1 ? '' : 's'} refused: ${[...new Set(call.rejected.map((r) => r.code))].join(', ')})` : '';
         finish(reject)(
           delivered
-            ? otaError('OTA_BACKEND_SILENT', `no valid answer from the OEM backend within ${Math.round(budgetMs)} ms`, details)
+            ? otaError('OTA_BACKEND_SILENT', `no valid answer from the OEM backend within ${Math.round(budgetMs)} ms${refused}`, details)
             : otaError('OTA_BROKER_UNREACHABLE', `request not delivered to the broker within ${Math.round(budgetMs)} ms`, details),
         );
       }, options.deadline - start);
@@ -143,6 +167,9 @@ export class MqttRpc {
         };
       }
       const cleanup = () => {
+        if (call.refused > RPC_LOGGED_REFUSALS) {
+          this.o.log.warn({ requestId, refused: call.refused, cp: 'OTA-ANSWER-REFUSED' }, `${call.refused - RPC_LOGGED_REFUSALS} further refused answer(s) not logged one by one`);
+        }
         clock.clearTimer(timer);
         if (republishTimer !== undefined) clock.clearTimer(republishTimer);
         options.signal?.removeEventListener('abort', onAbort);

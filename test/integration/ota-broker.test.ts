@@ -172,7 +172,11 @@ describeWith([tool('mosquitto')])('OEM link over mosquitto (mTLS + per-vehicle A
       await impostor.start();
       const veh = await vehicle('veh-impostor');
       const storeBefore = await readFile(join(veh.dir, 'pki/store.json'));
-      await expect(veh.fetcher.fetchRoot(presentedB(), { budgetMs: 5000 })).rejects.toMatchObject({ code: 'OTA_ANSWER_UNTRUSTED_SIGNER' });
+      // Refused, not fatal (issue #13 item 6): the fetch waits for a valid answer and ends naming the refused ones.
+      const err = await veh.fetcher.fetchRoot(presentedB(), { budgetMs: 2000 }).then(() => undefined, (e: unknown) => e as { code: string; details: Record<string, unknown> });
+      expect(err).toMatchObject({ code: 'OTA_BACKEND_SILENT' });
+      expect(err!.details.refusedAnswers).toBeGreaterThanOrEqual(1);
+      expect((err!.details.rejected as { code: string }[]).map((x) => x.code)).toContain('OTA_ANSWER_UNTRUSTED_SIGNER');
       expect(impostor.stats.answered.ok).toBeGreaterThanOrEqual(1);
       expect(await readFile(join(veh.dir, 'pki/store.json'))).toEqual(storeBefore);
       await veh.link.close();
