@@ -9,6 +9,15 @@ import type { SystemView } from '../../firmware/dashboard/system.ts';
 
 export type UpdateListener = (updates: DashboardUpdate[]) => void;
 
+/**
+ * The part of the session capture's event stream the dashboard reads (firmware/capture/records.ts SessionEvent):
+ * its `message` events, each a decoded message log record.
+ */
+export interface CaptureStreamEvent {
+  type: string;
+  record?: { direction: 'tx' | 'rx'; message: string; decoded: unknown; rttMs?: number };
+}
+
 export class DashboardHub {
   private readonly feed = new DashboardFeed();
   private readonly listeners = new Set<UpdateListener>();
@@ -50,6 +59,16 @@ export class DashboardHub {
 
   message(message: MessageInput, socPercent?: number): void {
     this.push({ kind: 'message', at: this.now(), message, ...(socPercent !== undefined ? { socPercent } : {}) });
+  }
+
+  /**
+   * An event of the session capture's stream (firmware/capture/records.ts): its decoded messages feed the timeline
+   * and the chart. Session start and end come from the composition root (it has the report).
+   */
+  captureEvent(e: CaptureStreamEvent, socPercent?: number): void {
+    if (e.type !== 'message' || !e.record) return;
+    const r = e.record;
+    this.message({ direction: r.direction, name: r.message, document: r.decoded, ...(r.rttMs !== undefined ? { rttMs: r.rttMs } : {}) }, socPercent);
   }
 
   sessionStarted(label: string): void {
