@@ -94,7 +94,8 @@ export function compileFast(grammars: Grammar[]): FastCodec {
   const dec: string[] = [];
   const enc: string[] = [];
   grammars.forEach((g, gi) => {
-    if (g.states.length > MAX_STATES) {
+    // Interleaving children (EXI_CHILD_ORDER) stay interpreted: their order is data, not a state's constant choice.
+    if (g.states.length > MAX_STATES || g.ordered) {
       dec.push(`D[${gi}] = (d, r, name) => d.element(${K(g)}, name);`);
       enc.push(`E[${gi}] = (e, w, v, name) => e.element(${K(g)}, name, v);`);
       return;

@@ -17,6 +17,7 @@ import type { SchemaTablesJson } from './tables.ts';
  * value conventions) and are typed per schema by the generated modules.
  */
 export type { ExiValue, ExiObject, DecodeOptions, EncodeOptions } from './runtime.ts';
+export { EXI_CHILD_ORDER } from './runtime.ts';
 export { ExiError, type ExiErrorCode } from './errors.ts';
 export type * as AppHandshake from './generated/appHandshake.ts';
 export type * as Iso2 from './generated/iso2.ts';

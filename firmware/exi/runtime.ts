@@ -99,7 +99,18 @@ export interface Grammar {
   /** JSON key → field slot. */
   slotOf: Map<string, number>;
   slotCount: number;
+  /** Children may interleave (tables `o`): decoded objects carry EXI_CHILD_ORDER, which the encoder follows. */
+  ordered: boolean;
 }
+
+/**
+ * The document order of an element's children where the message shape (one property per name) cannot hold it:
+ * grammars whose children interleave (xmldsig KeyInfo, X509Data — a repeated choice). A non-enumerable property of
+ * the decoded object, an array of child keys in stream order; `encode` follows it while it matches the object (else,
+ * from there on, schema order), so decode → encode keeps the bytes, and a signature over a re-encoded KeyInfo holds.
+ * Set it on a constructed object to choose the order.
+ */
+export const EXI_CHILD_ORDER: unique symbol = Symbol.for('evcc.exi.childOrder');
 
 export interface CompiledSchema {
   id: string;
@@ -159,7 +170,7 @@ function compileDatatype(j: DatatypeJson): Datatype {
 
 export function compileSchema(id: string, t: SchemaTablesJson): CompiledSchema {
   const dts = t.datatypes.map(compileDatatype);
-  const grammars: Grammar[] = t.grammars.map((g, index) => ({ name: g.n, index, states: [], simple: false, simpleContent: false, slotOf: new Map(), slotCount: 0 }));
+  const grammars: Grammar[] = t.grammars.map((g, index) => ({ name: g.n, index, states: [], simple: false, simpleContent: false, slotOf: new Map(), slotCount: 0, ordered: g.o === 1 }));
   t.grammars.forEach((gj, gi) => {
     const g = grammars[gi]!;
     g.states = gj.s.map(([l2kind, ...prods]) => {
@@ -292,6 +303,11 @@ function addCapRules(g: Grammar, key: string, cap: number): void {
 
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 
+function withOrder(obj: ExiObject, order: string[] | undefined): ExiObject {
+  if (order && order.length > 1) Object.defineProperty(obj, EXI_CHILD_ORDER, { value: order, enumerable: false, writable: true, configurable: true });
+  return obj;
+}
+
 export class Decoder {
   private global: string[] | undefined;
   private local: (string[] | undefined)[] | undefined;
@@ -323,6 +339,7 @@ export class Decoder {
     const r = this.r;
     let obj: ExiObject | undefined;
     let simpleValue: ExiValue | undefined;
+    const order: string[] | undefined = g.ordered ? [] : undefined;
     let state = g.states[0]!;
     for (;;) {
       const rule = state.capRule;
@@ -350,7 +367,7 @@ export class Decoder {
             if (simpleValue === undefined) throw exiError('EXI_INVALID', 'simple element without value', { grammar: g.name });
             return simpleValue;
           }
-          return obj ?? {};
+          return withOrder(obj ?? {}, order);
         case P_AT:
           (obj ??= {})[p.key] = this.value(p.dt!, p.name);
           break;
@@ -363,6 +380,7 @@ export class Decoder {
         case P_SE: {
           const child = this.element(p.grammar!, p.name);
           obj ??= {};
+          order?.push(p.key);
           if (p.array) {
             const arr = obj[p.key];
             if (arr === undefined) obj[p.key] = [child];
@@ -391,7 +409,7 @@ export class Decoder {
       if (dt.kind === Dt.Str || dt.kind === Dt.Bin) return '';
       throw exiError('EXI_INVALID', 'element of a simple type ended without a value', { grammar: g.name });
     }
-    return g.simple ? simpleValue! : (obj ?? {});
+    return g.simple ? simpleValue! : withOrder(obj ?? {}, order);
   }
 
   value(dt: Datatype, name: number): ExiValue {
@@ -655,13 +673,22 @@ export class Encoder {
     counts.fill(0, 0, g.slotCount);
     let consumedKeys = 0;
     let state = g.states[0]!;
+    const hint = g.ordered ? obj[EXI_CHILD_ORDER as unknown as string] : undefined;
+    let order = Array.isArray(hint) ? (hint as unknown[]) : undefined;
+    let oi = 0;
     for (;;) {
       const prods = state.prods;
       let chosen: Production | undefined;
       let chosenIdx = -1;
       let ee = -1;
       let item: unknown;
-      for (let i = 0; i < prods.length; i++) {
+      // Document order first (EXI_CHILD_ORDER): skip entries with nothing left to encode, take the next one's SE.
+      let want: unknown;
+      if (order) {
+        while (oi < order.length && !this.remaining(g, obj, counts, order[oi])) oi++;
+        want = oi < order.length ? order[oi] : undefined;
+      }
+      for (let pass = want === undefined ? 1 : 0; pass < 2 && !chosen; pass++) for (let i = 0; i < prods.length; i++) {
         const p = prods[i]!;
         const kind = p.kind;
         if (kind === P_EE) {
@@ -669,6 +696,7 @@ export class Encoder {
           continue;
         }
         if (kind !== P_AT && kind !== P_SE && kind !== P_CH) continue;
+        if (pass === 0 && kind === P_SE && p.key !== want) continue;
         const v = obj[p.key];
         if (v === undefined) continue;
         const n = counts[p.slot]!;
@@ -693,6 +721,11 @@ export class Encoder {
           consumedKeys++;
           break;
         }
+      }
+      if (want !== undefined) {
+        // The hint's next child is not allowed here (an edited object): schema order from here on.
+        if (chosen && chosen.kind === P_SE && chosen.key === want) oi++;
+        else if (chosen?.kind === P_SE || !chosen) order = undefined;
       }
       if (!chosen) {
         if (ee >= 0) {
@@ -728,6 +761,15 @@ export class Encoder {
       }
     }
     this.depth--;
+  }
+
+  /** Whether `key` of `obj` still has an item to encode (EXI_CHILD_ORDER entries that do not are skipped). */
+  private remaining(g: Grammar, obj: Record<string, unknown>, counts: Int32Array, key: unknown): boolean {
+    if (typeof key !== 'string') return false;
+    const v = obj[key];
+    const slot = g.slotOf.get(key);
+    if (v === undefined || slot === undefined) return false;
+    return Array.isArray(v) ? counts[slot]! < v.length : counts[slot] === 0;
   }
 
   value(dt: Datatype, name: number, v: unknown): void {

@@ -36,6 +36,45 @@ export interface GrammarJson {
   /** Local name of the type (for messages and generated TS names). */
   n: string;
   s: StateJson[];
+  /**
+   * 1: the children may come in more than one order (`childrenInterleave`), so the message shape — one property per
+   * name — does not determine the event sequence: the decoder records the document order, the encoder follows it.
+   */
+  o?: 1;
+}
+
+/**
+ * Whether a content model lets two child names come in either order (a repeated choice, e.g. xmldsig KeyInfo and
+ * X509Data): some reachable state offers SE(a) before SE(b) in event-code order while SE(a) is still reachable after
+ * SE(b). An encoder that walks the productions in order would then put every `a` before a `b` that came first.
+ */
+export function childrenInterleave(states: StateJson[]): boolean {
+  const targets = (st: StateJson): number[] => st.slice(1).map((p) => (p as number[])[TARGET_INDEX[(p as number[])[0]!]!]).filter((t): t is number => t !== undefined);
+  const reachable = new Map<number, Set<number>>(); // state → child names offered in it or after it
+  const namesFrom = (start: number): Set<number> => {
+    const cached = reachable.get(start);
+    if (cached) return cached;
+    const names = new Set<number>();
+    const seen = new Set<number>([start]);
+    for (const todo = [start]; todo.length; ) {
+      const st = states[todo.pop()!]!;
+      for (const p of st.slice(1) as number[][]) if (p[0] === P_SE) names.add(p[1]!);
+      for (const t of targets(st)) if (!seen.has(t)) {
+        seen.add(t);
+        todo.push(t);
+      }
+    }
+    reachable.set(start, names);
+    return names;
+  };
+  for (const st of states) {
+    const se = (st.slice(1) as number[][]).filter((p) => p[0] === P_SE);
+    for (let j = 1; j < se.length; j++) {
+      const after = namesFrom(se[j]![3]!);
+      for (let i = 0; i < j; i++) if (se[i]![1] !== se[j]![1] && after.has(se[i]![1]!)) return true;
+    }
+  }
+  return false;
 }
 
 /**
@@ -97,6 +136,6 @@ export interface SchemaTablesJson {
 }
 
 /** Expands the emitted (packed) tables of a generated module. */
-export function unpackTables(packed: Omit<SchemaTablesJson, 'grammars'> & { grammars: { n: string; s: PackedStateJson[] }[] }): SchemaTablesJson {
-  return { ...packed, grammars: packed.grammars.map((g) => ({ n: g.n, s: unpackStates(g.s) })) };
+export function unpackTables(packed: Omit<SchemaTablesJson, 'grammars'> & { grammars: { n: string; s: PackedStateJson[]; o?: 1 }[] }): SchemaTablesJson {
+  return { ...packed, grammars: packed.grammars.map((g) => ({ n: g.n, s: unpackStates(g.s), ...(g.o ? { o: g.o } : {}) })) };
 }

@@ -1,4 +1,4 @@
-import { P_AT, P_CH, P_CHU, P_EE, P_SE, P_SEANY, type DatatypeJson, type GrammarJson, type ProductionJson, type SchemaTablesJson, type StateJson } from '../tables.ts';
+import { childrenInterleave, P_AT, P_CH, P_CHU, P_EE, P_SE, P_SEANY, type DatatypeJson, type GrammarJson, type ProductionJson, type SchemaTablesJson, type StateJson } from '../tables.ts';
 import { qkey, qlocal, quri, XS, type AttrUse, type ComplexTypeDef, type ElementDecl, type Particle, type SchemaSet, type SimpleTypeDef, type TypeDef } from './xsd.ts';
 
 /**
@@ -267,6 +267,7 @@ export function buildSchema(set: SchemaSet): BuiltSchema {
     }
     contentStates.forEach((prods, k) => states.push([A + k === 0 ? 0 : k === 0 ? 1 : 2, ...prods.map(shift)]));
     info.json.s = states;
+    if (childrenInterleave(states)) info.json.o = 1;
     for (const a of attrs) {
       info.fields.push({ key: qlocal(a.key), grammar: -1, array: false, required: a.required, attribute: true, datatype: a.anonType ? simpleDatatype(undefined, a.anonType) : simpleDatatype(a.typeKey), maxOccurs: 1 });
     }

@@ -13,7 +13,7 @@ export function emitModule(id: string, title: string, sources: string[], built: 
   lines.push(`import { unpackTables, type SchemaTablesJson } from '../tables.ts';`);
   lines.push('');
   lines.push(`/** ${title}: EXI grammar tables. */`);
-  const packed = { ...tables, grammars: tables.grammars.map((g) => ({ n: g.n, s: packStates(g.s) })) };
+  const packed = { ...tables, grammars: tables.grammars.map((g) => ({ n: g.n, s: packStates(g.s), ...(g.o ? { o: g.o } : {}) })) };
   lines.push(`export const tables: SchemaTablesJson = unpackTables(JSON.parse(${JSON.stringify(JSON.stringify(packed))}));`);
   lines.push('');
 
