@@ -13,7 +13,7 @@ const orderOf = (o: unknown): string[] | undefined => (o as Record<string, strin
 
 /** Builds `{ key: [items] }` for a sequence of child keys, with the sequence as the document-order hint. */
 function withChildren(seq: string[], item: (key: string, i: number) => unknown, attrs: Record<string, unknown> = {}): ExiObject {
-  const o: Record<string, unknown[]> & Record<string, unknown> = { ...attrs };
+  const o: Record<string, unknown> = { ...attrs };
   seq.forEach((k, i) => ((o[k] ??= []) as unknown[]).push(item(k, i)));
   Object.defineProperty(o, EXI_CHILD_ORDER, { value: [...seq], enumerable: false });
   return o as ExiObject;
