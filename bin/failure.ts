@@ -1,17 +1,15 @@
 import { isEvccError } from '../core/errors.ts';
+import { oneLine } from '../firmware/dashboard/failure-words.ts';
 
 /**
  * How `evcc` reports a failure on stderr: one line `evcc: CODE: message`, exit 1, for every typed failure;
  * `evcc: INTERNAL: message`, exit 70, for anything else (a bug: every expected failure is typed). Stacks and the
- * cause chain only with `--debug` / EVCC_DEBUG=1.
+ * cause chain only with `--debug` / EVCC_DEBUG=1. The same one-line form heads the dashboard's failure banner
+ * (firmware/dashboard/failure-words.ts), under a headline in bench words.
  */
 export interface FailureReport {
   text: string;
   exitCode: 1 | 70;
-}
-
-function oneLine(text: string): string {
-  return text.replace(/\s*\n\s*/g, ' ').trim();
 }
 
 /** The cause chain with stacks, for --debug. */

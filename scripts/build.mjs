@@ -1,7 +1,7 @@
 // Production build: the device runs JavaScript, never TypeScript through a transpiler (no tsx, no cache a local
 // user could plant code in). tsc compiles the product's layers into dist/ (imports rewritten from .ts to .js), then
-// the files the code reads at run time next to itself are copied: the charger-simulator scenarios and the AF_PACKET
-// addon when it is built. The output is not committed (.gitignore).
+// the files the code reads at run time next to itself are copied: the charger-simulator scenarios, the dashboard's
+// static screen and the AF_PACKET addon when it is built. The output is not committed (.gitignore).
 import { spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -16,6 +16,7 @@ if (r.status !== 0) process.exit(r.status ?? 1);
 
 const assets = [
   ['sim/secc/scenarios', (f) => f.endsWith('.json')],
+  ['deploy/dashboard/static', (f) => /\.(html|js|css)$/.test(f)],
 ];
 for (const [dir, keep] of assets) {
   const from = join(repo, dir);
