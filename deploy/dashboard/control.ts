@@ -21,6 +21,7 @@ export const STOP_GRACE_MS = 5_000;
 
 export class SessionControl {
   private running: { abort: AbortController; done: Promise<void>; graceTimer?: NodeJS.Timeout } | undefined;
+  private external: { stop: () => void } | undefined;
 
   constructor(private readonly runner: SessionRunner, private readonly o: { startable: boolean; whyNotStartable?: string; graceMs?: number } = { startable: true }) {}
 
@@ -30,7 +31,7 @@ export class SessionControl {
 
   start(): ControlAnswer {
     if (!this.o.startable) return { ok: false, reason: this.o.whyNotStartable ?? 'sessions start on plug-in here' };
-    if (this.running) return { ok: false, reason: 'a session is running' };
+    if (this.running || this.external) return { ok: false, reason: 'a session is running' };
     const abort = new AbortController();
     const done = this.runner.run(abort.signal).catch(() => undefined).finally(() => {
       if (this.running?.graceTimer) clearTimeout(this.running.graceTimer);
@@ -40,8 +41,24 @@ export class SessionControl {
     return { ok: true, state: 'started' };
   }
 
+  /**
+   * A session the composition root started itself (on plug-in): Stop ends it with `stop`, Start is refused while
+   * it runs. Returns the function to call when that session has ended.
+   */
+  attachExternal(stop: () => void): () => void {
+    const entry = { stop };
+    this.external = entry;
+    return () => {
+      if (this.external === entry) this.external = undefined;
+    };
+  }
+
   stop(): ControlAnswer {
     const r = this.running;
+    if (!r && this.external) {
+      this.external.stop();
+      return { ok: true, state: 'stopping' };
+    }
     if (!r) return { ok: false, reason: 'no session is running' };
     if (r.graceTimer) return { ok: true, state: 'stopping' };
     const abortNow = () => r.abort.abort(new EvccError('ABORTED', 'stopped from the dashboard'));
