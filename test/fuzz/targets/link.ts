@@ -255,8 +255,10 @@ export const pilot = (): Target<Uint8Array> => bytesTarget({
   run: (input) => {
     const s = new PilotLineSplitter();
     let cp = 0;
+    const delivered: string[] = [];
     for (const chunk of chunksOf(input)) {
       s.push(Buffer.from(chunk).toString('latin1'), (line) => {
+        delivered.push(line);
         if (line.length > PILOT_LINE_MAX + 1) throw new FuzzOracleError(`line of ${line.length} chars passed the ${PILOT_LINE_MAX} limit`);
         const l = parsePilotLine(line);
         if (l.kind === 'cp') {
@@ -265,6 +267,13 @@ export const pilot = (): Target<Uint8Array> => bytesTarget({
           cp++;
         }
       });
+    }
+    // The README's promise, however the stream is cut: every complete non-empty line of at most PILOT_LINE_MAX
+    // characters, not counting a final `\r`, is delivered; longer ones are not.
+    const lines = Buffer.from(input.subarray(1)).toString('latin1').split('\n').slice(0, -1);
+    const expected = lines.filter((l) => l.length > 0 && (l.length <= PILOT_LINE_MAX || (l.length === PILOT_LINE_MAX + 1 && l.endsWith('\r'))));
+    if (delivered.length !== expected.length || delivered.some((l, i) => l !== expected[i])) {
+      throw new FuzzOracleError(`delivered ${delivered.length} lines, the protocol says ${expected.length}`);
     }
     return cp ? 'ok' : 'rejected';
   },
