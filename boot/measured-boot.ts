@@ -1,22 +1,30 @@
+import { readFile } from 'node:fs/promises';
 import { EvccError } from '../core/errors.ts';
 import type { Logger } from '../core/logger.ts';
 import type { FileStore } from '../hal/store/types.ts';
 import type { Tpm } from '../hal/tpm/types.ts';
 import { BootState, DATA, jsonBytes, parseJson, ProvisioningRecord, RUN } from '../firmware/keys/layout.ts';
-import { fromHex, pcrAfterExtend, toHex } from '../firmware/keys/policy.ts';
+import { fromHex, toHex } from '../firmware/keys/policy.ts';
 import { checkSignedPolicy, parseSignedPolicy, policySigningInput, type SignedPolicy } from '../firmware/keys/signed-policy.ts';
 import { sha256File } from '../hal/store/hash.ts';
-import { releaseVersion, verifyBundle } from '../hal/rauc/bundle.ts';
+import { releaseVersion, rootfsImage, verifyBundle } from '../hal/rauc/bundle.ts';
+import { DEFAULT_EVENT_LOG, parseEventLog, rootfsMeasurement } from './event-log.ts';
 
 /**
- * Measured boot (ARCHITECTURE.md §3 step 1; TR-2019-04 §3.3.2; TPM.md §3 "every boot").
- *
- * PCR 14 is extended with H(bundle) FIRST, as soon as it is seen to be zero, and only then is the bundle verified:
- * a bundle that fails verification is still measured, so nothing later in this boot can extend the good value
- * and unlock the keys. A runtime restart in the same boot finds PCR 14 already at the expected value and skips;
- * any other non-zero value (someone measured before us, or a TPM that missed its reset) is refused.
+ * The user-space boot CHECK (ARCHITECTURE.md §3 step 1; TR-2019-04 §3.3.2; boot/README.md). It measures nothing:
+ * the measurement was taken by the initramfs before the root file system ran (boot/initramfs/evcc-measure-rootfs,
+ * PCR 14 extended once with the slot image's digest). Anything running now, root included, can only extend PCR 14
+ * further away from the approved value, so this step cannot make a boot good; it finds out whether it is, says why
+ * not, and prepares the release's ticket:
+ *   1. the hook's event log, replayed, equals PCR 14 as the TPM reports it, and holds exactly the one root file
+ *      system measurement from zero;
+ *   2. the installed bundle's signature verifies (RAUC keyring) and its manifest's rootfs image is what was measured;
+ *   3. its version is not below the NV anti-rollback counter;
+ *   4. the release's signed state policy names that measurement; its ticket is cached.
+ * Any refusal is a typed error; the runtime then starts degraded (EIM only). Idempotent within a boot.
  */
-export type BootErrorCode = 'BOOT_PCR_UNEXPECTED' | 'BOOT_ROLLBACK' | 'BOOT_NO_POLICY' | 'BOOT_POLICY_MISMATCH' | 'BUNDLE_INVALID';
+export type BootErrorCode = 'BOOT_EVENT_LOG_MISSING' | 'BOOT_EVENT_LOG_MALFORMED' | 'BOOT_EVENT_LOG_MISMATCH' | 'BOOT_PCR_UNEXPECTED'
+  | 'BOOT_ROOTFS_MISMATCH' | 'BOOT_ROLLBACK' | 'BOOT_NO_POLICY' | 'BOOT_POLICY_MISMATCH' | 'BUNDLE_INVALID';
 
 export interface BootDeps {
   tpm: Tpm;
@@ -26,8 +34,11 @@ export interface BootDeps {
 }
 
 export interface BootOptions {
+  /** The installed release's OEM-signed RAUC bundle (config tpm.bundlePath). */
   bundlePath: string;
   keyring: string;
+  /** The initramfs hook's event log (default /run/evcc-boot/measurements.log). */
+  eventLogPath?: string;
   /** Signed policy of this release, if not installed yet (`releases/v<N>/signed-policy.json`). */
   policy?: unknown;
   /** See VerifyOptions.checkTime (default true). */
@@ -37,8 +48,10 @@ export interface BootOptions {
 export interface BootReport {
   version: number;
   bundleSha256: string;
+  /** The root file system image the initramfs measured (SHA-256, hex). */
+  rootfsSha256: string;
   pcrValue: string;
-  measured: 'extended' | 'already';
+  measurement: { by: 'initramfs'; events: number; source: string };
   counter: string;
   ticket: 'cached' | 'created';
 }
@@ -47,39 +60,45 @@ async function loadRecord(data: FileStore): Promise<ProvisioningRecord> {
   return parseJson(ProvisioningRecord, await data.read(DATA.record), 'TPM provisioning record', 'KEYS_NOT_PROVISIONED');
 }
 
-export async function measuredBoot(d: BootDeps, o: BootOptions): Promise<BootReport> {
+async function readEventLog(path: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    throw new EvccError('BOOT_EVENT_LOG_MISSING', `no measurement event log at ${path}: the initramfs hook did not measure this boot`, { path }, { cause: err });
+  }
+}
+
+export async function checkMeasuredBoot(d: BootDeps, o: BootOptions): Promise<BootReport> {
   const record = await loadRecord(d.data);
   const pcr = record.pcr.index;
-  const digest = await sha256File(o.bundlePath);
-  const expectedPcr = pcrAfterExtend(digest);
-  const current = await d.tpm.pcrRead('sha256', pcr);
-  let measured: BootReport['measured'];
-  if (current.every((b) => b === 0)) {
-    await d.tpm.pcrExtend('sha256', pcr, digest);
-    measured = 'extended';
-    d.log.info({ pcr, bundleSha256: toHex(digest) }, `bundle measured into PCR ${pcr}`);
-  } else if (toHex(current) === toHex(expectedPcr)) {
-    measured = 'already';
-    d.log.info({ pcr }, `PCR ${pcr} already holds this bundle's measurement (runtime restart in the same boot)`);
-  } else {
-    throw new EvccError('BOOT_PCR_UNEXPECTED', `PCR ${pcr} was extended by something else this boot: refusing to measure`, { pcr, value: toHex(current) });
-  }
+  const eventLogPath = o.eventLogPath ?? DEFAULT_EVENT_LOG;
+  const events = parseEventLog(await readEventLog(eventLogPath));
+  const pcrValue = await d.tpm.pcrRead('sha256', pcr);
+  const measured = rootfsMeasurement(events, pcr, pcrValue);
+  const rootfsSha256 = toHex(measured.digest);
+  d.log.info({ pcr, rootfsSha256, source: measured.source }, `PCR ${pcr} equals the initramfs event log: root file system ${measured.source} measured (${rootfsSha256.slice(0, 16)}…)`);
 
   const info = await verifyBundle(o.bundlePath, o.keyring, { checkTime: o.checkCertificateTime });
   const version = releaseVersion(info);
+  const image = rootfsImage(info, o.bundlePath);
+  if (image.sha256 !== rootfsSha256) {
+    throw new EvccError('BOOT_ROOTFS_MISMATCH', `the root file system that booted (${rootfsSha256.slice(0, 16)}…) is not the rootfs image of the installed release v${version} (${image.sha256.slice(0, 16)}…)`,
+      { version, measured: rootfsSha256, release: image.sha256, source: measured.source });
+  }
   const counter = await d.tpm.nvReadCounter(record.nvCounter.index);
   if (BigInt(version) < counter) {
     throw new EvccError('BOOT_ROLLBACK', `bundle version ${version} is older than the anti-rollback counter ${counter}`, { version, counter: String(counter) });
   }
 
   const { policy, ticket } = await installReleasePolicy(d, o.policy, version, record);
-  if (policy.bundle.sha256 !== toHex(digest)) {
-    throw new EvccError('BOOT_POLICY_MISMATCH', `signed policy v${version} is for another bundle`, { version, policyBundle: policy.bundle.sha256, bundle: toHex(digest) });
+  if (policy.rootfs.sha256 !== rootfsSha256 || policy.pcrs.value !== toHex(pcrValue)) {
+    throw new EvccError('BOOT_POLICY_MISMATCH', `signed policy v${version} is for another root file system`, { version, policyRootfs: policy.rootfs.sha256, measured: rootfsSha256 });
   }
-  const state: BootState = { format: 'evcc-boot-state/1', version, bundleSha256: toHex(digest), pcrValue: toHex(expectedPcr), bootedAt: new Date().toISOString() };
+  const bundleSha256 = toHex(await sha256File(o.bundlePath));
+  const state: BootState = { format: 'evcc-boot-state/1', version, bundleSha256, rootfsSha256, pcrValue: toHex(pcrValue), bootedAt: new Date().toISOString() };
   await d.run.writeAtomic(RUN.boot, jsonBytes(state), { mode: 0o600 });
-  d.log.info({ version, counter: String(counter), ticket }, `release v${version} booted`);
-  return { version, bundleSha256: toHex(digest), pcrValue: toHex(expectedPcr), measured, counter: String(counter), ticket };
+  d.log.info({ version, counter: String(counter), ticket }, `release v${version} booted: signature, anti-rollback counter and signed state policy check out`);
+  return { version, bundleSha256, rootfsSha256, pcrValue: toHex(pcrValue), measurement: { by: 'initramfs', events: events.length, source: measured.source }, counter: String(counter), ticket };
 }
 
 /**

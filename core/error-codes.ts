@@ -152,10 +152,12 @@ export const ERROR_CODES = {
   PKI_ROOT_NOT_INSTALLED: 'no installed V2G root has that fingerprint or key id',
   PKI_ROOT_UNAPPROVED: 'a root without an OEM approval statement where one is required',
   PKI_SELF_SIGNED_LEAF: 'the leaf certificate is self-signed',
+  PKI_STORE_CONFLICT: 'the certificate store’s version counter moved since this process opened it (another writer): reopen',
   PKI_STORE_CORRUPT: 'the persisted store does not parse',
   PKI_STORE_FULL: 'the root store holds its maximum number of roots',
   PKI_STORE_MISSING: 'no persisted certificate store',
   PKI_STORE_READ_ONLY: 'the certificate store is opened read-only (degraded trust)',
+  PKI_STORE_ROLLED_BACK: 'the persisted store is older than its TPM version counter (an old copy put back)',
   PKI_STORE_TAMPERED: 'integrity tag of the persisted store does not match',
   PKI_UNKNOWN_ROOT: 'chain is well-formed but ends outside the installed roots',
 

@@ -17,6 +17,8 @@ if (r.status !== 0) process.exit(r.status ?? 1);
 const assets = [
   ['sim/secc/scenarios', (f) => f.endsWith('.json')],
   ['deploy/dashboard/static', (f) => /\.(html|js|css)$/.test(f)],
+  // the initramfs measurement hook: the bench runs the image's own script (boot/measure-hook.ts)
+  ['boot/initramfs', () => true],
 ];
 for (const [dir, keep] of assets) {
   const from = join(repo, dir);

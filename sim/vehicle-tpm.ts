@@ -4,17 +4,23 @@
  * bench sequence"; ARCHITECTURE.md §3 steps 1 and 7), done in one process with the product's own code:
  *
  *   swtpm (free ports, temp state) → factory provisioning (SRK, storage key, NV anti-rollback counter; export for
- *   the backends) → OEM release vN (RAUC bundle signed with bench OEM material made on the fly; signed state policy)
- *   → measured boot (PCR 14, ticket) → first-boot completion (OEM provisioning key, sealed runtime secret) →
+ *   the backends) → OEM release vN (RAUC bundle with a rootfs image, signed with bench OEM material made on the fly;
+ *   signed state policy naming that image's measurement) → RAUC writes the image into the file-backed slot A →
+ *   boot: the initramfs hook (boot/initramfs/evcc-measure-rootfs, the image's own script) measures slot A into
+ *   PCR 14 → `evcc boot` check (event log replayed against PCR 14, bundle signature, rootfs = release image,
+ *   anti-rollback counter, ticket) → first-boot completion (OEM provisioning key, sealed runtime secret) →
  *   openVehicleTrust (certificate store under the TPM-derived key, factory root A with the OEM's approved-V2G-root
  *   statement; tagged OEM backend key, the same key as the release ships) → MO wraps the contract key for this
  *   vehicle's storage key → direct import → arm() (`contract: 'factory-import'`), or the OEM provisioning certificate
  *   with the storage-key extension and no contract yet (`contract: 'certificate-installation'`: the first PnC session
  *   installs one).
- * `reboot({ bundle: 'tampered' })` then power-cycles the vehicle into a bundle that fails measured boot: the trust
- * reopens in degraded mode (roots verified by their OEM approvals only, contract key locked) — the EIM-only vehicle.
+ * `reboot({ bundle: 'tampered' })` then power-cycles the vehicle with a tampered root file system in slot A (a byte of
+ * the installed image changed, as a root attacker or a tampered bundle written past RAUC leaves it): the hook measures
+ * what is there, the check fails (BOOT_ROOTFS_MISMATCH), and the trust reopens in degraded mode (roots verified by
+ * their OEM approvals only, contract key locked) — the EIM-only vehicle.
  *
- * Only the TPM (swtpm) and the OEM/MO roles are simulated; every vehicle-side step is the product's code. Each step
+ * Only the TPM (swtpm), the slot partition (a file) and the OEM/MO roles are simulated; every vehicle-side step —
+ * the initramfs hook included — is the product's code. Each step
  * writes one BENCH line (`vehicle: …`); the product code underneath logs its own lines as on the device.
  */
 import { createHash, generateKeyPairSync, randomBytes, verify as cryptoVerify, X509Certificate } from 'node:crypto';
@@ -23,7 +29,8 @@ import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { commitRelease } from '../boot/commit.ts';
-import { measuredBoot, type BootReport } from '../boot/measured-boot.ts';
+import { checkMeasuredBoot, type BootReport } from '../boot/measured-boot.ts';
+import { runMeasureHook } from '../boot/measure-hook.ts';
 import { buildBundle } from '../deploy/bundle/build.ts';
 import { wrapContractKey } from '../deploy/mo/wrap.ts';
 import { approveRoot } from '../deploy/oem-backend/approvals.ts';
@@ -40,12 +47,16 @@ import type { CertificateStore } from '../firmware/pki/store.ts';
 import { FsStore } from '../hal/store/fs-store.ts';
 import { Swtpm } from '../hal/tpm/swtpm.ts';
 import { Tpm2Tools } from '../hal/tpm/tpm2-tools.ts';
+import { installToFileSlot } from '../hal/rauc/bundle.ts';
 import { issueProvisioningCertificate } from './cps/provisioning.ts';
 
 const fromHex = (h: string): Uint8Array => new Uint8Array(Buffer.from(h, 'hex'));
 
-/** Debian tools the TPM stage runs (swtpm, tpm2-tools, rauc, openssl for the bench OEM bundle certificate). */
-export const VEHICLE_TPM_TOOLS = ['swtpm', 'tpm2_startup', 'rauc', 'openssl'] as const;
+/**
+ * Debian tools the TPM stage runs (swtpm, tpm2-tools, rauc + unsquashfs for bundles and the slot, openssl for the bench
+ * OEM bundle certificate, sha256sum/od for the initramfs hook).
+ */
+export const VEHICLE_TPM_TOOLS = ['swtpm', 'tpm2_startup', 'rauc', 'unsquashfs', 'openssl', 'sha256sum', 'od'] as const;
 
 /** The tools of VEHICLE_TPM_TOOLS this machine lacks (empty: the TPM stage can run). */
 export function missingVehicleTpmTools(): string[] {
@@ -107,13 +118,15 @@ export interface ContractProof {
 export interface VehicleTpmOutcome {
   /** Wall time of the whole vehicle stage, swtpm start to armed contract key (ms). */
   stageMs: number;
-  boot: { version: number; pcr14: string; bundleSha256: string };
+  boot: { version: number; pcr14: string; bundleSha256: string; rootfsSha256: string };
   /** The factory-imported contract key and its MO certificate (subject, PEM); absent with 'certificate-installation'. */
   contractKey?: { id: string; certificate: string; certificatePem: string };
   /** The OEM provisioning certificate issued at the factory ('certificate-installation'), PEM. */
   provisioningCertificatePem?: string;
   proof?: ContractProof;
   counter?: { from: string; to: string; proof: string };
+  /** Why the last reboot's boot check refused the approved state (absent after a good boot). */
+  bootRefused?: { code: string; message: string };
 }
 
 export interface BenchVehicleTpm {
@@ -162,6 +175,10 @@ export async function startBenchVehicleTpm(o: BenchVehicleTpmOptions): Promise<B
   const oemDir = join(o.baseDir, 'oem');
   const moDir = join(o.baseDir, 'mo');
   const runDir = join(o.baseDir, 'run');
+  const slotsDir = join(o.baseDir, 'slots');
+  const raucDir = join(o.baseDir, 'rauc');
+  const initramfsRun = join(o.baseDir, 'boot-run');
+  for (const dir of [slotsDir, raucDir, initramfsRun]) await mkdir(dir, { recursive: true, mode: 0o700 });
   await mkdir(oemDir, { recursive: true, mode: 0o700 });
   await mkdir(moDir, { recursive: true, mode: 0o700 });
   await mkdir(runDir, { recursive: true, mode: 0o700 });
@@ -199,7 +216,7 @@ export async function startBenchVehicleTpm(o: BenchVehicleTpmOptions): Promise<B
 
     // --- OEM release -------------------------------------------------------------------------------------------------
     const bundlePath = join(oemDir, `v${o.releaseVersion}.raucb`);
-    const policy = await step((p) => [{ version: p.version, pcr14: p.pcrs.value, bundleSha256: p.bundle.sha256 }, `OEM release v${p.version}: RAUC bundle built and OEM-signed, state policy signed (PCR 14 ${p.pcrs.value.slice(0, 16)}…, counter ≤ ${p.version})`], async () => {
+    const policy = await step((p) => [{ version: p.version, pcr14: p.pcrs.value, rootfsSha256: p.rootfs.sha256, bundleSha256: p.bundle.sha256 }, `OEM release v${p.version}: RAUC bundle built and OEM-signed (rootfs image ${p.rootfs.sha256.slice(0, 16)}…), state policy signed (PCR 14 ${p.pcrs.value.slice(0, 16)}… = that image measured from zero, counter ≤ ${p.version})`], async () => {
       await execa('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', bundleKey,
         '-out', bundleCert, '-subj', '/CN=EVCC bench OEM bundle signing', '-days', '30'], { stdin: 'ignore' });
       const image = join(oemDir, `v${o.releaseVersion}-rootfs.img`);
@@ -208,9 +225,22 @@ export async function startBenchVehicleTpm(o: BenchVehicleTpmOptions): Promise<B
       return createSignedPolicy({ bundlePath, keyring: bundleCert, policyKeyPem: oemPolicyKeyPem });
     });
 
-    // --- vehicle: measured boot, first-boot completion -----------------------------------------------------------------
-    const boot: BootReport = await step((b) => [{ version: b.version, pcr14: b.pcrValue, counter: b.counter, ticket: b.ticket }, `measured boot: bundle v${b.version} measured into PCR 14 (${b.pcrValue.slice(0, 16)}…), signature verified, policy ticket ${b.ticket}`],
-      () => measuredBoot({ ...deps, log: o.log('BOOT') }, { bundlePath, keyring: bundleCert, policy }));
+    // --- vehicle: slot A flashed with the release, first boot (initramfs hook → boot check), first-boot completion ----
+    // The slot partition is a file (RAUC `type=raw`); /run of the boot is a dir emptied at each power cycle, where the
+    // hook leaves its event log as the initramfs does before switch_root. PCR 14 is still zero here: nothing in the
+    // factory image measures into it, exactly as after the power cycle into slot A.
+    const slotFile = join(slotsDir, 'rootfs.0.img');
+    const eventLog = join(initramfsRun, 'evcc-boot', 'measurements.log');
+    const installSlot = () => step((i) => [{ slot: 'rootfs.0', rootfsSha256: i.sha256, size: i.size }, `RAUC wrote the rootfs image of the signed bundle v${o.releaseVersion} into slot A (file-backed, ${i.size} bytes)`],
+      () => installToFileSlot({ bundlePath, keyring: bundleCert, slotFile, workDir: raucDir }));
+    const measureSlot = () => step((h) => [{ pcr: 14, hook: 'evcc-measure-rootfs' }, `initramfs: ${h.message.replace(/^evcc-measure-rootfs: /, '')}`],
+      () => runMeasureHook({ tcti: swtpm.tcti, root: slotFile, eventLog }));
+    const checkBoot = (bootDeps: typeof deps) => step((b) => [{ version: b.version, pcr14: b.pcrValue, counter: b.counter, ticket: b.ticket }, `boot check: PCR 14 (${b.pcrValue.slice(0, 16)}…) equals the initramfs event log, bundle v${b.version} signature verified, slot A holds its rootfs image, policy ticket ${b.ticket}`],
+      () => checkMeasuredBoot({ ...bootDeps, log: o.log('BOOT') }, { bundlePath, keyring: bundleCert, policy, eventLogPath: eventLog }));
+    await installSlot();
+    await measureSlot();
+
+    const boot: BootReport = await checkBoot(deps);
     await step((r) => [{ created: r.created }, `first-boot completion: ${r.created.join(', ')} created under the storage key`],
       () => provisionTpm(deps, { oemPolicyKeyPem: oemPolicyPubPem }));
 
@@ -273,10 +303,11 @@ export async function startBenchVehicleTpm(o: BenchVehicleTpmOptions): Promise<B
 
     const outcome: VehicleTpmOutcome = {
       stageMs: Math.round(performance.now() - stageStart),
-      boot: { version: boot.version, pcr14: boot.pcrValue, bundleSha256: boot.bundleSha256 },
+      boot: { version: boot.version, pcr14: boot.pcrValue, bundleSha256: boot.bundleSha256, rootfsSha256: boot.rootfsSha256 },
       ...(contractKey ? { contractKey } : {}),
       ...(provisioningCertificatePem ? { provisioningCertificatePem } : {}),
     };
+    let slotTampered = false;
     const reboot = async (r: { bundle: 'release' | 'tampered' }): Promise<OpenedVehicleTrust> => {
       await keys.close().catch(() => undefined);
       const ctl = await Tpm2Tools.open({ tcti: swtpm.tcti, runDir: join(o.baseDir, 'ctl') });
@@ -286,22 +317,32 @@ export async function startBenchVehicleTpm(o: BenchVehicleTpmOptions): Promise<B
         await ctl.close().catch(() => undefined);
       }
       await driver.close().catch(() => undefined);
-      for (const e of await readdir(runDir)) await rm(join(runDir, e), { recursive: true, force: true }); // tmpfs
+      for (const dir of [runDir, initramfsRun]) {
+        for (const e of await readdir(dir)) await rm(join(dir, e), { recursive: true, force: true }); // tmpfs
+      }
       driver = await Tpm2Tools.open({ tcti: swtpm.tcti, runDir, log: o.log('TPM') });
       const bootDeps = { tpm: driver, data, run, log: o.log('KEYS') };
-      let booted = bundlePath;
       if (r.bundle === 'tampered') {
-        booted = join(oemDir, `v${o.releaseVersion}-tampered.raucb`);
-        const bytes = await readFile(bundlePath);
+        // A root attacker's change to the installed root file system (or a tampered bundle's image written past
+        // RAUC): one byte of slot A differs from the signed image.
+        const bytes = await readFile(slotFile);
         bytes[bytes.length >> 1] = bytes[bytes.length >> 1]! ^ 0x01;
-        await writeFile(booted, bytes);
+        await writeFile(slotFile, bytes);
+        slotTampered = true;
+        bench.warn({ slot: 'rootfs.0' }, 'vehicle: slot A\'s root file system modified after install (one byte of the signed image changed)');
+      } else if (slotTampered) {
+        await installSlot();
+        slotTampered = false;
       }
       try {
-        const b = await measuredBoot({ ...bootDeps, log: o.log('BOOT') }, { bundlePath: booted, keyring: bundleCert, policy });
-        bench.info({ version: b.version, pcr14: b.pcrValue }, `vehicle: rebooted, measured boot of bundle v${b.version} succeeded`);
+        await measureSlot();
+        const b = await checkBoot(bootDeps);
+        delete outcome.bootRefused;
+        bench.info({ version: b.version, pcr14: b.pcrValue }, `vehicle: rebooted, measured boot of release v${b.version} succeeded`);
       } catch (err) {
         const code = err instanceof EvccError ? err.code : 'UNKNOWN';
-        bench.warn({ bundle: r.bundle, code }, `vehicle: rebooted into the ${r.bundle} bundle, measured boot FAILED (${code}): no approved state for this boot`);
+        outcome.bootRefused = { code, message: (err as Error).message };
+        bench.warn({ bundle: r.bundle, code, reason: (err as Error).message }, `vehicle: rebooted into the ${r.bundle} bundle, measured boot FAILED (${code}): no approved state for this boot — ${(err as Error).message}`);
       }
       keys = await KeyService.open(bootDeps, { reclaim: true }); // closed by the closer registered at start
       trust = await openVehicleTrustOrDegraded({ keys, data, log: o.log('KEYS') }, trustOptions);

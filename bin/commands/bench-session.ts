@@ -70,7 +70,7 @@ export interface BenchSessionOptions {
   ota: boolean;
   /** false (--no-tpm): no vehicle TPM stage (no key service: EIM only, said loudly). */
   tpm: boolean;
-  /** Fault injection: the vehicle reboots into a tampered bundle before plug-in (measured boot fails: degraded). */
+  /** Fault injection: the vehicle reboots with a tampered root file system in slot A before plug-in (measured boot fails: degraded). */
   tamperedBundle?: boolean;
   /** Battery model time scale (one second counts as N seconds of charging). */
   timeScale?: number;
@@ -93,9 +93,13 @@ export type BenchTpmReport =
     release: number;
     /** Vehicle stage before plug-in (swtpm start → contract key armed), ms. */
     stageMs: number;
-    /** PCR 14 after measured boot (sha256 bank, hex). */
+    /** PCR 14 after measured boot (sha256 bank, hex): the rootfs image measured by the initramfs hook, from zero. */
     pcr14: string;
     bundleSha256: string;
+    /** The root file system image slot A held at boot (SHA-256, hex). */
+    rootfsSha256: string;
+    /** The boot check's refusal after a reboot (--tampered-bundle): why this boot has no approved state. */
+    bootRefused?: { code: string; message: string };
     /** 'signed': the session's AuthorizationReq was signed by the contract key in the TPM (PnC). */
     contractKey: 'signed' | 'unused';
     /** The active contract certificate after the session (PEM): installed in the session, or factory-imported. */
@@ -121,7 +125,7 @@ export function registerBenchSession(program: Command, globals: () => GlobalOpti
     .option('--eim', 'the charger offers external identification only (no Plug & Charge)')
     .option('--scenario <name>', 'charger-simulator scenario (sim/secc/scenarios/<name>.json or a path)')
     .addOption(new Option('--time-scale <n>', 'battery model time scale (one second counts as n seconds of charging)').argParser(Number).default(600))
-    .option('--tampered-bundle', 'fault injection: the vehicle reboots into a tampered bundle before plug-in (measured boot fails: degraded mode, EIM only)')
+    .option('--tampered-bundle', 'fault injection: the vehicle reboots with a tampered root file system in its slot before plug-in (the initramfs measures it, the boot check fails: degraded mode, EIM only)')
     .option('--no-ota', 'no OEM backend: an unknown root ends the setup typed')
     .option('--no-tpm', 'no vehicle TPM stage (swtpm): no key service, EIM only')
     .option('--keep', 'keep the session data dir (certificate store, TPM-wrapped keys, swtpm state, bench OEM/MO material) for inspection')
@@ -311,7 +315,8 @@ async function commitAfterSession(vehicle: BenchVehicleTpm, at: { dataDir: strin
   const contractCertificate = active?.certificatePem ?? factory?.certificatePem;
   const contractKeyId = active?.id ?? factory?.id;
   const base = {
-    release: vehicle.outcome.boot.version, stageMs: vehicle.outcome.stageMs, pcr14: vehicle.outcome.boot.pcr14, bundleSha256: vehicle.outcome.boot.bundleSha256,
+    release: vehicle.outcome.boot.version, stageMs: vehicle.outcome.stageMs, pcr14: vehicle.outcome.boot.pcr14, bundleSha256: vehicle.outcome.boot.bundleSha256, rootfsSha256: vehicle.outcome.boot.rootfsSha256,
+    ...(vehicle.outcome.bootRefused ? { bootRefused: vehicle.outcome.bootRefused } : {}),
     contractKey: (report.payment === 'Contract' && report.ok ? 'signed' : 'unused') as 'signed' | 'unused',
     ...(contractCertificate ? { contractCertificate } : {}), ...(contractKeyId ? { contractKeyId } : {}),
   };

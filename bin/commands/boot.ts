@@ -2,7 +2,8 @@ import { readFile } from 'node:fs/promises';
 import { EvccError } from '../../core/errors.ts';
 import { KeyService } from '../../firmware/keys/key-service.ts';
 import { commitRelease } from '../../boot/commit.ts';
-import { installReleasePolicy, measuredBoot } from '../../boot/measured-boot.ts';
+import { checkMeasuredBoot, installReleasePolicy } from '../../boot/measured-boot.ts';
+import { DEFAULT_EVENT_LOG } from '../../boot/event-log.ts';
 import { addTpmOptions, withTpm, type TpmCommandOptions } from './tpm.ts';
 import type { CommandModule } from './index.ts';
 
@@ -18,26 +19,31 @@ function print(v: unknown): void {
   process.stdout.write(`${JSON.stringify(v, null, 2)}\n`);
 }
 
-/** `evcc boot` (measured boot, once per boot, before the runtime), `evcc boot commit`, `evcc boot install-policy`. */
+/**
+ * `evcc boot` (the boot check, before the runtime: the initramfs measured the root file system already),
+ * `evcc boot commit`, `evcc boot install-policy`.
+ */
 export const registerBoot: CommandModule = (program, globals) => {
   const boot = addTpmOptions(program.command('boot'))
-    .description('measured boot: measure the installed bundle into PCR 14, verify it (RAUC keyring), check the anti-rollback counter, cache the release ticket')
+    .description('boot check: replay the initramfs measurement log against PCR 14, verify the installed bundle (RAUC keyring) and that its rootfs image is what booted, check the anti-rollback counter, cache the release ticket')
     .option('--bundle <file>', 'installed RAUC bundle (config tpm.bundlePath)')
     .option('--keyring <pem>', 'OEM bundle keyring (config tpm.keyring)')
     .option('--policy <file>', 'signed state policy of this release, if not installed yet')
-    .action(async (o: TpmCommandOptions & { bundle?: string; keyring?: string; policy?: string }) => {
+    .option('--event-log <file>', 'the initramfs hook\'s measurement event log', DEFAULT_EVENT_LOG)
+    .action(async (o: TpmCommandOptions & { bundle?: string; keyring?: string; policy?: string; eventLog: string }) => {
       await withTpm(globals(), o, async (c) => {
         const log = c.rt.log('BOOT');
         try {
-          const r = await measuredBoot({ ...c, log }, {
+          const r = await checkMeasuredBoot({ ...c, log }, {
             bundlePath: o.bundle ?? c.settings.bundlePath,
+            eventLogPath: o.eventLog,
             keyring: o.keyring ?? c.settings.keyring,
             policy: o.policy ? await readJson(o.policy) : undefined,
             checkCertificateTime: c.settings.bundleCheckTime,
           });
           print(r);
         } catch (err) {
-          log.error({ code: (err as EvccError).code }, `measured boot failed: ${(err as Error).message} (runtime starts degraded: EIM only)`);
+          log.error({ code: (err as EvccError).code }, `boot check failed: ${(err as Error).message} (runtime starts degraded: EIM only)`);
           throw err;
         }
       });

@@ -7,13 +7,15 @@ import { externalEccName, nvCounterName, spkiFingerprint, toHex } from '../../fi
 import {
   approvedPolicy, DEFAULT_POLICY_REF, parseSignedPolicy, policySigningInput, SIGNED_POLICY_FORMAT, type SignedPolicy,
 } from '../../firmware/keys/signed-policy.ts';
-import { releaseVersion, verifyBundle } from '../../hal/rauc/bundle.ts';
+import { releaseVersion, rootfsImage, verifyBundle } from '../../hal/rauc/bundle.ts';
 
 /**
  * OEM backend, offline (TR-2019-04 §3.3.2; TPM.md §3 "OEM release N"): for a signed RAUC bundle, predict PCR 14
- * after measured boot, build approved_N = PolicyPCR ; PolicyNV(counter ≤ N), and sign H(approved_N || policyRef)
- * with the OEM policy key (an HSM in production; a PEM file on the bench). The NV name is a fleet-wide constant
- * computed offline, so no vehicle data is needed.
+ * after measured boot — the initramfs extends it once, from zero, with the digest of the root file system image the
+ * slot holds, which is the digest the bundle's signed manifest names (boot/README.md) — build
+ * approved_N = PolicyPCR ; PolicyNV(counter ≤ N), and sign H(approved_N || policyRef) with the OEM policy key (an
+ * HSM in production; a PEM file on the bench). The NV name is a fleet-wide constant computed offline, so no vehicle
+ * data is needed.
  */
 export interface ReleaseOptions {
   bundlePath: string;
@@ -29,10 +31,11 @@ export interface ReleaseOptions {
 export async function createSignedPolicy(o: ReleaseOptions): Promise<SignedPolicy> {
   const info = await verifyBundle(o.bundlePath, o.keyring);
   const version = releaseVersion(info);
+  const rootfs = rootfsImage(info, o.bundlePath);
   const digest = await sha256File(o.bundlePath);
   const nvIndex = o.nvIndex ?? TPM_LAYOUT.nvCounterIndex;
   const nvName = nvCounterName(nvIndex);
-  const a = approvedPolicy({ version, bundleSha256: digest, nvIndex, nvName });
+  const a = approvedPolicy({ version, rootfsSha256: new Uint8Array(Buffer.from(rootfs.sha256, 'hex')), nvIndex, nvName });
   let priv;
   try {
     priv = createPrivateKey(o.policyKeyPem);
@@ -45,6 +48,7 @@ export async function createSignedPolicy(o: ReleaseOptions): Promise<SignedPolic
     format: SIGNED_POLICY_FORMAT,
     version,
     bundle: { sha256: toHex(digest), compatible: info.compatible },
+    rootfs: { sha256: rootfs.sha256, size: rootfs.size },
     pcrs: { bank: 'sha256' as const, index: TPM_LAYOUT.pcr, value: toHex(a.pcrValue) },
     nv: { index: nvIndex, name: toHex(nvName), operation: 'UNSIGNED_LE' as const, operandB: toHex(a.operandB) },
     policy: toHex(a.policy),

@@ -105,6 +105,11 @@ export class KeyService {
     return this.record;
   }
 
+  /** The TPM this service drives (reads that need no authorisation, e.g. the store's version counter). */
+  get tpm(): Tpm {
+    return this.d.tpm;
+  }
+
   private serial<T>(fn: () => Promise<T>): Promise<T> {
     const next = this.chain.then(fn, fn);
     this.chain = next.catch(() => undefined);
@@ -331,6 +336,23 @@ export class KeyService {
       } finally {
         await tpm.forgetContext(contextName);
       }
+    });
+  }
+
+  /**
+   * TPM2_NV_Increment of a counter whose write policy is A (the certificate store's version counter,
+   * store-counter.ts): a fresh salted session replays the signed state, so only an OEM-approved state raises it.
+   */
+  incrementWithStatePolicy(index: number): Promise<void> {
+    return this.serial(async () => {
+      const release = await this.release();
+      const tpm = this.d.tpm;
+      const session = await tpm.startPolicySession(this.salt);
+      await this.guarded(async () => {
+        await tpm.policy(session, release.steps);
+        await tpm.nvIncrement(index, { kind: 'policy', session });
+        await tpm.flushSession(session);
+      });
     });
   }
 

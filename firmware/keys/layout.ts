@@ -9,6 +9,8 @@ export const TPM_LAYOUT = {
   srkHandle: 0x81000001,
   storageKeyHandle: 0x81000101,
   nvCounterIndex: 0x01800101,
+  /** Version counter of the certificate store (store-counter.ts): written only through policy A. */
+  storeCounterIndex: 0x01800102,
   pcr: 14,
 } as const;
 
@@ -57,15 +59,22 @@ export const ProvisioningRecord = z.object({
   oemProvisioningKey: z.object({ name: hex, publicKeyPem: z.string() }).optional(),
   /** Sealed runtime secret (firmware/keys/runtime-secret.ts): its TPM name; the data never leaves the TPM in a file. */
   runtimeSecret: z.object({ name: hex }).optional(),
+  /** The certificate store's NV version counter (store-counter.ts), defined after the first good boot. */
+  storeCounter: z.object({ index: z.number().int(), name: hex, initialValue: z.string() }).optional(),
   provisionedAt: z.string(),
 });
 export type ProvisioningRecord = z.infer<typeof ProvisioningRecord>;
 
-/** What `evcc boot` leaves in the run dir for the key service: the release measured into PCR 14 this boot. */
+/**
+ * What `evcc boot` leaves in the run dir for the key service: the release whose root file system the initramfs
+ * measured into PCR 14 this boot, as the check found it. A claim for the runtime's bookkeeping, never a
+ * credential: the TPM decides from PCR 14 itself, so a copied record unlocks nothing (boot/README.md).
+ */
 export const BootState = z.object({
   format: z.literal('evcc-boot-state/1'),
   version: z.number().int().positive(),
   bundleSha256: hex,
+  rootfsSha256: hex,
   pcrValue: hex,
   bootedAt: z.string(),
 });

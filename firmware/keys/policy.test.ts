@@ -22,11 +22,11 @@ describe('offline policy arithmetic (pure; TPM-checked in test/integration/tpm-n
     expect(toHex(externalEccName(publicKey.export({ type: 'spki', format: 'pem' }) as string))).toMatch(/^000b[0-9a-f]{64}$/);
     expect(toHex(nvCounterName(0x01800101))).toMatch(/^000b[0-9a-f]{64}$/);
   });
-  it('approved policy changes with version and bundle', () => {
+  it('approved policy changes with version and root file system', () => {
     const b = new Uint8Array(32).fill(1);
-    const p1 = approvedPolicy({ version: 1, bundleSha256: b, nvIndex: 0x01800101 }).policy;
-    expect(toHex(approvedPolicy({ version: 2, bundleSha256: b, nvIndex: 0x01800101 }).policy)).not.toBe(toHex(p1));
-    expect(toHex(approvedPolicy({ version: 1, bundleSha256: new Uint8Array(32), nvIndex: 0x01800101 }).policy)).not.toBe(toHex(p1));
+    const p1 = approvedPolicy({ version: 1, rootfsSha256: b, nvIndex: 0x01800101 }).policy;
+    expect(toHex(approvedPolicy({ version: 2, rootfsSha256: b, nvIndex: 0x01800101 }).policy)).not.toBe(toHex(p1));
+    expect(toHex(approvedPolicy({ version: 1, rootfsSha256: new Uint8Array(32), nvIndex: 0x01800101 }).policy)).not.toBe(toHex(p1));
   });
   it('KDFa yields the requested length', () => {
     expect(kdfa(new Uint8Array(32), 'STORAGE', new Uint8Array(34), new Uint8Array(0), 128).length).toBe(16);
@@ -84,9 +84,9 @@ describe('import blobs and signed policies: hostile input', () => {
   it('a signed policy whose digest does not match its fields is refused before any signature check', () => {
     const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const pem = publicKey.export({ type: 'spki', format: 'pem' }) as string;
-    const a = approvedPolicy({ version: 3, bundleSha256: new Uint8Array(32).fill(9), nvIndex: 0x01800101 });
+    const a = approvedPolicy({ version: 3, rootfsSha256: new Uint8Array(32).fill(9), nvIndex: 0x01800101 });
     const p = parseSignedPolicy({
-      format: 'evcc-signed-state-policy/1', version: 3, bundle: { sha256: '09'.repeat(32) },
+      format: 'evcc-signed-state-policy/2', version: 3, bundle: { sha256: '08'.repeat(32) }, rootfs: { sha256: '09'.repeat(32), size: 4096 },
       pcrs: { bank: 'sha256', index: 14, value: toHex(a.pcrValue) },
       nv: { index: 0x01800101, name: toHex(nvCounterName(0x01800101)), operation: 'UNSIGNED_LE', operandB: toHex(u64be(4)) },
       policy: toHex(a.policy), policyRef: '00', key: { name: toHex(externalEccName(pem)), fingerprint: '00'.repeat(32) }, signature: 'AA==',

@@ -9,6 +9,7 @@ import { externalEccName, fromHex, nvCounterName, policyAuthorize, policyAuthVal
 import { DEFAULT_POLICY_REF } from './signed-policy.ts';
 import { KeyService } from './key-service.ts';
 import { createRuntimeSecret } from './runtime-secret.ts';
+import { provisionStoreCounter } from './store-counter.ts';
 
 /**
  * Factory provisioning (TR-2019-04 §3.3.1; TPM.md §2, §3): SRK, storage key (restricted decrypt; password +
@@ -83,6 +84,16 @@ export async function provisionTpm(deps: { tpm: Tpm; data: FileStore; run: FileS
     } else {
       log.warn({}, 'runtime secret pending: it is sealed under the storage key after the first good boot (evcc boot, then evcc tpm provision again)');
     }
+  }
+  if (!record.storeCounter && (await deps.run.exists('boot.json'))) {
+    // Same gate: the certificate store's version counter is raised only through policy A (store-counter.ts).
+    const keys = await KeyService.open(deps);
+    try {
+      record = await provisionStoreCounter({ tpm, keys, data, log }, record);
+    } finally {
+      await keys.close();
+    }
+    created.push('store-counter');
   }
   return { record, created };
 }

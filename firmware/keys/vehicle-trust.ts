@@ -8,6 +8,7 @@ import { CertificateStore, HmacIntegrity, type CertificateStoreOptions } from '.
 import type { FileStore } from '../../hal/store/types.ts';
 import type { KeyService } from './key-service.ts';
 import { RuntimeSecret, unsealRuntimeSecret, type TpmSealedIntegrity } from './runtime-secret.ts';
+import { TpmStoreCounter } from './store-counter.ts';
 
 /**
  * The vehicle's trust, composed once at runtime start (`evcc charge` / `evcc run` on real hardware, and the bench
@@ -108,11 +109,13 @@ export async function openVehicleTrust(deps: VehicleTrustDeps, options: VehicleT
       ...(release && release.keyId !== tagged?.keyId ? [{ ...release, origin: 'release' }] : []),
     ];
     const integrity = secret.storeIntegrity();
+    const version = TpmStoreCounter.of(keys);
+    if (!version) log.warn({ cp: 'PKI-STORE-UNCOUNTED' }, 'certificate store not bound to a TPM version counter (provisioned before it existed): an older copy of the file would be accepted; run evcc tpm provision');
     let store: CertificateStore;
     try {
       // Store events (root installed/removed, tampering) are PKI lines in the bench log, whoever opened the store.
       store = await CertificateStore.open(data, {
-        ...storeOptions, integrity, log: log.child({ sub: 'PKI' }),
+        ...storeOptions, integrity, log: log.child({ sub: 'PKI' }), ...(version ? { version } : {}),
         ...(approvalKeys.length ? { approvals: new RootApprovalVerifier(approvalKeys) } : {}),
       });
     } catch (err) {

@@ -8,9 +8,10 @@ import { MemoryStore } from '../../hal/store/memory-store.ts';
 import { approveRoot } from '../../deploy/oem-backend/approvals.ts';
 import { KeyObjectSigner } from '../../deploy/oem-backend/signer.ts';
 import { recordingLogger } from '../../test/integration/ota-fixtures.ts';
+import { parseCert } from './cert.ts';
 import { generateTestPki, issue, type IssuedCert, type TestPki } from './generate.ts';
 import { RootApprovalVerifier, type RootApproval } from './root-approval.ts';
-import { CertificateStore, HmacIntegrity, storeMarkerPath } from './store.ts';
+import { CertificateStore, HmacIntegrity, storeMarkerPath, type StoreVersionCounter } from './store.ts';
 
 let pki: TestPki;
 let rootC: IssuedCert;
@@ -289,5 +290,93 @@ describe('CertificateStore: canonical DER and a lost store file', () => {
     await files.remove(storeMarkerPath());
     await CertificateStore.open(files, { integrity: new HmacIntegrity(key) });
     expect(await files.exists(storeMarkerPath())).toBe(true);
+  });
+});
+
+/** A monotonic counter in memory (the TPM's NV counter in test/integration/hardening-store-rollback.test.ts). */
+class MemoryCounter implements StoreVersionCounter {
+  readonly id = 'memory';
+  value: bigint;
+  failNext = false;
+  constructor(readonly initial: bigint) {
+    this.value = initial;
+  }
+  async read(): Promise<bigint> {
+    return this.value;
+  }
+  async increment(): Promise<void> {
+    if (this.failNext) {
+      this.failNext = false;
+      throw new Error('power cut before the increment');
+    }
+    this.value++;
+  }
+}
+
+describe('CertificateStore bound to a version counter (rollback)', () => {
+  const open = (files: MemoryStore, counter: StoreVersionCounter) => CertificateStore.open(files, { integrity: new HmacIntegrity(key), version: counter });
+
+  it('an older copy of the file with a valid tag is PKI_STORE_ROLLED_BACK; the current one opens', async () => {
+    const files = new MemoryStore();
+    const counter = new MemoryCounter(7n);
+    const store = await open(files, counter);
+    await store.installRoot(pki.a.root.der, { source: 'factory' });
+    await store.installRoot(pki.b.root.der, { source: 'cli' });
+    const withB = await files.read('pki/store.json');
+    await store.removeRoot(parseCert(pki.b.root.der).fingerprint);
+    expect(counter.value).toBe(10n);
+    expect((await open(files, counter)).rootCount).toBe(1);
+    await files.writeAtomic('pki/store.json', withB!);
+    await expect(open(files, counter)).rejects.toMatchObject({ code: 'PKI_STORE_ROLLED_BACK', details: { fileVersion: '9', counterValue: '10' } });
+    // Without the counter (the bench arrangement) the same old file is accepted: that is what the counter adds.
+    expect((await CertificateStore.open(files, { integrity: new HmacIntegrity(key) })).rootCount).toBe(2);
+  });
+
+  it('a write whose increment was cut off is rolled forward once; the counter then matches', async () => {
+    const files = new MemoryStore();
+    const counter = new MemoryCounter(1n);
+    const store = await open(files, counter);
+    counter.failNext = true;
+    await expect(store.installRoot(pki.a.root.der, { source: 'factory' })).rejects.toThrow('power cut');
+    expect(store.rootCount).toBe(0); // not acknowledged in this run
+    expect(counter.value).toBe(1n);
+    const rec = recordingLogger('debug');
+    const reopened = await CertificateStore.open(files, { integrity: new HmacIntegrity(key), version: counter, log: rec.sub('PKI') });
+    expect(reopened.rootCount).toBe(1);
+    expect(counter.value).toBe(2n);
+    expect(rec.lines.some((l) => l.includes('raising it now'))).toBe(true);
+    expect((await open(files, counter)).rootCount).toBe(1);
+  });
+
+  it('a file ahead of the counter by more than one write is PKI_STORE_TAMPERED; a versionless file only while the counter is at its initial value', async () => {
+    const files = new MemoryStore();
+    const counter = new MemoryCounter(5n);
+    const legacy = await CertificateStore.open(files, { integrity: new HmacIntegrity(key) });
+    await legacy.installRoot(pki.a.root.der, { source: 'factory' });
+    const versionless = await files.read('pki/store.json');
+    const bound = await open(files, counter); // a store from before the counter: accepted, counter still initial
+    await bound.installRoot(pki.b.root.der, { source: 'cli' });
+    expect(counter.value).toBe(6n);
+    await files.writeAtomic('pki/store.json', versionless!);
+    await expect(open(files, counter)).rejects.toMatchObject({ code: 'PKI_STORE_ROLLED_BACK', details: { fileVersion: 'none' } });
+    const behind = new MemoryCounter(3n);
+    const other = new MemoryStore();
+    const s = await open(other, new MemoryCounter(3n));
+    await s.installRoot(pki.a.root.der, { source: 'factory' });
+    await s.installRoot(pki.b.root.der, { source: 'factory' });
+    await expect(open(other, behind)).rejects.toMatchObject({ code: 'PKI_STORE_TAMPERED' });
+  });
+
+  it('deleting the file and its marker is no first boot once the counter moved (PKI_STORE_MISSING); a second writer gets PKI_STORE_CONFLICT', async () => {
+    const files = new MemoryStore();
+    const counter = new MemoryCounter(1n);
+    const first = await open(files, counter);
+    const second = await open(files, counter);
+    await first.installRoot(pki.a.root.der, { source: 'factory' });
+    await expect(second.installRoot(pki.b.root.der, { source: 'cli' })).rejects.toMatchObject({ code: 'PKI_STORE_CONFLICT' });
+    await files.remove('pki/store.json');
+    await files.remove(storeMarkerPath());
+    await expect(open(files, counter)).rejects.toMatchObject({ code: 'PKI_STORE_MISSING' });
+    expect((await open(new MemoryStore(), new MemoryCounter(1n))).rootCount).toBe(0); // a real first boot
   });
 });

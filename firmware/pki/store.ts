@@ -16,6 +16,13 @@
  * Roots are stored only in canonical DER (a twin with trailing bytes would get its own fingerprint), and a store
  * file that disappears after it was created is an error (`PKI_STORE_MISSING`), not a silent first boot.
  *
+ * Rollback: a valid tag does not make a file current — an older copy put back has one too. With a
+ * `StoreVersionCounter` (production: a TPM NV counter only an OEM-approved state can raise, firmware/keys/
+ * store-counter.ts) every write carries version = counter + 1 inside the tagged body and raises the counter after
+ * the file is durably on disk. At open, version = counter is current, version = counter + 1 is a write whose
+ * increment a crash cut off (rolled forward: the counter is raised now), anything older is `PKI_STORE_ROLLED_BACK`.
+ * The other crash window (counter raised, file not written) cannot occur: the increment follows the fsynced rename.
+  *
  * Mutations are serialised and persisted before they become visible: `installRoot` resolves only after the new
  * file is durably on disk (in degraded mode nothing is written: changes last for the run).
  */
@@ -76,7 +83,21 @@ export interface RootEntry {
 export type StoreMode = 'full' | 'degraded';
 
 /** Codes of the store beyond those in errors.ts (listed here until errors.ts carries them). */
-export type StoreErrorCode = 'PKI_STORE_MISSING' | 'PKI_STORE_READ_ONLY' | RootApprovalErrorCode;
+export type StoreErrorCode = 'PKI_STORE_MISSING' | 'PKI_STORE_READ_ONLY' | 'PKI_STORE_ROLLED_BACK' | 'PKI_STORE_CONFLICT' | RootApprovalErrorCode;
+
+/**
+ * A monotonic counter outside the file that binds the file's version (production: TpmStoreCounter, a TPM NV counter).
+ * Nobody can lower it; raising it without writing the file only makes the store unopenable, so who may raise it
+ * is the implementation's choice (the TPM's: only the OEM-approved state).
+ */
+export interface StoreVersionCounter {
+  /** For logs and errors, e.g. 'tpm-nv:0x1800102'. */
+  readonly id: string;
+  /** Its value before any store write was bound to it: a file without a version is accepted only while it still reads this. */
+  readonly initial: bigint;
+  read(): Promise<bigint>;
+  increment(): Promise<void>;
+}
 
 export interface CertificateStoreOptions {
   integrity: IntegrityGuard;
@@ -89,6 +110,16 @@ export interface CertificateStoreOptions {
   requireApproval?: boolean;
   /** Upper bound of installed V2G roots (default DEFAULT_MAX_ROOTS). */
   maxRoots?: number;
+  /**
+   * Binds the file's version to this counter (full mode): an older copy of the file is PKI_STORE_ROLLED_BACK.
+   * Without it (bench `--store-key-env`, tests) an old file with a valid tag is accepted.
+   */
+  version?: StoreVersionCounter;
+  /**
+   * Recovery after PKI_STORE_MISSING, a deliberate act (never a default): a missing file starts an empty store
+   * although the marker or the counter says one existed. An existing file is opened as always (no rollback this way).
+   */
+  startOver?: boolean;
   /** Store-relative file path (default `pki/store.json`). */
   path?: string;
   algorithms?: AlgorithmPolicy;
@@ -97,7 +128,7 @@ export interface CertificateStoreOptions {
 }
 
 /** Opening without the integrity key: the approvals verifier is what verifies (CertificateStore.openDegraded). */
-export interface DegradedStoreOptions extends Omit<CertificateStoreOptions, 'integrity' | 'approvals' | 'requireApproval'> {
+export interface DegradedStoreOptions extends Omit<CertificateStoreOptions, 'integrity' | 'approvals' | 'requireApproval' | 'version'> {
   approvals: RootApprovalVerifier;
 }
 
@@ -128,6 +159,8 @@ interface StoreBody {
   roots: StoredRoot[];
   oemProvisioningChain: string[] | null;
   contractChains: Record<string, string[]>;
+  /** Decimal value of the version counter this file was written for (absent: written without a counter). */
+  version?: string;
 }
 
 interface InternalOptions extends Omit<CertificateStoreOptions, 'integrity'> {
@@ -158,11 +191,14 @@ export class CertificateStore {
   private queue: Promise<unknown> = Promise.resolve();
   private readonly maxRoots: number;
   private readonly path: string;
+  /** The version counter's value the file on disk is bound to (counter bound stores only). */
+  private version: bigint | undefined;
   /** Root entries of the file this open did not trust (empty when every entry verified). */
   readonly dropped: readonly DroppedRoot[];
 
-  private constructor(private readonly files: FileStore, private readonly o: InternalOptions, body: StoreBody, approvedBy: Map<string, string>, dropped: DroppedRoot[]) {
+  private constructor(private readonly files: FileStore, private readonly o: InternalOptions, body: StoreBody, approvedBy: Map<string, string>, dropped: DroppedRoot[], version?: bigint) {
     this.body = body;
+    this.version = version;
     this.approvedBy = approvedBy;
     this.dropped = dropped;
     this.maxRoots = o.maxRoots ?? DEFAULT_MAX_ROOTS;
@@ -178,9 +214,11 @@ export class CertificateStore {
     const path = options.path ?? DEFAULT_PATH;
     const o: InternalOptions = { ...options, mode: 'full' };
     const raw = await files.read(path);
+    const counted = options.version ? await options.version.read() : undefined;
     if (!raw) {
-      await refuseLostStore(files, path, options.log);
-      return new CertificateStore(files, o, emptyBody(), new Map(), []);
+      if (options.startOver) options.log?.error({ path, cp: 'PKI-STORE-START-OVER' }, 'certificate store missing: starting an empty store as requested (start over); install the roots again');
+      else await refuseLostStore(files, path, options.log, options.version && counted !== options.version.initial ? { counter: options.version, value: counted! } : undefined);
+      return new CertificateStore(files, o, emptyBody(), new Map(), [], counted);
     }
     const envelope = parseEnvelope(raw, path);
     if (envelope.scheme !== options.integrity.scheme) {
@@ -192,7 +230,8 @@ export class CertificateStore {
       options.log?.error({ path, cp: 'PKI-STORE-TAMPERED' }, 'certificate store integrity check failed: refusing it');
       throw new EvccError('PKI_STORE_TAMPERED', `certificate store ${path} failed its integrity check`, { path });
     }
-    const body = parseBody(envelope.body, path);
+    const { version, ...body } = parseBody(envelope.body, path);
+    const bound = options.version ? await bindVersion(version, options.version, counted!, path, options.log) : undefined;
     for (const r of body.roots) {
       // Under a verified tag every entry is ours: one that does not parse is a corrupt store, not an attack to skip.
       try {
@@ -202,7 +241,7 @@ export class CertificateStore {
       }
     }
     const screened = screenRoots(body.roots, o);
-    const store = new CertificateStore(files, o, { ...body, roots: screened.kept }, screened.approvedBy, screened.dropped);
+    const store = new CertificateStore(files, o, { ...body, roots: screened.kept }, screened.approvedBy, screened.dropped, bound);
     const marker = storeMarkerPath(path);
     if (!(await files.exists(marker))) await writeMarker(files, marker);
     return store;
@@ -223,6 +262,8 @@ export class CertificateStore {
       await refuseLostStore(files, path, options.log);
       return new CertificateStore(files, o, emptyBody(), new Map(), []);
     }
+    // No integrity key here, so the body's version is unauthenticated and checking it against the counter proves
+    // nothing; the roots are trusted by their OEM approvals alone (an approval's own expiry bounds a restored root).
     const body = parseBody(parseEnvelope(raw, path).body, path);
     const screened = screenRoots(body.roots, o);
     const total = body.roots.length;
@@ -400,12 +441,28 @@ export class CertificateStore {
   private async commit(next: StoreBody, alsoOnSuccess?: () => void): Promise<void> {
     if (this.mode === 'full') {
       const integrity = this.o.integrity!;
-      const body = JSON.stringify(next);
+      const counter = this.o.version;
+      let version: bigint | undefined;
+      if (counter) {
+        const now = await counter.read();
+        if (now !== this.version) {
+          throw new EvccError<StoreErrorCode>('PKI_STORE_CONFLICT', `certificate store ${this.path}: version counter ${counter.id} reads ${now}, this process opened it at ${String(this.version)} (another writer): reopen the store`, { path: this.path, counter: counter.id });
+        }
+        version = now + 1n;
+      }
+      const body = JSON.stringify(version === undefined ? next : { ...next, version: String(version) });
       const tag = await integrity.tag(new TextEncoder().encode(body));
       const envelope = JSON.stringify({ format: FORMAT, scheme: integrity.scheme, body, tag: Buffer.from(tag).toString('hex') });
       await this.files.writeAtomic(this.path, envelope, { mode: 0o600 });
       const marker = storeMarkerPath(this.path);
       if (!(await this.files.exists(marker))) await writeMarker(this.files, marker);
+      if (counter) {
+        // After the durable write: a crash here leaves version = counter + 1, which the next open rolls forward. A
+        // failed increment is therefore not undone (the TPM may have counted it): the change is not acknowledged
+        // now and takes effect at the next open.
+        await counter.increment();
+        this.version = version;
+      }
     }
     this.body = next;
     const live = new Set(next.roots.map((r) => parseCert(unb64(r.der)).fingerprint));
@@ -522,8 +579,41 @@ function parseBody(text: string, path: string): StoreBody {
   }
 }
 
-async function refuseLostStore(files: FileStore, path: string, log: Logger | undefined): Promise<void> {
+/**
+ * The open's verdict on the tagged body's version against the counter: the counter value the file is bound to now,
+ * or PKI_STORE_ROLLED_BACK / PKI_STORE_TAMPERED. A file one ahead was written by a run that crashed before raising
+ * the counter: the counter is raised now (only the integrity-key holder can have written it).
+ */
+async function bindVersion(version: unknown, counter: StoreVersionCounter, value: bigint, path: string, log: Logger | undefined): Promise<bigint> {
+  const refuse = (code: StoreErrorCode | 'PKI_STORE_TAMPERED', why: string, fileVersion: string): never => {
+    log?.error({ path, counter: counter.id, counterValue: String(value), fileVersion, cp: code === 'PKI_STORE_ROLLED_BACK' ? 'PKI-STORE-ROLLED-BACK' : 'PKI-STORE-TAMPERED' }, `certificate store refused: ${why}`);
+    throw new EvccError(code, `certificate store ${path}: ${why}`, { path, counter: counter.id, counterValue: String(value), fileVersion });
+  };
+  if (version === undefined) {
+    if (value === counter.initial) return value; // written before the counter bound it (or never since provisioning)
+    return refuse('PKI_STORE_ROLLED_BACK', `the file carries no version but counter ${counter.id} was raised to ${value} since provisioning (${counter.initial}): an older copy`, 'none');
+  }
+  if (typeof version !== 'string' || !/^\d{1,20}$/.test(version)) throw new EvccError('PKI_STORE_CORRUPT', `certificate store ${path} content is invalid (version)`, { path });
+  const v = BigInt(version);
+  if (v === value) return value;
+  if (v < value) return refuse('PKI_STORE_ROLLED_BACK', `the file is version ${v}, counter ${counter.id} is at ${value}: an older copy of the store`, version);
+  if (v > value + 1n) return refuse('PKI_STORE_TAMPERED', `the file is version ${v}, ahead of counter ${counter.id} at ${value} by more than one write`, version);
+  log?.warn({ path, counter: counter.id, from: String(value), to: version, cp: 'PKI-STORE-ROLL-FORWARD' }, 'certificate store written by a run that ended before raising its version counter: raising it now');
+  await counter.increment();
+  const after = await counter.read();
+  if (after !== v) {
+    throw new EvccError<StoreErrorCode>('PKI_STORE_CONFLICT', `certificate store ${path}: counter ${counter.id} reads ${after} after raising it for version ${v} (another writer)`, { path, counter: counter.id });
+  }
+  return v;
+}
+
+async function refuseLostStore(files: FileStore, path: string, log: Logger | undefined, written?: { counter: StoreVersionCounter; value: bigint }): Promise<void> {
   const marker = storeMarkerPath(path);
+  if (written) {
+    // Deleting the marker with the file does not make a first boot: the counter proves stores were written.
+    log?.error({ path, counter: written.counter.id, counterValue: String(written.value), cp: 'PKI-STORE-MISSING' }, 'certificate store file is missing but its version counter was raised: refusing to start with no roots');
+    throw new EvccError<StoreErrorCode>('PKI_STORE_MISSING', `certificate store ${path} is missing although its version counter ${written.counter.id} was raised to ${written.value} since provisioning (${written.counter.initial}): the store was lost or deleted; to start over deliberately, open it with startOver and install the roots again`, { path, counter: written.counter.id });
+  }
   if (!(await files.exists(marker))) return; // first boot: the store starts empty
   log?.error({ path, marker, cp: 'PKI-STORE-MISSING' }, 'certificate store file is missing but the store was initialised: refusing to start with no roots');
   throw new EvccError<StoreErrorCode>('PKI_STORE_MISSING', `certificate store ${path} is missing although ${marker} says it was created (lost or deleted); to start over deliberately, remove ${marker} and install the roots again`, { path, marker });

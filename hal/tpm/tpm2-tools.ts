@@ -309,14 +309,21 @@ export class Tpm2Tools implements Tpm {
 
   // ---- NV counter -----------------------------------------------------------------------------------------
 
-  nvDefineCounter(index: number): Promise<void> {
-    return this.locked(async () => {
-      await this.run('tpm2_nvdefine', [`0x${index.toString(16)}`, '-C', 'o', '-s', '8', '-a', 'nt=counter|ownerwrite|ownerread|authread|no_da']);
-    });
+  nvDefineCounter(index: number, options: { writePolicy?: Uint8Array } = {}): Promise<void> {
+    return this.locked(() => this.withFiles({ policy: options.writePolicy }, async (f) => {
+      const args = [`0x${index.toString(16)}`, '-C', 'o', '-s', '8'];
+      if (options.writePolicy) args.push('-a', 'nt=counter|policywrite|authread|no_da', '-L', f.policy!);
+      else args.push('-a', 'nt=counter|ownerwrite|ownerread|authread|no_da');
+      await this.run('tpm2_nvdefine', args);
+    }));
   }
 
-  nvIncrement(index: number): Promise<void> {
-    return this.locked(async () => void (await this.run('tpm2_nvincrement', [`0x${index.toString(16)}`, '-C', 'o'])));
+  nvIncrement(index: number, auth?: Auth): Promise<void> {
+    const h = `0x${index.toString(16)}`;
+    return this.locked(async () => {
+      const authArgs = auth ? ['-C', h, ...this.flag('-P', this.auth(auth))] : ['-C', 'o'];
+      await this.run('tpm2_nvincrement', [h, ...authArgs]);
+    });
   }
 
   nvReadCounter(index: number): Promise<bigint> {

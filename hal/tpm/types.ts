@@ -148,8 +148,14 @@ export interface Tpm {
   /** TPM2_Import of a duplicate; returns the TPM2B_PRIVATE now wrapped by `parent`. */
   importDuplicate(parent: KeyRef, parentAuth: Auth, dup: { public: Uint8Array; duplicate: Uint8Array; encryptedSeed: Uint8Array }): Promise<Uint8Array>;
 
-  nvDefineCounter(index: number): Promise<void>;
-  nvIncrement(index: number): Promise<void>;
+  /**
+   * 8-byte NV counter. Default: owner-written (`ownerwrite|ownerread|authread|no_da`, the firmware anti-rollback
+   * counter). With `writePolicy`: `policywrite|authread|no_da` — only a policy session whose digest is `writePolicy`
+   * may increment it (the certificate store's version counter: policy A, i.e. an OEM-approved state), anyone reads.
+   */
+  nvDefineCounter(index: number, options?: { writePolicy?: Uint8Array }): Promise<void>;
+  /** TPM2_NV_Increment; owner authorisation unless `auth` is given (then the index's own, e.g. its write policy). */
+  nvIncrement(index: number, auth?: Auth): Promise<void>;
   nvReadCounter(index: number): Promise<bigint>;
   nvName(index: number): Promise<Uint8Array>;
 

@@ -64,11 +64,11 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     expect(report.session.effectTimes.sign.count).toBe(2);
     expect(report.session.effectTimes.installContract.count).toBe(1);
 
-    // TPM outcome: PCR 14 holds exactly the measurement of the booted bundle (extend from zero, sha256 bank).
+    // TPM outcome: PCR 14 holds exactly the initramfs hook's measurement of slot A's rootfs image (from zero, sha256).
     const tpm = report.tpm;
     expect(tpm.skipped).toBeUndefined();
     expect(tpm.release).toBe(2);
-    const expectedPcr = createHash('sha256').update(Buffer.alloc(32)).update(Buffer.from(tpm.bundleSha256, 'hex')).digest('hex');
+    const expectedPcr = createHash('sha256').update(Buffer.alloc(32)).update(Buffer.from(tpm.rootfsSha256, 'hex')).digest('hex');
     expect(tpm.pcr14).toBe(expectedPcr);
     expect(tpm.contractKey).toBe('signed');
     // The contract the session installed (the factory imported none): the CPS copied the provisioning certificate's
@@ -86,7 +86,10 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
       /^\d\d:\d\d:\d\d\.\d{3} \[INFO\] BENCH: vehicle: swtpm started/,
       /\[INFO\] BENCH: vehicle: factory provisioning: srk, nv-counter, storage-key/,
       /\[INFO\] BENCH: vehicle: OEM release v2: RAUC bundle built and OEM-signed/,
-      /\[INFO\] BOOT: bundle measured into PCR 14/,
+      /\[INFO\] BENCH: vehicle: RAUC wrote the rootfs image of the signed bundle v2 into slot A/,
+      /\[INFO\] BENCH: vehicle: initramfs: root file system \S+ measured into PCR 14/,
+      /\[INFO\] BOOT: PCR 14 equals the initramfs event log: root file system \S+ measured/,
+      /\[INFO\] BOOT: release v2 booted: signature, anti-rollback counter and signed state policy check out/,
       /\[INFO\] BENCH: vehicle: first-boot completion: oem-provisioning-key, runtime-secret/,
       /\[INFO\] BENCH: vehicle: factory V2G root A installed/,
       /\[INFO\] BENCH: vehicle: OEM provisioning certificate issued for the TPM provisioning key \(with the storage-key extension: direct import\); chain stored, no contract yet/,
@@ -156,16 +159,19 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     expect(log.some((l) => /committed: anti-rollback counter/.test(l))).toBe(false);
   });
 
-  it('degraded: a tampered bundle → the TPM refuses → the session still charges with EIM over TLS (roots verified by their OEM approvals), the contract is never used, and the report says why', async () => {
+  it('degraded: a tampered root file system → the initramfs measures it, the boot check and the TPM refuse → the session still charges with EIM over TLS (roots verified by their OEM approvals), the contract is never used, and the report says why', async () => {
     const { code, report, log } = await benchSession(['--tampered-bundle', '--charger-pki', 'a']);
     expect(code, log.filter((l) => /ERROR|FAILED/.test(l)).join('\n')).toBe(0);
     expect(report).toMatchObject({ ok: true, protocol: 'iso2', payment: 'ExternalPayment', channel: { kind: 'tls' }, security: { pnc: false, degraded: { code: 'KEYS_NOT_BOOTED' } } });
     expect(report.soc.end).toBeGreaterThanOrEqual(80);
     expect(report.session.effectTimes.sign).toBeUndefined();
-    expect(report.tpm).toMatchObject({ contractKey: 'unused' });
+    expect(report.tpm).toMatchObject({ contractKey: 'unused', bootRefused: { code: 'BOOT_ROOTFS_MISMATCH', message: expect.stringMatching(/not the rootfs image of the installed release v2/) } });
     expect(report.tpm.counter).toBeUndefined();
+    // the same initramfs hook measured slot A at both boots: the factory's good one and the tampered reboot
+    expect(log.filter((l) => /\[INFO\] BENCH: vehicle: initramfs: root file system \S+ measured into PCR 14/.test(l))).toHaveLength(2);
     expectInOrder(log, [
-      /\[WARN\] BENCH: vehicle: rebooted into the tampered bundle, measured boot FAILED/,
+      /\[WARN\] BENCH: vehicle: slot A's root file system modified after install/,
+      /\[WARN\] BENCH: vehicle: rebooted into the tampered bundle, measured boot FAILED \(BOOT_ROOTFS_MISMATCH\)/,
       /\[WARN\] KEYS: vehicle trust degraded \(KEYS_NOT_BOOTED\): 1 V2G root\(s\) verified by their OEM approval/,
       /\[WARN\] EVCC: security policy: key service refused \(KEYS_NOT_BOOTED\): degraded mode, EIM only/,
       /\[INFO\] TLS: connection established/,

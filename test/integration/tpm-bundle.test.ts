@@ -1,7 +1,7 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { releaseVersion, verifyBundle } from '../../hal/rauc/bundle.ts';
@@ -39,11 +39,13 @@ describeWith([tool('rauc'), tool('openssl'), tool('mksquashfs')])('RAUC bundle b
     return out;
   }
 
-  it('plain bundle: version from the manifest; one modified payload byte is refused', async () => {
+  it('plain bundle: version and the rootfs image digest from the signed manifest; one modified payload byte is refused', async () => {
     const out = join(dir, 'plain.raucb');
     await buildBundle({ images: { rootfs: img }, version: 7, compatible: 'evcc-bench', cert, key, out });
     const info = await verifyBundle(out, cert);
-    expect(info).toEqual({ compatible: 'evcc-bench', version: '7' });
+    const bytes = await readFile(img);
+    expect(info).toEqual({ compatible: 'evcc-bench', version: '7',
+      images: { rootfs: { filename: basename(img), sha256: createHash('sha256').update(bytes).digest('hex'), size: bytes.length } } });
     expect(releaseVersion(info)).toBe(7);
     await expect(verifyBundle(await tamper(out, 1000), cert)).rejects.toMatchObject({ code: 'BUNDLE_INVALID' });
   });
@@ -93,7 +95,7 @@ describeWith([tool('rauc'), tool('openssl'), tool('mksquashfs')])('RAUC bundle b
   });
 
   it('versions that cannot be anti-rollback units are refused', () => {
-    for (const version of ['0', '1.2', 'v3', '', '01']) expect(() => releaseVersion({ compatible: 'x', version })).toThrow(/positive integer/);
+    for (const version of ['0', '1.2', 'v3', '', '01']) expect(() => releaseVersion({ compatible: 'x', version, images: {} })).toThrow(/positive integer/);
   });
 
   it('an unreachable TPM is a typed error', async () => {

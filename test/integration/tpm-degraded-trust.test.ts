@@ -106,7 +106,7 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     const log = rec.lines.slice(before).map((l) => l.slice(13));
     expect(trust.mode).toBe('degraded');
     if (trust.mode !== 'degraded') return;
-    expect(trust.reason.code).toBe('KEYS_NOT_BOOTED'); // measured boot refused the bundle: no approved state this boot
+    expect(trust.reason.code).toBe('KEYS_NOT_BOOTED'); // the boot check refused the tampered root file system: no approved state this boot
     expect(trust.store.mode).toBe('degraded');
     expect(trust.store.listRoots()).toMatchObject([{ subject: pki.a.root.cert.subject, approvedBy: 'release' }]);
     expect(trust.store.dropped).toMatchObject([
@@ -115,7 +115,7 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     ]);
     expect(trust.store.listContractChains()).toEqual([]);
     // the log says what happened and why
-    expect(log.some((l) => /^\[WARN\] BENCH: vehicle: rebooted into the tampered bundle, measured boot FAILED \(BUNDLE_INVALID\)/.test(l))).toBe(true);
+    expect(log.some((l) => /^\[WARN\] BENCH: vehicle: rebooted into the tampered bundle, measured boot FAILED \(BOOT_ROOTFS_MISMATCH\)/.test(l))).toBe(true);
     expect(log.some((l) => /^\[ERROR\] PKI: V2G root entry not trusted: signed by key [0-9a-f]{16}…, not a trusted OEM backend key$/.test(l))).toBe(true);
     expect(log.some((l) => l.startsWith('[WARN] KEYS: vehicle trust degraded (KEYS_NOT_BOOTED): 1 V2G root(s) verified by their OEM approval with the release\'s backend key; contract and provisioning keys stay locked in the TPM — EIM only'))).toBe(true);
 
@@ -128,7 +128,7 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     // the contract key: no use without a measured boot, and the TPM itself refuses a runtime that claims the good state
     expect((await refusal(vehicle.proveContractKey(new TextEncoder().encode('degraded')))).code).toBe('KEYS_NOT_BOOTED');
     const o = vehicle.outcome.boot;
-    const claimed: BootState = { format: 'evcc-boot-state/1', version: o.version, bundleSha256: o.bundleSha256, pcrValue: o.pcr14, bootedAt: new Date().toISOString() };
+    const claimed: BootState = { format: 'evcc-boot-state/1', version: o.version, bundleSha256: o.bundleSha256, rootfsSha256: o.rootfsSha256, pcrValue: o.pcr14, bootedAt: new Date().toISOString() };
     await writeFile(join(base, 'vehicle', 'run', 'boot.json'), jsonBytes(claimed));
     const e = await refusal(vehicle.keys.signWithContractKey(new Uint8Array(32)));
     expect({ code: e.code, rc: e.details.rc }).toEqual({ code: 'TPM_POLICY_NOT_APPROVED', rc: '0x1C4' });

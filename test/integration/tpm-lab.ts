@@ -1,4 +1,5 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,13 +10,16 @@ import { Swtpm, type RebootKind } from '../../hal/tpm/swtpm.ts';
 import { Tpm2Tools } from '../../hal/tpm/tpm2-tools.ts';
 import { buildBundle } from '../../deploy/bundle/build.ts';
 import { createSignedPolicy } from '../../deploy/oem/release.ts';
-import { measuredBoot } from '../../boot/measured-boot.ts';
+import { checkMeasuredBoot, type BootReport } from '../../boot/measured-boot.ts';
+import { runMeasureHook } from '../../boot/measure-hook.ts';
+import { installToFileSlot } from '../../hal/rauc/bundle.ts';
 import { provisionTpm, type ProvisionResult } from '../../firmware/keys/provision.ts';
 
 /**
  * A vehicle on the bench for TPM tests: its own swtpm on free ports with an absolute state dir, a data dir and a
- * run dir (tmpfs semantics: emptied by every reboot), OEM key material made with openssl/node in a temp dir,
- * and the product's CLI. Several test files run their labs in parallel.
+ * run dir (tmpfs semantics: emptied by every reboot), a file-backed RAUC slot A and the boot's /run where the
+ * initramfs hook leaves its event log (emptied by every reboot), OEM key material made with openssl/node in a temp
+ * dir, and the product's CLI. Several test files run their labs in parallel.
  */
 const REPO = join(import.meta.dirname, '..', '..');
 
@@ -27,6 +31,8 @@ export interface CliResult {
 
 export class TpmLab {
   private readonly drivers: Tpm2Tools[] = [];
+  /** What slot A holds: the rootfs image of `bundle`, one byte changed when `tampered`. */
+  private slot: { bundle: string; tampered: boolean } | undefined;
   private constructor(readonly base: string, readonly swtpm: Swtpm) {}
 
   get tcti(): string {
@@ -57,6 +63,17 @@ export class TpmLab {
   get exportDir(): string {
     return join(this.base, 'export');
   }
+  /** Slot A (rootfs.0): a file, written by RAUC (`type=raw`). */
+  get slotFile(): string {
+    return join(this.base, 'slots', 'rootfs.0.img');
+  }
+  /** The boot's /run (moved into the root by switch_root): the hook's event log lives here. */
+  get bootRunDir(): string {
+    return join(this.base, 'boot-run');
+  }
+  get eventLog(): string {
+    return join(this.bootRunDir, 'evcc-boot', 'measurements.log');
+  }
 
   static async create(): Promise<TpmLab> {
     const base = await mkdtemp(join(tmpdir(), 'evcc-tpm-lab-'));
@@ -64,6 +81,9 @@ export class TpmLab {
     const lab = new TpmLab(base, swtpm);
     await mkdir(lab.oemDir, { recursive: true });
     await mkdir(lab.runDir, { recursive: true, mode: 0o700 });
+    await mkdir(join(base, 'slots'), { recursive: true, mode: 0o700 });
+    await mkdir(join(base, 'rauc'), { recursive: true, mode: 0o700 });
+    await mkdir(lab.bootRunDir, { recursive: true, mode: 0o700 });
     const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     await writeFile(lab.oemPolicyKey, privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, { mode: 0o600 });
     await writeFile(lab.oemPolicyPub, publicKey.export({ type: 'spki', format: 'pem' }) as string);
@@ -107,6 +127,53 @@ export class TpmLab {
     return out;
   }
 
+  /** RAUC writes `bundle`'s rootfs image into slot A; it counts from the next measurement (the next boot). */
+  async install(bundle: string): Promise<void> {
+    await installToFileSlot({ bundlePath: bundle, keyring: this.bundleCert, slotFile: this.slotFile, workDir: join(this.base, 'rauc') });
+    this.slot = { bundle, tampered: false };
+  }
+
+  /** A root attacker changes one byte of slot A's root file system (effective at the next boot); returns the slot's bytes. */
+  async tamperSlot(): Promise<Uint8Array> {
+    const bytes = await readFile(this.slotFile);
+    bytes[bytes.length >> 1] = bytes[bytes.length >> 1]! ^ 0x01;
+    await writeFile(this.slotFile, bytes);
+    if (this.slot) this.slot.tampered = true;
+    return new Uint8Array(bytes);
+  }
+
+  /** The initramfs: the hook (the image's own script) measures slot A into PCR 14 — once per boot, as on the vehicle. */
+  async measure(): Promise<void> {
+    if (existsSync(this.eventLog)) return;
+    // The initramfs runs before any resource manager: straight to the TPM.
+    await runMeasureHook({ tcti: this.swtpm.tcti, root: this.slotFile, eventLog: this.eventLog });
+  }
+
+  /** The boot up to switch_root: slot A holds `bundle`'s image (one byte changed with `tamperedSlot`), measured once. */
+  async bootUpTo(bundle: string, o: { tamperedSlot?: boolean } = {}): Promise<void> {
+    const tampered = o.tamperedSlot ?? false;
+    if (this.slot?.bundle !== bundle || this.slot.tampered !== tampered) {
+      await this.install(bundle);
+      if (tampered) await this.tamperSlot();
+    }
+    await this.measure();
+  }
+
+  /** `evcc boot` as its own process (evcc-boot.service), after bootUpTo(bundle). */
+  async bootCli(bundle: string, extra: string[] = []): Promise<CliResult> {
+    await this.bootUpTo(bundle);
+    return this.cli(['boot', '--bundle', bundle, '--keyring', this.bundleCert, '--event-log', this.eventLog, ...extra], { tpm: true });
+  }
+
+  /**
+   * A boot of the vehicle with `bundle` installed: slot A gets its rootfs image if it lacks it (one byte changed with
+   * `tamperedSlot`), the hook measures it (once per boot), then `evcc boot`'s check runs in process.
+   */
+  async boot(bundle: string, o: { policy?: unknown; tamperedSlot?: boolean } = {}): Promise<BootReport> {
+    await this.bootUpTo(bundle, o);
+    return checkMeasuredBoot(await this.deps(), { bundlePath: bundle, keyring: this.bundleCert, policy: o.policy, eventLogPath: this.eventLog });
+  }
+
   /**
    * Factory provisioning, OEM release v1 (bundle + signed state policy), measured boot and the first-boot
    * completion (provisioning again creates the OEM provisioning key and the runtime secret), in process.
@@ -117,13 +184,14 @@ export class TpmLab {
     await provisionTpm(await this.deps(), { oemPolicyKeyPem });
     const bundle = await this.bundle(1);
     const policy = await createSignedPolicy({ bundlePath: bundle, keyring: this.bundleCert, policyKeyPem: await readFile(this.oemPolicyKey, 'utf8') });
-    await measuredBoot(await this.deps(), { bundlePath: bundle, keyring: this.bundleCert, policy });
+    await this.boot(bundle, { policy });
     return provisionTpm(await this.deps(), { oemPolicyKeyPem });
   }
 
   /**
    * Power-cycles the vehicle: TPM per `kind` (orderly / state / powerloss), and the run dir is emptied like a tmpfs
-   * unless `keepRunDir` (an attacker who saved context files elsewhere). Drivers of the previous boot are closed.
+   * unless `keepRunDir` (an attacker who saved context files elsewhere); the boot's /run (event log) always is.
+   * Drivers of the previous boot are closed.
    */
   async reboot(kind: RebootKind, opts: { keepRunDir?: boolean } = {}): Promise<void> {
     const ctl = await Tpm2Tools.open({ tcti: this.tcti, runDir: join(this.base, 'ctl') });
@@ -136,6 +204,7 @@ export class TpmLab {
     if (!opts.keepRunDir) {
       for (const e of await readdir(this.runDir)) await rm(join(this.runDir, e), { recursive: true, force: true });
     }
+    for (const e of await readdir(this.bootRunDir)) await rm(join(this.bootRunDir, e), { recursive: true, force: true });
   }
 
   async close(): Promise<void> {

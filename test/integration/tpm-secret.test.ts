@@ -14,7 +14,7 @@ import type { SignedPolicy } from '../../firmware/keys/signed-policy.ts';
 import { BACKEND_KEY_PATH, installBackendKey } from '../../firmware/ota/backend-key.ts';
 import { CertificateStore, HmacIntegrity } from '../../firmware/pki/store.ts';
 import { commitRelease } from '../../boot/commit.ts';
-import { installReleasePolicy, measuredBoot } from '../../boot/measured-boot.ts';
+import { installReleasePolicy } from '../../boot/measured-boot.ts';
 import { createSignedPolicy } from '../../deploy/oem/release.ts';
 import { describeWith, tool } from '../support/prereq.ts';
 import { TpmLab } from './tpm-lab.ts';
@@ -72,11 +72,11 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
   /** The run dir's boot state as a tampered or old runtime that skipped the checks would leave it. */
   async function claimBooted(v: number): Promise<void> {
     const p = policies[v]!;
-    const s: BootState = { format: 'evcc-boot-state/1', version: v, bundleSha256: p.bundle.sha256, pcrValue: p.pcrs.value, bootedAt: new Date().toISOString() };
+    const s: BootState = { format: 'evcc-boot-state/1', version: v, bundleSha256: p.bundle.sha256, rootfsSha256: p.rootfs.sha256, pcrValue: p.pcrs.value, bootedAt: new Date().toISOString() };
     await writeFile(join(lab.runDir, 'boot.json'), jsonBytes(s));
   }
   async function boot(v: number): Promise<unknown> {
-    return measuredBoot(await lab.deps(), { bundlePath: bundles[v]!, keyring: lab.bundleCert, policy: policies[v] });
+    return lab.boot(bundles[v]!, { policy: policies[v] });
   }
 
   beforeAll(async () => {
@@ -302,15 +302,11 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     expect(await readFile(join(lab.dataDir, BACKEND_KEY_TAG_PATH), 'utf8')).toMatch(/^[0-9a-f]{64}\n$/);
   });
 
-  it('tampered bundle booted: the TPM refuses the unseal (0x1C4) → the store cannot be opened, PnC refused', async () => {
+  it('tampered root file system booted: the TPM refuses the unseal (0x1C4) → the store cannot be opened, PnC refused', async () => {
     await lab.reboot('orderly');
-    const tampered = join(lab.oemDir, 'v1-tampered.raucb');
-    const b = await readFile(bundles[1]!);
-    b[b.length >> 1] = b[b.length >> 1]! ^ 0x01;
-    await writeFile(tampered, b);
-    // measured boot measures first, then refuses the bundle: no approved state for this boot
-    const bootErr = await refused(measuredBoot(await lab.deps(), { bundlePath: tampered, keyring: lab.bundleCert }));
-    expect(bootErr.code).toBe('BUNDLE_INVALID');
+    // the initramfs measured slot A with one byte changed: no approved state for this boot
+    const bootErr = await refused(lab.boot(bundles[1]!, { tamperedSlot: true }));
+    expect(bootErr.code).toBe('BOOT_ROOTFS_MISMATCH');
     expect((await trustRefusal()).details).toMatchObject({ reason: 'KEYS_NOT_BOOTED' });
     // a tampered runtime that claims the good v1 state anyway: the TPM itself refuses
     await claimBooted(1);
