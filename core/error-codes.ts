@@ -291,6 +291,11 @@ export const ERROR_CODES = {
   EVCC_STAGE_FAILED: 'an orchestrator stage failed (e.g. a paused session without a SessionID cannot be resumed)',
   EVCC_TRUST_UNAVAILABLE: 'no verified certificate store: a contract cannot be validated',
 
+  // ── Per-session capture (hal/capture, firmware/capture)
+  CAPTURE_FAILED: 'the session capture (folder, pcapng, tap) cannot be created or written; the session goes on without it',
+  CAPTURE_INVALID: 'a session folder or its pcapng capture cannot be read',
+  CAPTURE_KEYLOG_REFUSED: 'a TLS key log was asked for by a production config without capture.allowKeyLogInProduction',
+
   // ── sim: charger scenarios
   SIM_SCENARIO_INVALID: 'sim: a charger scenario is invalid',
   SIM_SCENARIO_JSON: 'sim: a charger scenario file is not JSON',

@@ -16,6 +16,7 @@
  */
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
 import type { Logger } from '../../core/logger.ts';
@@ -48,6 +49,10 @@ import { NodeTlsConnector } from '../../hal/net/tls-connector.ts';
 import { SimPilot } from '../../hal/pilot/sim.ts';
 import { requestsHighLevelCommunication } from '../../hal/pilot/types.ts';
 import { SimSegment } from '../../hal/plc/sim.ts';
+import { CaptureSettings } from '../../firmware/capture/settings.ts';
+import { parseSettings } from '../../firmware/settings.ts';
+import { RECONSTRUCTED_IPV6_DESCRIPTION, SIM_PLC_DESCRIPTION, TcpCaptureRelay, tapPlcLink, tapUdp6 } from '../../hal/capture/sim-taps.ts';
+import { decideKeyLog, openSessionCapture, type CaptureSummary, type SessionCapture } from '../session-capture.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
 import { createSessionDir } from '../../hal/store/session-dirs.ts';
 import { startSimCharger, startSimEvModem } from '../../sim/evse-slac/index.ts';
@@ -76,9 +81,14 @@ export interface BenchSessionOptions {
   timeScale?: number;
   keep?: boolean;
   json?: boolean;
+  /** false (--no-capture): no session folder (the capture benchmark's baseline). */
+  capture?: boolean;
+  /** Parent of the session folder; default config capture.dir, else $TMPDIR/evcc-sessions. */
+  captureDir?: string;
 }
 
 const EV_MAC = '02:e7:cc:00:00:01';
+const EV_LINK_LOCAL = 'fe80::e7:1';
 const OUR_CHARGER = { mac: '02:5e:cc:00:00:01', attenuationDb: 18 };
 const NEIGHBOUR = { mac: '02:5e:cc:00:00:02', attenuationDb: 34 };
 /**
@@ -112,7 +122,7 @@ export type BenchTpmReport =
   }
   | { skipped: string };
 
-export type BenchSessionReport = ChargeReport & { tpm: BenchTpmReport };
+export type BenchSessionReport = ChargeReport & { tpm: BenchTpmReport; capture?: CaptureSummary };
 
 export function registerBenchSession(program: Command, globals: () => GlobalOptions): void {
   program
@@ -130,6 +140,8 @@ export function registerBenchSession(program: Command, globals: () => GlobalOpti
     .option('--no-tpm', 'no vehicle TPM stage (swtpm): no key service, EIM only')
     .option('--keep', 'keep the session data dir (certificate store, TPM-wrapped keys, swtpm state, bench OEM/MO material) for inspection')
     .option('--json', 'print the session report as JSON on stdout')
+    .option('--capture-dir <dir>', 'parent of the session folder (pcapng, TLS key log, decoded message log, bench log, report); default: config capture.dir, else $TMPDIR/evcc-sessions')
+    .option('--no-capture', 'no session folder')
     .action(async (opts: BenchSessionOptions) => {
       const report = await runBenchSession(globals(), opts);
       if (opts.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
@@ -145,11 +157,18 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
   const cleanups: (() => Promise<unknown>)[] = [];
   // Owner record inside: a killed bench session's dir (it holds bench key material) is removed by the next start.
   const dataDir = await createSessionDir('evcc-bench-');
+  let capture: SessionCapture | undefined;
   try {
     bench.info({ dataDir }, 'embedded bench: swtpm, simulated pilot, modem, chargers, SECC, battery, OEM backend and broker; product code everywhere else');
     // The same config parsing as the vehicle (a bench config file may relax field timers, choose AC, …).
     const config = parseConfig({ ...rt.rawConfig, ...(opts.ac ? { session: acSession(rt.rawConfig.session) } : {}) });
     const settings: VehicleSettings = { slac: config.slac, sdp: config.sdp, tls: { ...config.tls, profile: opts.tls === '1.3' ? 'iso20-tls13' : config.tls.profile }, ota: config.ota, session: config.session };
+    // The bench always captures, with the TLS key log: it is a bench build by definition (profile 'bench').
+    if (opts.capture !== false) {
+      const captureSettings = parseSettings(CaptureSettings, { ...config.capture, enabled: true, profile: 'bench', tlsKeyLog: true }, 'capture');
+      const keyLog = decideKeyLog(rt, captureSettings, ['evcc bench-session']);
+      capture = await openSessionCapture(rt, { parent: opts.captureDir ?? config.capture.dir ?? join(tmpdir(), 'evcc-sessions'), keyLog: keyLog.enabled, keep: captureSettings.keepSessions });
+    }
 
     bench.info('generating the ISO 15118-2 test PKI (V2G roots A and B, CPO, OEM, MO, CPS chains)');
     const pki = await generateTestPki();
@@ -203,6 +222,14 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
       cleanups.push(() => charger.close());
     }
     const ipLink = new SimIpv6Link();
+    // The capture's view of the EV's PLC interface: the frames its station sends and receives, and the IPv6 traffic
+    // rebuilt from the EV's UDP sockets and from its TCP byte streams (a loopback relay), each on its own IDB.
+    const addressing = { evMac: macFromString(EV_MAC), peerMac: macFromString(OUR_CHARGER.mac), evAddress: EV_LINK_LOCAL };
+    const plcSink = capture?.sink('sim-ev', SIM_PLC_DESCRIPTION);
+    const ipSink = capture?.sink('sim-ev-ipv6', RECONSTRUCTED_IPV6_DESCRIPTION);
+    const relay = ipSink ? await TcpCaptureRelay.start(ipSink, addressing) : undefined;
+    if (relay) cleanups.push(() => relay.close());
+    const resolver = relay ? relay.resolver(ipLink.resolver()) : ipLink.resolver();
     const chain: EmbeddedChain = opts.chargerPki === 'a' ? 'pki-a' : opts.chargerPki === 'b' ? 'pki-b' : 'pki-b-cross';
     const scenario = opts.scenario ?? defaultScenario(opts);
     // The CPS / MO behind the charger: CertificateInstallation / CertificateUpdate answered with the bench PKI (a new
@@ -259,13 +286,14 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
     const keys = trust.keys;
     const parts: VehicleParts = {
       clock, wallClock: () => new Date(), log: (sub) => rt.log(sub), iface: 'sim-ev',
-      openPlcLink: async () => segment.attach(EV_MAC, 'ev'),
-      udp: ipLink.host('sim-ev', 'fe80::e7:1'),
-      tls: new NodeTlsConnector(ipLink.resolver()), tcp: new NodeTcpConnector(ipLink.resolver()),
+      openPlcLink: async () => (plcSink ? tapPlcLink(segment.attach(EV_MAC, 'ev'), plcSink) : segment.attach(EV_MAC, 'ev')),
+      udp: ipSink ? tapUdp6(ipLink.host('sim-ev', EV_LINK_LOCAL), ipSink, addressing) : ipLink.host('sim-ev', EV_LINK_LOCAL),
+      tls: new NodeTlsConnector(resolver), tcp: new NodeTcpConnector(resolver),
       pilot, ev, evccId: macFromString(EV_MAC), store,
       ...(keys && readiness.ready ? { keys } : {}), moRoots: [pki.mo.root.der],
       ...(rootFetcher ? { rootFetcher } : {}),
       ...(opts.tls === '1.3' ? { vehicleCredentials: vehicleCredentials(pki) } : {}),
+      ...(capture ? { onMessage: capture.onMessage, ...(capture.keyLog ? { keyLog: capture.keyLog } : {}) } : {}),
     };
     const bound = bindVehicleStages(parts, settings, readiness, {
       waitForPlugIn: (ctx) => new Promise<void>((resolve, reject) => {
@@ -285,9 +313,19 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
     const report = chargeReportOf(session, { security: bound.security, evStart, evEnd: ev.status(), roots: store.listRoots().map((r) => r.subject) });
     logChargeEnd(rt.log('EVCC'), report);
     const tpm: BenchTpmReport = vehicle && handedOver ? await commitAfterSession(vehicle, handedOver, trust, report, bench) : { skipped: skipped ?? 'unknown' };
-    return { ...report, tpm };
+    const out: BenchSessionReport = { ...report, tpm };
+    if (capture) {
+      // The relay's last FIN/ACKs belong in the capture before it closes.
+      await relay?.close();
+      const summary = await capture.finish(out);
+      capture = undefined;
+      return { ...out, capture: summary };
+    }
+    return out;
   } finally {
     for (const c of cleanups.reverse()) await c().catch(() => undefined);
+    // A bench that failed before its report still leaves its folder (log, capture so far).
+    await capture?.finish({ ok: false }).catch(() => undefined);
     if (!opts.keep) await rm(dataDir, { recursive: true, force: true });
     else bench.info({ dataDir }, 'data dir kept');
     await rt.close();

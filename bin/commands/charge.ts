@@ -60,6 +60,9 @@ import type { PilotBoard } from '../../hal/pilot/types.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
 import { Tpm2Tools } from '../../hal/tpm/tpm2-tools.ts';
 import { createRuntime, type GlobalOptions, type Runtime } from '../runtime.ts';
+import { AfPacketTap } from '../../hal/capture/af-packet-tap.ts';
+import { tapPlcLink } from '../../hal/capture/sim-taps.ts';
+import { captureParentDir, decideKeyLog, openSessionCapture, type CaptureSummary } from '../session-capture.ts';
 
 export type { ChargeReport, KeyReadiness };
 
@@ -140,6 +143,8 @@ export interface VehicleStack {
   keyReadiness: KeyReadiness;
   settings: VehicleSettings;
   config: VehicleConfig;
+  /** The key-log policy's verdict (CAPTURE_KEYLOG_REFUSED was thrown at start for a refused one). */
+  keyLogAllowed: boolean;
   close(): Promise<void>;
 }
 
@@ -240,6 +245,12 @@ export async function openVehicleStack(globals: GlobalOptions, f: StackFlags, o:
       throw new EvccError('CONFIG_INVALID', `config keys not read by the runtime: ${config.unknownKeys.join(', ')}`, { keys: config.unknownKeys });
     }
     const settings: VehicleSettings = { slac: config.slac, sdp: config.sdp, tls: config.tls, ota: config.ota, session: config.session };
+    // A key log is decided before anything else opens: a production config refuses it (typed, exit 1).
+    const keyLogRoutes = [
+      ...(f.keylog ? ['--keylog'] : []), ...(config.tls.keyLogFile ? ['tls.keyLogFile'] : []),
+      ...(config.capture.enabled && config.capture.tlsKeyLog ? ['capture.tlsKeyLog'] : []),
+    ];
+    const keyLogAllowed = decideKeyLog(rt, config.capture, keyLogRoutes).enabled;
     const iface = f.iface ?? rt.settings.plcInterface;
     if (f.uart && !f.mac) throw new EvccError('CONFIG_INVALID', '--uart needs --mac (the host MAC on the PLC segment)');
     const files = await FsStore.open(rt.settings.dataDir);
@@ -257,7 +268,7 @@ export async function openVehicleStack(globals: GlobalOptions, f: StackFlags, o:
     const ota = await openOta(rt, f, trust, settings.ota, stateExtras);
     if (ota) closers.push(() => ota.link.close());
     return {
-      rt, iface, files, settings, config, keyReadiness: r, trustSource: trust.source,
+      rt, iface, files, settings, config, keyReadiness: r, trustSource: trust.source, keyLogAllowed,
       ...(trust.store ? { store: trust.store } : {}), ...(trust.backendTrust ? { backendTrust: trust.backendTrust } : {}), ...(ota ? { ota } : {}), ...(trust.keys ? { keys: trust.keys } : {}),
       async close() {
         for (const c of closers.reverse()) await c().catch(() => undefined);
@@ -293,8 +304,8 @@ export async function realVehicleParts(stack: VehicleStack, f: StackFlags & { li
   if (stack.settings.tls.profile === 'iso20-tls13' && !vehicleCredentials) {
     throw new EvccError('CONFIG_INVALID', 'tls.profile iso20-tls13 (mutual) needs --vehicle-cert and --vehicle-key');
   }
-  const keyLogFile = f.keylog ?? stack.settings.tls.keyLogFile;
-  if (keyLogFile) rt.log('TLS').warn({ file: keyLogFile }, 'TLS key log enabled: session secrets are written to disk (bench only)');
+  // Allowed (and announced) by the key-log policy in openVehicleStack, or refused there.
+  const keyLogFile = stack.keyLogAllowed ? f.keylog ?? stack.settings.tls.keyLogFile : undefined;
   const net = new OsInterfaces();
   const mac = f.uart ? macFromString(f.mac!) : (await net.lookup(iface)).mac;
   const keys = stack.keys;
@@ -318,16 +329,61 @@ export async function realVehicleParts(stack: VehicleStack, f: StackFlags & { li
  * One plug-in on the stack, through the one stage binding (firmware/vehicle). `waitForPlugIn` is the trigger (pilot
  * board in the service, immediate in `evcc charge`).
  */
-export async function runRealSession(stack: VehicleStack, f: StackFlags & { linkUp?: boolean }, o: { waitForPlugIn: (ctx: StageContext) => Promise<void>; signal?: AbortSignal; pilot?: PilotBoard; ev: EvPort }): Promise<ChargeReport> {
-  const parts = await realVehicleParts(stack, f, o);
+export async function runRealSession(stack: VehicleStack, f: StackFlags & { linkUp?: boolean }, o: { waitForPlugIn: (ctx: StageContext) => Promise<void>; signal?: AbortSignal; pilot?: PilotBoard; ev: EvPort }): Promise<ChargeReport & { capture?: CaptureSummary }> {
+  let parts = await realVehicleParts(stack, f, o);
+  const capture = await openRealCapture(stack, f, parts);
+  if (capture) parts = capture.parts;
   const bound = bindVehicleStages(parts, stack.settings, stack.keyReadiness, { waitForPlugIn: o.waitForPlugIn });
   const evStart = o.ev.status();
+  let report: ChargeReport | undefined;
   try {
-    const report = await runChargingSession({ stages: bound.stages, clock: stack.rt.clock, log: stack.rt.log('EVCC'), ...(o.signal ? { signal: o.signal } : {}) });
-    return chargeReportOf(report, { security: bound.security, evStart, evEnd: o.ev.status(), roots: stack.store?.listRoots().map((r) => r.subject) ?? [] });
+    const r = await runChargingSession({ stages: bound.stages, clock: stack.rt.clock, log: stack.rt.log('EVCC'), ...(o.signal ? { signal: o.signal } : {}) });
+    report = chargeReportOf(r, { security: bound.security, evStart, evEnd: o.ev.status(), roots: stack.store?.listRoots().map((x) => x.subject) ?? [] });
+    return report;
   } finally {
     await bound.release();
+    if (capture) {
+      capture.close();
+      const summary = await capture.session.finish(report ?? { ok: false }).catch(() => undefined);
+      if (report && summary) Object.assign(report, { capture: summary });
+    }
   }
+}
+
+/**
+ * Config `capture.enabled`: a session folder for this plug-in, fed by an AF_PACKET ETH_P_ALL tap on the PLC netdev
+ * (SLAC, SDP, TCP/TLS as the kernel saw them) — with a UART modem, its SLAC frames are tapped at the link instead.
+ * A capture that cannot start is logged and the session runs without it.
+ */
+async function openRealCapture(stack: VehicleStack, f: StackFlags & { linkUp?: boolean }, parts: VehicleParts): Promise<{ parts: VehicleParts; session: Awaited<ReturnType<typeof openSessionCapture>>; close(): void } | undefined> {
+  const c = stack.config.capture;
+  if (!c.enabled) return undefined;
+  const { rt, iface } = stack;
+  let session: Awaited<ReturnType<typeof openSessionCapture>>;
+  try {
+    session = await openSessionCapture(rt, { parent: captureParentDir(rt, c), keyLog: stack.keyLogAllowed && c.tlsKeyLog, keep: c.keepSessions });
+  } catch (err) {
+    rt.log('EVCC').warn({ cp: 'CAPTURE_FAILED', code: (err as { code?: string }).code }, `session capture off for this session: ${(err as Error).message}`);
+    return undefined;
+  }
+  let tap: AfPacketTap | undefined;
+  try {
+    tap = await AfPacketTap.open(iface, session.sink(iface, `AF_PACKET ETH_P_ALL tap on ${iface}: every frame of the PLC interface as the kernel sent and received it`));
+  } catch (err) {
+    rt.log('EVCC').warn({ cp: 'CAPTURE_FAILED', code: (err as { code?: string }).code }, `no packet capture for this session: ${(err as Error).message}`);
+  }
+  const uartSink = f.uart ? session.sink(`uart:${f.uart}`, `QCA7000 UART ${f.uart}: HomePlug frames exchanged with the modem in user space`) : undefined;
+  const fileKeyLog = parts.keyLog;
+  const keyLog = session.keyLog && fileKeyLog ? (l: string) => { session.keyLog!(l); fileKeyLog(l); } : session.keyLog ?? fileKeyLog;
+  const openPlc = parts.openPlcLink;
+  return {
+    session,
+    parts: {
+      ...parts, onMessage: session.onMessage, ...(keyLog ? { keyLog } : {}),
+      ...(openPlc && uartSink ? { openPlcLink: async () => tapPlcLink(await openPlc(), uartSink) } : {}),
+    },
+    close: () => tap?.close(),
+  };
 }
 
 export { logChargeEnd as logSessionEnd };

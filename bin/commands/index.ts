@@ -32,6 +32,7 @@ const COMMANDS: readonly CommandEntry[] = [
   { names: ['exi'], load: async () => (await import('./exi.ts')).registerExi },
   { names: ['charge'], load: async () => (await import('./charge.ts')).registerCharge },
   { names: ['run'], load: async () => (await import('./run.ts')).registerRun },
+  { names: ['session'], load: async () => (await import('./session.ts')).registerSession },
 ];
 
 /** Global options that take a value (so the value is not mistaken for the command name). */

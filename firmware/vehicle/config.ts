@@ -4,6 +4,7 @@
  * parts it builds (pilot board, EV port), so firmware never imports a driver's settings.
  */
 import type { z } from 'zod';
+import { CaptureSettings } from '../capture/settings.ts';
 import { TpmSettings } from '../keys/settings.ts';
 import { OtaSettings } from '../ota/settings.ts';
 import { SdpSettings } from '../sdp/settings.ts';
@@ -13,7 +14,7 @@ import { TlsSettings } from '../tls/settings.ts';
 import { VehicleSessionSettings } from './session-modules.ts';
 
 export const FIRMWARE_CONFIG_SECTIONS = {
-  slac: SlacSettings, sdp: SdpSettings, tls: TlsSettings, ota: OtaSettings, tpm: TpmSettings, session: VehicleSessionSettings,
+  slac: SlacSettings, sdp: SdpSettings, tls: TlsSettings, ota: OtaSettings, tpm: TpmSettings, session: VehicleSessionSettings, capture: CaptureSettings,
 } as const;
 
 type Sections = typeof FIRMWARE_CONFIG_SECTIONS;
