@@ -107,7 +107,7 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     expect(await bootOk(bundles[1]!)).toMatchObject({ measurement: { by: 'initramfs', events: 1 }, ticket: 'cached' });
     // first good boot: the OEM provisioning key is created under the storage key
     expect(((await lab.cliOk(['tpm', 'provision', '--oem-policy-key', lab.oemPolicyPub, '--export', lab.exportDir], { tpm: true })) as { created: string[] }).created)
-      .toEqual(['oem-provisioning-key', 'runtime-secret']); // runtime secret: sealed under the storage key, same gate
+      .toEqual(['oem-provisioning-key', 'runtime-secret', 'store-counter']); // runtime secret and store counter: same gate
 
     // direct import: the MO wraps offline for this vehicle's storage key
     const blob = join(lab.oemDir, 'direct.import.json');

@@ -136,8 +136,8 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
 
   it('N00 NV counter read before its first increment → TPM_NV_UNINITIALIZED 0x14A', async () => {
     const tpm = await lab.driver();
-    await tpm.nvDefineCounter(0x01800102);
-    await refused(tpm.nvReadCounter(0x01800102), 'TPM_NV_UNINITIALIZED', '0x14A');
+    await tpm.nvDefineCounter(0x01800103); // 0x01800102 is the store's version counter (store-counter.ts)
+    await refused(tpm.nvReadCounter(0x01800103), 'TPM_NV_UNINITIALIZED', '0x14A');
   });
 
   it('N01 wrong storage-key password (valid policy) → TPM_AUTH_FAIL 0x98E, DA counter +1', async () => {

@@ -103,7 +103,7 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
 
     await boot(1);
     const second = await provisionTpm(await lab.deps(), { oemPolicyKeyPem: oemPem });
-    expect(second.created).toEqual(['oem-provisioning-key', 'runtime-secret']);
+    expect(second.created).toEqual(['oem-provisioning-key', 'runtime-secret', 'store-counter']);
     expect(second.record.runtimeSecret?.name).toMatch(/^000b[0-9a-f]{64}$/);
     expect((await provisionTpm(await lab.deps(), { oemPolicyKeyPem: oemPem })).created).toEqual([]); // idempotent
     expect((await (await KeyService.open(await lab.deps())).status()).runtimeSecret).toBe('present');
