@@ -410,8 +410,12 @@ export const registerPki: CommandModule = (program, globals) => {
     .action(async (o: { chain: string; root: string[]; purpose: ValidationPurpose }) => {
       const rt = await createRuntime(globals());
       try {
-        const presented = pemToDerList(await readFile(o.chain, 'utf8'));
-        const anchors = (await Promise.all(o.root.map((r) => readFile(r, 'utf8')))).flatMap(pemToDerList);
+        // A file the operator named that cannot be read is bad input (CONFIG_INVALID, exit 1), not an internal error.
+        const readPem = (path: string, what: string) => readFile(path, 'utf8').catch((err: unknown) => {
+          throw new EvccError('CONFIG_INVALID', `cannot read ${what} ${path} (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { path }, { cause: err });
+        });
+        const presented = pemToDerList(await readPem(o.chain, '--chain'));
+        const anchors = (await Promise.all(o.root.map((r) => readPem(r, '--root')))).flatMap(pemToDerList);
         const r = validateChain(presented, { anchors, now: new Date(), purpose: o.purpose });
         rt.log('PKI').info({ anchor: r.anchor.subject, viaCross: r.viaCrossCertificate }, `chain valid: ${r.path.map((c) => c.subject).join(' <- ')}`);
       } finally {

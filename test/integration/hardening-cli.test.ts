@@ -71,6 +71,13 @@ describe('evcc refuses bad input with a typed error', () => {
     expectTyped(await evcc(['tpm', 'import-contract-key', '--blob', join(dir, 'missing.json')]), 'CONFIG_INVALID', /import blob .*missing\.json/);
   });
 
+  it('pki validate --chain <missing> / --root <missing>', async () => {
+    const pem = join(dir, 'empty.pem');
+    await writeFile(pem, '');
+    expectTyped(await evcc(['pki', 'validate', '--chain', join(dir, 'missing.pem'), '--root', pem]), 'CONFIG_INVALID', /cannot read --chain .*missing\.pem \(ENOENT\)/);
+    expectTyped(await evcc(['pki', 'validate', '--chain', pem, '--root', join(dir, 'gone.pem')]), 'CONFIG_INVALID', /cannot read --root .*gone\.pem \(ENOENT\)/);
+  });
+
   it('tpm sim --port abc', async () => {
     expectTyped(await evcc(['tpm', 'sim', '--state-dir', join(dir, 'sim'), '--port', 'abc']), 'CONFIG_INVALID', /--port/);
   });
