@@ -5,6 +5,7 @@
  */
 import type { z } from 'zod';
 import { CaptureSettings } from '../capture/settings.ts';
+import { DashboardSettings } from '../dashboard/settings.ts';
 import { TpmSettings } from '../keys/settings.ts';
 import { OtaSettings } from '../ota/settings.ts';
 import { SdpSettings } from '../sdp/settings.ts';
@@ -15,6 +16,7 @@ import { VehicleSessionSettings } from './session-modules.ts';
 
 export const FIRMWARE_CONFIG_SECTIONS = {
   slac: SlacSettings, sdp: SdpSettings, tls: TlsSettings, ota: OtaSettings, tpm: TpmSettings, session: VehicleSessionSettings, capture: CaptureSettings,
+  dashboard: DashboardSettings,
 } as const;
 
 type Sections = typeof FIRMWARE_CONFIG_SECTIONS;
