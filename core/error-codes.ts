@@ -308,6 +308,9 @@ export const ERROR_CODES = {
 
   // ── deploy: OEM backend
   OEM_BROKER_LISTEN_FAILED: 'the embedded OEM broker cannot listen on its host and port',
+
+  // ── deploy: live dashboard
+  DASHBOARD_LISTEN_FAILED: 'the dashboard cannot listen on its host and port',
 } as const satisfies Record<string, string>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
