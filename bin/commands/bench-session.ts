@@ -53,6 +53,8 @@ import { CaptureSettings } from '../../firmware/capture/settings.ts';
 import { parseSettings } from '../../firmware/settings.ts';
 import { RECONSTRUCTED_IPV6_DESCRIPTION, SIM_PLC_DESCRIPTION, TcpCaptureRelay, tapPlcLink, tapUdp6 } from '../../hal/capture/sim-taps.ts';
 import { decideKeyLog, openSessionCapture, type CaptureSummary, type SessionCapture } from '../session-capture.ts';
+import { messageLogRecord, SessionEventHub } from '../../firmware/capture/records.ts';
+import { dashboardPortOption, dashboardSettings, serveBenchDashboard, type BenchSessionHooks, type BenchVehicle } from '../dashboard.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
 import { createSessionDir } from '../../hal/store/session-dirs.ts';
 import { startSimCharger, startSimEvModem } from '../../sim/evse-slac/index.ts';
@@ -61,7 +63,7 @@ import { startEmbeddedSecc, vehicleCredentials, type EmbeddedChain } from '../..
 import type { CertificateServiceHook } from '../../sim/secc/session.ts';
 import type { CertificateInstallationReqType, CertificateUpdateReqType } from '../../firmware/exi/generated/iso2.ts';
 import { missingVehicleTpmTools, startBenchVehicleTpm, type BenchVehicleTpm } from '../../sim/vehicle-tpm.ts';
-import { createRuntime, type GlobalOptions } from '../runtime.ts';
+import { createRuntime, loadConfig, type GlobalOptions } from '../runtime.ts';
 import { parseConfig } from './charge.ts';
 
 export interface BenchSessionOptions {
@@ -85,6 +87,8 @@ export interface BenchSessionOptions {
   capture?: boolean;
   /** Parent of the session folder; default config capture.dir, else $TMPDIR/evcc-sessions. */
   captureDir?: string;
+  /** `--dashboard [port]`: serve the live dashboard and run a bench session per Start (bin/dashboard.ts). */
+  dashboard?: string | boolean;
 }
 
 const EV_MAC = '02:e7:cc:00:00:01';
@@ -142,15 +146,25 @@ export function registerBenchSession(program: Command, globals: () => GlobalOpti
     .option('--json', 'print the session report as JSON on stdout')
     .option('--capture-dir <dir>', 'parent of the session folder (pcapng, TLS key log, decoded message log, bench log, report); default: config capture.dir, else $TMPDIR/evcc-sessions')
     .option('--no-capture', 'no session folder')
+    .option('--dashboard [port]', 'serve the live dashboard on 127.0.0.1 (port: config dashboard.port, default 8915; 0: a free one) and run one bench session per Start until Ctrl-C')
     .action(async (opts: BenchSessionOptions) => {
+      const port = dashboardPortOption(opts.dashboard);
+      if (opts.dashboard !== undefined || dashboardSettings(await loadConfig(globals().config)).enabled) {
+        await serveBenchDashboard(globals(), { ...(port !== undefined ? { port } : {}), label: benchLabel(opts) }, (hooks) => runBenchSession(globals(), opts, hooks));
+        return;
+      }
       const report = await runBenchSession(globals(), opts);
       if (opts.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
       if (!report.ok) process.exitCode = 1;
     });
 }
 
-export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOptions): Promise<BenchSessionReport> {
+export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOptions, hooks: BenchSessionHooks = {}): Promise<BenchSessionReport> {
   const rt = await createRuntime(g);
+  hooks.onRuntime?.(rt);
+  // The dashboard reads the capture's event stream (decoded messages); without a capture the bench feeds it itself.
+  const events = hooks.onCaptureEvent ? new SessionEventHub() : undefined;
+  if (events && hooks.onCaptureEvent) events.subscribe(hooks.onCaptureEvent);
   const bench = rt.log('BENCH');
   const sim = rt.log('SIM');
   const clock = rt.clock;
@@ -167,7 +181,7 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
     if (opts.capture !== false) {
       const captureSettings = parseSettings(CaptureSettings, { ...config.capture, enabled: true, profile: 'bench', tlsKeyLog: true }, 'capture');
       const keyLog = decideKeyLog(rt, captureSettings, ['evcc bench-session']);
-      capture = await openSessionCapture(rt, { parent: opts.captureDir ?? config.capture.dir ?? join(tmpdir(), 'evcc-sessions'), keyLog: keyLog.enabled, keep: captureSettings.keepSessions });
+      capture = await openSessionCapture(rt, { parent: opts.captureDir ?? config.capture.dir ?? join(tmpdir(), 'evcc-sessions'), keyLog: keyLog.enabled, keep: captureSettings.keepSessions, ...(events ? { events } : {}) });
     }
 
     bench.info('generating the ISO 15118-2 test PKI (V2G roots A and B, CPO, OEM, MO, CPS chains)');
@@ -284,6 +298,7 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
     const ev = new SimEv({ clock, log: rt.log('EV') }, { ...config.ev.sim, timeScale: opts.timeScale ?? 600, contactorDelayMs: 20 });
     cleanups.push(() => ev.close());
     const keys = trust.keys;
+    let messageSeq = 0;
     const parts: VehicleParts = {
       clock, wallClock: () => new Date(), log: (sub) => rt.log(sub), iface: 'sim-ev',
       openPlcLink: async () => (plcSink ? tapPlcLink(segment.attach(EV_MAC, 'ev'), plcSink) : segment.attach(EV_MAC, 'ev')),
@@ -294,6 +309,7 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
       ...(rootFetcher ? { rootFetcher } : {}),
       ...(opts.tls === '1.3' ? { vehicleCredentials: vehicleCredentials(pki) } : {}),
       ...(capture ? { onMessage: capture.onMessage, ...(capture.keyLog ? { keyLog: capture.keyLog } : {}) } : {}),
+      ...(!capture && events ? { onMessage: (r) => events.emit({ type: 'message', record: messageLogRecord(r, ++messageSeq, Date.now()) }) } : {}),
     };
     const bound = bindVehicleStages(parts, settings, readiness, {
       waitForPlugIn: (ctx) => new Promise<void>((resolve, reject) => {
@@ -309,9 +325,23 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
     });
     cleanups.push(() => bound.release());
     const evStart = ev.status();
-    const session = await runChargingSession({ stages: bound.stages, clock, log: rt.log('EVCC') });
+    // The dashboard's view of this vehicle (read-only: the store is listed, never written).
+    const snapshot = async (): Promise<BenchVehicle> => {
+      const contract = await activeContract(trust);
+      return {
+        mode: 'bench', config: { ...config, unknownKeys: undefined }, readiness, trustSource: trust.source, security: bound.security, store,
+        boot: vehicle && readiness.ready ? { version: vehicle.outcome.boot.version, pcr14: vehicle.outcome.boot.pcr14, bundleSha256: vehicle.outcome.boot.bundleSha256 } : { error: skipped ?? (readiness.ready ? 'unknown' : readiness.message) },
+        tpm: vehicle ? {} : { skipped: skipped ?? 'unknown' },
+        ...(contract ? { activeContractId: contract.id } : {}),
+        socPercent: () => ev.status().socPercent, requestStop: () => ev.requestStop(),
+      };
+    };
+    if (hooks.onVehicle) hooks.onVehicle(await snapshot(), 'before');
+    const session = await runChargingSession({ stages: bound.stages, clock, log: rt.log('EVCC'), ...(hooks.signal ? { signal: hooks.signal } : {}) });
     const report = chargeReportOf(session, { security: bound.security, evStart, evEnd: ev.status(), roots: store.listRoots().map((r) => r.subject) });
     logChargeEnd(rt.log('EVCC'), report);
+    hooks.onReport?.(report);
+    if (hooks.onVehicle) hooks.onVehicle(await snapshot(), 'after');
     const tpm: BenchTpmReport = vehicle && handedOver ? await commitAfterSession(vehicle, handedOver, trust, report, bench) : { skipped: skipped ?? 'unknown' };
     const out: BenchSessionReport = { ...report, tpm };
     if (capture) {
@@ -330,6 +360,13 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
     else bench.info({ dataDir }, 'data dir kept');
     await rt.close();
   }
+}
+
+/** The bench case in one line, for the dashboard (Kilic, Fig. 12: the test case name next to Start). */
+function benchLabel(o: BenchSessionOptions): string {
+  const protocol = o.protocol === 'din' ? 'DIN SPEC 70121 DC EIM, TCP' : `ISO 15118-2 ${o.ac ? 'AC' : 'DC'} ${o.eim ? 'EIM' : 'PnC'}, TLS ${o.tls}`;
+  return [protocol, o.protocol === 'din' ? undefined : `charger PKI ${o.chargerPki}`, o.ota ? 'OEM fetch on' : 'OEM fetch off', o.scenario ? `scenario ${o.scenario}` : undefined, o.tamperedBundle ? 'tampered bundle' : undefined]
+    .filter(Boolean).join(' · ');
 }
 
 function defaultScenario(o: BenchSessionOptions): string {
