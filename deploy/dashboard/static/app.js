@@ -33,13 +33,17 @@ async function control(action) {
   text(el, answer.ok ? `${action === 'start' ? 'Start' : 'Stop'}: ${answer.state}` : `${action === 'start' ? 'Start' : 'Stop'} refused: ${answer.reason}`);
   el.className = `control-status ${answer.ok ? 'ok' : 'refused'}`;
 }
+$('controls').addEventListener('submit', (ev) => ev.preventDefault());
 $('start').addEventListener('click', () => control('start'));
 $('stop').addEventListener('click', () => control('stop'));
 
 // ---- tabs ----
-for (const b of document.querySelectorAll('.tabs button')) {
+// Clear Log empties this screen's copy only (the bench log and the session folder keep everything).
+$('clear-log').addEventListener('click', () => $('log').replaceChildren());
+
+for (const b of document.querySelectorAll('.tabs button[data-tab]')) {
   b.addEventListener('click', () => {
-    for (const o of document.querySelectorAll('.tabs button')) o.classList.toggle('active', o === b);
+    for (const o of document.querySelectorAll('.tabs button[data-tab]')) o.classList.toggle('active', o === b);
     for (const t of document.querySelectorAll('.tab')) t.hidden = t.id !== `tab-${b.dataset.tab}`;
   });
 }
