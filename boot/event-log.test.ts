@@ -12,8 +12,10 @@ const log = (...lines: string[]) => `# evcc-measure-log/1\n${lines.join('\n')}\n
 
 describe('measurement event log (the initramfs hook writes it, evcc boot replays it)', () => {
   it('parses the hook\'s line format, source last (it may hold spaces)', () => {
-    const [e] = parseEventLog(log(`pcr=14 bank=sha256 event=rootfs digest=${digest} before=unreadable size=65536 read=failed source=/srv/slot A.img`));
-    expect(e).toMatchObject({ pcr: 14, event: 'rootfs', size: 65536, read: 'failed', source: '/srv/slot A.img' });
+    const [e, f] = parseEventLog(log(`pcr=14 bank=sha256 event=rootfs digest=${digest} before=unreadable size=65536 read=failed source=/srv/slot A.img`,
+      `pcr=14 bank=sha256 event=rootfs digest=${digest} before=${zero} size=4194304(ext4) read=ok source=/dev/mmcblk0p2`));
+    expect(e).toMatchObject({ pcr: 14, event: 'rootfs', size: 65536, sizeFrom: 'given', read: 'failed', source: '/srv/slot A.img' });
+    expect(f).toMatchObject({ size: 4194304, sizeFrom: 'ext4' });
     expect(e!.before).toBeUndefined();
     expect(toHex(e!.digest)).toBe(digest);
   });

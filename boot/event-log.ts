@@ -5,7 +5,7 @@ import { pcrAfterExtend, toHex, ZERO_DIGEST } from '../firmware/keys/policy.ts';
  * The measurement event log the initramfs hook (boot/initramfs/evcc-measure-rootfs) appends to, one line per extend:
  *
  *   # evcc-measure-log/1
- *   pcr=14 bank=sha256 event=rootfs digest=<64 hex> before=<64 hex|unreadable> size=<bytes|whole> read=ok|failed source=<path>
+ *   pcr=14 bank=sha256 event=rootfs digest=<64 hex> before=<64 hex|unreadable> size=<bytes|bytes(ext4)|whole> read=ok|failed source=<path>
  *
  * It is a claim, not evidence (it lives in a tmpfs any root process can write): `evcc boot` replays it and believes
  * it only if the replay equals the PCR the TPM reports. Pure: parsing and replay, no I/O.
@@ -21,7 +21,9 @@ export interface MeasurementEvent {
   digest: Uint8Array;
   /** The PCR value the hook read before its extend (undefined: unreadable). */
   before?: Uint8Array;
+  /** Bytes hashed: given (evcc.rootsize=), the ext4 superblock's file system size, or the whole slot. */
   size: number | 'whole';
+  sizeFrom: 'given' | 'ext4' | 'whole';
   read: 'ok' | 'failed';
   source: string;
 }
@@ -55,7 +57,8 @@ export function parseEventLog(text: string): MeasurementEvent[] {
     const before = get('before');
     if (before !== 'unreadable' && !HEX64.test(before)) throw malformed('before is not 32 bytes of hex', n);
     const size = get('size');
-    if (size !== 'whole' && !/^[0-9]{1,15}$/.test(size)) throw malformed(`size '${size}' is not a byte count`, n);
+    const sized = /^([0-9]{1,15})(\(ext4\))?$/.exec(size);
+    if (size !== 'whole' && !sized) throw malformed(`size '${size}' is not a byte count`, n);
     const read = get('read');
     if (read !== 'ok' && read !== 'failed') throw malformed(`read '${read}'`, n);
     const event = get('event');
@@ -63,7 +66,8 @@ export function parseEventLog(text: string): MeasurementEvent[] {
     return {
       pcr: Number(pcr), bank: 'sha256' as const, event, digest: new Uint8Array(Buffer.from(digest, 'hex')),
       ...(before === 'unreadable' ? {} : { before: new Uint8Array(Buffer.from(before, 'hex')) }),
-      size: size === 'whole' ? 'whole' as const : Number(size), read, source: line.slice(at + ' source='.length),
+      size: sized ? Number(sized[1]) : 'whole' as const, sizeFrom: sized ? (sized[2] ? 'ext4' as const : 'given' as const) : 'whole' as const,
+      read, source: line.slice(at + ' source='.length),
     };
   });
 }

@@ -9,6 +9,7 @@ declare -A NEED=(
   [swtpm]=swtpm [swtpm_setup]=swtpm-tools [tpm2_startup]=tpm2-tools [mosquitto]=mosquitto
   [evse]=plc-utils-extra [pev]=plc-utils-extra [tshark]=tshark [ip]=iproute2 [rauc]=rauc
   [openssl]=openssl [xxd]=xxd [mksquashfs]=squashfs-tools [unsquashfs]=squashfs-tools [socat]=socat [kas]=kas
+  [mkfs.ext4]=e2fsprogs
   [chromium]=chromium
 )
 missing=()
