@@ -19,7 +19,7 @@ export async function commitRelease(d: BootDeps & { keys: KeyService }): Promise
   if (from > target) throw new EvccError('BOOT_ROLLBACK', `counter ${from} is already above the running version ${state.version}`, { counter: String(from) });
   let now = from;
   while (now < target) {
-    await d.tpm.nvIncrement(index);
+    await d.keys.incrementAntiRollbackCounter(index); // owner policy once the hierarchies are set up (hierarchy.ts)
     now = await d.tpm.nvReadCounter(index);
   }
   d.log.info({ version: state.version, from: String(from), to: String(now), proof: proof.key }, `release v${state.version} committed: anti-rollback counter ${from} -> ${now}`);

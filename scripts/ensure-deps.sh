@@ -9,13 +9,15 @@ declare -A NEED=(
   [swtpm]=swtpm [swtpm_setup]=swtpm-tools [tpm2_startup]=tpm2-tools [mosquitto]=mosquitto
   [evse]=plc-utils-extra [pev]=plc-utils-extra [tshark]=tshark [ip]=iproute2 [rauc]=rauc
   [openssl]=openssl [xxd]=xxd [mksquashfs]=squashfs-tools [unsquashfs]=squashfs-tools [socat]=socat [kas]=kas
-  [mkfs.ext4]=e2fsprogs
-  [chromium]=chromium
+  [mkfs.ext4]=e2fsprogs [systemd-analyze]=systemd [systemd-tmpfiles]=systemd [nsenter]=util-linux [unshare]=util-linux
+  [chromium]=chromium [tpm2-abrmd]=tpm2-abrmd [dbus-daemon]=dbus
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
+  command -v "$cmd" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
 done
+# libraries without a command: the tabrmd client TCTI (the tpm2-abrmd package does not pull it in, TPM.md pitfall 17)
+ldconfig -p 2>/dev/null | grep 'libtss2-tcti-tabrmd\.so\.0' >/dev/null || missing+=(libtss2-tcti-tabrmd0)
 if ((${#missing[@]})); then
   pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
   if [[ $(id -u) -eq 0 ]]; then

@@ -241,8 +241,10 @@ export async function startBenchVehicleTpm(o: BenchVehicleTpmOptions): Promise<B
     await measureSlot();
 
     const boot: BootReport = await checkBoot(deps);
+    // Ends with the hierarchy set-up (TPM.md §8): owner policy, owner/endorsement/lockout auth escrowed to the OEM's key.
+    const hierarchyEscrowKeyPem = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }).toString();
     await step((r) => [{ created: r.created }, `first-boot completion: ${r.created.join(', ')} created under the storage key`],
-      () => provisionTpm(deps, { oemPolicyKeyPem: oemPolicyPubPem }));
+      () => provisionTpm(deps, { oemPolicyKeyPem: oemPolicyPubPem, hierarchyEscrowKeyPem }));
 
     // --- runtime start: trust unsealed through the OEM-signed state -----------------------------------------------
     // The release ships the OEM backend key in its (read-only, measured) root file system; the bench release has no

@@ -75,4 +75,13 @@ export const registerBoot: CommandModule = (program, globals) => {
         print({ version: r.policy.version, ticket: r.ticket });
       });
     });
+
+  addTpmOptions(boot.command('lock-platform'))
+    .description('disable the TPM platform hierarchy until the next TPM Startup (every boot, first step of evcc-boot.service; TPM.md §8)')
+    .action(async (sub: TpmCommandOptions) => {
+      await withTpm(globals(), { ...boot.opts<TpmCommandOptions>(), ...sub }, async (c) => {
+        const { lockPlatformHierarchy } = await import('../../firmware/keys/hierarchy.ts');
+        print(await lockPlatformHierarchy({ tpm: c.tpm, log: c.rt.log('BOOT') }));
+      });
+    });
 };

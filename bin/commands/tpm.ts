@@ -125,7 +125,8 @@ export const registerTpm: CommandModule = (program, globals) => {
     .option('--da-max-tries <n>', 'dictionary attack: failures before lockout (power losses count too, TPM.md pitfall 13)')
     .option('--da-recovery <s>', 'dictionary attack: seconds after which one failure is forgotten')
     .option('--da-lockout-recovery <s>', 'dictionary attack: seconds before lockout-auth may be retried')
-    .action(async (o: TpmCommandOptions & { oemPolicyKey: string; policyRef?: string; export?: string; daMaxTries?: string; daRecovery?: string; daLockoutRecovery?: string }) => {
+    .option('--hierarchy-escrow-key <pem>', 'OEM hierarchy-escrow PUBLIC key (P-256): after the first good boot, set owner/endorsement/lockout auth, escrowed to it')
+    .action(async (o: TpmCommandOptions & { oemPolicyKey: string; policyRef?: string; export?: string; daMaxTries?: string; daRecovery?: string; daLockoutRecovery?: string; hierarchyEscrowKey?: string }) => {
       const daGiven = [o.daMaxTries, o.daRecovery, o.daLockoutRecovery].filter((v) => v !== undefined).length;
       if (daGiven !== 0 && daGiven !== 3) throw new EvccError('CONFIG_INVALID', 'give all three --da-* options or none');
       const num = (v: string, what: string) => {
@@ -137,8 +138,9 @@ export const registerTpm: CommandModule = (program, globals) => {
         : undefined;
       await withTpm(globals(), o, async (c) => {
         const pem = await readText(o.oemPolicyKey, 'OEM policy key');
-        const r = await provisionTpm(c, { oemPolicyKeyPem: pem, policyRef: o.policyRef ? new TextEncoder().encode(o.policyRef) : undefined, dictionaryAttack });
-        if (o.export) await writeExport(o.export, backendExport(r.record));
+        const hierarchyEscrowKeyPem = o.hierarchyEscrowKey ? await readText(o.hierarchyEscrowKey, 'hierarchy escrow key') : undefined;
+        const r = await provisionTpm(c, { oemPolicyKeyPem: pem, policyRef: o.policyRef ? new TextEncoder().encode(o.policyRef) : undefined, dictionaryAttack, hierarchyEscrowKeyPem });
+        if (o.export) await writeExport(o.export, backendExport(r.record, r.hierarchyEscrow));
         c.log.info({ created: r.created }, r.created.length ? `provisioned: ${r.created.join(', ')}` : 'already provisioned, nothing changed');
         print({ created: r.created, storageKeyName: r.record.storageKey.name, policies: r.record.policies, nvCounter: r.record.nvCounter,
           oemProvisioningKey: r.record.oemProvisioningKey ? 'present' : 'pending', runtimeSecret: r.record.runtimeSecret ? 'present' : 'pending' });

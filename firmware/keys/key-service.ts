@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { EvccError } from '../../core/errors.ts';
 import type { Logger } from '../../core/logger.ts';
 import type { FileStore } from '../../hal/store/types.ts';
-import type { Auth, KeyBlob, KeyRef, KeyTemplate, PolicySession, PolicyStep, SaltKey, Tpm } from '../../hal/tpm/types.ts';
+import type { Auth, HierarchyState, KeyBlob, KeyRef, KeyTemplate, PolicySession, PolicyStep, SaltKey, Tpm } from '../../hal/tpm/types.ts';
 import {
   contractKeyPublic, decodeImportBlob, eccPublicPem, fromDirectTransport, objectName, parseEccPublic, privateScalarOf, wrapForImport,
   type DirectTransport, type ImportBlob,
@@ -13,6 +13,7 @@ import { checkUncompressedPoint, eccPointOfUncompressed, isoDecryptPrivateKey, i
 import { BootState, DATA, parseJson, ProvisioningRecord, RUN } from './layout.ts';
 import { eccPoint, fromHex, sha256, toHex, u64be } from './policy.ts';
 import { parseSignedPolicy, type SignedPolicy } from './signed-policy.ts';
+import { TPM_CC_NV_INCREMENT } from './hierarchy.ts';
 
 /**
  * The contract / OEM-provisioning key service (TR-2019-04 §3.3.3, §5; TPM.md §1–§3) on top of the TPM HAL.
@@ -47,6 +48,8 @@ export interface KeyStatus {
   storageKeyName?: string;
   nvCounter?: string;
   dictionaryAttack?: { counter: number; maxTries: number; recoveryTime: number; lockoutRecovery: number; inLockout: boolean };
+  /** Hierarchy set-up (TPM.md §8): which authorisations are set, and whether the platform hierarchy is enabled. */
+  hierarchies?: HierarchyState;
   bootedVersion?: number;
   provisioningKey: 'present' | 'pending';
   /** TPM-sealed runtime secret (store integrity key, link-key passphrase): sealed after the first good boot. */
@@ -153,13 +156,20 @@ export class KeyService {
     });
   }
 
-  /** Runs `fn`, and on failure drops the armed session (the driver flushed it) so the next call starts clean. */
+  /**
+   * Runs `fn`; on failure drops the armed session if the driver flushed it, so the next call starts clean. Without a
+   * resource manager every failure flushes it; behind one (README: /dev/tpmrm0, tpm2-abrmd) only a failure of a
+   * command that used it does, so a refused import or unseal in the middle of a charging session leaves the
+   * contract key armed: the next AuthorizationReq signature is still one TPM2_Sign.
+   */
   private async guarded<T>(fn: () => Promise<T>): Promise<T> {
     try {
       return await fn();
     } catch (err) {
-      this.armed = false;
-      this.armedSession = undefined;
+      if (!this.armedSession || !this.d.tpm.isSessionLive(this.armedSession)) {
+        this.armed = false;
+        this.armedSession = undefined;
+      }
       throw err;
     }
   }
@@ -173,9 +183,11 @@ export class KeyService {
       const boot = await this.d.run.read(RUN.boot);
       let counter: string | undefined;
       let dictionaryAttack: KeyStatus['dictionaryAttack'];
+      let hierarchies: HierarchyState | undefined;
       try {
         counter = String(await this.d.tpm.nvReadCounter(this.record.nvCounter.index));
         dictionaryAttack = await this.d.tpm.dictionaryAttackState();
+        hierarchies = await this.d.tpm.hierarchyState();
       } catch {
         counter = undefined;
       }
@@ -184,6 +196,7 @@ export class KeyService {
         storageKeyName: this.record.storageKey.name,
         nvCounter: counter,
         dictionaryAttack,
+        ...(hierarchies ? { hierarchies } : {}),
         bootedVersion: boot ? parseJson(BootState, boot, 'boot state', 'KEYS_NOT_BOOTED').version : undefined,
         provisioningKey: (await this.d.data.exists(DATA.provisioningKey('priv'))) ? 'present' : 'pending',
         runtimeSecret: this.record.runtimeSecret && (await this.d.data.exists(DATA.runtimeSecret('priv'))) ? 'present' : 'pending',
@@ -351,6 +364,26 @@ export class KeyService {
       await this.guarded(async () => {
         await tpm.policy(session, release.steps);
         await tpm.nvIncrement(index, { kind: 'policy', session });
+        await tpm.flushSession(session);
+      });
+    });
+  }
+
+  /**
+   * One TPM2_NV_Increment of the firmware anti-rollback counter (owner-written, `boot commit`). Once provisioning
+   * has set the owner authorisation (hierarchy.ts), the owner hierarchy is used through its policy — the signed
+   * state ; PolicyCommandCode(NV_Increment) — so only an OEM-approved running release raises it, and the runtime
+   * never holds the owner authorisation. Before that set-up: plain owner authorisation (empty).
+   */
+  incrementAntiRollbackCounter(index: number): Promise<void> {
+    return this.serial(async () => {
+      const tpm = this.d.tpm;
+      if (!(await tpm.hierarchyState()).ownerAuthSet) return tpm.nvIncrement(index);
+      const release = await this.release();
+      const session = await tpm.startPolicySession(this.salt);
+      await this.guarded(async () => {
+        await tpm.policy(session, [...release.steps, { kind: 'commandCode', code: TPM_CC_NV_INCREMENT }]);
+        await tpm.nvIncrement(index, { kind: 'policy', session }, { as: 'owner' });
         await tpm.flushSession(session);
       });
     });

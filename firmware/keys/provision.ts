@@ -10,6 +10,7 @@ import { DEFAULT_POLICY_REF } from './signed-policy.ts';
 import { KeyService } from './key-service.ts';
 import { createRuntimeSecret } from './runtime-secret.ts';
 import { provisionStoreCounter } from './store-counter.ts';
+import { readHierarchyEscrow, setUpHierarchies, type HierarchyEscrow } from './hierarchy.ts';
 
 /**
  * Factory provisioning (TR-2019-04 §3.3.1; TPM.md §2, §3): SRK, storage key (restricted decrypt; password +
@@ -27,11 +28,20 @@ export interface ProvisionOptions {
    * storage key out with the TPM's defaults (swtpm: 3 tries, 1000 s). Applied on every run when given.
    */
   dictionaryAttack?: DictionaryAttackParameters;
+  /**
+   * The OEM's hierarchy-escrow public key (P-256, PEM; hierarchy.ts). With it, the first-boot completion ends with
+   * the hierarchy set-up of TPM.md §8: owner policy, then random owner/endorsement/lockout authorisation escrowed to
+   * this key. It comes last: every owner- or lockout-authorised step of provisioning (NV definitions, DA parameters)
+   * must run before it. Without it the hierarchies stay open (empty authorisation), logged as pending.
+   */
+  hierarchyEscrowKeyPem?: string;
 }
 
 export interface ProvisionResult {
   record: ProvisioningRecord;
   created: string[];
+  /** The escrow record of the hierarchy authorisations (ciphertext for the OEM only), once set up. */
+  hierarchyEscrow?: HierarchyEscrow;
 }
 
 export async function provisionTpm(deps: { tpm: Tpm; data: FileStore; run: FileStore; log: Logger }, opts: ProvisionOptions): Promise<ProvisionResult> {
@@ -58,6 +68,10 @@ export async function provisionTpm(deps: { tpm: Tpm; data: FileStore; run: FileS
     const da = opts.dictionaryAttack;
     const now = await tpm.dictionaryAttackState();
     if (now.maxTries !== da.maxTries || now.recoveryTime !== da.recoveryTime || now.lockoutRecovery !== da.lockoutRecovery) {
+      // Never try the lockout hierarchy without its authorisation once set: one failure locks it for lockoutRecovery.
+      if ((await tpm.hierarchyState()).lockoutAuthSet) {
+        throw new EvccError('KEYS_HIERARCHY_LOCKED', 'dictionary-attack parameters differ, but the lockout authorisation is set (escrowed to the OEM): change them through the OEM service path', { ...da });
+      }
       await tpm.setDictionaryAttackParameters(da);
       created.push('dictionary-attack-parameters');
       log.info({ ...da }, 'dictionary-attack parameters set');
@@ -95,7 +109,13 @@ export async function provisionTpm(deps: { tpm: Tpm; data: FileStore; run: FileS
     }
     created.push('store-counter');
   }
-  return { record, created };
+  // Last (hierarchy.ts): once the owner and lockout authorisations are set, provisioning has no owner access left.
+  if (await deps.run.exists('boot.json')) {
+    if (opts.hierarchyEscrowKeyPem) created.push(...(await setUpHierarchies({ tpm, data, log }, record, opts.hierarchyEscrowKeyPem)));
+    else if (!(await tpm.hierarchyState()).ownerAuthSet) log.warn({}, 'hierarchy set-up pending: owner, endorsement and lockout authorisation are still empty (give the OEM hierarchy-escrow key)');
+  }
+  const hierarchyEscrow = await readHierarchyEscrow(data);
+  return { record, created, ...(hierarchyEscrow ? { hierarchyEscrow } : {}) };
 }
 
 async function provisionFresh(deps: { tpm: Tpm; data: FileStore; log: Logger }, opts: ProvisionOptions): Promise<ProvisioningRecord> {
@@ -173,8 +193,8 @@ async function createProvisioningKey(deps: { tpm: Tpm; data: FileStore; run: Fil
   return next;
 }
 
-/** Files the OEM and MO backends need from this vehicle (all public). */
-export function backendExport(record: ProvisioningRecord): Record<string, Uint8Array | string> {
+/** Files the OEM and MO backends need from this vehicle (all public; the hierarchy escrow is ciphertext for the OEM). */
+export function backendExport(record: ProvisioningRecord, hierarchyEscrow?: HierarchyEscrow): Record<string, Uint8Array | string> {
   const out: Record<string, Uint8Array | string> = {
     'device.json': jsonBytes({
       format: 'evcc-tpm-export/1',
@@ -195,5 +215,6 @@ export function backendExport(record: ProvisioningRecord): Record<string, Uint8A
     'nv.name': fromHex(record.nvCounter.name),
   };
   if (record.oemProvisioningKey) out['oem-provisioning.pub.pem'] = record.oemProvisioningKey.publicKeyPem;
+  if (hierarchyEscrow) out['hierarchy-escrow.json'] = jsonBytes(hierarchyEscrow);
   return out;
 }

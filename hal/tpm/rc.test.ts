@@ -18,6 +18,7 @@ describe('TPM response codes', () => {
       [0x19c, 'tpm2_sign', 'TPM_KEY_USE'], [0x126, 'tpm2_policynv', 'TPM_POLICY_ROLLBACK'],
       [0x1c4, 'tpm2_policyauthorize', 'TPM_POLICY_NOT_APPROVED'], [0x1c4, 'tpm2_policypcr', 'TPM_POLICY_PCR'],
       [0x1df, 'tpm2_sign', 'TPM_CONTEXT_INVALID'], [0x3df, 'tpm2_import', 'TPM_BLOB_INTEGRITY'], [0x128, 'tpm2_sign', 'TPM_PCR_CHANGED'], [0x921, 'tpm2_load', 'TPM_LOCKOUT'],
+      [0x9a2, 'tpm2_nvdefine', 'TPM_BAD_AUTH'], [0x185, 'tpm2_hierarchycontrol', 'TPM_HIERARCHY_DISABLED'],
     ];
     for (const [rc, cmd, code] of cases) expect(codeFor(rc, cmd), `${rc.toString(16)} ${cmd}`).toBe(code);
   });
@@ -27,6 +28,12 @@ describe('TPM response codes', () => {
     expect(e.code).toBe('TPM_POLICY_ROLLBACK');
     expect(e.details.rc).toBe('0x126');
     expect(tpmErrorFromTool('tpm2_sign', 1, 'ERROR: something else').code).toBe('TPM_TOOL_FAILED');
+    // tpm2_nvincrement prints only ESYS's line (owner auth set, none given)
+    const esysOnly = tpmErrorFromTool('tpm2_nvincrement', 1, 'WARNING:esys:src/tss2-esys/api/Esys_NV_Increment.c:307:Esys_NV_Increment_Finish() Received TPM Error \n'
+      + 'ERROR:esys:src/tss2-esys/api/Esys_NV_Increment.c:109:Esys_NV_Increment() Esys Finish ErrorCode (0x000009a2) \nERROR: Failed to increment NV counter at index 0x1800101\n');
+    expect({ code: esysOnly.code, rc: esysOnly.details.rc }).toEqual({ code: 'TPM_BAD_AUTH', rc: '0x9A2' });
+    // a TSS layer's code (not the TPM's) is no TPM response code
+    expect(tpmErrorFromTool('tpm2_nvincrement', 1, 'ERROR:esys:x.c:1:Esys_NV_Increment() Esys Finish ErrorCode (0x00070018) \n').code).toBe('TPM_TOOL_FAILED');
     const unreachable = 'ERROR:tcti:src/tss2-tcti/tcti-device.c:452:Tss2_Tcti_Device_Init() Failed to open specified TCTI device file /dev/tpmrm0: No such file or directory \n'
       + 'ERROR:tcti:src/tss2-tcti/tctildr.c:428:Tss2_TctiLdr_Initialize_Ex() Failed to instantiate TCTI \nERROR: Could not load tcti, got: "device:/dev/tpmrm0"\n';
     expect(tpmErrorFromTool('tpm2_pcrread', 1, unreachable).code).toBe('TPM_UNREACHABLE');

@@ -29,6 +29,8 @@ export function decodeRc(rc: number): DecodedRc {
 const BY_BASE: Record<number, TpmErrorCode> = {
   0x08e: 'TPM_AUTH_FAIL',
   0x09d: 'TPM_POLICY_FAIL',
+  0x0a2: 'TPM_BAD_AUTH',
+  0x085: 'TPM_HIERARCHY_DISABLED',
   0x128: 'TPM_PCR_CHANGED',
   0x09b: 'TPM_SIGNATURE_INVALID',
   0x082: 'TPM_KEY_ATTRIBUTES',
@@ -57,6 +59,8 @@ export function codeFor(rc: number, command: string): TpmErrorCode {
 const MESSAGES: Record<TpmErrorCode, string> = {
   TPM_AUTH_FAIL: 'wrong authorisation value',
   TPM_AUTH_UNAVAILABLE: 'object cannot be used with this kind of authorisation',
+  TPM_BAD_AUTH: 'wrong authorisation (no dictionary-attack implications)',
+  TPM_HIERARCHY_DISABLED: 'hierarchy is disabled',
   TPM_POLICY_FAIL: 'policy session does not satisfy the object policy',
   TPM_POLICY_PCR: 'PCR value differs from the expected value',
   TPM_POLICY_NOT_APPROVED: 'measured state is not the one the OEM signed',
@@ -79,10 +83,12 @@ const MESSAGES: Record<TpmErrorCode, string> = {
 };
 
 const RC_RE = /\((0x[0-9A-Fa-f]+)\) - tpm:/;
+/** Some tools (tpm2_nvincrement) print only ESYS's line: `Esys Finish ErrorCode (0x000009a2)`; layer 0 = the TPM's own. */
+const ESYS_RC_RE = /Esys Finish ErrorCode \((0x0000[0-9A-Fa-f]{4})\)/;
 
 /** Builds the typed error of a failed tool run (stderr as tpm2-tools 5.4 prints it). */
 export function tpmErrorFromTool(command: string, exitCode: number | undefined, stderr: string): EvccError<TpmErrorCode> {
-  const m = RC_RE.exec(stderr);
+  const m = RC_RE.exec(stderr) ?? ESYS_RC_RE.exec(stderr);
   const lastLine = stderr.trim().split('\n').filter(Boolean).slice(-1)[0] ?? '';
   if (m) {
     const rc = parseInt(m[1]!, 16);

@@ -1,12 +1,16 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants as fsConstants, openSync, readSync } from 'node:fs';
-import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { EvccError } from '../../core/errors.ts';
 import type { Logger } from '../../core/logger.ts';
+import { ownerGone, writeOwnerFile } from '../store/session-dirs.ts';
 import { tpmErrorFromTool } from './rc.ts';
-import type { Auth, DictionaryAttackParameters, DictionaryAttackState, KeyBlob, KeyRef, KeyTemplate, PcrBank, PolicySession, PolicyStep, PublicInfo, SaltKey, SealTemplate, ShutdownType, Tpm } from './types.ts';
+import type {
+  Auth, DictionaryAttackParameters, DictionaryAttackState, Hierarchy, HierarchyState, KeyBlob, KeyRef, KeyTemplate, PcrBank, PolicySession, PolicyStep, PublicInfo,
+  SaltKey, SealTemplate, ShutdownType, Tpm,
+} from './types.ts';
 
 export interface Tpm2ToolsOptions {
   /** TPM2TOOLS_TCTI: `device:/dev/tpmrm0` on the Pi, `swtpm:host=127.0.0.1,port=N` on the bench. */
@@ -14,6 +18,22 @@ export interface Tpm2ToolsOptions {
   /** Volatile dir (tmpfs /run/evcc on the device): saved key contexts and scratch files, 0700. */
   runDir: string;
   log?: Logger;
+  /** Environment of the tools besides TPM2TOOLS_TCTI (the lab's private D-Bus session bus for `tabrmd:`). */
+  env?: Record<string, string>;
+  /** A resource manager between the tools and the TPM; default: from the TCTI (`hasResourceManager`). */
+  resourceManager?: boolean;
+}
+
+/**
+ * Whether a TCTI reaches the TPM through a resource manager: the kernel's (`device:/dev/tpmrm0`) or tpm2-abrmd's
+ * (`tabrmd:`). `device:/dev/tpm0` (also the device TCTI's default path), `swtpm:` and `mssim:` talk to the TPM
+ * directly: one client at a time, and whoever fails must flush what it left behind (TPM.md pitfall 2/3).
+ */
+export function hasResourceManager(tcti: string): boolean {
+  const [name, conf = ''] = tcti.split(/:(.*)/s, 2) as [string, string?];
+  if (name === 'tabrmd' || name === 'libtss2-tcti-tabrmd.so.0') return true;
+  if (name === 'device' || name === 'libtss2-tcti-device.so.0') return /^\/dev\/tpmrm\d+$/.test(conf.trim());
+  return false;
 }
 
 interface SessionEntry extends PolicySession {
@@ -22,17 +42,27 @@ interface SessionEntry extends PolicySession {
 }
 
 const CONTEXT_NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+/** A work dir without owner record is a predecessor's once it is this old (ours gets its record right after mkdtemp). */
+const STALE_UNOWNED_WORK_DIR_MS = 60_000;
+const HIERARCHY_FLAG: Record<Hierarchy, string> = { owner: 'o', endorsement: 'e', lockout: 'l' };
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
 /**
- * The real TPM HAL: tpm2-tools 5.4 processes driven through execa. One instance owns the TPM for its process:
- * calls are serialised (without a resource manager one tool's `flushcontext -t` would kill another's objects),
- * transient objects are flushed after each operation, and a failed tool triggers a full flush (-t -l -s),
- * because a failing tool can leave its session loaded and its session file stale (TPM.md pitfall 3).
+ * The real TPM HAL: tpm2-tools 5.4 processes driven through execa. Calls of one instance are serialised.
+ *
+ * Without a resource manager (direct TCTI) the instance behaves as the TPM's only user: transient objects are
+ * flushed after each operation (`flushcontext -t` would also kill another process's objects), and a failed tool
+ * triggers a full flush (-t -l -s), because a failing tool can leave its session loaded and its session file
+ * stale (TPM.md pitfall 3) — which also flushes every other process's sessions, a pre-armed one included.
+ * Behind a resource manager (README.md) each tool is its own connection: its transient objects go when it exits,
+ * so nothing is flushed after operations, and a failure invalidates only the sessions the failing command used
+ * (flushed by their files: tpm2-abrmd keeps a failed command's session; the kernel's RM drops it).
  * Scratch files hold only public data (blobs, digests, tickets, signatures) and live in a 0700 dir.
  */
 export class Tpm2Tools implements Tpm {
   readonly tcti: string;
+  readonly resourceManager: boolean;
+  private readonly env: Record<string, string>;
   private spawns = 0;
   private chain: Promise<unknown> = Promise.resolve();
   private pendingFlush = false;
@@ -41,16 +71,45 @@ export class Tpm2Tools implements Tpm {
   private generation = 0;
   private sessionSeq = 0;
   private readonly sessions = new Map<string, SessionEntry>();
+  /** Sessions named by the command being built (behind a resource manager only these go when it fails). */
+  private readonly commandSessions = new Set<string>();
 
   private constructor(opts: Tpm2ToolsOptions, private readonly ctxDir: string, private readonly workDir: string, private readonly log?: Logger) {
     this.tcti = opts.tcti;
+    this.resourceManager = opts.resourceManager ?? hasResourceManager(opts.tcti);
+    this.env = { ...opts.env, TPM2TOOLS_TCTI: opts.tcti };
   }
 
   static async open(opts: Tpm2ToolsOptions): Promise<Tpm2Tools> {
     const base = join(opts.runDir, 'tpm');
     await mkdir(join(base, 'ctx'), { recursive: true, mode: 0o700 });
     const workDir = await mkdtemp(join(base, 'work-'));
-    return new Tpm2Tools(opts, join(base, 'ctx'), workDir, opts.log);
+    await writeOwnerFile(workDir);
+    const tools = new Tpm2Tools(opts, join(base, 'ctx'), workDir, opts.log);
+    await tools.reclaimStaleWorkDirs(base);
+    return tools;
+  }
+
+  /**
+   * Work dirs of killed predecessors (issue #13 item 8): their owner is gone, so the policy sessions saved there are
+   * flushed from the TPM first — without a resource manager they would keep its few session slots (swtpm: 3) and the
+   * next start would fail with TPM_SESSION_MEMORY — then the dir goes. Dirs of live processes stay; one without an
+   * owner record only once it is older than STALE_UNOWNED_WORK_DIR_MS (killed between mkdtemp and the record).
+   */
+  private async reclaimStaleWorkDirs(base: string): Promise<void> {
+    for (const name of await readdir(base).catch(() => [] as string[])) {
+      const dir = join(base, name);
+      if (!name.startsWith('work-') || dir === this.workDir) continue;
+      const gone = await ownerGone(dir);
+      const stale = gone ?? (await stat(dir).then((st) => Date.now() - st.mtimeMs > STALE_UNOWNED_WORK_DIR_MS, () => false));
+      if (!stale) continue;
+      let flushed = 0;
+      for (const f of await readdir(dir).catch(() => [] as string[])) {
+        if (f.endsWith('.session.ctx') && (await this.exec('tpm2_flushcontext', [join(dir, f)])).exitCode === 0) flushed++;
+      }
+      await rm(dir, { recursive: true, force: true });
+      this.log?.info({ dir, flushedSessions: flushed, cp: 'TPM-WORKDIR-RECLAIMED' }, 'work dir of a killed TPM driver removed');
+    }
   }
 
   get spawnCount(): number {
@@ -59,7 +118,11 @@ export class Tpm2Tools implements Tpm {
 
   // ---- plumbing -------------------------------------------------------------------------------------------
 
-  private locked<T>(fn: () => Promise<T>): Promise<T> {
+  private locked<T>(op: () => Promise<T>): Promise<T> {
+    const fn = () => {
+      this.commandSessions.clear();
+      return op();
+    };
     const next = this.chain.then(fn, fn);
     this.chain = next.catch(() => undefined);
     return next;
@@ -67,7 +130,7 @@ export class Tpm2Tools implements Tpm {
 
   private async exec(tool: string, args: string[]): Promise<{ exitCode: number | undefined; stdout: string; stderr: string }> {
     this.spawns++;
-    const r = await execa(tool, args, { env: { TPM2TOOLS_TCTI: this.tcti }, reject: false, stdin: 'ignore', timeout: 30_000 });
+    const r = await execa(tool, args, { env: this.env, reject: false, stdin: 'ignore', timeout: 30_000 });
     return { exitCode: r.exitCode, stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? '') };
   }
 
@@ -80,7 +143,7 @@ export class Tpm2Tools implements Tpm {
     const stdin = input ? Buffer.from(input) : undefined;
     try {
       const r = await execa(tool, args, {
-        env: { TPM2TOOLS_TCTI: this.tcti }, reject: false, timeout: 30_000, encoding: 'buffer', stripFinalNewline: false,
+        env: this.env, reject: false, timeout: 30_000, encoding: 'buffer', stripFinalNewline: false,
         ...(stdin ? { input: stdin } : { stdin: 'ignore' as const }),
       });
       const out = r.stdout instanceof Uint8Array ? r.stdout : new Uint8Array(0);
@@ -100,17 +163,32 @@ export class Tpm2Tools implements Tpm {
       this.pendingFlush = false;
       await this.exec('tpm2_flushcontext', ['-t']);
     }
+    const used = [...this.commandSessions];
+    this.commandSessions.clear();
     const r = secret ? await this.execSecret(tool, args, input) : await this.exec(tool, args);
     if (this.contextUsed) {
       this.contextUsed = false;
-      this.pendingFlush = true; // flushed before the next command, i.e. off the critical path of this one
+      // flushed before the next command, i.e. off the critical path of this one; a resource manager does it itself
+      if (!this.resourceManager) this.pendingFlush = true;
     }
     if (r.exitCode === 0) return typeof r.stdout === 'string' ? new TextEncoder().encode(r.stdout) : r.stdout;
     if (typeof r.stdout !== 'string') r.stdout.fill(0);
     const err = tpmErrorFromTool(tool, r.exitCode, r.stderr);
     this.log?.debug({ command: tool, code: err.code, rc: err.details.rc }, `${tool} refused`);
-    await this.recover();
+    if (this.resourceManager) await this.dropSessions(used);
+    else await this.recover();
     throw err;
+  }
+
+  /** Behind a resource manager: forgets (and flushes, where the RM kept them) only the sessions a failed command used. */
+  private async dropSessions(ids: string[]): Promise<void> {
+    for (const id of ids) {
+      const e = this.sessions.get(id);
+      if (!e) continue;
+      this.sessions.delete(id);
+      await this.exec('tpm2_flushcontext', [e.file]).catch(() => undefined);
+      await rm(e.file, { force: true });
+    }
   }
 
   private async recover(): Promise<void> {
@@ -155,7 +233,13 @@ export class Tpm2Tools implements Tpm {
     if (!e || e.generation !== this.generation) {
       throw new EvccError('TPM_SESSION_INVALID', 'policy session was flushed (after a failure or by its owner)', { session: s.id });
     }
+    this.commandSessions.add(e.id);
     return e;
+  }
+
+  isSessionLive(s: PolicySession): boolean {
+    const e = this.sessions.get(s.id);
+    return e !== undefined && e.generation === this.generation;
   }
 
   /**
@@ -208,14 +292,60 @@ export class Tpm2Tools implements Tpm {
     });
   }
 
-  setDictionaryAttackParameters(p: DictionaryAttackParameters): Promise<void> {
+  setDictionaryAttackParameters(p: DictionaryAttackParameters, lockoutAuth?: Uint8Array): Promise<void> {
     return this.locked(async () => {
-      await this.run('tpm2_dictionarylockout', ['-s', '-n', String(p.maxTries), '-t', String(p.recoveryTime), '-l', String(p.lockoutRecovery)]);
+      const args = ['-s', '-n', String(p.maxTries), '-t', String(p.recoveryTime), '-l', String(p.lockoutRecovery)];
+      await this.runWithAuth('tpm2_dictionarylockout', args, '-p', lockoutAuth);
     });
   }
 
-  resetDictionaryLockout(): Promise<void> {
-    return this.locked(async () => void (await this.run('tpm2_dictionarylockout', ['-c'])));
+  resetDictionaryLockout(lockoutAuth?: Uint8Array): Promise<void> {
+    return this.locked(async () => void (await this.runWithAuth('tpm2_dictionarylockout', ['-c'], '-p', lockoutAuth)));
+  }
+
+  /**
+   * A command authorised by a hierarchy password. tpm2-tools reads a plain password from `file:-` (stdin), so it never
+   * reaches the command line (only `session:…+` secrets must go there, pitfall 4) nor a file.
+   */
+  private async runWithAuth(tool: string, args: string[], flag: string, secret: Uint8Array | undefined): Promise<string> {
+    if (!secret?.length) return this.run(tool, args);
+    return new TextDecoder().decode(await this.runWith(tool, [...args, flag, 'file:-'], true, secret));
+  }
+
+  // ---- hierarchies (TPM.md §8) -------------------------------------------------------------------------------
+
+  hierarchyState(): Promise<HierarchyState> {
+    return this.locked(async () => {
+      const out = await this.run('tpm2_getcap', ['properties-variable']);
+      const flag = (name: string): boolean => {
+        const m = new RegExp(`\\b${name}:\\s*([01])`).exec(out);
+        if (!m) throw new EvccError('TPM_TOOL_FAILED', `${name} missing from tpm2_getcap output`);
+        return m[1] === '1';
+      };
+      return {
+        ownerAuthSet: flag('ownerAuthSet'), endorsementAuthSet: flag('endorsementAuthSet'), lockoutAuthSet: flag('lockoutAuthSet'),
+        phEnable: flag('phEnable'), shEnable: flag('shEnable'), ehEnable: flag('ehEnable'), inLockout: flag('inLockout'),
+      };
+    });
+  }
+
+  changeHierarchyAuth(hierarchy: Hierarchy, newAuth: Uint8Array, oldAuth?: Uint8Array): Promise<void> {
+    if (newAuth.length < 1 || newAuth.length > 32) return Promise.reject(new EvccError('CONFIG_INVALID', 'hierarchy auth must be 1..32 bytes (SHA-256 digest size)', { length: newAuth.length }));
+    return this.locked(async () => {
+      // One stdin: the new value goes there; an old value (rotation) would have to go on the command line.
+      const old = oldAuth?.length ? ['-p', `hex:${hex(oldAuth)}`] : [];
+      await this.runWith('tpm2_changeauth', ['-c', HIERARCHY_FLAG[hierarchy], ...old, 'file:-'], true, newAuth);
+    });
+  }
+
+  setOwnerPolicy(policy: Uint8Array, auth?: Uint8Array): Promise<void> {
+    return this.locked(() => this.withFiles({ policy }, async (f) => {
+      await this.runWithAuth('tpm2_setprimarypolicy', ['-C', 'o', '-L', f.policy!, '-g', 'sha256'], '-P', auth);
+    }));
+  }
+
+  disablePlatformHierarchy(): Promise<void> {
+    return this.locked(async () => void (await this.run('tpm2_hierarchycontrol', ['-C', 'p', 'phEnable', 'clear'])));
   }
 
   // ---- objects ---------------------------------------------------------------------------------------------
@@ -281,7 +411,8 @@ export class Tpm2Tools implements Tpm {
       const ctx = this.ctxFile(contextName);
       await this.run('tpm2_load', ['-C', this.ref(parent), ...this.flag('-P', this.auth(parentAuth)), '-u', f.pub!, '-r', f.priv!, '-c', ctx]);
       await chmod(ctx, 0o600); // tpm2-tools writes with the process umask
-      this.pendingFlush = true; // the loaded object stays in a slot; its saved context stays valid after the flush
+      // Without a resource manager the loaded object stays in a slot; its saved context stays valid after the flush.
+      this.pendingFlush ||= !this.resourceManager;
       return { context: contextName };
     }));
   }
@@ -318,10 +449,10 @@ export class Tpm2Tools implements Tpm {
     }));
   }
 
-  nvIncrement(index: number, auth?: Auth): Promise<void> {
+  nvIncrement(index: number, auth?: Auth, opts: { as?: 'owner' | 'index' } = {}): Promise<void> {
     const h = `0x${index.toString(16)}`;
     return this.locked(async () => {
-      const authArgs = auth ? ['-C', h, ...this.flag('-P', this.auth(auth))] : ['-C', 'o'];
+      const authArgs = auth ? ['-C', opts.as === 'owner' ? 'o' : h, ...this.flag('-P', this.auth(auth))] : ['-C', 'o'];
       await this.run('tpm2_nvincrement', [h, ...authArgs]);
     });
   }
@@ -350,7 +481,7 @@ export class Tpm2Tools implements Tpm {
   externalKeyName(publicKeyPem: string): Promise<Uint8Array> {
     return this.locked(() => this.withFiles({ pem: publicKeyPem, ctx: undefined, name: undefined }, async (f) => {
       await this.run('tpm2_loadexternal', ['-C', 'o', '-G', 'ecc', '-u', f.pem!, '-c', f.ctx!, '-n', f.name!]);
-      this.pendingFlush = true;
+      this.pendingFlush ||= !this.resourceManager;
       return new Uint8Array(await readFile(f.name!));
     }));
   }
@@ -359,9 +490,9 @@ export class Tpm2Tools implements Tpm {
     return this.locked(() => this.withFiles({ pem: publicKeyPem, ctx: undefined, name: undefined, msg: message, sig: signatureDer, ticket: undefined }, async (f) => {
       // -C o: in the default NULL hierarchy verifysignature exits 0 without writing a ticket (TPM.md pitfall 8).
       await this.run('tpm2_loadexternal', ['-C', 'o', '-G', 'ecc', '-u', f.pem!, '-c', f.ctx!, '-n', f.name!]);
-      this.pendingFlush = true;
+      this.pendingFlush ||= !this.resourceManager;
       await this.run('tpm2_verifysignature', ['-c', f.ctx!, '-g', 'sha256', '-m', f.msg!, '-s', f.sig!, '-f', 'ecdsa', '-t', f.ticket!]);
-      this.pendingFlush = true;
+      this.pendingFlush ||= !this.resourceManager;
       const ticket = await readFile(f.ticket!).catch(() => undefined);
       if (!ticket?.length) throw new EvccError('TPM_TOOL_FAILED', 'tpm2_verifysignature wrote no ticket');
       return { keyName: new Uint8Array(await readFile(f.name!)), ticket: new Uint8Array(ticket) };
@@ -440,6 +571,8 @@ export class Tpm2Tools implements Tpm {
         });
       case 'authValue':
         return this.run('tpm2_policyauthvalue', ['-S', s.file, ...out]).then(() => undefined);
+      case 'commandCode':
+        return this.run('tpm2_policycommandcode', ['-S', s.file, ...out, `0x${step.code.toString(16)}`]).then(() => undefined);
     }
   }
 
@@ -509,6 +642,7 @@ export class Tpm2Tools implements Tpm {
   }
 
   private async consumeSession(session: PolicySession): Promise<void> {
+    if (this.resourceManager) return this.dropSessions([session.id]); // -l would see only its own connection's
     const e = this.sessions.get(session.id);
     this.sessions.delete(session.id);
     if (e) await rm(e.file, { force: true });

@@ -3,15 +3,19 @@
  * execa (`tpm2-tools.ts`, TCTI `device:/dev/tpmrm0` on the Pi, `swtpm:host=…,port=…` on the bench); the
  * simulated side is swtpm itself (`swtpm.ts`), not a fake: every refusal comes from a real TPM implementation.
  *
- * Each method is one TPM operation, typically one tool process. Transient objects and sessions the tools leave
- * behind (no resource manager, TPM.md pitfall 2/3) are flushed by the implementation, also on failure; a failure
- * invalidates every open PolicySession. Secrets are passed in memory and never written to a file in clear.
+ * Each method is one TPM operation, typically one tool process. Without a resource manager (direct TCTI, /dev/tpm0)
+ * the transient objects and sessions the tools leave behind (TPM.md pitfall 2/3) are flushed by the implementation,
+ * also on failure, and a failure invalidates every open PolicySession. Behind a resource manager (`/dev/tpmrm0`,
+ * tpm2-abrmd: handles per connection, README.md) a failure invalidates only the sessions the failing command used.
+ * Secrets are passed in memory and never written to a file in clear.
  */
 
 /** Stable codes of TPM failures (EvccError.code); details carry `rc` (hex) and `command` (tool). */
 export type TpmErrorCode =
   | 'TPM_AUTH_FAIL' //           0x98E-type: wrong authValue (counts against the dictionary-attack counter)
   | 'TPM_AUTH_UNAVAILABLE' //    0x12F: no usable authorisation (policy-only object used with a password/none)
+  | 'TPM_BAD_AUTH' //            0x9A2-type: wrong authorisation of an entity without DA protection (owner, endorsement)
+  | 'TPM_HIERARCHY_DISABLED' //  0x185-type: the hierarchy is disabled (platform after `evcc boot lock-platform`)
   | 'TPM_POLICY_FAIL' //         0x99D-type: session digest is not the object's authPolicy
   | 'TPM_POLICY_PCR' //          0x1C4 at PolicyPCR: PCR value differs from the one given
   | 'TPM_POLICY_NOT_APPROVED' // 0x1C4 at PolicyAuthorize: the session state (PCR, version) is not what the OEM signed
@@ -69,7 +73,24 @@ export type PolicyStep =
   | { kind: 'pcr'; bank: PcrBank; pcrs: number[]; expectedValue?: Uint8Array }
   | { kind: 'nv'; index: number; operandB: Uint8Array; operation: 'ule' }
   | { kind: 'authorize'; approvedPolicy: Uint8Array; policyRef: Uint8Array; keyName: Uint8Array; ticket?: Uint8Array }
-  | { kind: 'authValue' };
+  | { kind: 'authValue' }
+  /** TPM2_PolicyCommandCode: the session authorises only this command (e.g. 0x134 TPM2_CC_NV_Increment). */
+  | { kind: 'commandCode'; code: number };
+
+/** A permanent hierarchy whose authorisation provisioning sets (TPM.md §8). */
+export type Hierarchy = 'owner' | 'endorsement' | 'lockout';
+
+/** TPM2_PT_PERMANENT and TPM2_PT_STARTUP_CLEAR as far as the hierarchy set-up is concerned. */
+export interface HierarchyState {
+  ownerAuthSet: boolean;
+  endorsementAuthSet: boolean;
+  lockoutAuthSet: boolean;
+  /** Platform hierarchy enabled: SET again by every TPM2_Startup, so it is disabled at every boot. */
+  phEnable: boolean;
+  shEnable: boolean;
+  ehEnable: boolean;
+  inLockout: boolean;
+}
 
 /**
  * A sealed data object (TPM2_Create of a keyedhash object with sign and decrypt clear): up to 128 bytes the TPM
@@ -120,6 +141,11 @@ export interface DictionaryAttackState extends DictionaryAttackParameters {
 
 export interface Tpm {
   readonly tcti: string;
+  /**
+   * A resource manager virtualises handles per connection (`device:/dev/tpmrm0`, `tabrmd:`): a tool's transient
+   * objects go with its connection and one failing tool no longer requires flushing every session on the TPM.
+   */
+  readonly resourceManager: boolean;
   /** Number of tpm2-tools processes spawned so far (bench: processes on the critical path). */
   readonly spawnCount: number;
 
@@ -127,10 +153,19 @@ export interface Tpm {
   lockoutCounter(): Promise<number>;
   /** Dictionary-attack state and parameters (TPM2_PT_LOCKOUT_COUNTER, MAX_AUTH_FAIL, LOCKOUT_INTERVAL/RECOVERY). */
   dictionaryAttackState(): Promise<DictionaryAttackState>;
-  /** TPM2_DictionaryAttackParameters (lockout hierarchy; empty lockout auth on a fresh TPM). */
-  setDictionaryAttackParameters(p: DictionaryAttackParameters): Promise<void>;
-  /** TPM2_DictionaryAttackLockReset (lab: empty lockout auth). */
-  resetDictionaryLockout(): Promise<void>;
+  /** TPM2_DictionaryAttackParameters (lockout hierarchy; empty lockout auth on a fresh TPM unless `lockoutAuth`). */
+  setDictionaryAttackParameters(p: DictionaryAttackParameters, lockoutAuth?: Uint8Array): Promise<void>;
+  /** TPM2_DictionaryAttackLockReset (empty lockout auth unless given; a wrong one locks the lockout hierarchy out). */
+  resetDictionaryLockout(lockoutAuth?: Uint8Array): Promise<void>;
+
+  /** Hierarchy authorisation and enable flags (tpm2_getcap properties-variable). */
+  hierarchyState(): Promise<HierarchyState>;
+  /** TPM2_HierarchyChangeAuth from `oldAuth` (default empty) to `newAuth`; the new value reaches the tool by stdin only. */
+  changeHierarchyAuth(hierarchy: Hierarchy, newAuth: Uint8Array, oldAuth?: Uint8Array): Promise<void>;
+  /** TPM2_SetPrimaryPolicy of the owner hierarchy (owner auth `auth`, default empty): owner use by a policy session. */
+  setOwnerPolicy(policy: Uint8Array, auth?: Uint8Array): Promise<void>;
+  /** TPM2_HierarchyControl(platform, phEnable, NO): until the next TPM2_Startup (empty platform auth after Startup). */
+  disablePlatformHierarchy(): Promise<void>;
 
   /** Owner storage primary (ECC P-256, AES-128-CFB), persisted at `handle`. */
   createStoragePrimary(handle: number): Promise<PublicInfo>;
@@ -154,8 +189,11 @@ export interface Tpm {
    * may increment it (the certificate store's version counter: policy A, i.e. an OEM-approved state), anyone reads.
    */
   nvDefineCounter(index: number, options?: { writePolicy?: Uint8Array }): Promise<void>;
-  /** TPM2_NV_Increment; owner authorisation unless `auth` is given (then the index's own, e.g. its write policy). */
-  nvIncrement(index: number, auth?: Auth): Promise<void>;
+  /**
+   * TPM2_NV_Increment; owner authorisation unless `auth` is given (then the index's own, e.g. its write policy, or
+   * with `as: 'owner'` the owner hierarchy's: a policy session satisfying the owner policy once owner auth is set).
+   */
+  nvIncrement(index: number, auth?: Auth, opts?: { as?: 'owner' | 'index' }): Promise<void>;
   nvReadCounter(index: number): Promise<bigint>;
   nvName(index: number): Promise<Uint8Array>;
 
@@ -167,6 +205,8 @@ export interface Tpm {
   pcrRead(bank: PcrBank, pcr: number): Promise<Uint8Array>;
   pcrExtend(bank: PcrBank, pcr: number, digest: Uint8Array): Promise<void>;
 
+  /** False once the session was flushed, by its owner or by a failure recovery of this driver. */
+  isSessionLive(session: PolicySession): boolean;
   startPolicySession(salt?: SaltKey): Promise<PolicySession>;
   startTrialSession(): Promise<PolicySession>;
   /** Runs the steps in order; returns the session digest after the last one (trial sessions) or undefined. */

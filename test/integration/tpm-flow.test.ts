@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeWith, tool } from '../support/prereq.ts';
-import { TpmLab } from './tpm-lab.ts';
+import { TPM_TRANSPORTS, TpmLab, transportPrereqs } from './tpm-lab.ts';
 import { filesUnder } from '../support/files.ts';
 
 /**
@@ -42,7 +42,8 @@ function verifiesWithCert(certPem: string, message: Uint8Array, rawSignature: Ui
 }
 
 
-describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')])('TPM key service through the evcc commands (swtpm)', () => {
+// Both transports (tpm-lab.ts): direct swtpm TCTI, and tpm2-abrmd in front of it as /dev/tpmrm0 on the device.
+for (const transport of TPM_TRANSPORTS) describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl'), ...transportPrereqs(transport)])(`TPM key service through the evcc commands (swtpm, ${transport})`, () => {
   let lab: TpmLab;
   let mo: { key: string; cert: string };
   let direct: ContractKey;
@@ -51,7 +52,7 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
   const policies: Record<number, string> = {};
 
   beforeAll(async () => {
-    lab = await TpmLab.create();
+    lab = await TpmLab.create({ transport });
     mo = { key: join(lab.oemDir, 'mo-subca.key.pem'), cert: join(lab.oemDir, 'mo-subca.cert.pem') };
     await execa('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', mo.key, '-out', mo.cert,
       '-subj', '/CN=Test MO Sub-CA 2', '-days', '30']);

@@ -8,6 +8,8 @@ import { silentLogger } from '../../core/logger.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
 import { Swtpm, type RebootKind } from '../../hal/tpm/swtpm.ts';
 import { Tpm2Tools } from '../../hal/tpm/tpm2-tools.ts';
+import { Abrmd } from '../../hal/tpm/abrmd.ts';
+import { tool, type Prerequisite } from '../support/prereq.ts';
 import { buildBundle } from '../../deploy/bundle/build.ts';
 import { createSignedPolicy } from '../../deploy/oem/release.ts';
 import { checkMeasuredBoot, type BootReport } from '../../boot/measured-boot.ts';
@@ -23,6 +25,25 @@ import { provisionTpm, type ProvisionResult } from '../../firmware/keys/provisio
  */
 const REPO = join(import.meta.dirname, '..', '..');
 
+/**
+ * How the product reaches the lab's TPM: `direct` (swtpm TCTI: no resource manager, as /dev/tpm0) or `abrmd`
+ * (tpm2-abrmd in front of swtpm on a private D-Bus bus: handles and sessions per connection, as /dev/tpmrm0 on the
+ * device). The key TPM suites run on both (hal/tpm/README.md).
+ */
+export type TpmTransport = 'direct' | 'abrmd';
+export const TPM_TRANSPORTS: readonly TpmTransport[] = ['direct', 'abrmd'];
+
+/** The client TCTI library of tabrmd is its own Debian package (libtss2-tcti-tabrmd0) without a command. */
+const tabrmdTcti: Prerequisite = {
+  name: 'library libtss2-tcti-tabrmd.so.0',
+  present: () => ['/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib'].some((d) => existsSync(join(d, 'libtss2-tcti-tabrmd.so.0'))),
+};
+
+/** What a transport needs besides swtpm and tpm2-tools. */
+export function transportPrereqs(t: TpmTransport): Prerequisite[] {
+  return t === 'abrmd' ? [tool('tpm2-abrmd'), tool('dbus-daemon'), tabrmdTcti] : [];
+}
+
 export interface CliResult {
   exitCode: number;
   stdout: string;
@@ -33,10 +54,18 @@ export class TpmLab {
   private readonly drivers: Tpm2Tools[] = [];
   /** What slot A holds: the rootfs image of `bundle`, one byte changed when `tampered`. */
   private slot: { bundle: string; tampered: boolean } | undefined;
-  private constructor(readonly base: string, readonly swtpm: Swtpm) {}
+  private constructor(readonly base: string, readonly swtpm: Swtpm, readonly abrmd?: Abrmd) {}
 
+  get transport(): TpmTransport {
+    return this.abrmd ? 'abrmd' : 'direct';
+  }
+  /** The product's TCTI: through tpm2-abrmd with the `abrmd` transport, else swtpm's. */
   get tcti(): string {
-    return this.swtpm.tcti;
+    return this.abrmd?.tcti ?? this.swtpm.tcti;
+  }
+  /** Environment the product's processes need for `tcti` (the private D-Bus bus of tpm2-abrmd). */
+  get env(): Record<string, string> {
+    return this.abrmd?.env ?? {};
   }
   get dataDir(): string {
     return join(this.base, 'data');
@@ -75,10 +104,14 @@ export class TpmLab {
     return join(this.bootRunDir, 'evcc-boot', 'measurements.log');
   }
 
-  static async create(): Promise<TpmLab> {
+  static async create(o: { transport?: TpmTransport } = {}): Promise<TpmLab> {
     const base = await mkdtemp(join(tmpdir(), 'evcc-tpm-lab-'));
     const swtpm = await Swtpm.start({ stateDir: join(base, 'swtpm-state'), logFile: join(base, 'swtpm.log') });
-    const lab = new TpmLab(base, swtpm);
+    const abrmd = o.transport === 'abrmd' ? await Abrmd.start({ backendTcti: swtpm.tcti, dir: join(base, 'abrmd') }).catch(async (err: unknown) => {
+      await swtpm.stop();
+      throw err;
+    }) : undefined;
+    const lab = new TpmLab(base, swtpm, abrmd);
     await mkdir(lab.oemDir, { recursive: true });
     await mkdir(lab.runDir, { recursive: true, mode: 0o700 });
     await mkdir(join(base, 'slots'), { recursive: true, mode: 0o700 });
@@ -94,7 +127,7 @@ export class TpmLab {
 
   /** A fresh product driver (as a new process would have); closed with the lab. */
   async driver(runDir = this.runDir): Promise<Tpm2Tools> {
-    const d = await Tpm2Tools.open({ tcti: this.tcti, runDir });
+    const d = await Tpm2Tools.open({ tcti: this.tcti, env: this.env, runDir });
     this.drivers.push(d);
     return d;
   }
@@ -108,7 +141,7 @@ export class TpmLab {
   async cli(args: string[], opts: { tpm?: boolean } = {}): Promise<CliResult> {
     const tpmArgs = opts.tpm ? ['--tcti', this.tcti, '--data-dir', this.dataDir, '--run-dir', this.runDir] : [];
     const r = await execa(process.execPath, ['--import', 'tsx', join(REPO, 'bin', 'evcc.ts'), '--log-level', 'warn', ...args, ...tpmArgs],
-      { cwd: REPO, reject: false, stdin: 'ignore', env: { NODE_OPTIONS: '' } });
+      { cwd: REPO, reject: false, stdin: 'ignore', env: { NODE_OPTIONS: '', ...this.env } });
     return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
   }
 
@@ -179,13 +212,13 @@ export class TpmLab {
    * completion (provisioning again creates the OEM provisioning key and the runtime secret), in process.
    * Returns the completing provisioning run so tests can assert what it created.
    */
-  async bootedVehicle(): Promise<ProvisionResult> {
+  async bootedVehicle(o: { hierarchyEscrowKeyPem?: string } = {}): Promise<ProvisionResult> {
     const oemPolicyKeyPem = await readFile(this.oemPolicyPub, 'utf8');
     await provisionTpm(await this.deps(), { oemPolicyKeyPem });
     const bundle = await this.bundle(1);
     const policy = await createSignedPolicy({ bundlePath: bundle, keyring: this.bundleCert, policyKeyPem: await readFile(this.oemPolicyKey, 'utf8') });
     await this.boot(bundle, { policy });
-    return provisionTpm(await this.deps(), { oemPolicyKeyPem });
+    return provisionTpm(await this.deps(), { oemPolicyKeyPem, ...o });
   }
 
   /**
@@ -194,12 +227,14 @@ export class TpmLab {
    * Drivers of the previous boot are closed.
    */
   async reboot(kind: RebootKind, opts: { keepRunDir?: boolean } = {}): Promise<void> {
-    const ctl = await Tpm2Tools.open({ tcti: this.tcti, runDir: join(this.base, 'ctl') });
+    // The shutdown the kernel sends on reboot goes straight to the TPM; the device's reboot restarts tpm2-abrmd too.
+    const ctl = await Tpm2Tools.open({ tcti: this.swtpm.tcti, runDir: join(this.base, 'ctl') });
     try {
       await this.swtpm.reboot(kind, (t) => ctl.shutdown(t));
     } finally {
       await ctl.close().catch(() => undefined);
     }
+    await this.abrmd?.restart();
     for (const d of this.drivers.splice(0)) await d.close().catch(() => undefined);
     if (!opts.keepRunDir) {
       for (const e of await readdir(this.runDir)) await rm(join(this.runDir, e), { recursive: true, force: true });
@@ -209,6 +244,7 @@ export class TpmLab {
 
   async close(): Promise<void> {
     for (const d of this.drivers.splice(0)) await d.close().catch(() => undefined);
+    await this.abrmd?.stop();
     await this.swtpm.stop();
     await rm(this.base, { recursive: true, force: true });
   }

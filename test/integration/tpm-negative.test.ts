@@ -17,7 +17,7 @@ import { createSignedPolicy } from '../../deploy/oem/release.ts';
 import { wrapContractKey } from '../../deploy/mo/wrap.ts';
 import { writeExport } from '../../bin/commands/tpm.ts';
 import { describeWith, tool } from '../support/prereq.ts';
-import { TpmLab } from './tpm-lab.ts';
+import { TPM_TRANSPORTS, TpmLab, transportPrereqs } from './tpm-lab.ts';
 
 /**
  * Must show 2: every negative case of tpm-flow.sh §5 (N00–N21) and the PITFALL demo, reproduced through the
@@ -34,7 +34,8 @@ async function refused(p: Promise<unknown>, code: string, rc?: string): Promise<
   return e;
 }
 
-describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')])('TPM negative matrix N00–N21 through the product (swtpm)', () => {
+// Both transports (tpm-lab.ts): direct swtpm TCTI, and tpm2-abrmd in front of it as /dev/tpmrm0 on the device.
+for (const transport of TPM_TRANSPORTS) describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl'), ...transportPrereqs(transport)])(`TPM negative matrix N00–N21 through the product (swtpm, ${transport})`, () => {
   let lab: TpmLab;
   let oemPem: string;
   let oemKeyPem: string;
@@ -77,7 +78,7 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
   }
 
   beforeAll(async () => {
-    lab = await TpmLab.create();
+    lab = await TpmLab.create({ transport });
     oemPem = await readFile(lab.oemPolicyPub, 'utf8');
     oemKeyPem = await readFile(lab.oemPolicyKey, 'utf8');
     record = (await provisionTpm(await lab.deps(), { oemPolicyKeyPem: oemPem })).record;

@@ -17,7 +17,7 @@ import { commitRelease } from '../../boot/commit.ts';
 import { installReleasePolicy } from '../../boot/measured-boot.ts';
 import { createSignedPolicy } from '../../deploy/oem/release.ts';
 import { describeWith, tool } from '../support/prereq.ts';
-import { TpmLab } from './tpm-lab.ts';
+import { TPM_TRANSPORTS, TpmLab, transportPrereqs } from './tpm-lab.ts';
 import { Tpm2Tools } from '../../hal/tpm/tpm2-tools.ts';
 import { TpmBusTap } from './tpm-secret-bus-tap.ts';
 import { filesUnder } from '../support/files.ts';
@@ -44,7 +44,8 @@ async function opensslRoot(dir: string, name: string): Promise<Uint8Array> {
   return new Uint8Array(await readFile(der));
 }
 
-describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')])('TPM-sealed runtime secret and vehicle trust (swtpm)', () => {
+// Both transports (tpm-lab.ts): direct swtpm TCTI, and tpm2-abrmd in front of it as /dev/tpmrm0 on the device.
+for (const transport of TPM_TRANSPORTS) describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl'), ...transportPrereqs(transport)])(`TPM-sealed runtime secret and vehicle trust (swtpm, ${transport})`, () => {
   let lab: TpmLab;
   let oemPem: string;
   let oemKeyPem: string;
@@ -80,7 +81,7 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
   }
 
   beforeAll(async () => {
-    lab = await TpmLab.create();
+    lab = await TpmLab.create({ transport });
     oemPem = await readFile(lab.oemPolicyPub, 'utf8');
     oemKeyPem = await readFile(lab.oemPolicyKey, 'utf8');
     for (const v of [1, 2]) {
