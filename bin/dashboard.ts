@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { EvccError, isEvccError } from '../core/errors.ts';
 import { DashboardSettings } from '../firmware/dashboard/settings.ts';
 import { parseSettings } from '../firmware/settings.ts';
+import type { MessageRecord } from '../firmware/session/driver.ts';
 import type { ChargeReport } from '../firmware/vehicle/report.ts';
 import type { SessionRunner } from '../deploy/dashboard/control.ts';
 import { DashboardHub, type CaptureStreamEvent } from '../deploy/dashboard/hub.ts';
@@ -163,12 +164,19 @@ export interface ServiceVehicle {
  * is refused; Stop ends either.
  */
 export class ServiceDashboard {
-  private constructor(private readonly dash: RunningDashboard, private readonly v: ServiceVehicle) {}
+  private constructor(private readonly dash: RunningDashboard, private readonly v: ServiceVehicle, private readonly soc?: () => number) {}
+
+  /** For runRealSession's `onMessage`: the decoded messages of the running session. */
+  readonly onMessage = (r: MessageRecord): void => {
+    this.dash.hub.message({ direction: r.direction, name: r.name, document: r.document, ...(r.rttMs !== undefined ? { rttMs: r.rttMs } : {}) }, this.soc?.());
+  };
 
   static async open(v: ServiceVehicle, o: {
     settings: DashboardSettings; trigger: 'pilot' | 'now';
-    /** Runs one session (`--trigger now`) to its report. */
-    runSession: (signal: AbortSignal) => Promise<ChargeReport>;
+    /** Runs one session (`--trigger now`) to its report; `onMessage` feeds the screen its decoded messages. */
+    runSession: (signal: AbortSignal, onMessage: (r: MessageRecord) => void) => Promise<ChargeReport>;
+    /** The EV's SoC now, for the chart. */
+    socPercent?: () => number;
     /** The vehicle asks for SessionStop; false: not possible (the session is aborted instead). */
     requestStop?: () => boolean;
   }): Promise<ServiceDashboard> {
@@ -181,13 +189,13 @@ export class ServiceDashboard {
       runner: {
         run: async (signal) => {
           self?.starting();
-          reportToDashboard(hub, await o.runSession(signal));
+          reportToDashboard(hub, await o.runSession(signal, (r) => self?.onMessage(r)));
           self?.publish();
         },
         ...(o.requestStop ? { requestOrderlyStop: o.requestStop } : {}),
       },
     });
-    self = new ServiceDashboard({ ...dash, close: async () => { await dash.close(); offOwn(); } }, v);
+    self = new ServiceDashboard({ ...dash, close: async () => { await dash.close(); offOwn(); } }, v, o.socPercent);
     self.publish();
     return self;
   }

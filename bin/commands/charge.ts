@@ -57,6 +57,7 @@ import { QcaUartLink } from '../../hal/plc/qca-uart.ts';
 import type { PlcLink } from '../../hal/plc/types.ts';
 import { PilotSettings } from '../../hal/pilot/settings.ts';
 import type { PilotBoard } from '../../hal/pilot/types.ts';
+import type { MessageRecord } from '../../firmware/session/driver.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
 import { Tpm2Tools } from '../../hal/tpm/tpm2-tools.ts';
 import { createRuntime, type GlobalOptions, type Runtime } from '../runtime.ts';
@@ -329,10 +330,16 @@ export async function realVehicleParts(stack: VehicleStack, f: StackFlags & { li
  * One plug-in on the stack, through the one stage binding (firmware/vehicle). `waitForPlugIn` is the trigger (pilot
  * board in the service, immediate in `evcc charge`).
  */
-export async function runRealSession(stack: VehicleStack, f: StackFlags & { linkUp?: boolean }, o: { waitForPlugIn: (ctx: StageContext) => Promise<void>; signal?: AbortSignal; pilot?: PilotBoard; ev: EvPort }): Promise<ChargeReport & { capture?: CaptureSummary }> {
+export async function runRealSession(stack: VehicleStack, f: StackFlags & { linkUp?: boolean }, o: { waitForPlugIn: (ctx: StageContext) => Promise<void>; signal?: AbortSignal; pilot?: PilotBoard; ev: EvPort; onMessage?: (r: MessageRecord) => void }): Promise<ChargeReport & { capture?: CaptureSummary }> {
   let parts = await realVehicleParts(stack, f, o);
   const capture = await openRealCapture(stack, f, parts);
   if (capture) parts = capture.parts;
+  // The live dashboard (bin/dashboard.ts) sees the decoded messages too.
+  const alsoTo = o.onMessage;
+  if (alsoTo) {
+    const first = parts.onMessage;
+    parts = { ...parts, onMessage: (r) => { first?.(r); alsoTo(r); } };
+  }
   const bound = bindVehicleStages(parts, stack.settings, stack.keyReadiness, { waitForPlugIn: o.waitForPlugIn });
   const evStart = o.ev.status();
   let report: ChargeReport | undefined;

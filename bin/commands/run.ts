@@ -124,15 +124,16 @@ export function registerRun(program: Command, globals: () => GlobalOptions): voi
             tcti: stack.config.tpm.tcti, ...(stack.store ? { store: stack.store } : {}),
           }, {
             settings: dashSettings, trigger: pilotSettings.trigger,
-            runSession: async (signal) => {
+            runSession: async (signal, onMessage) => {
               const report = await runRealSession(stack, opts, {
-                signal: AbortSignal.any([signal, shutdown.signal]), ev, waitForPlugIn: async () => pilotLog.info('trigger: now (dashboard, no pilot board)'),
+                signal: AbortSignal.any([signal, shutdown.signal]), ev, onMessage, waitForPlugIn: async () => pilotLog.info('trigger: now (dashboard, no pilot board)'),
               });
               logSessionEnd(log, report);
               return report;
             },
             // The battery model takes a driver's stop request (SessionStop in order); a port without one is aborted.
             requestStop: () => ('requestStop' in ev && typeof ev.requestStop === 'function' ? (ev.requestStop(), true) : false),
+            socPercent: () => ev.status().socPercent,
           });
         }
         log.info({ trigger: pilotSettings.trigger, mode: stack.keyReadiness.ready ? 'pnc' : 'eim-only', iface: stack.iface }, `service running: ${pilotSettings.trigger === 'pilot' ? `waiting for plug-in on ${pilotSettings.serialPath}` : 'one session now'}`);
@@ -176,7 +177,7 @@ export function registerRun(program: Command, globals: () => GlobalOptions): voi
           });
           const shown = dash?.observe(() => session.abort(new EvccError('ABORTED', 'stopped from the dashboard')));
           const report = await runRealSession(stack, opts, {
-            signal: session.signal, ev, pilot: b,
+            signal: session.signal, ev, pilot: b, ...(dash ? { onMessage: dash.onMessage } : {}),
             waitForPlugIn: async () => pilotLog.info({ state: plugged.state, duty: plugged.dutyPercent, session: n }, `state ${plugged.state}, ${plugged.dutyPercent} % duty: high-level communication requested (session ${n})`),
           });
           offUnplug();
