@@ -229,7 +229,10 @@ export interface Tpm {
 
   /** TPM2_Shutdown: 'clear' before an orderly reboot, 'state' (suspend) makes the next Startup a TPM Restart. */
   shutdown(type: ShutdownType): Promise<void>;
-  /** Flushes every transient object and every loaded/saved session (no resource manager does it for us). */
+  /**
+   * Flushes every transient object and every loaded/saved session (runtime start-up: a crashed predecessor's).
+   * Behind a resource manager `-t`/`-l` reach only this tool's own connection, but saved sessions are flushed TPM-wide.
+   */
   flushAll(): Promise<void>;
   close(): Promise<void>;
 }
