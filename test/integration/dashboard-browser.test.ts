@@ -65,7 +65,8 @@ const CLEAN_STOP = /^(exit 0|signal SIGTERM)$/;
 const timelineNames = (page: Page) => page.$$eval('#timeline tbody tr td:first-child', (tds) => tds.map((t) => t.textContent ?? ''));
 const sampleCount = async (page: Page) => Number((await page.textContent('#sample-count'))!.split(' ')[0]);
 
-describeWith([tool(CHROMIUM)])('dashboard in chromium (playwright-core) against the bench session', () => {
+// The bench's vehicle TPM stage (PnC with CertificateInstallation) needs the same tools as the main job's test.
+describeWith([tool(CHROMIUM), tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')])('dashboard in chromium (playwright-core) against the bench session', () => {
   let browser: Browser;
 
   beforeAll(async () => {
