@@ -9,7 +9,8 @@
  *   const trust = await openVehicleTrust({ keys, data, log });   // throws KEYS_TRUST_UNAVAILABLE → refuse PnC, EIM only
  *   trust.store (CertificateStore), trust.linkKeyPassphrase (MqttTlsIdentity.passphrase), trust.backendTrust
  *
- * Boot side (boot/): measuredBoot, installReleasePolicy (OTA: before the reboot), commitRelease (A/B commit).
+ * Boot side (boot/): checkMeasuredBoot (the initramfs measured; boot/README.md), installReleasePolicy (OTA: before the
+ * reboot), commitRelease (A/B commit).
  */
 export { KeyService, statePolicySteps, verifyRawSignature, type ImportedKey, type KeyServiceDeps, type KeyStatus, type KeysErrorCode } from './key-service.ts';
 export { provisionTpm, backendExport, type ProvisionOptions, type ProvisionResult } from './provision.ts';

@@ -7,7 +7,7 @@ import { z } from 'zod';
  */
 export const TpmSettings = z.object({
   tcti: z.string().min(1).default('device:/dev/tpmrm0'),
-  /** The installed RAUC bundle that measured boot hashes into PCR 14. */
+  /** The installed release's OEM-signed RAUC bundle: `evcc boot` verifies it and that its rootfs image is what the initramfs measured. */
   bundlePath: z.string().default('/data/evcc/installed.raucb'),
   /** OEM bundle-signing keyring (the one RAUC itself uses). */
   keyring: z.string().default('/etc/rauc/keyring.pem'),
