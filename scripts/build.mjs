@@ -4,14 +4,15 @@
 // static screen and the AF_PACKET addon when it is built. The output is not committed (.gitignore).
 import { spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
-const dist = join(repo, 'dist');
+// `node scripts/build.mjs [outDir]`: tests and benches build their own tree (another test rebuilds dist/ meanwhile).
+const dist = process.argv[2] ? resolve(process.argv[2]) : join(repo, 'dist');
 rmSync(dist, { recursive: true, force: true });
 const tsc = join(repo, 'node_modules', 'typescript', 'bin', 'tsc');
-const r = spawnSync(process.execPath, [tsc, '-p', join(repo, 'tsconfig.build.json')], { stdio: 'inherit' });
+const r = spawnSync(process.execPath, [tsc, '-p', join(repo, 'tsconfig.build.json'), '--outDir', dist], { stdio: 'inherit' });
 if (r.status !== 0) process.exit(r.status ?? 1);
 
 const assets = [

@@ -12,7 +12,7 @@ interface CommandEntry {
 
 /**
  * One entry per command module; each module is the composition root of its subcommand. Modules are imported only
- * when their command runs (all of them for `--help`), so starting `evcc slac` does not load the TPM, EXI or MQTT
+ * when their command runs (none for the top-level `--help`), so starting `evcc slac` does not load the TPM, EXI or MQTT
  * stacks — process start-up stays short on the Pi and in the integration tests that spawn the CLI.
  */
 const COMMANDS: readonly CommandEntry[] = [
@@ -35,6 +35,32 @@ const COMMANDS: readonly CommandEntry[] = [
   { names: ['session'], load: async () => (await import('./session.ts')).registerSession },
 ];
 
+/**
+ * The command list of `evcc --help`, in help order: top-level help registers these names with their summaries and
+ * loads no command module (loading all of them took ~1.5 s and ~110 MB here). Each summary is the module's own
+ * description (index.test.ts checks that they agree).
+ */
+export const COMMAND_SUMMARIES: Readonly<Record<string, string>> = {
+  'bench-session': 'one whole simulated charging session through the product path (vehicle TPM on swtpm, pilot, SLAC, SDP, TLS + OTA root-CA fetch, ISO 15118-2 PnC or DIN, charge loop to the target SoC, SessionStop, A/B commit) — no hardware, no root',
+  slac: 'run ISO 15118-3 SLAC (EV side) on a PLC modem interface and report the match',
+  sim: 'simulators (bench without hardware)',
+  tpm: 'TPM 2.0 key service: factory provisioning, contract keys, signing',
+  boot: 'boot check: replay the initramfs measurement log against PCR 14, verify the installed bundle (RAUC keyring) and that its rootfs image is what booted, check the anti-rollback counter, cache the release ticket',
+  oem: 'OEM backend tools (offline)',
+  mo: 'mobility operator tools (offline)',
+  bundle: 'update bundles (RAUC)',
+  pki: 'ISO 15118 PKI tools: test PKI generation and chain checks; the vehicle\'s V2G root store',
+  'sim-secc': 'simulated SECC: SDP responder on port 15118, TLS 1.2/1.3 or plain TCP, SupportedAppProtocol, ISO 15118-2 / DIN 70121 session per --scenario',
+  sdp: 'SECC discovery: SECCDiscoveryReq to ff02::1 port 15118 on IF (250 ms per try, up to 50 tries)',
+  'tls-probe': 'open TLS to a SECC (found by SDP, or --address/--port) and validate its chain with our ISO 15118-2 path validation; prints the channel as JSON, or the typed failure ({code, message, details}) and exits 1',
+  'oem-backend': 'OEM backend reference service: root-CA answers from a Root Certificate Pool over MQTT',
+  ota: 'OEM backend link: V2G root fetch and sync (Solution C), backend key',
+  exi: 'schema-informed EXI codec (appHandshake, ISO 15118-2, DIN 70121, ISO 15118-20, xmldsig)',
+  charge: 'one charging session on real links, starting now (plugged in): SLAC, SDP, TLS (+ OEM root fetch) or TCP, SupportedAppProtocol, ISO 15118-2 or DIN SPEC 70121 to SessionStop',
+  run: 'the EVCC service: OEM link, key service, and one session per plug-in reported by the pilot board, until SIGTERM',
+  session: 'per-session capture folders: show a timeline, replay the charger as a simulator scenario',
+};
+
 /** Global options that take a value (so the value is not mistaken for the command name). */
 const VALUE_OPTIONS = new Set(['-c', '--config', '--log-level', '--log-json']);
 
@@ -52,8 +78,26 @@ export function commandNameOf(argv: readonly string[]): string | undefined {
   return undefined;
 }
 
-export async function registerCommands(program: Command, globals: () => GlobalOptions, argv: readonly string[]): Promise<void> {
+/** The command a run needs: the named one, or the one `help NAME` asks about. */
+function wantedCommandOf(argv: readonly string[]): string | undefined {
   const name = commandNameOf(argv);
+  if (name !== 'help') return name;
+  const i = argv.indexOf('help');
+  return commandNameOf(argv.slice(i + 1));
+}
+
+export async function registerCommands(program: Command, globals: () => GlobalOptions, argv: readonly string[]): Promise<void> {
+  const name = wantedCommandOf(argv);
   const wanted = COMMANDS.filter((c) => name !== undefined && c.names.includes(name));
-  for (const entry of wanted.length ? wanted : COMMANDS) (await entry.load())(program, globals);
+  if (wanted.length) {
+    for (const entry of wanted) (await entry.load())(program, globals);
+    return;
+  }
+  // No command, or an unknown one: the help (or commander's "unknown command" with it) needs only names and summaries.
+  for (const [command, summary] of Object.entries(COMMAND_SUMMARIES)) program.command(command).description(summary);
+}
+
+/** Every command module registered (tests: the summaries agree with the modules). */
+export async function registerAllCommands(program: Command, globals: () => GlobalOptions): Promise<void> {
+  for (const entry of COMMANDS) (await entry.load())(program, globals);
 }
