@@ -140,10 +140,11 @@ export function registerRun(program: Command, globals: () => GlobalOptions): voi
         manager.ready(pilotSettings.trigger === 'pilot' ? `waiting for plug-in, ${mode}` : `one session now, ${mode}`);
         const blockMs = Number(process.env[BLOCK_MAIN_LOOP_ENV] ?? 0);
         if (blockMs > 0) {
-          setTimeout(() => {
+          // Once READY has reached the manager (a blocked loop would hold it in the queue).
+          void manager.close().then(() => {
             log.warn({ ms: blockMs }, `test hook ${BLOCK_MAIN_LOOP_ENV}: blocking the main loop for ${blockMs} ms`);
             Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, blockMs);
-          }, 0);
+          });
         }
 
         let sessions = 0;
