@@ -172,15 +172,23 @@ export const registerTpm: CommandModule = (program, globals) => {
     .description('bench without a TPM HAT: run swtpm (a real TPM 2.0 implementation) and print its TCTI until stopped')
     .requiredOption('--state-dir <dir>', 'absolute swtpm state dir (persistent NV, like the TPM chip)')
     .option('--port <n>', 'server port (control = port+1); default: free pair')
-    .action(async (o: { stateDir: string; port?: string }) => {
+    .option('--abrmd', 'put tpm2-abrmd in front (a resource manager, as /dev/tpmrm0 on the device) on a private D-Bus bus; prints the tabrmd TCTI and a DBUS_SESSION_BUS_ADDRESS= line')
+    .action(async (o: { stateDir: string; port?: string; abrmd?: boolean }) => {
       const port = o.port === undefined ? undefined : parseSwtpmPort(o.port);
-      const sim = await Swtpm.start({ stateDir: resolve(o.stateDir), port });
+      const stateDir = resolve(o.stateDir);
+      const sim = await Swtpm.start({ stateDir, port });
+      const { Abrmd } = await import('../../hal/tpm/abrmd.ts');
+      const rm = o.abrmd ? await Abrmd.start({ backendTcti: sim.tcti, dir: `${stateDir}.abrmd` }).catch(async (err: unknown) => {
+        await sim.stop();
+        throw err;
+      }) : undefined;
       // Handlers before the TCTI line: a script may stop us as soon as it has read it.
       const stopped = new Promise<void>((done) => {
         for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => done());
       });
-      process.stdout.write(`${sim.tcti}\n`);
+      process.stdout.write(rm ? `${rm.tcti}\nDBUS_SESSION_BUS_ADDRESS=${rm.env.DBUS_SESSION_BUS_ADDRESS}\n` : `${sim.tcti}\n`);
       await stopped;
+      await rm?.stop();
       await sim.stop();
     });
 
