@@ -56,7 +56,7 @@ import { decideKeyLog, openSessionCapture, type CaptureSummary, type SessionCapt
 import { messageLogRecord, SessionEventHub } from '../../firmware/capture/records.ts';
 import { dashboardPortOption, dashboardSettings, serveBenchDashboard, type BenchSessionHooks, type BenchVehicle } from '../dashboard.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
-import { createSessionDir } from '../../hal/store/session-dirs.ts';
+import { createSessionDir, removeSessionDirNow, sweepStaleSessionDirs } from '../../hal/store/session-dirs.ts';
 import { startSimCharger, startSimEvModem } from '../../sim/evse-slac/index.ts';
 import { answerCertificateInstallation, answerCertificateUpdate } from '../../sim/cps/cps.ts';
 import { startEmbeddedSecc, vehicleCredentials, type EmbeddedChain } from '../../sim/secc/embedded.ts';
@@ -169,9 +169,20 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
   const sim = rt.log('SIM');
   const clock = rt.clock;
   const cleanups: (() => Promise<unknown>)[] = [];
+  // A SIGKILLed predecessor ran no clean-up: its dir (bench key material) goes before we make ours (also --no-tpm).
+  const swept = await sweepStaleSessionDirs().catch(() => undefined);
+  if (swept?.removed.length) bench.warn({ removed: swept.removed, killed: swept.killed }, `removed ${swept.removed.length} dir(s) of killed bench sessions`);
   // Owner record inside: a killed bench session's dir (it holds bench key material) is removed by the next start.
   const dataDir = await createSessionDir('evcc-bench-');
   let capture: SessionCapture | undefined;
+  const stopOnSignal = onTerminatingSignal(async (signal) => {
+    bench.warn({ signal }, `${signal}: stopping the bench session (swtpm, broker, data dir) before exiting`);
+    for (const c of [...cleanups].reverse()) await c().catch(() => undefined);
+    // The runtime stays open: a stage still running may log, and a closed log would end the process (uncaught).
+  }, () => {
+    // Synchronously, right before the process ends: a stage still running (provisioning) cannot recreate the dir.
+    if (!opts.keep) removeSessionDirNow(dataDir);
+  });
   try {
     bench.info({ dataDir }, 'embedded bench: swtpm, simulated pilot, modem, chargers, SECC, battery, OEM backend and broker; product code everywhere else');
     // The same config parsing as the vehicle (a bench config file may relax field timers, choose AC, …).
@@ -353,6 +364,7 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
     }
     return out;
   } finally {
+    stopOnSignal();
     for (const c of cleanups.reverse()) await c().catch(() => undefined);
     // A bench that failed before its report still leaves its folder (log, capture so far).
     await capture?.finish({ ok: false }).catch(() => undefined);
@@ -360,6 +372,41 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
     else bench.info({ dataDir }, 'data dir kept');
     await rt.close();
   }
+}
+
+/**
+ * SIGTERM / SIGINT while a bench session runs: `stop` (children) runs first, bounded by SIGNAL_CLEANUP_MS, then `last`
+ * (synchronous: the dir) and the signal is raised again with its default action, so the process ends by that signal
+ * as a caller expects.
+ * (SIGKILL cannot be caught: swtpm dies with us through its parent-death signal, the dir goes at the next start.)
+ * Returns the function that removes the handlers (the session ended by itself).
+ */
+const SIGNAL_CLEANUP_MS = 5_000;
+function onTerminatingSignal(stop: (signal: NodeJS.Signals) => Promise<void>, last: () => void): () => void {
+  const signals: NodeJS.Signals[] = ['SIGTERM', 'SIGINT'];
+  let stopping = false;
+  const remove = () => signals.forEach((s) => process.removeListener(s, handler));
+  // Stays registered until the end: execa's signal-exit handler re-raises a signal at once when it finds itself the
+  // only listener, which would end the process before the clean-up. A second signal meanwhile is absorbed.
+  const handler = (signal: NodeJS.Signals): void => {
+    if (stopping) return;
+    stopping = true;
+    const deadline = new Promise<void>((resolve) => setTimeout(resolve, SIGNAL_CLEANUP_MS).unref());
+    void Promise.race([stop(signal).catch(() => undefined), deadline]).then(() => {
+      try {
+        last();
+      } finally {
+        // Every listener goes (signal-exit's too: its children are our short tool runs), so the default action ends
+        // the process at once — before a stage that `last` cut off (swtpm gone) reports its failure as an error.
+        for (const s of signals) process.removeAllListeners(s);
+        process.kill(process.pid, signal);
+      }
+    });
+  };
+  signals.forEach((s) => process.on(s, handler));
+  return () => {
+    if (!stopping) remove();
+  };
 }
 
 /** The bench case in one line, for the dashboard (Kilic, Fig. 12: the test case name next to Start). */

@@ -18,9 +18,58 @@ function kindOf(st: { isFIFO(): boolean; isCharacterDevice(): boolean; isBlockDe
   return st.isFile() ? 'regular file' : 'special file';
 }
 
+/**
+ * Temp files of `writeAtomic`: `.<pid>.<random>.tmp`, so one that a killed writer left behind can be told from one a
+ * live writer is filling. The older form without the pid (`.<random>.tmp`) counts as stale after LEGACY_TMP_MS.
+ */
+const TMP_FILE = /^\.(\d{1,10})\.[0-9a-f]{12}\.tmp$/;
+const LEGACY_TMP_FILE = /^\.[0-9a-f]{12}\.tmp$/;
+const LEGACY_TMP_MS = 60_000;
+/** How far below the root `open` looks for stale temp files (pki/, keys/contract/, releases/vN/ …). */
+const SWEEP_DEPTH = 4;
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 /** The real store: a directory (0700) on disk with atomic replace. */
 export class FsStore implements FileStore {
   constructor(readonly root: string) {}
+
+  /**
+   * Removes the temp files that writers killed between create and rename left (issue #13 item 8: a killed root
+   * install left `.tmp` files). A live writer's file (its pid runs) stays. Returns the paths removed.
+   */
+  static async sweepStaleTempFiles(root: string, depth = SWEEP_DEPTH): Promise<string[]> {
+    const removed: string[] = [];
+    const walk = async (dir: string, left: number): Promise<void> => {
+      let entries;
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch {
+        return;
+      }
+      for (const e of entries) {
+        const p = join(dir, e.name);
+        if (e.isDirectory()) {
+          if (left > 1) await walk(p, left - 1);
+          continue;
+        }
+        if (!e.isFile()) continue;
+        const m = TMP_FILE.exec(e.name);
+        const stale = m ? Number(m[1]) !== process.pid && !pidAlive(Number(m[1]))
+          : LEGACY_TMP_FILE.test(e.name) && (await stat(p).then((st) => Date.now() - st.mtimeMs > LEGACY_TMP_MS, () => false));
+        if (stale && (await rm(p, { force: true }).then(() => true, () => false))) removed.push(p);
+      }
+    };
+    await walk(root, depth);
+    return removed;
+  }
 
   static async open(root: string): Promise<FsStore> {
     try {
@@ -34,6 +83,7 @@ export class FsStore implements FileStore {
     if (!st.isDirectory()) {
       throw new EvccError<FsStoreErrorCode>('STORE_NOT_A_FILE', `store ${root} is a ${kindOf(st)}, not a directory`, { root, kind: kindOf(st) });
     }
+    await FsStore.sweepStaleTempFiles(root);
     return new FsStore(root);
   }
 
@@ -70,7 +120,7 @@ export class FsStore implements FileStore {
   async writeAtomic(path: string, data: Uint8Array | string, options: { mode?: number } = {}): Promise<void> {
     const target = this.abs(path);
     const dir = dirname(target);
-    const tmp = join(dir, `.${randomBytes(6).toString('hex')}.tmp`);
+    const tmp = join(dir, `.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
     try {
       await mkdir(dir, { recursive: true, mode: 0o700 });
       const fh = await open(tmp, 'wx', options.mode ?? 0o600);

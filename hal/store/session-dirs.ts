@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { lstat, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -83,6 +83,16 @@ async function readOwner(dir: string): Promise<OwnerRecord | undefined> {
   }
 }
 
+/**
+ * Whether a per-process dir (a TPM driver's work dir, `work-*`) belongs to a process that is gone: true / false from
+ * its owner record, undefined without one (made before records existed, or by a process killed between mkdtemp and
+ * the record: the caller decides by age).
+ */
+export async function ownerGone(dir: string): Promise<boolean | undefined> {
+  const r = await readOwner(dir);
+  return r ? !processAlive(r) : undefined;
+}
+
 /** A temp dir (0700) that the next start removes once this process is gone (e.g. killed before its cleanup). */
 export async function createSessionDir(prefix: string, root = tmpdir()): Promise<string> {
   if (!/^evcc-[a-z0-9-]*$/.test(prefix)) throw new RangeError(`session dir prefix must be evcc-…: ${prefix}`);
@@ -106,6 +116,27 @@ async function nestedOwners(dir: string, depth = 3): Promise<OwnerRecord[]> {
   };
   await walk(dir, depth);
   return out;
+}
+
+/**
+ * Our own session dir, now and synchronously (a process that is about to end on a signal): the children its owner
+ * records name (swtpm, which would otherwise keep writing into it until its parent-death signal) are SIGKILLed first,
+ * then the dir goes, retried while a dying child's last write races the removal.
+ */
+export function removeSessionDirNow(dir: string, depth = 3): void {
+  const walk = (d: string, left: number): void => {
+    try {
+      const r = JSON.parse(readFileSync(join(d, OWNER_FILE), 'utf8')) as Partial<OwnerRecord>;
+      if (r.pid === process.pid && r.child && typeof r.child.pid === 'number' && processAlive(r.child)) process.kill(r.child.pid, 'SIGKILL');
+    } catch {
+      // no record here
+    }
+    if (left > 0) {
+      for (const e of (() => { try { return readdirSync(d, { withFileTypes: true }); } catch { return []; } })()) if (e.isDirectory()) walk(join(d, e.name), left - 1);
+    }
+  };
+  walk(dir, depth);
+  rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 20 });
 }
 
 export interface SweepResult {

@@ -62,3 +62,26 @@ describe('FsStore refuses what is not a regular file', () => {
     await expect(FsStore.open(join(d, 'plain'))).rejects.toMatchObject({ code: 'STORE_NOT_A_FILE' });
   });
 });
+
+describe('FsStore: temp files of killed writers', () => {
+  it('open removes .tmp files whose writer is gone, keeps a live writer\'s, and an unowned one only when old', async () => {
+    const d = await mkdtemp(join(tmpdir(), 'evcc-store-'));
+    dirs.push(d);
+    const dead = execFileSync('sh', ['-c', 'sh -c \'echo $$\'']).toString().trim(); // a pid that has exited
+    const { mkdir, utimes } = await import('node:fs/promises');
+    await mkdir(join(d, 'pki'), { recursive: true });
+    await mkdir(join(d, 'keys', 'contract'), { recursive: true });
+    const killed = join(d, 'pki', `.${dead}.0123456789ab.tmp`);
+    const killedDeep = join(d, 'keys', 'contract', `.${dead}.ba9876543210.tmp`);
+    const live = join(d, 'pki', `.${process.pid}.aaaaaaaaaaaa.tmp`);
+    const legacyOld = join(d, 'pki', '.cccccccccccc.tmp');
+    const legacyNew = join(d, 'pki', '.dddddddddddd.tmp');
+    const other = join(d, 'pki', 'store.json');
+    for (const f of [killed, killedDeep, live, legacyOld, legacyNew, other]) await writeFile(f, 'x');
+    const old = new Date(Date.now() - 3_600_000);
+    await utimes(legacyOld, old, old);
+    await FsStore.open(d);
+    const left = [...(await readdir(join(d, 'pki'))), ...(await readdir(join(d, 'keys', 'contract')))].sort();
+    expect(left).toEqual([`.${process.pid}.aaaaaaaaaaaa.tmp`, '.dddddddddddd.tmp', 'store.json'].sort());
+  });
+});
