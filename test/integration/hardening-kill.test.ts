@@ -137,7 +137,7 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
       const pem = join(lab.oemDir, `kill-root-${i}.pem`);
       await writeFile(pem, derToPem(root.der));
       const p = install(pem);
-      await new Promise((r) => setTimeout(r, 800 + ((i * 797) % 3000))); // spread over start-up, unseal, write, counter
+      await new Promise((r) => setTimeout(r, 300 + ((i * 397) % 1500))); // spread over start-up, unseal, write, counter
       if (p.exitCode === null) {
         p.kill('SIGKILL');
         killedMidway++;
