@@ -240,7 +240,7 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
 
     // --- peers -----------------------------------------------------------------------------------------------------
     const segment = new SimSegment();
-    const evModem = startSimEvModem(segment, { hostMac: EV_MAC, log: sim });
+    const evModem = startSimEvModem(segment, { hostMac: EV_MAC, clock, log: sim });
     cleanups.push(() => evModem.close());
     for (const c of [OUR_CHARGER, NEIGHBOUR]) {
       const charger = startSimCharger(segment, { evseMac: c.mac, attenuationDb: c.attenuationDb, clock, log: sim });

@@ -61,7 +61,7 @@ const FAILURE_WORDS: Record<string, Words> = {
   SLAC_TIMEOUT_ATTEN_CHAR: { headline: 'no PLC link: no charger reported the attenuation (CM_ATTEN_CHAR)', hint: 'check the cable and the modem' },
   SLAC_NO_SUITABLE_EVSE: { headline: 'no PLC link: no charger within the attenuation limit answered' },
   SLAC_TIMEOUT_SET_KEY: { headline: 'no PLC link: the local modem did not take the network key (CM_SET_KEY)' },
-  SLAC_TIMEOUT_JOIN: { headline: 'no PLC link: the modem did not join the charger\'s network' },
+  SLAC_LINK_NOT_JOINED: { headline: 'no PLC link: the modem did not join the charger\'s network' },
   EVCC_SETUP_TIMEOUT: { headline: 'the charging session could not be set up in time (V2G_EVCC_CommunicationSetup_Timeout)', hint: 'the timeline shows the stage that used the time' },
   EVCC_TRUST_UNAVAILABLE: { headline: 'no verified certificate store: the charger cannot be authenticated', hint: 'the TPM refused the software state (degraded) and no OEM-approved roots are present' },
   EVCC_NO_TCP: { headline: 'the charger offers no TLS and this vehicle opens no plain-TCP channel' },

@@ -78,3 +78,22 @@ export const ATTEN_GROUPS = 58;
 export const SET_KEY = { KEY_TYPE_NMK: 0x01, PID_HLE: 0x04, NEW_EKS_NMK: 0x01 } as const;
 /** MVFLength of CM_SLAC_MATCH.REQ / .CNF. */
 export const MATCH_MVF_LENGTH = { REQ: 0x3e, CNF: 0x56 } as const;
+
+/**
+ * Qualcomm vendor-specific MMEs (open-plc-utils mme/qualcomm.h: VS_NW_INFO 0xA038, VS_HOST_ACTION 0xA060; +1 CNF,
+ * +2 IND, +3 RSP). Every vendor MME carries Qualcomm's OUI after the MME header.
+ */
+export const VS_MMTYPE = {
+  VS_NW_INFO_REQ: 0xa038,
+  VS_NW_INFO_CNF: 0xa039,
+  VS_HST_ACTION_IND: 0xa062,
+  VS_HST_ACTION_RSP: 0xa063,
+} as const;
+export const QCA_OUI = Uint8Array.of(0x00, 0xb0, 0x52);
+/**
+ * VS_HST_ACTION.IND action codes after CM_SET_KEY as the seed testbench's EV logs them (`actionType: 09`, then `0a`,
+ * then "SLAC matching process successful"): 0x0a is the one it takes as joined. Qualcomm's public headers name only
+ * the boot-time codes 0x00–0x05 (open-plc-utils plc/EmulateHost.c), so the meaning of these two is field evidence,
+ * and the code taken as "joined" is a setting (slac.joinedHostActions).
+ */
+export const HOST_ACTION = { FIRST_AFTER_SET_KEY: 0x09, JOINED: 0x0a } as const;

@@ -16,11 +16,6 @@ export interface RunSlacOptions {
   signal?: AbortSignal;
   /** Random bytes (RunID, sound RND, SET_KEY nonce). Default: Web Crypto. */
   random?: (n: number) => Uint8Array;
-  /**
-   * Resolves when the modem has joined the charger's network after CM_SET_KEY (TT_match_join bounds it). Default:
-   * ready at once — neither the simulated modem nor a veth link has an AVLN to join; on a real QCA7000 pass a probe.
-   */
-  linkReady?: (signal: AbortSignal) => Promise<void>;
   /** Called for every engine event (bench tools, tests); the driver logs them anyway. */
   onEvent?: (event: SlacEvent) => void;
 }
@@ -37,13 +32,11 @@ export function runSlac(options: RunSlacOptions): Promise<SlacResult> {
   const settings = slacSettings(options.settings ?? {});
   const random = options.random ?? webRandom;
   const engine = new SlacEngine({ mac: link.mac, settings, runId: random(8), random });
-  const probeAbort = new AbortController();
 
   return new Promise<SlacResult>((resolve, reject) => {
     let timer: TimerId | undefined;
     let settled = false;
     let sending: Promise<void> = Promise.resolve();
-    let probing = false;
 
     const cleanup = () => {
       settled = true;
@@ -51,7 +44,6 @@ export function runSlac(options: RunSlacOptions): Promise<SlacResult> {
       timer = undefined;
       unsubscribe();
       signal?.removeEventListener('abort', onAbort);
-      probeAbort.abort();
     };
 
     const apply = (out: SlacOutput) => {
@@ -78,7 +70,7 @@ export function runSlac(options: RunSlacOptions): Promise<SlacResult> {
       if (out.result) {
         cleanup();
         const r = out.result;
-        log.info({ evse: r.evseMac, nid: toHex(r.nid), ms: Math.round(r.timings.total ?? 0), evses: r.evses.length }, 'matching process successful');
+        log.info({ evse: r.evseMac, nid: toHex(r.nid), ms: Math.round(r.timings.total ?? 0), evses: r.evses.length, linkUp: r.link.proof }, 'matching process successful');
         void sending.then(() => resolve(r));
         return;
       }
@@ -88,14 +80,6 @@ export function runSlac(options: RunSlacOptions): Promise<SlacResult> {
           timer = undefined;
           apply(engine.step({ kind: 'timer', now: clock.now() }));
         }, due - clock.now());
-      }
-      if (out.state === 'WaitForLinkJoin' && !probing) {
-        probing = true;
-        const probe = options.linkReady ?? (async () => undefined);
-        probe(probeAbort.signal).then(
-          () => apply(engine.step({ kind: 'linkReady', now: clock.now() })),
-          () => undefined, // the TT_match_join deadline reports the failure
-        );
       }
     };
 
@@ -146,5 +130,13 @@ function logEvent(log: Logger, ev: SlacEvent): void {
     case 'retry':
       log.warn({ attempt: ev.attempt, of: ev.of }, `retrying ${ev.message}`);
       break;
+    case 'linkUp': {
+      const r = ev.report;
+      log.info({
+        cp: 'SLAC_LINK_UP', proof: r.proof, afterKeySetMs: Math.round(r.afterKeySetMs), evse: ev.evse, nid: ev.nid, modem: r.modemMac,
+        hostActions: r.hostActions, nwInfoPolls: r.nwInfoPolls, ...(r.evseBridged !== undefined ? { evseBridged: r.evseBridged } : {}),
+      }, `PLC link up (${r.proof}) ${Math.round(r.afterKeySetMs)} ms after CM_SET_KEY`);
+      break;
+    }
   }
 }

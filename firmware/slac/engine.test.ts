@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { decodeFrame, encodeFrame, macFromString, type SlacMessage } from './codec.ts';
 import { SlacEngine, type SlacOutput } from './engine.ts';
 import { slacSettings } from './settings.ts';
+import { decodeQcaFrame, encodeQcaFrame, type QcaMessage } from './qca-vendor.ts';
 
 /** The engine alone: inputs with explicit times, outputs checked frame by frame. No driver, no clock, no link. */
 const EV = macFromString('02:00:00:00:ee:01');
@@ -15,6 +16,9 @@ function engine(settings: Record<string, unknown> = {}) {
   return new SlacEngine({ mac: EV, settings: slacSettings(settings), runId: RUN, random: (n) => new Uint8Array(n).fill(++r) });
 }
 const from = (message: SlacMessage, src = SE, dst = EV) => encodeFrame({ dst, src, message });
+const MODEM = macFromString('00:b0:52:11:22:33');
+const vendor = (message: QcaMessage, src = MODEM, mmv: 0 | 1 = 0) => encodeQcaFrame({ dst: EV, src, mmv, message });
+const vtypes = (o: SlacOutput) => o.send.map((f) => { const d = decodeQcaFrame(f); return d.ok ? d.frame.message.type : '?'; }).filter((t) => t !== '?');
 const types = (o: SlacOutput) => o.send.map((f) => { const d = decodeFrame(f); return d.ok ? d.frame.message.type : '?'; });
 const parmCnf = (runId = RUN) => from({ type: 'CM_SLAC_PARM.CNF', msoundTarget: macFromString('ff:ff:ff:ff:ff:ff'), numSounds: 10, timeOut: 6, respType: 0, forwardingSta: EV, applicationType: 0, securityType: 0, runId });
 const attenInd = (db: number, src = SE) => from({ type: 'CM_ATTEN_CHAR.IND', applicationType: 0, securityType: 0, sourceAddress: EV, runId: RUN, sourceId: zeros(17), respId: zeros(17), numSounds: 10, groups: new Uint8Array(58).fill(db) }, src);
@@ -46,9 +50,13 @@ describe('SlacEngine (pure)', () => {
     const setKey = decodeFrame(o.send[0]!);
     expect(setKey.ok && setKey.frame.dst).toEqual(macFromString('00:b0:52:00:00:01'));
     o = e.step({ kind: 'frame', now: now + 7, bytes: from({ type: 'CM_SET_KEY.CNF', result: 1, myNonce: 0, yourNonce: 0, pid: 4, prn: 0, pmn: 0, ccoCapability: 0 }, macFromString('00:b0:52:11:22:33')) });
-    expect(o).toMatchObject({ state: 'WaitForLinkJoin', deadline: now + 7 + 12_000 }); // TT_match_join
-    o = e.step({ kind: 'linkReady', now: now + 8 });
+    expect(types(o)).toEqual(['?']); // a vendor MME, not a SLAC one
+    expect(vtypes(o)).toEqual(['VS_NW_INFO.REQ']);
+    expect(o).toMatchObject({ state: 'WaitForNwInfoCnf', deadline: now + 7 + 500 }); // first poll; TT_match_join bounds the wait
+    o = e.step({ kind: 'frame', now: now + 8, bytes: vendor({ type: 'VS_HST_ACTION.IND', action: 0x0a, sessionId: 0, outstandingRetries: 0, retryTimer10ms: 0 }) });
+    expect(vtypes(o)).toEqual(['VS_HST_ACTION.RSP']);
     expect(o.state).toBe('Matched');
+    expect(o.result!.link).toMatchObject({ proof: 'VS_HST_ACTION.IND', afterKeySetMs: 1, modemMac: '00:b0:52:11:22:33', hostActions: [0x0a] });
     expect(o.result).toMatchObject({ evseMac: '02:00:00:00:c0:01', retries: { parmReq: 0, matchReq: 0, setKey: 0 } });
     expect(o.deadline).toBeUndefined();
   });
@@ -88,6 +96,119 @@ describe('SlacEngine (pure)', () => {
     const o = e.step({ kind: 'frame', now: 3, bytes: attenInd(5) });
     expect(types(o)).toEqual(['CM_ATTEN_CHAR.RSP']);
     expect(e.observations()).toEqual([expect.objectContaining({ averageAttenuationDb: 30 })]);
+  });
+});
+
+const NID = Uint8Array.of(1, 2, 3, 4, 5, 6, 7);
+/** Drives an engine to CM_SET_KEY.CNF at t=100; returns it and the output of that step. */
+function keySet(settings: Record<string, unknown> = {}) {
+  const e = engine(settings);
+  e.step({ kind: 'start', now: 0 });
+  e.step({ kind: 'frame', now: 1, bytes: parmCnf() });
+  for (let t = 41; t <= 481; t += 40) e.step({ kind: 'timer', now: t });
+  e.step({ kind: 'frame', now: 490, bytes: attenInd(20) });
+  e.step({ kind: 'frame', now: 495, bytes: from({ type: 'CM_SLAC_MATCH.CNF', applicationType: 0, securityType: 0, pevId: zeros(17), pevMac: EV, evseId: zeros(17), evseMac: SE, runId: RUN, nid: NID, nmk: new Uint8Array(16).fill(0x42) }) });
+  const o = e.step({ kind: 'frame', now: 500, bytes: from({ type: 'CM_SET_KEY.CNF', result: 1, myNonce: 0, yourNonce: 0, pid: 4, prn: 0, pmn: 0, ccoCapability: 0 }, MODEM) });
+  return { e, o };
+}
+const avln = (nid: Uint8Array, stations = 1) => ({
+  nid, snid: 1, tei: 2, role: 0, ccoMac: macFromString('00:b0:52:00:00:c1'), ccoTei: 1,
+  stations: Array.from({ length: stations }, () => ({ mac: macFromString('00:b0:52:00:00:c1'), tei: 1, bda: SE, avgPhyTxMbps: 9, avgPhyRxMbps: 9 })),
+});
+
+describe('SlacEngine: the modem joins the charger\'s AVLN after CM_SET_KEY (virtual time)', () => {
+  it('a late join (7 s, as one charger needs) found by VS_NW_INFO polling within TT_match_join', () => {
+    const { e, o } = keySet({ linkUp: 'nw-info' });
+    expect(o).toMatchObject({ state: 'WaitForNwInfoCnf', deadline: 1000 });
+    let polls = 1;
+    let now = 500;
+    // The modem is in no AVLN until 7 s after the key, then in the charger's.
+    for (;;) {
+      now = e.step({ kind: 'timer', now: 0 }).deadline ?? now; // not due: no output
+      const t = e.step({ kind: 'timer', now });
+      polls += vtypes(t).length;
+      expect(t.state).toBe('WaitForNwInfoCnf');
+      const joined = now - 500 >= 7000;
+      const r = e.step({ kind: 'frame', now, bytes: vendor({ type: 'VS_NW_INFO.CNF', avlns: joined ? [avln(NID)] : [] }, MODEM, 1) });
+      if (joined) {
+        expect(r.state).toBe('Matched');
+        expect(r.result!.link).toMatchObject({ proof: 'VS_NW_INFO.CNF', afterKeySetMs: 7000, evseBridged: true, nwInfoPolls: polls });
+        expect(r.result!.timings.linkReady).toBe(7500);
+        break;
+      }
+      expect(r.state).toBe('WaitForNwInfoCnf');
+    }
+    expect(polls).toBe(15); // one every 500 ms
+  });
+
+  it('never joined: SLAC_LINK_NOT_JOINED at TT_match_join (12 s after the key), with what the modem said', () => {
+    const { e } = keySet();
+    let now = 500;
+    let last: SlacOutput | undefined;
+    for (let i = 0; i < 100 && (!last || last.state !== 'Failed'); i++) {
+      now = last?.deadline ?? 1000;
+      last = e.step({ kind: 'timer', now });
+      if (last.state !== 'Failed') e.step({ kind: 'frame', now, bytes: vendor({ type: 'VS_NW_INFO.CNF', avlns: [avln(Uint8Array.of(9, 9, 9, 9, 9, 9, 9))] }, MODEM, 1) });
+    }
+    expect(now).toBe(500 + 12_000);
+    expect(last!.error?.code).toBe('SLAC_LINK_NOT_JOINED');
+    expect(last!.error?.details).toMatchObject({ nwInfoPolls: 24, linkUp: 'vendor-indication-or-nw-info' });
+    expect(last!.error?.message).toMatch(/090909090909 ?09\/1 station/);
+  });
+
+  it('our NID without another station is not a join; 0x09 is not a join; only our modem counts', () => {
+    const { e } = keySet();
+    let o = e.step({ kind: 'frame', now: 600, bytes: vendor({ type: 'VS_NW_INFO.CNF', avlns: [avln(NID, 0)] }, MODEM, 1) });
+    expect(o.state).toBe('WaitForNwInfoCnf');
+    o = e.step({ kind: 'frame', now: 601, bytes: vendor({ type: 'VS_HST_ACTION.IND', action: 0x09, sessionId: 0, outstandingRetries: 0, retryTimer10ms: 0 }) });
+    expect(vtypes(o)).toEqual(['VS_HST_ACTION.RSP']); // answered, so the modem stops repeating
+    expect(o.state).toBe('WaitForNwInfoCnf');
+    const rogue = macFromString('02:00:00:00:66:66');
+    o = e.step({ kind: 'frame', now: 602, bytes: vendor({ type: 'VS_HST_ACTION.IND', action: 0x0a, sessionId: 0, outstandingRetries: 0, retryTimer10ms: 0 }, rogue) });
+    expect(o.send).toEqual([]);
+    expect(o.events).toEqual([expect.objectContaining({ type: 'dropped', reason: expect.stringMatching(/not our modem/) })]);
+    o = e.step({ kind: 'frame', now: 603, bytes: vendor({ type: 'VS_NW_INFO.CNF', avlns: [avln(NID)] }, rogue, 1) });
+    expect(o.state).toBe('WaitForNwInfoCnf');
+    o = e.step({ kind: 'frame', now: 604, bytes: vendor({ type: 'VS_HST_ACTION.IND', action: 0x0a, sessionId: 0, outstandingRetries: 0, retryTimer10ms: 0 }) });
+    expect(o.state).toBe('Matched');
+    expect(o.result!.link.hostActions).toEqual([0x09, 0x0a]);
+  });
+
+  it('malformed vendor MMEs are dropped with a typed code, never thrown; the wait goes on', () => {
+    const { e } = keySet();
+    const good = vendor({ type: 'VS_NW_INFO.CNF', avlns: [avln(NID, 2)] }, MODEM, 1);
+    const badOui = Uint8Array.from(good);
+    badOui[19] = 0x11;
+    const cases: [Uint8Array, string][] = [
+      [good.slice(0, 40), 'SLAC_DECODE_TRUNCATED'], // 2 stations announced, frame cut
+      [badOui, 'SLAC_DECODE_BAD_FIELD'],
+      [Uint8Array.from(good).fill(0xa0, 15, 16), 'SLAC_DECODE_UNKNOWN_MMTYPE'],
+      [Uint8Array.from(good).fill(7, 14, 15), 'SLAC_DECODE_BAD_MMV'],
+    ];
+    for (const [bytes, code] of cases) {
+      const o = e.step({ kind: 'frame', now: 700, bytes });
+      expect(o.events).toEqual([expect.objectContaining({ type: 'dropped', code })]);
+      expect(o.state).toBe('WaitForNwInfoCnf');
+    }
+    fc.assert(fc.property(fc.uint8Array({ minLength: 17, maxLength: 300 }), fc.integer({ min: 0, max: 0xff }), (junk, lo) => {
+      junk[12] = 0x88; junk[13] = 0xe1; junk[15] = lo; junk[16] = 0xa0;
+      const o = e.step({ kind: 'frame', now: 701, bytes: junk });
+      expect(o.send.length).toBeLessThanOrEqual(1);
+    }), { numRuns: 300 });
+  });
+
+  it('vendor-indication only: waits for VS_HST_ACTION.IND, sends no poll; immediate: Matched at the key', () => {
+    const v = keySet({ linkUp: 'vendor-indication' });
+    expect(v.o).toMatchObject({ state: 'WaitForHostActionInd', deadline: 12_500 });
+    expect(v.o.send).toEqual([]);
+    expect(v.e.step({ kind: 'timer', now: 12_500 }).error?.code).toBe('SLAC_LINK_NOT_JOINED');
+    const i = keySet({ linkUp: 'immediate' });
+    expect(i.o.state).toBe('Matched');
+    expect(i.o.result!.link).toMatchObject({ proof: 'immediate', afterKeySetMs: 0 });
+  });
+
+  it('rejects a linkUp mode that does not exist (validated config)', () => {
+    expect(() => slacSettings({ linkUp: 'sometimes' })).toThrow(/linkUp/);
   });
 });
 

@@ -1,4 +1,5 @@
 import { BROADCAST_MAC, SET_KEY } from './constants.ts';
+import { decodeQcaFrame, encodeQcaFrame, isVendorMme, type QcaMessage, type QcaMessageOf, type QcaMessageType } from './qca-vendor.ts';
 import {
   ASSOC, decodeFrame, encodeFrame, macFromString, macToString, sameBytes, toHex,
   type Mac, type MessageOf, type SlacFrame, type SlacMessage, type SlacMessageType,
@@ -12,12 +13,32 @@ import type { SlacSettings } from './settings.ts';
  * randomness of its own (RunID and random fields come from the context), so a whole matching runs in virtual time.
  *
  * States are named after what the EV awaits:
- *   Idle → WaitForParmCnf → Sounding → WaitForAttenCharInd → WaitForMatchCnf → WaitForSetKeyCnf → WaitForLinkJoin
+ *   Idle → WaitForParmCnf → Sounding → WaitForAttenCharInd → WaitForMatchCnf → WaitForSetKeyCnf
+ *        → WaitForHostActionInd | WaitForNwInfoCnf (the modem's join into the charger's AVLN, within TT_match_join)
  *        → Matched | Failed
+ * After CM_SET_KEY.CNF (settings.linkUp): WaitForHostActionInd waits for the QCA modem's VS_HST_ACTION.IND with a
+ * joined action code; WaitForNwInfoCnf polls VS_NW_INFO every nwInfoPollIntervalMs until the charger's NID has a
+ * member station, and also takes the indication in the default mode; `immediate` goes straight to Matched.
  */
 export type SlacStateName =
   | 'Idle' | 'WaitForParmCnf' | 'Sounding' | 'WaitForAttenCharInd' | 'WaitForMatchCnf' | 'WaitForSetKeyCnf'
-  | 'WaitForLinkJoin' | 'Matched' | 'Failed';
+  | 'WaitForHostActionInd' | 'WaitForNwInfoCnf' | 'Matched' | 'Failed';
+
+/** What proved the link up after CM_SET_KEY. */
+export type LinkUpProof = 'immediate' | 'VS_HST_ACTION.IND' | 'VS_NW_INFO.CNF';
+
+export interface LinkUpReport {
+  proof: LinkUpProof;
+  /** Milliseconds from CM_SET_KEY.CNF to the proof. */
+  afterKeySetMs: number;
+  /** The modem that confirmed CM_SET_KEY (the only station whose vendor MMEs count). */
+  modemMac: string;
+  /** VS_HST_ACTION.IND action codes received after the key was set, in order. */
+  hostActions: number[];
+  nwInfoPolls: number;
+  /** The charger's host appears as the bridged address of a station in our AVLN (VS_NW_INFO proof only). */
+  evseBridged?: boolean;
+}
 
 export interface EvseObservation {
   mac: string;
@@ -41,6 +62,7 @@ export interface SlacTimings {
   decided?: number;
   matchCnf?: number;
   keySet?: number;
+  /** When the modem's join was proven (or the key confirmed, with linkUp immediate). */
   linkReady?: number;
   total?: number;
 }
@@ -55,13 +77,16 @@ export interface SlacResult {
   timings: SlacTimings;
   /** Retries used. */
   retries: { parmReq: number; matchReq: number; setKey: number };
+  /** How the link was found up after CM_SET_KEY. */
+  link: LinkUpReport;
 }
 
 export type SlacEvent =
   | { type: 'transition'; from: SlacStateName; to: SlacStateName; why: string }
-  | { type: 'sent'; message: SlacMessageType; dst: string; detail?: Record<string, unknown> }
-  | { type: 'received'; message: SlacMessageType; src: string; detail?: Record<string, unknown> }
-  | { type: 'dropped'; reason: string; code?: string; message?: SlacMessageType; src?: string }
+  | { type: 'sent'; message: SlacMessageType | QcaMessageType; dst: string; detail?: Record<string, unknown> }
+  | { type: 'received'; message: SlacMessageType | QcaMessageType; src: string; detail?: Record<string, unknown> }
+  | { type: 'dropped'; reason: string; code?: string; message?: SlacMessageType | QcaMessageType; src?: string }
+  | { type: 'linkUp'; report: LinkUpReport; evse: string; nid: string }
   | { type: 'evse'; observation: EvseObservation }
   | { type: 'retry'; message: SlacMessageType; attempt: number; of: number };
 
@@ -69,7 +94,6 @@ export type SlacInput =
   | { kind: 'start'; now: number }
   | { kind: 'frame'; now: number; bytes: Uint8Array }
   | { kind: 'timer'; now: number }
-  | { kind: 'linkReady'; now: number }
   | { kind: 'abort'; now: number; reason: string };
 
 export interface SlacOutput {
@@ -114,6 +138,14 @@ export class SlacEngine {
   private chosen: EvseRecord | undefined;
   private match: MessageOf<'CM_SLAC_MATCH.CNF'> | undefined;
   private setKeyNonce = 0;
+  /** The station that confirmed CM_SET_KEY: our modem. Vendor MMEs from anyone else are dropped. */
+  private modem: Mac | undefined;
+  private keySetAt = 0;
+  private joinDeadline = 0;
+  private readonly hostActions: number[] = [];
+  private nwInfoPolls = 0;
+  private nwInfoCnfs = 0;
+  private lastNwInfo: string | undefined;
   private readonly timings: SlacTimings = {};
   private readonly retries = { parmReq: 0, matchReq: 0, setKey: 0 };
   private readonly pevId: Uint8Array;
@@ -147,12 +179,6 @@ export class SlacEngine {
         break;
       case 'timer':
         if (this.deadline !== undefined && input.now >= this.deadline) this.onDeadline(input.now);
-        break;
-      case 'linkReady':
-        if (this.state === 'WaitForLinkJoin') {
-          this.timings.linkReady = input.now - this.startedAt;
-          this.finish(input.now);
-        }
         break;
       case 'abort':
         this.fail('SLAC_ABORTED', `SLAC aborted in ${this.state}: ${input.reason}`, input.now);
@@ -256,9 +282,48 @@ export class SlacEngine {
     });
   }
 
-  private finish(now: number): void {
+  /* ------------------------------------------------------------------------------- link-up after CM_SET_KEY */
+
+  private startLinkJoin(now: number, result: number): void {
+    const s = this.ctx.settings;
+    const res = `CM_SET_KEY.CNF Result 0x${result.toString(16).padStart(2, '0')}`;
+    this.keySetAt = now;
+    this.joinDeadline = now + s.matchJoinTimeoutMs;
+    switch (s.linkUp) {
+      case 'immediate':
+        this.linkUp(now, 'immediate', `${res}; link taken as up at once (slac.linkUp immediate: no modem join to wait for)`);
+        return;
+      case 'vendor-indication':
+        this.go('WaitForHostActionInd', `${res}; waiting for the modem's VS_HST_ACTION.IND (TT_match_join ${s.matchJoinTimeoutMs} ms)`, this.joinDeadline);
+        return;
+      case 'nw-info':
+      case 'vendor-indication-or-nw-info':
+        this.sendNwInfoReq();
+        this.go('WaitForNwInfoCnf', `${res}; polling VS_NW_INFO every ${s.nwInfoPollIntervalMs} ms${s.linkUp === 'nw-info' ? '' : ' (or VS_HST_ACTION.IND)'} for the charger's AVLN (TT_match_join ${s.matchJoinTimeoutMs} ms)`, this.nextPoll(now));
+        return;
+    }
+  }
+
+  private nextPoll(now: number): number {
+    return Math.min(now + this.ctx.settings.nwInfoPollIntervalMs, this.joinDeadline);
+  }
+
+  private sendNwInfoReq(): void {
+    this.nwInfoPolls++;
+    // MMV 1 (with FMI): the request form open-plc-utils uses for AR7400 and later chips, QCA7000 included.
+    this.emitVendor(this.localModem, 1, { type: 'VS_NW_INFO.REQ' });
+  }
+
+  private linkUp(now: number, proof: LinkUpProof, why: string, evseBridged?: boolean): void {
+    this.timings.linkReady = now - this.startedAt;
     this.timings.total = now - this.startedAt;
-    this.go('Matched', 'link ready', undefined);
+    const report: LinkUpReport = {
+      proof, afterKeySetMs: now - this.keySetAt, modemMac: this.modem ? macToString(this.modem) : '', hostActions: [...this.hostActions],
+      nwInfoPolls: this.nwInfoPolls,
+    };
+    if (evseBridged !== undefined) report.evseBridged = evseBridged;
+    this.out.events.push({ type: 'linkUp', report, evse: this.chosen!.key, nid: toHex(this.match!.nid) });
+    this.go('Matched', why, undefined);
     this.out.result = {
       evseMac: this.chosen!.key,
       nid: this.match!.nid,
@@ -267,7 +332,18 @@ export class SlacEngine {
       evses: this.observations(),
       timings: { ...this.timings },
       retries: { ...this.retries },
+      link: report,
     };
+  }
+
+  private notJoined(now: number): void {
+    const s = this.ctx.settings;
+    const seen = this.hostActions.length ? `host actions ${this.hostActions.map(hex2).join(', ')}` : 'no VS_HST_ACTION.IND';
+    const polled = s.linkUp === 'vendor-indication' ? '' : `, ${this.nwInfoCnfs} of ${this.nwInfoPolls} VS_NW_INFO polls answered${this.lastNwInfo ? ` (last: ${this.lastNwInfo})` : ''}`;
+    this.fail('SLAC_LINK_NOT_JOINED', `the modem did not join the charger's AVLN (NID ${toHex(this.match!.nid)}) within TT_match_join (${s.matchJoinTimeoutMs} ms): ${seen}${polled}`, now, {
+      linkUp: s.linkUp, hostActions: [...this.hostActions], nwInfoPolls: this.nwInfoPolls, nwInfoCnfs: this.nwInfoCnfs,
+      ...(this.modem ? { modem: macToString(this.modem) } : {}),
+    });
   }
 
   private onDeadline(now: number): void {
@@ -312,8 +388,17 @@ export class SlacEngine {
           this.fail('SLAC_TIMEOUT_SET_KEY', `local modem never confirmed CM_SET_KEY.REQ (${s.setKeyRetries + 1} request(s) to ${s.localModemMac})`, now);
         }
         return;
-      case 'WaitForLinkJoin':
-        this.fail('SLAC_TIMEOUT_JOIN', `link not ready within TT_match_join (${s.matchJoinTimeoutMs} ms) after the key was set`, now);
+      case 'WaitForHostActionInd':
+        this.notJoined(now);
+        return;
+      case 'WaitForNwInfoCnf':
+        if (now >= this.joinDeadline) {
+          this.notJoined(now);
+          return;
+        }
+        // Poll again whether or not the last request was answered: a lost frame must not cost the join.
+        this.sendNwInfoReq();
+        this.deadline = this.nextPoll(now);
         return;
       default:
         return;
@@ -323,6 +408,7 @@ export class SlacEngine {
   /* ---------------------------------------------------------------------------------------------- frames */
 
   private onFrame(bytes: Uint8Array, now: number): void {
+    if (isVendorMme(bytes)) return this.onVendorFrame(bytes, now);
     const r = decodeFrame(bytes);
     if (!r.ok) {
       // Unknown types are everyday traffic on a HomePlug segment; anything else is worth a line.
@@ -416,7 +502,56 @@ export class SlacEngine {
       return;
     }
     this.timings.keySet = now - this.startedAt;
-    this.go('WaitForLinkJoin', `CM_SET_KEY.CNF Result 0x${m.result.toString(16).padStart(2, '0')}`, now + this.ctx.settings.matchJoinTimeoutMs);
+    this.modem = macFromString(key);
+    this.startLinkJoin(now, m.result);
+  }
+
+  /* ---------------------------------------------------------------------------------------------- vendor MMEs */
+
+  private onVendorFrame(bytes: Uint8Array, now: number): void {
+    const r = decodeQcaFrame(bytes);
+    if (!r.ok) return this.drop(`vendor MME: ${r.error.message}`, r.error.code);
+    const { dst, src, message } = r.frame;
+    const srcKey = macToString(src);
+    if (!sameBytes(dst, this.ctx.mac) && !sameBytes(dst, BROADCAST_MAC)) return this.drop('addressed to another station', undefined, message.type, srcKey);
+    // Only the modem that took our key speaks for the link: a join claim from any other station is not evidence.
+    if (!this.modem) return this.drop(`${message.type} before our modem confirmed CM_SET_KEY`, undefined, message.type, srcKey);
+    if (!sameBytes(src, this.modem)) return this.drop(`${message.type} from ${srcKey}, not our modem ${macToString(this.modem)}`, undefined, message.type, srcKey);
+    switch (message.type) {
+      case 'VS_HST_ACTION.IND':
+        return this.onHostActionInd(srcKey, r.frame.mmv, message, now);
+      case 'VS_NW_INFO.CNF':
+        return this.onNwInfoCnf(srcKey, message, now);
+      default:
+        return this.drop(`${message.type} is not for the host`, undefined, message.type, srcKey);
+    }
+  }
+
+  private onHostActionInd(key: string, mmv: 0 | 1, m: QcaMessageOf<'VS_HST_ACTION.IND'>, now: number): void {
+    this.hostActions.push(m.action);
+    this.out.events.push({ type: 'received', message: m.type, src: key, detail: { action: hex2(m.action), sessionId: m.sessionId } });
+    // The modem repeats the indication until its host answers (open-plc-utils HostActionResponse): always answer.
+    this.emitVendor(this.modem!, mmv, { type: 'VS_HST_ACTION.RSP', status: 0, action: m.action, sessionId: m.sessionId, outstandingRetries: m.outstandingRetries });
+    const s = this.ctx.settings;
+    const waiting = this.state === 'WaitForHostActionInd' || (this.state === 'WaitForNwInfoCnf' && s.linkUp === 'vendor-indication-or-nw-info');
+    if (waiting && s.joinedHostActions.includes(m.action)) {
+      this.linkUp(now, 'VS_HST_ACTION.IND', `VS_HST_ACTION.IND action ${hex2(m.action)} from the modem: joined the charger's AVLN`);
+    }
+  }
+
+  private onNwInfoCnf(key: string, m: QcaMessageOf<'VS_NW_INFO.CNF'>, now: number): void {
+    if (this.state !== 'WaitForNwInfoCnf') return this.drop(`VS_NW_INFO.CNF in ${this.state}`, undefined, m.type, key);
+    this.nwInfoCnfs++;
+    const nid = this.match!.nid;
+    const ours = m.avlns.find((a) => sameBytes(a.nid, nid));
+    this.lastNwInfo = m.avlns.length === 0 ? 'in no AVLN'
+      : `AVLNs ${m.avlns.map((a) => `${toHex(a.nid)}/${a.stations.length} station(s)`).join(', ')}`;
+    this.out.events.push({ type: 'received', message: m.type, src: key, detail: { avlns: m.avlns.length, ourNid: !!ours, stations: ours?.stations.length ?? 0 } });
+    // Joined = our modem is in the charger's AVLN (its NID) together with at least one other station.
+    if (!ours || ours.stations.length === 0) return;
+    const evse = this.chosen!.mac;
+    const bridged = ours.stations.some((st) => sameBytes(st.bda, evse));
+    this.linkUp(now, 'VS_NW_INFO.CNF', `VS_NW_INFO.CNF: in AVLN ${toHex(nid)} (TEI ${ours.tei}) with ${ours.stations.length} station(s)${bridged ? `, ${this.chosen!.key} bridged` : ''}`, bridged);
   }
 
   /* ---------------------------------------------------------------------------------------------- plumbing */
@@ -452,7 +587,15 @@ export class SlacEngine {
     this.out.events.push({ type: 'sent', message: message.type, dst: macToString(dst), detail });
   }
 
-  private drop(reason: string, code?: string, message?: SlacMessageType, src?: string): void {
+  private emitVendor(dst: Mac, mmv: 0 | 1, message: QcaMessage): void {
+    this.out.send.push(encodeQcaFrame({ dst, src: this.ctx.mac, mmv, message }));
+    const detail: Record<string, unknown> = {};
+    if (message.type === 'VS_HST_ACTION.RSP') detail.action = hex2(message.action);
+    if (message.type === 'VS_NW_INFO.REQ') detail.poll = this.nwInfoPolls;
+    this.out.events.push({ type: 'sent', message: message.type, dst: macToString(dst), detail });
+  }
+
+  private drop(reason: string, code?: string, message?: SlacMessageType | QcaMessageType, src?: string): void {
     const ev: SlacEvent = { type: 'dropped', reason };
     if (code) ev.code = code;
     if (message) ev.message = message;
@@ -478,6 +621,10 @@ export class SlacEngine {
     if (this.deadline !== undefined) this.out.deadline = this.deadline;
     return this.out;
   }
+}
+
+function hex2(n: number): string {
+  return `0x${n.toString(16).padStart(2, '0')}`;
 }
 
 function readU32(b: Uint8Array): number {

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { parseSettings } from '../settings.ts';
-import { SLAC_TIMING as T } from './constants.ts';
+import { HOST_ACTION, SLAC_TIMING as T } from './constants.ts';
 
 /**
  * SLAC settings (config section `slac`). Every relaxation of the standard is a named setting whose default is the
@@ -53,8 +53,25 @@ export const SlacSettings = z
      * Green PHY text and Wireshark read 0x00 as success: both by default.
      */
     setKeySuccessResults: z.array(z.number().int().min(0).max(255)).min(1).default([0x00, 0x01]),
-    /** TT_match_join: how long to wait for the link after the key is set. */
+    /** TT_match_join: how long to wait for the modem to join the charger's AVLN after the key is set. */
     matchJoinTimeoutMs: ms(120_000).default(T.TT_match_join.value),
+    /**
+     * How the EV decides the PLC link is up after CM_SET_KEY.CNF (PROTOCOLS.md §9):
+     * - `vendor-indication-or-nw-info` (default): the first of the modem's VS_HST_ACTION.IND with a joined action
+     *   code, or a VS_NW_INFO.CNF that lists the charger's NID with a member station (polled every
+     *   nwInfoPollIntervalMs). Either is proof from the modem itself; polling also covers firmware that sends no
+     *   indication, or one sent before we listened. A QCA7000 needs seconds here; SDP before the join is wasted.
+     * - `vendor-indication`: only VS_HST_ACTION.IND (what the seed testbench's EV waits for).
+     * - `nw-info`: only polling VS_NW_INFO.
+     * - `immediate`: ready as soon as the key is confirmed — only for links without a QCA modem (a cable to the
+     *   charger's controller, a bench without AVLN), never a silent fallback.
+     * All but `immediate` end in SLAC_LINK_NOT_JOINED when TT_match_join passes without proof.
+     */
+    linkUp: z.enum(['vendor-indication-or-nw-info', 'vendor-indication', 'nw-info', 'immediate']).default('vendor-indication-or-nw-info'),
+    /** VS_HST_ACTION.IND action codes that mean "joined" (seed testbench: 0x09 then 0x0a; 0x0a is the join). */
+    joinedHostActions: z.array(z.number().int().min(0).max(255)).min(1).max(16).default([HOST_ACTION.JOINED]),
+    /** Interval of VS_NW_INFO.REQ polls while waiting for the join (not an ISO 15118-3 timer). */
+    nwInfoPollIntervalMs: z.number().int().min(50).max(10_000).default(500),
     /** The local modem's management address (QCA: 00:B0:52:00:00:01). */
     localModemMac: z.string().regex(/^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$/).default('00:b0:52:00:00:01'),
     /** PEV_ID / SenderID (17 bytes, e.g. the VIN as ASCII); empty = zeros. */

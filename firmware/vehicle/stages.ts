@@ -57,8 +57,6 @@ export interface VehicleParts {
   iface: string;
   /** Opens the PLC link for SLAC each session; absent: the link is up already (`--link-up`: no SLAC). */
   openPlcLink?: () => Promise<PlcLink>;
-  /** QCA7000 network-join probe after CM_SET_KEY (SLAC TT_match_join bounds it); absent: ready at once. */
-  linkReady?: (link: PlcLink, signal: AbortSignal) => Promise<void>;
   udp: Udp6Transport;
   /** The EV's link-local address on `iface` (SDP source); absent: the kernel picks. */
   localAddress?: () => Promise<string | undefined>;
@@ -167,10 +165,8 @@ export function bindVehicleStages(parts: VehicleParts, settings: VehicleSettings
       }
       link = await parts.openPlcLink();
       const l = link;
-      const r = await runSlac({
-        link: l, clock, log: log('SLAC'), settings: settings.slac, signal: ctx.signal,
-        ...(parts.linkReady ? { linkReady: (signal: AbortSignal) => parts.linkReady!(l, signal) } : {}),
-      });
+      // The modem's join after CM_SET_KEY is part of SLAC (settings.slac.linkUp, within TT_match_join).
+      const r = await runSlac({ link: l, clock, log: log('SLAC'), settings: settings.slac, signal: ctx.signal });
       return { evseMac: r.evseMac, nid: toHex(r.nid), evses: r.evses.map((e) => ({ mac: e.mac, averageAttenuationDb: e.averageAttenuationDb ?? Number.NaN })) };
     },
 

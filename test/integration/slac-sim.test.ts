@@ -5,6 +5,7 @@ import { decodeFrame, macToString, toHex } from '../../firmware/slac/codec.ts';
 import { runSlac } from '../../firmware/slac/driver.ts';
 import type { SlacResult } from '../../firmware/slac/engine.ts';
 import { SlacError } from '../../firmware/slac/errors.ts';
+import { decodeQcaFrame, isVendorMme } from '../../firmware/slac/qca-vendor.ts';
 import type { Clock, TimerId } from '../../hal/clock/types.ts';
 import { VirtualClock } from '../../hal/clock/virtual.ts';
 import { SimSegment } from '../../hal/plc/sim.ts';
@@ -98,7 +99,9 @@ afterEach(async () => {
   bench = undefined;
 });
 
-function setup(chargers: { mac: string; attenuationDb?: number; faults?: EvseFault[] }[], evModem: { setKeyResult?: number; ignoreSetKey?: boolean } = {}): Bench {
+type EvModemOptions = { setKeyResult?: number; ignoreSetKey?: boolean; joinDelayMs?: number; neverJoin?: boolean; noHostActionInd?: boolean; noNwInfo?: boolean };
+
+function setup(chargers: { mac: string; attenuationDb?: number; faults?: EvseFault[] }[], evModem: EvModemOptions = {}): Bench {
   const clock = new VirtualClock(1_000);
   const segment = new SimSegment();
   const evStation = segment.attach(EV_MAC, 'ev');
@@ -107,7 +110,7 @@ function setup(chargers: { mac: string; attenuationDb?: number; faults?: EvseFau
     evseMac: c.mac, clock, nid: `0${i + 1}0203040506ab`, nmk: `${String(i + 1).padStart(2, '0')}112233445566778899aabbccddeeff`,
     evseId: `EVSE-${i + 1}`, ...(c.attenuationDb !== undefined ? { attenuationDb: c.attenuationDb } : {}), faults: c.faults ?? [],
   }));
-  const modem = startSimEvModem(segment, { hostMac: EV_MAC, ...evModem });
+  const modem = startSimEvModem(segment, { hostMac: EV_MAC, clock, ...evModem });
   const b: Bench = {
     clock, evClock: new TrackingClock(clock), segment, link, chargers: sims, evModem: modem,
     async close() {
@@ -129,11 +132,16 @@ async function expectClean(b: Bench): Promise<void> {
   expect(b.evClock.active.size).toBe(0);
   expect(b.link.listeners).toBe(0);
   for (const c of b.chargers) await c.close();
+  await b.evModem.close();
   expect(b.clock.pending).toBe(0);
 }
 
 function sentTypes(b: Bench): string[] {
   return b.link.sent.map((f) => {
+    if (isVendorMme(f)) {
+      const v = decodeQcaFrame(f);
+      return v.ok ? v.frame.message.type : 'undecodable';
+    }
     const r = decodeFrame(f);
     return r.ok ? r.frame.message.type : 'undecodable';
   });
@@ -164,7 +172,11 @@ describe('SLAC EV on a simulated segment', () => {
     expect(sentTypes(b)).toEqual([
       'CM_SLAC_PARM.REQ', ...Array(3).fill('CM_START_ATTEN_CHAR.IND'), ...Array(10).fill('CM_MNBC_SOUND.IND'),
       'CM_ATTEN_CHAR.RSP', 'CM_SLAC_MATCH.REQ', 'CM_SET_KEY.REQ',
+      // The join proof (default linkUp): first poll, then the modem's indications 0x09 and 0x0a, each answered.
+      'VS_NW_INFO.REQ', 'VS_HST_ACTION.RSP', 'VS_HST_ACTION.RSP',
     ]);
+    expect(res.link).toMatchObject({ proof: 'VS_HST_ACTION.IND', hostActions: [0x09, 0x0a], modemMac: macToString(b.evModem.modemMac) });
+    expect(b.evModem.hostActionRsps).toEqual([0x09, 0x0a]);
     expect(b.chargers[0]!.modem.profilesSent).toBe(10);
     await expectClean(b);
   });
@@ -193,6 +205,65 @@ describe('SLAC EV on a simulated segment', () => {
     const b = setup([{ mac: '02:00:00:00:c0:01', attenuationDb: 55 }]);
     const err = await expectFailure(b, start(b, { maxAverageAttenuationDb: 40 }), 'SLAC_NO_SUITABLE_EVSE');
     expect(err.details.evses).toEqual([expect.objectContaining({ averageAttenuationDb: 55, chosen: false })]);
+  });
+
+  describe('the modem joins the charger\'s AVLN after CM_SET_KEY (TT_match_join)', () => {
+    it('a modem that joins 7 s late: SLAC waits for its indication, then succeeds within TT_match_join', async () => {
+      const b = setup([{ mac: '02:00:00:00:c0:01' }], { joinDelayMs: 7000 });
+      const r = await settle(start(b), b.clock);
+      expect(r.ok).toBe(true);
+      const res = (r as { value: SlacResult }).value;
+      expect(res.link.proof).toBe('VS_HST_ACTION.IND');
+      expect(res.link.afterKeySetMs).toBeGreaterThanOrEqual(7000);
+      expect(res.link.afterKeySetMs).toBeLessThan(7100);
+      // Polled all along (every 500 ms), and the modem said "no AVLN" each time before the join.
+      expect(res.link.nwInfoPolls).toBeGreaterThanOrEqual(14);
+      expect(b.evModem.nwInfoAnswered).toBe(res.link.nwInfoPolls);
+      expect(b.evModem.joinedNid).toBe(toHex(res.nid));
+      await expectClean(b);
+    });
+
+    it('a late modem that only answers VS_NW_INFO (no indication): found by polling, the charger bridged', async () => {
+      const b = setup([{ mac: '02:00:00:00:c0:01' }], { joinDelayMs: 3000, noHostActionInd: true });
+      const r = await settle(start(b), b.clock);
+      expect(r.ok).toBe(true);
+      const res = (r as { value: SlacResult }).value;
+      expect(res.link).toMatchObject({ proof: 'VS_NW_INFO.CNF', evseBridged: true, hostActions: [] });
+      expect(res.link.afterKeySetMs).toBeGreaterThanOrEqual(3000);
+      await expectClean(b);
+    });
+
+    it('a modem that only indicates (no VS_NW_INFO answers) with linkUp vendor-indication', async () => {
+      const b = setup([{ mac: '02:00:00:00:c0:01' }], { joinDelayMs: 2000, noNwInfo: true });
+      const r = await settle(start(b, { linkUp: 'vendor-indication' }), b.clock);
+      expect(r.ok).toBe(true);
+      expect((r as { value: SlacResult }).value.link).toMatchObject({ proof: 'VS_HST_ACTION.IND', nwInfoPolls: 0 });
+      expect(sentTypes(b)).not.toContain('VS_NW_INFO.REQ');
+      await expectClean(b);
+    });
+
+    it('a modem that never joins: SLAC_LINK_NOT_JOINED after TT_match_join (12 s), no SDP-worthy result', async () => {
+      const b = setup([{ mac: '02:00:00:00:c0:01' }], { neverJoin: true });
+      const t0 = b.clock.now();
+      const err = await expectFailure(b, start(b), 'SLAC_LINK_NOT_JOINED');
+      expect(b.clock.now() - t0).toBeGreaterThanOrEqual(12_000);
+      expect(err.details).toMatchObject({ hostActions: [0x09], state: 'WaitForNwInfoCnf' });
+      expect(err.message).toMatch(/in no AVLN/);
+    });
+
+    it('a modem that joins later than TT_match_join fails the same way (the deadline is a setting)', async () => {
+      const b = setup([{ mac: '02:00:00:00:c0:01' }], { joinDelayMs: 5000 });
+      await expectFailure(b, start(b, { matchJoinTimeoutMs: 4000 }), 'SLAC_LINK_NOT_JOINED');
+    });
+
+    it('linkUp immediate (links without such a modem): Matched at the key, no vendor MME sent', async () => {
+      const b = setup([{ mac: '02:00:00:00:c0:01' }], { neverJoin: true });
+      const r = await settle(start(b, { linkUp: 'immediate' }), b.clock);
+      expect(r.ok).toBe(true);
+      expect((r as { value: SlacResult }).value.link.proof).toBe('immediate');
+      expect(sentTypes(b).filter((t) => t.startsWith('VS_'))).toEqual([]);
+      await expectClean(b);
+    });
   });
 
   describe('faults end in a typed error and a clean state', () => {
