@@ -87,6 +87,11 @@ export const ERROR_CODES = {
   // ── Update bundles (rauc)
   BUNDLE_BUILD_FAILED: 'building the rauc bundle failed',
   BUNDLE_INVALID: 'rauc refused the bundle, or printed no bundle information',
+  RAUC_UNAVAILABLE: 'the RAUC service is not reachable on the system bus, or left it during an operation',
+  RAUC_BUSY: 'the RAUC service already runs an operation (one install at a time)',
+  RAUC_INSTALL_FAILED: 'RAUC finished an install with an error (its LastError attached)',
+  RAUC_MARK_FAILED: 'RAUC refused to mark a slot good, bad or active',
+  OTA_UPDATE_FELL_BACK: 'the updated slot did not boot: the boot loader fell back to the previous slot (job failed, counter unchanged)',
 
   // ── SLAC (ISO 15118-3)
   SLAC_ABORTED: 'SLAC was aborted by its caller',

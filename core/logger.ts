@@ -8,7 +8,7 @@ import { pino, type DestinationStream, type Logger as PinoLogger, type LevelWith
 export type Logger = PinoLogger;
 export type Subsystem =
   | 'EVCC' | 'SLAC' | 'MODEM' | 'SDP' | 'TLS' | 'PKI' | 'V2GTP' | 'EXI' | 'APPHAND' | 'SESSION' | 'ISO2' | 'DIN' | 'EV' | 'TCP'
-  | 'TPM' | 'KEYS' | 'BOOT' | 'OTA' | 'OEM' | 'BUNDLE' | 'SIM' | 'BENCH' | 'PILOT' | 'SYSTEMD';
+  | 'TPM' | 'KEYS' | 'BOOT' | 'OTA' | 'OEM' | 'BUNDLE' | 'RAUC' | 'SIM' | 'BENCH' | 'PILOT' | 'SYSTEMD';
 
 export interface LoggerOptions {
   level?: LevelWithSilent;
