@@ -2,6 +2,7 @@ import { Option, type Command } from 'commander';
 import { AfPacketLink } from '../../hal/plc/af-packet.ts';
 import { ModemSim } from '../../sim/modem/modem-sim.ts';
 import { EvseSlacSim, type EvseFault } from '../../sim/evse-slac/evse-slac-sim.ts';
+import { EvccError } from '../../core/errors.ts';
 import { createRuntime, type GlobalOptions } from '../runtime.ts';
 
 /**
@@ -37,17 +38,23 @@ export function registerSimSlac(program: Command, globals: () => GlobalOptions):
     .addOption(new Option('--set-key-result <n>', 'CM_SET_KEY.CNF Result (QCA: 1)').argParser(Number).default(1))
     .option('--ignore-set-key', 'never confirm CM_SET_KEY (fault)')
     .option('--see-outgoing', 'also see frames other sockets send on this interface (charger modem next to the EV)')
-    .action(async (o: { iface: string; side: 'ev' | 'evse'; host?: string; modemMac?: string; attenuation: number; setKeyResult: number; ignoreSetKey?: boolean; seeOutgoing?: boolean }) => {
+    .addOption(new Option('--join-delay <ms>', 'join the AVLN this long after CM_SET_KEY (default 0: at once)').argParser(Number).default(0))
+    .option('--never-join', 'never join the AVLN after CM_SET_KEY (fault)')
+    .option('--no-host-action-ind', 'send no VS_HST_ACTION.IND (firmware that only answers VS_NW_INFO)')
+    .option('--no-nw-info', 'do not answer VS_NW_INFO.REQ (firmware that only indicates)')
+    .action(async (o: { iface: string; side: 'ev' | 'evse'; host?: string; modemMac?: string; attenuation: number; setKeyResult: number; ignoreSetKey?: boolean; seeOutgoing?: boolean; joinDelay: number; neverJoin?: boolean; hostActionInd: boolean; nwInfo: boolean }) => {
+      if (!(Number.isInteger(o.joinDelay) && o.joinDelay >= 0)) throw new EvccError('CONFIG_INVALID', '--join-delay must be a non-negative integer (ms)');
       const rt = await createRuntime(globals());
       const log = rt.log('SIM');
       const link = await AfPacketLink.open(o.iface, { seeOutgoing: !!o.seeOutgoing });
       const modem = new ModemSim(link, {
-        side: o.side, attenuationDb: o.attenuation, setKeyResult: o.setKeyResult, ignoreSetKey: !!o.ignoreSetKey, log,
+        side: o.side, attenuationDb: o.attenuation, setKeyResult: o.setKeyResult, ignoreSetKey: !!o.ignoreSetKey, log, clock: rt.clock,
+        joinDelayMs: o.joinDelay, neverJoin: !!o.neverJoin, noHostActionInd: !o.hostActionInd, noNwInfo: !o.nwInfo,
         ...(o.host ? { hostMac: o.host } : {}), ...(o.modemMac ? { modemMac: o.modemMac } : {}),
       });
       log.info({ iface: o.iface, side: o.side, host: o.host ?? 'learn' }, 'modem simulator ready');
       await untilSignal();
-      log.info({ keys: modem.keys.length, profiles: modem.profilesSent }, 'modem simulator stopped');
+      log.info({ keys: modem.keys.length, profiles: modem.profilesSent, hostActionsSent: modem.hostActionsSent, hostActionRsps: modem.hostActionRsps, nwInfoAnswered: modem.nwInfoAnswered }, 'modem simulator stopped');
       await modem.close();
       await link.close();
       await rt.close();

@@ -59,7 +59,7 @@ export function registerSlac(program: Command, globals: () => GlobalOptions): vo
         if (opts.json) {
           process.stdout.write(`${JSON.stringify({
             evseMac: result.evseMac, nid: toHex(result.nid), nmk: toHex(result.nmk), runId: toHex(result.runId),
-            evses: result.evses, timings: result.timings, retries: result.retries,
+            evses: result.evses, timings: result.timings, retries: result.retries, link: result.link,
           })}\n`);
         }
       } finally {

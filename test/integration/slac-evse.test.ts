@@ -2,6 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { encodeFrame, macFromString } from '../../firmware/slac/codec.ts';
+import { encodeQcaFrame } from '../../firmware/slac/qca-vendor.ts';
 import { afPacketAvailable } from '../../hal/plc/af-packet.ts';
 import { describeWith, root, tool, type Prerequisite } from '../support/prereq.ts';
 import { readCapture, SlacRig, type TsharkPacket } from './slac-rig.ts';
@@ -80,6 +81,8 @@ describeReal('SLAC on a real link against Debian evse', () => {
     const runId = colon(result.runId);
     expect(ours.map((p) => p.mmtype)).toEqual([
       0x6064, 0x606a, 0x606a, 0x606a, ...Array(10).fill(0x6076), 0x606f, 0x607c, 0x6008,
+      // The join probe: the first VS_NW_INFO.REQ, then the answers to the modem's VS_HST_ACTION.IND 0x09 and 0x0a.
+      0xa038, 0xa063, 0xa063,
     ]);
     const [parm, ...rest] = ours;
     expect(parm!.dst).toBe('ff:ff:ff:ff:ff:ff');
@@ -102,7 +105,7 @@ describeReal('SLAC on a real link against Debian evse', () => {
       expect(s.fields['homeplug_av.gp.cm_mnbc_sound.runid']).toBe(runId);
       expect(s.fields['homeplug_av.gp.cm_mnbc_sound.rnd']).toMatch(/^([0-9a-f]{2}:){15}[0-9a-f]{2}$/);
     }
-    const [rsp, match, setKey] = rest.slice(13);
+    const [rsp, match, setKey] = rest.slice(13, 16);
     expect(rsp!.dst).toBe(rig.seMac);
     expect(rsp!.fields).toMatchObject({
       'homeplug_av.gp.cm_atten_char.source_mac': rig.evMac, 'homeplug_av.gp.cm_atten_char.runid': runId, 'homeplug_av.gp.cm_atten_char.result': '0x00',
@@ -116,6 +119,30 @@ describeReal('SLAC on a real link against Debian evse', () => {
     expect(setKey!.fields).toMatchObject({
       'homeplug_av.nw_info.key_type': '0x01', 'homeplug_av.nw_info.pid': '0x04', 'homeplug_av.nw_info.peks': '0x01',
       'homeplug_av.nw_info.nid': colon(rig.nid), 'homeplug_av.cm_set_key_req.nw_key': colon(rig.nmk),
+    });
+  });
+
+  it('the EV waited for its modem\'s join: tshark decodes the vendor MMEs both sides sent (VS_HST_ACTION, VS_NW_INFO)', () => {
+    expect(run.stderr).toMatch(/\[INFO\] SLAC: PLC link up \(VS_HST_ACTION\.IND\)/);
+    expect(run.stderr).toMatch(/cp=SLAC_LINK_UP/);
+    const vendor = packets.filter((p) => p.mmtype >= 0xa000);
+    const oui = (p: TsharkPacket) => p.fields['homeplug_av.vendor.oui'];
+    expect(vendor.length).toBeGreaterThanOrEqual(5);
+    for (const p of vendor) expect(oui(p)).toBe('0x00b052');
+    const poll = vendor.find((p) => p.mmtype === 0xa038 && p.src === rig.evMac)!;
+    expect(poll.dst).toBe('00:b0:52:00:00:01');
+    const inds = vendor.filter((p) => p.mmtype === 0xa062 && p.dst === rig.evMac);
+    expect(inds.map((p) => p.fields['homeplug_av.host_action_ind.action']).slice(0, 2)).toEqual(['0x09', '0x0a']);
+    const modem = inds[0]!.src;
+    expect(modem).toMatch(/^00:b0:52:/);
+    const rsps = vendor.filter((p) => p.mmtype === 0xa063 && p.src === rig.evMac);
+    expect(rsps.map((p) => [p.dst, p.fields['homeplug_av.host_action_rsp.status']])).toEqual([[modem, '0x00'], [modem, '0x00']]);
+    // The modem simulator's answer to the poll, decoded by tshark: joined at once, so our AVLN with the charger's station.
+    const cnf = vendor.find((p) => p.mmtype === 0xa039 && p.dst === rig.evMac)!;
+    expect(cnf.src).toBe(modem);
+    expect(cnf.fields).toMatchObject({
+      'homeplug_av.nw_info.num_avlns': '1', 'homeplug_av.nw_info.nid': colon(rig.nid), 'homeplug_av.nw_info_cnf.num_stas': '1',
+      'homeplug_av.nw_info_cnf.sta_indo.bda': rig.seMac,
     });
   });
 
@@ -134,6 +161,18 @@ describeReal('SLAC on a real link against Debian evse', () => {
     }).subarray(0, 70);
     const path = join(rig.dir, 'cut.pcap');
     await writeFile(path, pcap([cnf]));
+    expect(await readCapture(path, MALFORMED)).toHaveLength(1);
+  });
+
+  it('the same filter flags a cut VS_NW_INFO.CNF (two stations announced, one present)', async () => {
+    const mac = (m: string) => macFromString(m);
+    const station = { mac: mac('00:b0:52:00:00:c1'), tei: 1, bda: mac(rig.seMac), avgPhyTxMbps: 9, avgPhyRxMbps: 9 };
+    const cnf = encodeQcaFrame({
+      dst: mac(rig.evMac), src: mac('00:b0:52:00:00:e1'), mmv: 1,
+      message: { type: 'VS_NW_INFO.CNF', avlns: [{ nid: new Uint8Array(7), snid: 1, tei: 2, role: 0, ccoMac: station.mac, ccoTei: 1, stations: [station, station] }] },
+    });
+    const path = join(rig.dir, 'cut-nwinfo.pcap');
+    await writeFile(path, pcap([cnf.subarray(0, cnf.length - 10)]));
     expect(await readCapture(path, MALFORMED)).toHaveLength(1);
   });
 });

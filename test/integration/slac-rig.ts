@@ -66,6 +66,8 @@ export interface RigOptions {
   capture?: boolean;
   /** The charger-side SLAC host: Debian's `evse` (default) or our `evcc sim evse-slac`. */
   charger?: 'debian-evse' | 'evcc-sim';
+  /** Extra flags of the EV's modem simulator (`--join-delay 3000`, `--never-join`, …). */
+  evModemArgs?: string[];
 }
 
 export class SlacRig {
@@ -117,7 +119,7 @@ export class SlacRig {
       this.capture = track(pair.spawn(pair.se, 'tshark', ['-i', pair.seIf, '-f', 'ether proto 0x88e1', '-w', this.capturePath], { cwd: this.dir }));
       waits.push(waitFor(this.capture, /Capturing on/, 'tshark'));
     }
-    const [node, evModemArgs] = evccArgs(['--log-json', this.evModemLog, 'sim', 'modem', '-i', pair.seIf, '--side', 'ev', '--host', this.evMac]);
+    const [node, evModemArgs] = evccArgs(['--log-json', this.evModemLog, 'sim', 'modem', '-i', pair.seIf, '--side', 'ev', '--host', this.evMac, ...(options.evModemArgs ?? [])]);
     waits.push(waitFor(this.spawnIn(pair.se, node, evModemArgs), /modem simulator ready/, 'EV modem sim'));
     const [, seModemArgs] = evccArgs([
       'sim', 'modem', '-i', pair.evIf, '--side', 'evse', '--host', this.seMac, '--see-outgoing',
@@ -142,8 +144,14 @@ export class SlacRig {
   }
 
   /** Runs `evcc slac` in the EV namespace; resolves with its exit code and output. */
-  async runOurEv(extra: string[] = []): Promise<{ code: number | null; stdout: string; stderr: string }> {
-    const [node, args] = evccArgs(['slac', '-i', this.pair.evIf, '--json', ...extra]);
+  async runOurEv(extra: string[] = [], config?: Record<string, unknown>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+    const global: string[] = [];
+    if (config) {
+      const file = join(this.dir, `ev-config-${this.procs.length}.json`);
+      await writeFile(file, JSON.stringify(config));
+      global.push('-c', file);
+    }
+    const [node, args] = evccArgs([...global, 'slac', '-i', this.pair.evIf, '--json', ...extra]);
     const p = track(this.pair.spawn(this.pair.ev, node, args, { cwd: repo }));
     this.procs.push(p);
     const code = await p.exited;
@@ -221,7 +229,7 @@ export async function readCapture(path: string, filter?: string): Promise<Tshark
       time: Number(frame['frame.time_epoch']) * 1000,
       src: eth['eth.src'] ?? '',
       dst: eth['eth.dst'] ?? '',
-      mmtype: Number(fields['homeplug_av.mmhdr.mmtype'] ?? NaN),
+      mmtype: Number(fields['homeplug_av.mmhdr.mmtype'] ?? fields['homeplug_av.mmhdr.mmtype.qualcomm'] ?? NaN),
       fields,
     };
   });
