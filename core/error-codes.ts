@@ -80,8 +80,13 @@ export const ERROR_CODES = {
 
   // ── Boot: measured boot and commit
   BOOT_NO_POLICY: 'no signed state policy given or installed for the expected release',
-  BOOT_PCR_UNEXPECTED: 'the measurement PCR was already extended by something else this boot: refusing to measure',
-  BOOT_POLICY_MISMATCH: 'the signed state policy is for another bundle or another release version',
+  BOOT_EVENT_LOG_MISSING: 'the initramfs measurement hook left no event log this boot (it did not run, or could not write it)',
+  BOOT_EVENT_LOG_MALFORMED: 'the measurement event log is not an evcc-measure-log/1 file',
+  BOOT_EVENT_LOG_MISMATCH: 'the measurement PCR does not equal the replayed event log: something outside the initramfs hook extended it, or the TPM missed its reset',
+  BOOT_MEASURE_FAILED: 'the initramfs measurement hook failed (no extend): the boot stops there',
+  BOOT_PCR_UNEXPECTED: 'the measurement PCR holds more or other events than the one root file system measurement from zero',
+  BOOT_ROOTFS_MISMATCH: 'the root file system that booted is not the image of the installed, OEM-signed release',
+  BOOT_POLICY_MISMATCH: 'the signed state policy is for another root file system, bundle or release version',
   BOOT_ROLLBACK: 'the bundle version is older than the anti-rollback counter (or the counter is above it)',
 
   // ── Update bundles (rauc)
