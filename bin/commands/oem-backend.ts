@@ -8,7 +8,7 @@ import { RootCertificatePool } from '../../deploy/oem-backend/pool.ts';
 import { OemBackend } from '../../deploy/oem-backend/service.ts';
 import { KeyObjectSigner } from '../../deploy/oem-backend/signer.ts';
 import { EvccError } from '../../core/errors.ts';
-import { VEHICLE_ID_PATTERN } from '../../firmware/ota/constants.ts';
+import { BACKEND_SHARE_GROUP, VEHICLE_ID_PATTERN } from '../../firmware/ota/constants.ts';
 import { MqttJsConnector, parseBrokerUrl } from '../../hal/mqtt/mqtt-js.ts';
 import type { MqttTlsIdentity } from '../../hal/mqtt/types.ts';
 import { createRuntime, type GlobalOptions } from '../runtime.ts';
@@ -64,7 +64,9 @@ interface ServeOptions {
   key?: string;
   keyPassEnv?: string;
   mqttVersion: string;
-  clientId: string;
+  clientId?: string;
+  shareGroup: string;
+  share: boolean;
   fleet?: string;
   rateLimit: number;
   rateBurst: number;
@@ -85,12 +87,15 @@ export function registerOemBackend(program: Command, globals: () => GlobalOption
     .option('--key <file>', 'backend client key (PKCS#8 PEM, preferably encrypted)')
     .option('--key-pass-env <name>', 'environment variable holding the passphrase of --key')
     .addOption(new Option('--mqtt-version <v>', 'MQTT protocol version').choices(['4', '5']).default('5'))
-    .option('--client-id <id>', 'MQTT client id (stable: persistent session)', 'oem-backend-1')
+    .option('--client-id <id>', 'MQTT client id, unique per instance (default oem-backend-<random>)')
+    .option('--share-group <name>', 'shared-subscription group of the backend instances ($share/<name>/…)', BACKEND_SHARE_GROUP)
+    .option('--no-share', 'plain subscriptions with a persistent session (one instance, broker without $share)')
     .option('--fleet <file>', 'serve only the vehicle ids listed in this file (one per line)')
     .addOption(new Option('--rate-limit <perSecond>', 'per-vehicle requests per second (token bucket)').argParser(Number).default(5))
     .addOption(new Option('--rate-burst <n>', 'per-vehicle burst').argParser(Number).default(20))
     .action(async (o: ServeOptions) => {
       parseBrokerUrl(o.broker);
+      if (o.share && !/^[^/+#\s]{1,64}$/.test(o.shareGroup)) throw new EvccError('CONFIG_INVALID', `--share-group "${o.shareGroup}" must be 1–64 characters without / + # or spaces`);
       for (const [flag, v] of [['--rate-limit', o.rateLimit], ['--rate-burst', o.rateBurst]] as const) {
         if (!Number.isFinite(v) || v <= 0) throw new EvccError('CONFIG_INVALID', `${flag} must be a positive number`);
       }
@@ -107,14 +112,14 @@ export function registerOemBackend(program: Command, globals: () => GlobalOption
         const tls = await readIdentity(o);
         const backend = new OemBackend({
           connector: new MqttJsConnector(), url: o.broker, protocolVersion: o.mqttVersion === '4' ? 4 : 5, ...(tls ? { tls } : {}),
-          clientId: o.clientId, pool, signer, clock: rt.clock, log, ...(fleet ? { fleet } : {}),
+          ...(o.clientId ? { clientId: o.clientId } : {}), shareGroup: o.share ? o.shareGroup : false, pool, signer, clock: rt.clock, log, ...(fleet ? { fleet } : {}),
           rateLimit: { perSecond: o.rateLimit, burst: o.rateBurst },
         });
         const onHup = () => void pool.reload().catch((err: unknown) => log.error({ error: String(err) }, 'pool reload failed'));
         process.on('SIGHUP', onHup);
         const stopped = waitForSignal();
         await Promise.race([backend.start(), stopped]);
-        log.info({ pool: pool.size, keyId: signer.keyId.slice(0, 16), fleet: fleet?.size }, 'OEM backend ready');
+        log.info({ clientId: backend.clientId, shareGroup: backend.shareGroup ?? null, pool: pool.size, keyId: signer.keyId.slice(0, 16), fleet: fleet?.size }, 'OEM backend ready');
         const why = await stopped;
         process.off('SIGHUP', onHup);
         log.info({ signal: why, ...backend.stats }, 'OEM backend stopping');

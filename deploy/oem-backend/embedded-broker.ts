@@ -5,6 +5,7 @@ import { EvccError } from '../../core/errors.ts';
 import { OTA_TOPIC_PREFIX, VEHICLE_ID_PATTERN } from '../../firmware/ota/constants.ts';
 import type { Logger } from '../../core/logger.ts';
 import { PacketSizeLimitedStream } from '../../hal/mqtt/packet-size.ts';
+import { parseSharedFilter } from '../../hal/mqtt/types.ts';
 
 /**
  * An in-process MQTT broker (aedes, MQTT 3.1.1 only — PLATFORM.md) for the embedded bench session, where no Debian
@@ -94,6 +95,10 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions = {}): 
     },
     authorizeSubscribe: (client, sub, done) => {
       const id = identityOf(client, useTls);
+      // aedes has no shared subscriptions: `$share/<group>/<filter>` becomes the plain filter, right for the one
+      // backend instance a bench broker serves (several would each answer every request: duplicates, not losses).
+      const share = parseSharedFilter(sub.topic);
+      if (share) sub = { ...sub, topic: share.filter };
       if (aclAllows(id, sub.topic)) return done(null, sub);
       deny(id, 'subscribe', sub.topic);
       // A null subscription is a negative grant (SUBACK 0x80) and keeps the client connected, as mosquitto does.

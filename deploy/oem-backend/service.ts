@@ -1,9 +1,9 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { Clock } from '../../hal/clock/types.ts';
-import type { MqttClient, MqttConnector, MqttMessage, MqttTlsIdentity } from '../../hal/mqtt/types.ts';
+import { sharedFilter, type MqttClient, type MqttConnector, type MqttMessage, type MqttTlsIdentity } from '../../hal/mqtt/types.ts';
 import type { Logger } from '../../core/logger.ts';
 import {
-  BACKEND_FILTERS, OTA_MAX_REQUEST_BYTES, OTA_MAX_ROOT_LIST_BYTES, OTA_MAX_ROOTS_PER_LIST, VEHICLE_ID_PATTERN, vehicleTopics,
+  BACKEND_FILTERS, BACKEND_SHARE_GROUP, OTA_MAX_REQUEST_BYTES, OTA_MAX_ROOT_LIST_BYTES, OTA_MAX_ROOTS_PER_LIST, VEHICLE_ID_PATTERN, vehicleTopics,
 } from '../../firmware/ota/constants.ts';
 import { isEvccError } from '../../core/errors.ts';
 import { decodeMessage, encodeMessage, RootCaRequest, RootListRequest, type AnswerStatus } from '../../firmware/ota/messages.ts';
@@ -24,20 +24,36 @@ import type { AnswerSigner } from './signer.ts';
  * to the client certificate), the reply topic must be that vehicle's own answer topic (a vehicle cannot make the
  * backend write into another vehicle's topics), and an optional fleet list refuses unknown vehicles with a signed
  * `denied`. Every request is logged on one line with its outcome and latency.
+ *
+ * Scale-out: any number of instances subscribe in one shared-subscription group; each request reaches one of them.
+ * Answering is stateless (the request carries id, nonce and reply topic), so it does not matter which instance
+ * answers, or that a re-published request is answered by another one (README "Scaling out").
  */
 export interface OemBackendOptions {
   connector: MqttConnector;
   url: string;
   protocolVersion: 4 | 5;
   tls?: MqttTlsIdentity;
+  /** Unique per instance (two instances with one id would take each other's session); default oem-backend-<random>. */
   clientId?: string;
+  /**
+   * Shared-subscription group (default BACKEND_SHARE_GROUP): every instance subscribes `$share/<group>/…`, so the
+   * broker gives each request to one instance. `false` = plain subscriptions (each instance sees every request).
+   */
+  shareGroup?: string | false;
   pool: RootCertificatePool;
   signer: AnswerSigner;
   clock: Clock;
   log: Logger;
   /** When set, only these vehicle ids are served. */
   fleet?: ReadonlySet<string>;
-  /** Persistent MQTT session (default true): the broker keeps subscriptions and queues requests across reconnects. */
+  /**
+   * Persistent MQTT session: the broker keeps subscriptions and queues requests across reconnects. Default false
+   * when sharing: mosquitto goes on routing a group's share to a member whose session outlives its connection, so
+   * a dead instance would hold requests until its session expires; with a clean session its subscription ends with
+   * its connection, the others take all new requests, and the vehicle's re-publish (rpc.ts) recovers the few that
+   * were in flight to it (README "Scaling out"). Default true without sharing.
+   */
   persistentSession?: boolean;
   /**
    * Per-vehicle request budget (token bucket): a vehicle fetches a root at a charger or syncs a list now and then,
@@ -64,8 +80,19 @@ export class OemBackend {
   private ready: Promise<void> | undefined;
   private readonly approvals: ApprovalCache;
 
+  readonly clientId: string;
+  readonly shareGroup: string | undefined;
+
   constructor(private readonly o: OemBackendOptions) {
     this.approvals = new ApprovalCache(o.signer);
+    this.clientId = o.clientId ?? `oem-backend-${randomBytes(4).toString('hex')}`;
+    this.shareGroup = o.shareGroup === false ? undefined : (o.shareGroup ?? BACKEND_SHARE_GROUP);
+  }
+
+  /** The subscription filters: shared in the instances' group unless sharing is off. */
+  filters(plain: string[]): string[] {
+    const group = this.shareGroup;
+    return group === undefined ? plain : plain.map((f) => sharedFilter(group, f));
   }
 
   /** Connects and subscribes; resolves once the subscriptions are acknowledged. */
@@ -74,14 +101,12 @@ export class OemBackend {
     const o = this.o;
     const client = o.connector.connect({
       url: o.url,
-      // A stable client id with a persistent session: the broker keeps the backend's subscriptions and queues
-      // QoS 1 requests while the backend reconnects.
-      clientId: o.clientId ?? 'oem-backend-1',
+      clientId: this.clientId,
       protocolVersion: o.protocolVersion,
       ...(o.tls ? { tls: o.tls } : {}),
       reconnectPeriodMs: 1_000,
       keepaliveSeconds: 30,
-      cleanSession: !(o.persistentSession ?? true),
+      cleanSession: !(o.persistentSession ?? o.shareGroup === false),
     });
     this.client = client;
     this.detach.push(client.onMessage((m) => this.onMessage(m)));
@@ -90,9 +115,9 @@ export class OemBackend {
       this.detach.push(
         client.onStatus((status, err) => {
           if (status === 'connected') {
-            o.log.info({ url: o.url, pool: o.pool.size, keyId: o.signer.keyId.slice(0, 16) }, 'OEM backend connected to broker');
+            o.log.info({ url: o.url, clientId: this.clientId, shareGroup: this.shareGroup ?? null, pool: o.pool.size, keyId: o.signer.keyId.slice(0, 16) }, 'OEM backend connected to broker');
             client
-              .subscribe([BACKEND_FILTERS.rootCaRequest, BACKEND_FILTERS.rootListRequest, BACKEND_FILTERS.state], 1)
+              .subscribe(this.filters([BACKEND_FILTERS.rootCaRequest, BACKEND_FILTERS.rootListRequest, BACKEND_FILTERS.state]), 1)
               .then((granted) => {
                 if (granted.some((g) => g >= 0x80)) o.log.error({ granted }, 'broker refused a backend subscription');
                 resolve();

@@ -58,4 +58,11 @@ export const BACKEND_FILTERS = {
   state: `${OTA_TOPIC_PREFIX}/+/state`,
 };
 
+/**
+ * Shared-subscription group of the OEM backend instances (MQTT 5 §4.8.2; mosquitto also honours it on 3.1.1): the
+ * broker hands each vehicle message to ONE member of the group, so instances scale out on any broker or cluster
+ * (mosquitto, EMQX, HiveMQ, VerneMQ) without code changes. deploy/oem-backend/README.md "Scaling out".
+ */
+export const BACKEND_SHARE_GROUP = 'evcc-oem-backend';
+
 export const VEHICLE_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { MemoryBroker } from './memory.ts';
-import { topicMatches } from './types.ts';
+import { parseSharedFilter, sharedFilter, topicMatches } from './types.ts';
 
 describe('MQTT topic filters', () => {
   it('matches + and # as MQTT does', () => {
@@ -61,5 +61,26 @@ describe('in-memory broker: size caps as on the real link', () => {
     expect(got).toEqual({ small: [100], big: [100, 1_000] });
     expect(bus.oversized.map((o) => o.at)).toEqual(['small', 'broker']);
     expect(bus.log).toHaveLength(2);
+  });
+
+  it('shared subscriptions: each message to one connected member of the group, round robin; a plain subscriber still sees all', async () => {
+    expect(parseSharedFilter(sharedFilter('g', 'evcc/v1/+/req'))).toEqual({ group: 'g', filter: 'evcc/v1/+/req' });
+    expect(parseSharedFilter('evcc/v1/+/req')).toBeUndefined();
+    const bus = new MemoryBroker();
+    const [m1, m2, plain, pub] = ['m1', 'm2', 'plain', 'pub'].map((clientId) => bus.connect({ url: 'mem://', clientId, protocolVersion: 5 }));
+    await Promise.resolve();
+    const got: Record<string, string[]> = { m1: [], m2: [], plain: [] };
+    for (const [c, k] of [[m1!, 'm1'], [m2!, 'm2'], [plain!, 'plain']] as const) c.onMessage((m) => got[k]!.push(new TextDecoder().decode(m.payload)));
+    await m1!.subscribe([sharedFilter('g', 'r/+')], 1);
+    await m2!.subscribe([sharedFilter('g', 'r/+')], 1);
+    await plain!.subscribe(['r/+'], 1);
+    for (const n of ['1', '2', '3', '4']) await pub!.publish(`r/${n}`, n, { qos: 1 });
+    await m2!.destroy();
+    for (const n of ['5', '6']) await pub!.publish(`r/${n}`, n, { qos: 1 });
+    await new Promise((r) => setImmediate(r));
+    expect(got.m1!.length + got.m2!.length).toBe(6);
+    expect(got.m2!.length).toBe(2);
+    expect(got.m1).toEqual(expect.arrayContaining(['5', '6']));
+    expect(got.plain).toEqual(['1', '2', '3', '4', '5', '6']);
   });
 });

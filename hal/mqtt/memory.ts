@@ -1,19 +1,22 @@
 import type {
   MqttClient, MqttConnectOptions, MqttConnector, MqttLinkStatus, MqttMessage, MqttPublishResult, MqttQos,
 } from './types.ts';
-import { MQTT_DEFAULT_MAX_PACKET_BYTES, mqttPublishPacketBytes, topicMatches } from './types.ts';
+import { MQTT_DEFAULT_MAX_PACKET_BYTES, mqttPublishPacketBytes, parseSharedFilter, topicMatches } from './types.ts';
 
 /**
  * The simulated transport: an in-process broker for unit tests of the OTA logic (virtual time, no sockets).
  * Delivery is asynchronous (a microtask), retained messages and last wills are honoured, and an optional
  * `authorize` hook plays the broker ACL. `online = false` makes every client offline (broker down). Size caps as
  * on the real link: the broker refuses a PUBLISH over `maxPacketBytes` (reason 0x95, nothing routed) and a client
- * never receives a packet over its own `maxPacketBytes`.
+ * never receives a packet over its own `maxPacketBytes`. Shared subscriptions (`$share/<group>/<filter>`) give each
+ * message to one connected member of the group, round robin, and no retained messages (MQTT 5 §4.8.2).
  */
 export class MemoryBroker implements MqttConnector {
   private readonly clients = new Set<MemoryClient>();
   private readonly retained = new Map<string, MqttMessage>();
   private up = true;
+  /** Next member per shared subscription (group + filter), round robin. */
+  private readonly nextMember = new Map<string, number>();
   /** Returns false to refuse (publish silently dropped with reason 135, subscribe granted 128). */
   authorize: (clientId: string, action: 'publish' | 'subscribe', topic: string) => boolean = () => true;
   /** Every message the broker routed, for assertions. */
@@ -43,7 +46,17 @@ export class MemoryBroker implements MqttConnector {
   route(from: string, message: MqttMessage): void {
     this.log.push({ from, topic: message.topic, payload: message.payload });
     if (message.retain) this.retained.set(message.topic, { ...message });
-    for (const c of this.clients) c.deliver({ ...message, retain: false });
+    const copy = { ...message, retain: false };
+    const groups = new Map<string, MemoryClient[]>();
+    for (const c of this.clients) {
+      c.deliver(copy);
+      for (const key of c.sharedMatching(message.topic)) groups.set(key, [...(groups.get(key) ?? []), c]);
+    }
+    for (const [key, members] of groups) {
+      const i = (this.nextMember.get(key) ?? 0) % members.length;
+      this.nextMember.set(key, i + 1);
+      members[i]!.deliver(copy, true);
+    }
   }
 
   /** @internal */
@@ -66,6 +79,8 @@ class MemoryClient implements MqttClient {
   readonly will: MqttConnectOptions['will'];
   private current: MqttLinkStatus = 'connecting';
   private readonly filters = new Set<string>();
+  /** Shared subscriptions: `<group> <filter>` → filter. */
+  private readonly shared = new Map<string, string>();
   private readonly messageHandlers = new Set<(m: MqttMessage) => void>();
   private readonly statusHandlers = new Set<(s: MqttLinkStatus, e?: Error) => void>();
   private readonly queued: { topic: string; payload: Uint8Array; retain: boolean; done: () => void }[] = [];
@@ -104,9 +119,15 @@ class MemoryClient implements MqttClient {
     });
   }
 
-  deliver(message: MqttMessage): void {
+  /** Keys of this client's shared subscriptions that match `topic` (only while connected). */
+  sharedMatching(topic: string): string[] {
+    if (this.current !== 'connected') return [];
+    return [...this.shared].filter(([, f]) => topicMatches(f, topic)).map(([key]) => key);
+  }
+
+  deliver(message: MqttMessage, asShareMember = false): void {
     if (this.current !== 'connected') return;
-    if (![...this.filters].some((f) => topicMatches(f, message.topic))) return;
+    if (!asShareMember && ![...this.filters].some((f) => topicMatches(f, message.topic))) return;
     const bytes = mqttPublishPacketBytes(message.topic, message.payload.byteLength);
     if (bytes > this.maxPacketBytes) {
       this.broker.oversized.push({ at: this.clientId, topic: message.topic, bytes });
@@ -134,8 +155,10 @@ class MemoryClient implements MqttClient {
 
   async subscribe(filters: string[], _qos: MqttQos): Promise<number[]> {
     const granted = filters.map((f) => {
-      if (!this.broker.authorize(this.clientId, 'subscribe', f)) return 128;
-      this.filters.add(f);
+      const share = parseSharedFilter(f);
+      if (!this.broker.authorize(this.clientId, 'subscribe', share?.filter ?? f)) return 128;
+      if (share) this.shared.set(`${share.group} ${share.filter}`, share.filter);
+      else this.filters.add(f);
       return 1;
     });
     for (const f of filters) if (this.filters.has(f)) for (const m of this.broker.retainedFor(f)) this.deliver({ ...m, retain: true });
@@ -143,7 +166,11 @@ class MemoryClient implements MqttClient {
   }
 
   async unsubscribe(filters: string[]): Promise<void> {
-    for (const f of filters) this.filters.delete(f);
+    for (const f of filters) {
+      const share = parseSharedFilter(f);
+      if (share) this.shared.delete(`${share.group} ${share.filter}`);
+      else this.filters.delete(f);
+    }
   }
 
   onMessage(handler: (m: MqttMessage) => void): () => void {

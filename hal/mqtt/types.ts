@@ -99,6 +99,17 @@ export function mqttPublishPacketBytes(topic: string, payloadBytes: number): num
   return 1 + lengthBytes + body;
 }
 
+/** An MQTT 5 shared subscription (§4.8.2): `$share/<group>/<filter>`; messages still arrive on their real topic. */
+export function sharedFilter(group: string, filter: string): string {
+  return `$share/${group}/${filter}`;
+}
+
+/** The group and filter of a `$share/<group>/<filter>` subscription; undefined for an ordinary filter. */
+export function parseSharedFilter(filter: string): { group: string; filter: string } | undefined {
+  const m = /^\$share\/([^/+#]+)\/(.+)$/.exec(filter);
+  return m ? { group: m[1]!, filter: m[2]! } : undefined;
+}
+
 /** MQTT topic filter match (`+` one level, `#` rest); used by simulated brokers and routing. */
 export function topicMatches(filter: string, topic: string): boolean {
   const f = filter.split('/');
