@@ -2,6 +2,7 @@ import { appendFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { Option } from 'commander';
 import { EvccError, isEvccError } from '../../core/errors.ts';
+import { CaptureSettings } from '../../firmware/capture/settings.ts';
 import { pemToDerList } from '../../firmware/pki/cert.ts';
 import { UnknownRootError } from '../../firmware/pki/validate.ts';
 import { discoverSecc } from '../../firmware/sdp/client.ts';
@@ -15,6 +16,7 @@ import { OsInterfaces } from '../../hal/net/os-interfaces.ts';
 import { NodeTlsConnector } from '../../hal/net/tls-connector.ts';
 import { NodeUdp6 } from '../../hal/net/udp6.ts';
 import { createRuntime } from '../runtime.ts';
+import { decideKeyLog } from '../session-capture.ts';
 import type { CommandModule } from './index.ts';
 
 const print = (v: unknown): void => void process.stdout.write(`${JSON.stringify(v)}\n`);
@@ -60,6 +62,9 @@ export const registerSdpTools: CommandModule = (program, globals) => {
     .action(async (o: { iface: string; root: string[]; profile: TlsProfileName; address?: string; port?: string; vehicleCert?: string; vehicleKey?: string; keylog?: string }) => {
       const rt = await createRuntime(globals());
       try {
+        // The same key-log policy as a session's (CAPTURE_KEYLOG_REFUSED for a production config), decided before
+        // any connection: a probe is no side door around it.
+        const keylog = o.keylog && decideKeyLog(rt, parseSettings(CaptureSettings, rt.rawConfig.capture ?? {}, 'capture'), ['tls-probe --keylog']).enabled ? o.keylog : undefined;
         const tlsSettings = parseSettings(TlsSettings, rt.rawConfig.tls ?? {}, 'tls');
         const anchors = (await Promise.all(o.root.map((f) => readNamed(f, '--root')))).flatMap(pemToDerList);
         if (anchors.length === 0) throw new EvccError('CONFIG_INVALID', 'no certificate in --root files');
@@ -83,8 +88,6 @@ export const registerSdpTools: CommandModule = (program, globals) => {
         const vehicle = o.vehicleCert && o.vehicleKey
           ? { certChainPem: await readNamed(o.vehicleCert, '--vehicle-cert'), keyPem: await readNamed(o.vehicleKey, '--vehicle-key') }
           : undefined;
-        if (o.keylog) rt.log('TLS').warn({ file: o.keylog }, 'TLS key log enabled: session secrets are written to disk (bench only)');
-        const keylog = o.keylog;
         try {
           const ch = await connectTls({ connector: new NodeTlsConnector(), trust: { anchors: () => anchors }, log: rt.log('TLS') }, {
             secc, profile: o.profile, ...(vehicle ? { vehicle } : {}),

@@ -9,10 +9,14 @@ const run = promisify(execFile);
 
 /** Issue #11, Must show 2: a production config refuses a TLS key log unless explicitly enabled — typed, exit 1. */
 async function charge(config: object, args: string[]): Promise<{ code: number; stderr: string }> {
+  return evcc(config, ['charge', '--iface', 'evcc-no-such0', '--no-keys', '--no-ota', ...args]);
+}
+
+async function evcc(config: object, args: string[]): Promise<{ code: number; stderr: string }> {
   const file = join(dir, `config-${Math.random().toString(16).slice(2)}.json`);
   await writeFile(file, JSON.stringify({ dataDir: join(dir, 'data'), runDir: join(dir, 'run'), ...config }));
   try {
-    const { stderr } = await run('npx', ['tsx', 'bin/evcc.ts', '--config', file, 'charge', '--iface', 'evcc-no-such0', '--no-keys', '--no-ota', ...args], { timeout: 60_000 });
+    const { stderr } = await run('npx', ['tsx', 'bin/evcc.ts', '--config', file, ...args], { timeout: 60_000 });
     return { code: 0, stderr };
   } catch (err) {
     const e = err as { code?: number; stderr?: string };
@@ -46,6 +50,15 @@ describe('TLS key log policy (evcc charge)', () => {
       expect(await exists(keyFile)).toBe(false);
     }, 60_000);
   }
+
+  it('evcc tls-probe --keylog is held to the same policy: refused by a production config before any connection', async () => {
+    const keyFile = join(dir, 'probe-keys.log');
+    const out = await evcc({}, ['tls-probe', '--iface', 'evcc-no-such0', '--address', 'fe80::1', '--port', '15118', '--root', '/nonexistent.pem', '--keylog', keyFile]);
+    expect(out.code).toBe(1);
+    expect(out.stderr).toMatch(/^evcc: CAPTURE_KEYLOG_REFUSED: TLS key log refused \(asked by tls-probe --keylog\)/m);
+    expect(out.stderr).not.toMatch(/^\s+at /m);
+    expect(await exists(keyFile)).toBe(false);
+  }, 60_000);
 
   it('a production config with allowKeyLogInProduction goes on, with a loud WARN line', async () => {
     const out = await charge({ capture: { allowKeyLogInProduction: true } }, ['--keylog', join(dir, 'keys.log')]);

@@ -130,7 +130,9 @@ describeWith([tool(CHROMIUM), tool('swtpm'), tool('tpm2_startup'), tool('rauc'),
     await page.click('button[data-tab="log"]');
 
     // Stop: a second session, stopped in its charge loop, ends in order (the vehicle asks for SessionStop).
-    await page.click('#start');
+    // The first session's report says complete before its run has finished its clean-up (commit, TPM and
+    // simulator shutdown): until then Start is refused ("a session is running"), as a bench engineer would see it.
+    await startWhenAccepted(page);
     await page.waitForFunction(() => document.querySelector('#session-state')?.textContent === 'session running');
     await page.waitForFunction(() => [...document.querySelectorAll('#timeline tbody td:first-child')].some((td) => td.textContent?.startsWith('Charge loop')), undefined, { timeout: 30_000 });
     await page.click('#stop');
@@ -166,3 +168,19 @@ describeWith([tool(CHROMIUM), tool('swtpm'), tool('tpm2_startup'), tool('rauc'),
     expect(await stopBench(bench), bench.stderr().split('\n').slice(-20).join('\n')).toMatch(CLEAN_STOP);
   }, 90_000);
 });
+
+/** Clicks Start until the dashboard accepts it (the previous session may still be finishing), at most 30 s. */
+async function startWhenAccepted(page: Page): Promise<void> {
+  const until = Date.now() + 30_000;
+  for (;;) {
+    // Cleared first, so the answer read below is this click's (the first session left "Start: started" there).
+    await page.$eval('#control-status', (el) => { el.textContent = ''; });
+    await page.click('#start');
+    await page.waitForFunction(() => (document.querySelector('#control-status')?.textContent ?? '') !== '');
+    const status = (await page.textContent('#control-status')) ?? '';
+    if (status === 'Start: started') return;
+    expect(status).toBe('Start refused: a session is running');
+    if (Date.now() > until) throw new Error('Start still refused after 30 s: the previous session did not finish');
+    await page.waitForTimeout(250);
+  }
+}
