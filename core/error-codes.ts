@@ -311,6 +311,17 @@ export const ERROR_CODES = {
   CAPTURE_INVALID: 'a session folder or its pcapng capture cannot be read',
   CAPTURE_KEYLOG_REFUSED: 'a TLS key log was asked for by a production config without capture.allowKeyLogInProduction',
 
+  // ── Security log (firmware/log/security-log.ts, evcc log)
+  LOG_ENTRY_MALFORMED: 'a security-log line is not an evcc-security-log/1 entry, or the first entry is not the genesis entry',
+  LOG_TRUNCATED: 'the security log is empty or its last line is cut short',
+  LOG_SEQ_OUT_OF_ORDER: 'a security-log entry is missing, moved or duplicated (its seq is not the next one)',
+  LOG_ENTRY_ALTERED: 'a security-log entry does not match its hash (edited)',
+  LOG_CHAIN_BROKEN: 'a security-log entry does not chain to the one before it (inserted, removed or replaced), or an upload does not extend the stored head',
+  LOG_CHECKPOINT_INVALID: 'a security-log checkpoint signature does not verify with the log key (entries altered or the checkpoint forged)',
+  LOG_KEY_INVALID: 'the security-log public key is not an EC P-256 PEM public key',
+  LOG_DETAIL_INVALID: 'a security-log event detail holds a value JSON cannot carry exactly',
+  LOG_NO_SIGNER: 'a security-log checkpoint was written by a process without the log key (unsigned)',
+
   // ── sim: charger scenarios
   SIM_SCENARIO_INVALID: 'sim: a charger scenario is invalid',
   SIM_SCENARIO_JSON: 'sim: a charger scenario file is not JSON',
