@@ -202,6 +202,7 @@ export const ERROR_CODES = {
   KEYS_NOT_BOOTED: 'no verification ticket for this release: measured boot did not succeed',
   KEYS_NOT_PROVISIONED: 'the TPM key hierarchy is not provisioned (no record or storage-key password)',
   KEYS_NO_CONTRACT: 'empty contract certificate chain',
+  KEYS_NO_LOG_KEY: 'no security-log key in the TPM yet (created after the first good boot by evcc tpm provision)',
   KEYS_NO_CONTRACT_KEY: 'no contract key installed',
   KEYS_NO_PROVISIONING_KEY: 'OEM provisioning key not created yet (run evcc tpm provision after the first good boot)',
   KEYS_PLATFORM_ENABLED: 'the platform hierarchy is still enabled after TPM2_HierarchyControl',
@@ -339,6 +340,10 @@ export const ERROR_CODES = {
   LOG_KEY_INVALID: 'the security-log public key is not an EC P-256 PEM public key',
   LOG_DETAIL_INVALID: 'a security-log event detail holds a value JSON cannot carry exactly',
   LOG_NO_SIGNER: 'a security-log checkpoint was written by a process without the log key (unsigned)',
+
+  // ── Encrypted session history (firmware/log/session-history.ts)
+  HISTORY_UNAVAILABLE: 'the session history key exists only in an OEM-approved software state: a degraded vehicle can neither read nor add to the history',
+  HISTORY_RECORD_INVALID: 'a session-history record does not authenticate (altered, moved, or written under another key) or is not a record',
 
   // ── sim: charger scenarios
   SIM_SCENARIO_INVALID: 'sim: a charger scenario is invalid',

@@ -33,6 +33,7 @@ const COMMANDS: readonly CommandEntry[] = [
   { names: ['charge'], load: async () => (await import('./charge.ts')).registerCharge },
   { names: ['run'], load: async () => (await import('./run.ts')).registerRun },
   { names: ['session'], load: async () => (await import('./session.ts')).registerSession },
+  { names: ['log'], load: async () => (await import('./log.ts')).registerLog },
 ];
 
 /**
@@ -59,6 +60,7 @@ export const COMMAND_SUMMARIES: Readonly<Record<string, string>> = {
   charge: 'one charging session on real links, starting now (plugged in): SLAC, SDP, TLS (+ OEM root fetch) or TCP, SupportedAppProtocol, ISO 15118-2 or DIN SPEC 70121 to SessionStop',
   run: 'the EVCC service: OEM link, key service, and one session per plug-in reported by the pilot board, until SIGTERM',
   session: 'per-session capture folders: show a timeline, replay the charger as a simulator scenario',
+  log: 'the signed security log: verify a log file with the log key\'s public part',
 };
 
 /** Global options that take a value (so the value is not mistaken for the command name). */

@@ -32,7 +32,9 @@ export type KeysErrorCode =
   | 'KEYS_BLOB_MALFORMED' | 'KEYS_WRONG_VEHICLE' | 'KEYS_DIGEST_INVALID' | 'KEYS_SIGNATURE_MALFORMED' | 'KEYS_SELFTEST_FAILED'
   | 'KEYS_RUNTIME_SECRET_MISSING' | 'KEYS_RUNTIME_SECRET_MALFORMED' | 'KEYS_RUNTIME_SECRET_DESTROYED' | 'KEYS_TRUST_UNAVAILABLE'
   /** The imported key is not the certified one (derived public key ≠ certificate, or the proof signature fails). */
-  | 'KEYS_KEY_MISMATCH';
+  | 'KEYS_KEY_MISMATCH'
+  /** No security-log key in this data dir (provisioned before it existed, or before the first good boot). */
+  | 'KEYS_NO_LOG_KEY';
 
 export interface KeyServiceDeps {
   tpm: Tpm;
@@ -295,6 +297,20 @@ export class KeyService {
       if (!pub || !priv) throw new EvccError('KEYS_NO_PROVISIONING_KEY', 'OEM provisioning key not created yet (run evcc tpm provision after the first good boot)');
       const der = await this.coldSign({ public: pub, private: priv }, 'oem-provisioning', digest);
       return derToRaw(der);
+    });
+  }
+
+  /**
+   * Signs with the security-log key (log checkpoints, firmware/log/security-log.ts), cold path. Its policy A makes
+   * the TPM refuse in a state the OEM did not approve (TPM_POLICY_NOT_APPROVED): the checkpoint is then unsigned.
+   */
+  signWithLogKey(digest: Uint8Array): Promise<Uint8Array> {
+    checkDigest(digest);
+    return this.serial(async () => {
+      const pub = await this.d.data.read(DATA.logKey('pub'));
+      const priv = await this.d.data.read(DATA.logKey('priv'));
+      if (!pub || !priv || !this.record.logKey) throw new EvccError('KEYS_NO_LOG_KEY', 'security-log key not created yet (run evcc tpm provision after the first good boot)');
+      return derToRaw(await this.coldSign({ public: pub, private: priv }, 'security-log', digest));
     });
   }
 

@@ -22,6 +22,12 @@ export const STORAGE_KEY_ATTRIBUTES = 'fixedtpm|fixedparent|sensitivedataorigin|
  */
 export const PROVISIONING_KEY_ATTRIBUTES = 'fixedtpm|fixedparent|sensitivedataorigin|sign|decrypt';
 export const PROVISIONING_KEY_SCHEME = 'null';
+/**
+ * The security-log key (firmware/log/security-log.ts) signs log checkpoints only: sign-only, ECDSA-SHA256, policy A,
+ * so a vehicle whose state the OEM did not approve cannot sign (its checkpoints say so instead).
+ */
+export const LOG_KEY_ATTRIBUTES = 'fixedtpm|fixedparent|sensitivedataorigin|sign';
+export const LOG_KEY_SCHEME = 'ecdsa-sha256';
 
 /** Files in the data dir (persistent). Only public data and TPM-wrapped blobs, plus the storage-key password. */
 export const DATA = {
@@ -30,6 +36,8 @@ export const DATA = {
   storagePassword: 'tpm/storage.pass',
   oemPolicyKey: 'tpm/oem-policy.pub.pem',
   provisioningKey: (ext: 'pub' | 'priv' | 'pub.pem') => `keys/oem-provisioning.${ext}`,
+  /** The security-log checkpoint key (TPM-wrapped blob under the storage key, policy A). */
+  logKey: (ext: 'pub' | 'priv' | 'pub.pem') => `keys/security-log.${ext}`,
   contractKey: (id: string, ext: 'pub' | 'priv' | 'pub.pem') => `keys/contract/${id}.${ext}`,
   /** Sealed runtime secret (keyedhash data object under the storage key, authPolicy A): TPM-wrapped only. */
   runtimeSecret: (ext: 'pub' | 'priv') => `keys/runtime-secret.${ext}`,
@@ -57,6 +65,8 @@ export const ProvisioningRecord = z.object({
   /** A = PolicyAuthorize(OEM, ref) for contract and provisioning keys; S = A ; PolicyAuthValue for the storage key. */
   policies: z.object({ keys: hex, storage: hex }),
   oemProvisioningKey: z.object({ name: hex, publicKeyPem: z.string() }).optional(),
+  /** The security-log key (created after the first good boot): its public part verifies the log's checkpoints. */
+  logKey: z.object({ name: hex, publicKeyPem: z.string() }).optional(),
   /** Sealed runtime secret (firmware/keys/runtime-secret.ts): its TPM name; the data never leaves the TPM in a file. */
   runtimeSecret: z.object({ name: hex }).optional(),
   /** The certificate store's NV version counter (store-counter.ts), defined after the first good boot. */

@@ -4,7 +4,7 @@ import type { Logger } from '../../core/logger.ts';
 import type { FileStore } from '../../hal/store/types.ts';
 import type { DictionaryAttackParameters, Tpm } from '../../hal/tpm/types.ts';
 import { eccPublicPem, objectName, parseEccPublic } from './duplicate.ts';
-import { DATA, jsonBytes, parseJson, PROVISIONING_KEY_ATTRIBUTES, PROVISIONING_KEY_SCHEME, ProvisioningRecord, STORAGE_KEY_ATTRIBUTES, TPM_LAYOUT } from './layout.ts';
+import { DATA, jsonBytes, LOG_KEY_ATTRIBUTES, LOG_KEY_SCHEME, parseJson, PROVISIONING_KEY_ATTRIBUTES, PROVISIONING_KEY_SCHEME, ProvisioningRecord, STORAGE_KEY_ATTRIBUTES, TPM_LAYOUT } from './layout.ts';
 import { externalEccName, fromHex, nvCounterName, policyAuthorize, policyAuthValue, spkiFingerprint, toHex } from './policy.ts';
 import { DEFAULT_POLICY_REF } from './signed-policy.ts';
 import { KeyService } from './key-service.ts';
@@ -109,6 +109,11 @@ export async function provisionTpm(deps: { tpm: Tpm; data: FileStore; run: FileS
     }
     created.push('store-counter');
   }
+  if (!record.logKey && (await deps.run.exists('boot.json'))) {
+    // Same gate: a key under the storage key, with policy A (security-log checkpoints, firmware/log/security-log.ts).
+    record = await createLogKey(deps, record);
+    created.push('security-log-key');
+  }
   // Last (hierarchy.ts): once the owner and lockout authorisations are set, provisioning has no owner access left.
   if (await deps.run.exists('boot.json')) {
     if (opts.hierarchyEscrowKeyPem) created.push(...(await setUpHierarchies({ tpm, data, log }, record, opts.hierarchyEscrowKeyPem)));
@@ -193,6 +198,25 @@ async function createProvisioningKey(deps: { tpm: Tpm; data: FileStore; run: Fil
   return next;
 }
 
+async function createLogKey(deps: { tpm: Tpm; data: FileStore; run: FileStore; log: Logger }, record: ProvisioningRecord): Promise<ProvisioningRecord> {
+  const { data, log } = deps;
+  const service = await KeyService.open(deps);
+  let blob;
+  try {
+    blob = await service.createUnderStorageKey({ alg: 'ecc256', scheme: LOG_KEY_SCHEME, attributes: LOG_KEY_ATTRIBUTES, authPolicy: fromHex(record.policies.keys) });
+  } finally {
+    await service.close();
+  }
+  const pem = eccPublicPem(parseEccPublic(blob.public));
+  await data.writeAtomic(DATA.logKey('pub'), blob.public, { mode: 0o644 });
+  await data.writeAtomic(DATA.logKey('priv'), blob.private, { mode: 0o600 });
+  await data.writeAtomic(DATA.logKey('pub.pem'), pem, { mode: 0o644 });
+  const next: ProvisioningRecord = { ...record, logKey: { name: toHex(objectName(blob.public)), publicKeyPem: pem } };
+  await data.writeAtomic(DATA.record, jsonBytes(next), { mode: 0o644 });
+  log.info({ name: next.logKey!.name }, 'security-log key created in the TPM under the storage key (policy A)');
+  return next;
+}
+
 /** Files the OEM and MO backends need from this vehicle (all public; the hierarchy escrow is ciphertext for the OEM). */
 export function backendExport(record: ProvisioningRecord, hierarchyEscrow?: HierarchyEscrow): Record<string, Uint8Array | string> {
   const out: Record<string, Uint8Array | string> = {
@@ -206,6 +230,7 @@ export function backendExport(record: ProvisioningRecord, hierarchyEscrow?: Hier
       oemPolicyKey: record.oemPolicyKey,
       policies: record.policies,
       oemProvisioningKeyName: record.oemProvisioningKey?.name,
+      logKeyName: record.logKey?.name,
     }),
     'storage.tpm2b_pub': fromHex(record.storageKey.public),
     'storage.name': fromHex(record.storageKey.name),
@@ -215,6 +240,7 @@ export function backendExport(record: ProvisioningRecord, hierarchyEscrow?: Hier
     'nv.name': fromHex(record.nvCounter.name),
   };
   if (record.oemProvisioningKey) out['oem-provisioning.pub.pem'] = record.oemProvisioningKey.publicKeyPem;
+  if (record.logKey) out['security-log.pub.pem'] = record.logKey.publicKeyPem;
   if (hierarchyEscrow) out['hierarchy-escrow.json'] = jsonBytes(hierarchyEscrow);
   return out;
 }

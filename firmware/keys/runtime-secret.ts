@@ -30,6 +30,8 @@ export const RUNTIME_SECRET_PURPOSES = {
   pkiStoreIntegrity: 'evcc pki-store integrity v1',
   otaLinkKeyPassphrase: 'evcc ota link-key passphrase v1',
   otaBackendKeyIntegrity: 'evcc ota backend-key integrity v1',
+  /** AES-256-GCM key of the encrypted session history (firmware/log/session-history.ts). */
+  sessionHistoryEncryption: 'evcc session-history aes-256-gcm v1',
 } as const;
 export type RuntimeSecretPurpose = keyof typeof RUNTIME_SECRET_PURPOSES;
 

@@ -62,6 +62,8 @@ export interface VehicleTrust {
   integrity: TpmSealedIntegrity;
   /** Passphrase of the encrypted PKCS#8 OEM-backend link key (MqttTlsIdentity.passphrase). Memory only. */
   linkKeyPassphrase: string;
+  /** AES-256-GCM key of the encrypted session history (firmware/log/session-history.ts). Memory only. */
+  historyKey: Uint8Array;
   /**
    * The OEM backend's answer-verification key: the data-dir key when its tag verifies with the TPM-derived key
    * (installed by `evcc pki backend-key install`), else the release's key; undefined when there is neither (an
@@ -123,11 +125,12 @@ export async function openVehicleTrust(deps: VehicleTrustDeps, options: VehicleT
     }
     const backendTrust = tagged ?? release;
     const linkKeyPassphrase = secret.linkKeyPassphrase();
+    const historyKey = secret.derive('sessionHistoryEncryption');
     const approved = store.listRoots().filter((r) => r.approvedBy).length;
     log.info({ roots: store.rootCount, approved, dropped: store.dropped.length, backendKey: backendTrust ? backendTrust.keyId : 'none' },
       'vehicle trust opened: store verified with the TPM-derived key');
     return {
-      mode: 'full', store, integrity, linkKeyPassphrase, backendTrust,
+      mode: 'full', store, integrity, linkKeyPassphrase, historyKey, backendTrust,
       async installBackendKey(pem: string): Promise<BackendTrust> {
         const trust = await installBackendKey(data, pem);
         const stored = await data.read(BACKEND_KEY_PATH);

@@ -77,6 +77,16 @@ export interface CheckpointSigner {
   sign(message: Uint8Array): Promise<Uint8Array>;
 }
 
+/**
+ * The KeyService's log key as a CheckpointSigner (structural: firmware/keys need not know the log). Undefined when
+ * the vehicle has no log key yet (provisioned before it existed): checkpoints are then unsigned, LOG_NO_SIGNER.
+ */
+export function tpmCheckpointSigner(keys: { signWithLogKey(digest32: Uint8Array): Promise<Uint8Array>; provisioning: { logKey?: { publicKeyPem: string } | undefined } }): CheckpointSigner | undefined {
+  const pem = keys.provisioning.logKey?.publicKeyPem;
+  if (!pem) return undefined;
+  return { keyId: logKeyId(pem), sign: (message) => keys.signWithLogKey(new Uint8Array(createHash('sha256').update(message).digest())) };
+}
+
 export type SecurityLogErrorCode =
   | 'LOG_ENTRY_MALFORMED' | 'LOG_TRUNCATED' | 'LOG_SEQ_OUT_OF_ORDER' | 'LOG_ENTRY_ALTERED' | 'LOG_CHAIN_BROKEN'
   | 'LOG_CHECKPOINT_INVALID' | 'LOG_KEY_INVALID' | 'LOG_DETAIL_INVALID'

@@ -87,7 +87,7 @@ for (const transport of TPM_TRANSPORTS) describeWith([tool('swtpm'), tool('tpm2_
   it('1. provision → release v1 → boot → import (direct, compat) → sign → verifies with the contract certificate', async () => {
     const first = await lab.cliOk(['tpm', 'provision', '--oem-policy-key', lab.oemPolicyPub, '--export', lab.exportDir,
       '--da-max-tries', '12', '--da-recovery', '600', '--da-lockout-recovery', '3600'], { tpm: true }) as { created: string[]; oemProvisioningKey: string };
-    expect(first.created).toEqual(['srk', 'nv-counter', 'storage-key', 'dictionary-attack-parameters']);
+    expect(first.created).toEqual(['srk', 'nv-counter', 'storage-key', 'dictionary-attack-parameters', 'attestation-key', 'link-secret']);
     expect(first.oemProvisioningKey).toBe('pending');
     // idempotent: a second run before the first boot changes nothing
     expect(((await lab.cliOk(['tpm', 'provision', '--oem-policy-key', lab.oemPolicyPub], { tpm: true })) as { created: string[] }).created).toEqual([]);
@@ -108,7 +108,7 @@ for (const transport of TPM_TRANSPORTS) describeWith([tool('swtpm'), tool('tpm2_
     expect(await bootOk(bundles[1]!)).toMatchObject({ measurement: { by: 'initramfs', events: 1 }, ticket: 'cached' });
     // first good boot: the OEM provisioning key is created under the storage key
     expect(((await lab.cliOk(['tpm', 'provision', '--oem-policy-key', lab.oemPolicyPub, '--export', lab.exportDir], { tpm: true })) as { created: string[] }).created)
-      .toEqual(['oem-provisioning-key', 'runtime-secret', 'store-counter']); // runtime secret and store counter: same gate
+      .toEqual(['oem-provisioning-key', 'runtime-secret', 'store-counter', 'security-log-key']); // runtime secret and store counter: same gate
 
     // direct import: the MO wraps offline for this vehicle's storage key
     const blob = join(lab.oemDir, 'direct.import.json');

@@ -97,14 +97,14 @@ for (const transport of TPM_TRANSPORTS) describeWith([tool('swtpm'), tool('tpm2_
 
   it('provision → release → boot → unseal: the store is written and verified with the TPM-derived key', async () => {
     const first = await provisionTpm(await lab.deps(), { oemPolicyKeyPem: oemPem });
-    expect(first.created).toEqual(['srk', 'nv-counter', 'storage-key']);
+    expect(first.created).toEqual(['srk', 'nv-counter', 'storage-key', 'attestation-key', 'link-secret']);
     expect(first.record.runtimeSecret).toBeUndefined(); // pending: the storage key needs the approved state
     expect((await trustRefusal()).details).toMatchObject({ reason: 'KEYS_RUNTIME_SECRET_MISSING' });
     expect((await (await KeyService.open(await lab.deps())).status()).runtimeSecret).toBe('pending');
 
     await boot(1);
     const second = await provisionTpm(await lab.deps(), { oemPolicyKeyPem: oemPem });
-    expect(second.created).toEqual(['oem-provisioning-key', 'runtime-secret', 'store-counter']);
+    expect(second.created).toEqual(['oem-provisioning-key', 'runtime-secret', 'store-counter', 'security-log-key']);
     expect(second.record.runtimeSecret?.name).toMatch(/^000b[0-9a-f]{64}$/);
     expect((await provisionTpm(await lab.deps(), { oemPolicyKeyPem: oemPem })).created).toEqual([]); // idempotent
     expect((await (await KeyService.open(await lab.deps())).status()).runtimeSecret).toBe('present');
