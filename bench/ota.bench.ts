@@ -1,9 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BenchReport, BenchRow } from './run.ts';
-import { summarize } from './stats.ts';
+import { processCpuMs as cpuMs, summarize } from './stats.ts';
 import { otaFixture, STORE_KEY } from '../test/integration/ota-fixtures.ts';
 import { OEM_BACKEND_USER, startMosquitto } from '../test/support/mosquitto.ts';
 import { startSimSecc } from '../sim/secc/secc.ts';
@@ -40,13 +40,6 @@ const LOAD_SECONDS = 6;
 
 const clock = new SystemClock();
 const connector = new MqttJsConnector();
-
-/** CPU time (user + system) a process has used so far, from /proc (clock ticks of 10 ms). */
-async function cpuMs(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * 10;
-}
 
 async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
   const end = Date.now() + ms;

@@ -25,6 +25,8 @@ export interface MosquittoBroker {
   identity(commonName: string): Promise<MqttTlsIdentity>;
   /** Lines mosquitto logged so far (connections, ACL denials). */
   readonly log: string[];
+  /** The broker process while it runs (CPU accounting in benches). */
+  readonly pid: number | undefined;
   stop(): Promise<void>;
   /** Kills the broker process but keeps the config and the port, so `start()` can bring it back. */
   kill(): Promise<void>;
@@ -64,6 +66,8 @@ export interface MosquittoOptions {
   extraAcl?: string[];
   /** Mosquitto's max_inflight / max_queued tuning for the throughput bench. */
   maxQueuedMessages?: number;
+  /** mosquitto's max_connections (default -1, unlimited; the open-file limit caps it too). */
+  maxConnections?: number;
   /** Run the broker inside this network namespace (its loopback), e.g. a VethPair's EV side. */
   netns?: string;
 }
@@ -104,6 +108,7 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Mo
       'allow_anonymous false',
       `acl_file ${join(dir, 'acl')}`,
       `max_queued_messages ${options.maxQueuedMessages ?? 10000}`,
+      `max_connections ${options.maxConnections ?? -1}`,
       // Small request/answer packets: without this, Nagle + delayed ACK add ~40 ms per hop.
       'set_tcp_nodelay true',
       // Size cap as in deploy/oem-backend/mosquitto.conf (the value lives in embedded-broker.ts).
@@ -171,6 +176,9 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Mo
     },
     get port() {
       return port;
+    },
+    get pid() {
+      return child?.pid;
     },
     dir,
     ca,
