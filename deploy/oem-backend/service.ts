@@ -12,6 +12,8 @@ import { ROOT_APPROVAL_WIRE_BYTES } from '../../firmware/ota/approved-answers.ts
 import { ApprovalCache } from './approvals.ts';
 import type { RootCertificatePool } from './pool.ts';
 import type { AnswerSigner } from './signer.ts';
+import type { JobService } from './jobs.ts';
+import { BACKEND_JOB_FILTERS } from '../../firmware/ota/update/job.ts';
 
 /**
  * The OEM backend reference service (Kilic 2023 Solution C, backend half): connected to the broker with its own
@@ -60,6 +62,8 @@ export interface OemBackendOptions {
    * so a flood is a fault or an attack and must not starve the fleet. Default 5 requests/s, burst 20.
    */
   rateLimit?: { perSecond: number; burst: number };
+  /** Update campaigns (jobs.ts): job get/update topics of every vehicle, answered from the job store. */
+  jobs?: JobService;
 }
 
 export interface OemBackendStats {
@@ -117,9 +121,10 @@ export class OemBackend {
           if (status === 'connected') {
             o.log.info({ url: o.url, clientId: this.clientId, shareGroup: this.shareGroup ?? null, pool: o.pool.size, keyId: o.signer.keyId.slice(0, 16) }, 'OEM backend connected to broker');
             client
-              .subscribe(this.filters([BACKEND_FILTERS.rootCaRequest, BACKEND_FILTERS.rootListRequest, BACKEND_FILTERS.state]), 1)
-              .then((granted) => {
+              .subscribe(this.filters([BACKEND_FILTERS.rootCaRequest, BACKEND_FILTERS.rootListRequest, BACKEND_FILTERS.state, ...(o.jobs ? [BACKEND_JOB_FILTERS.get, BACKEND_JOB_FILTERS.update] : [])]), 1)
+              .then(async (granted) => {
                 if (granted.some((g) => g >= 0x80)) o.log.error({ granted }, 'broker refused a backend subscription');
+                await o.jobs?.attach(client).catch((e: unknown) => o.log.error({ error: String(e) }, 'jobs: attach failed'));
                 resolve();
               })
               .catch((e: unknown) => o.log.error({ error: String(e) }, 'subscribe failed'));
@@ -143,6 +148,10 @@ export class OemBackend {
     const rest = parts.slice(3).join('/');
     if (rest === 'state') {
       this.o.log.debug({ vehicleId, state: safeText(m.payload) }, 'vehicle state');
+      return;
+    }
+    if (rest.startsWith('jobs/')) {
+      this.o.jobs?.onMessage(vehicleId, rest, m);
       return;
     }
     if (m.retain) return;
@@ -267,6 +276,7 @@ export class OemBackend {
 
   async stop(): Promise<void> {
     for (const d of this.detach.splice(0)) d();
+    this.o.jobs?.detach();
     await this.client?.close();
   }
 }

@@ -2,7 +2,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { KeyObjectSigner } from '../../../deploy/oem-backend/signer.ts';
 import { isEvccError } from '../../../core/errors.ts';
-import { SIGNED_POLICY_FORMAT } from '../../keys/signed-policy.ts';
+import { testReleasePolicy } from '../../../test/support/ota-jobs.ts';
 import { backendTrustFromPem, ROOTCA_CONTEXT, ROOTLIST_CONTEXT, rootCaSigningInput } from '../signing.ts';
 import {
   JOB_CONTEXT, jobSigningInput, OTA_MAX_JOB_BYTES, SIGNED_JOB_FORMAT, signJob, verifyJob, type JobCheckContext, type JobDocument,
@@ -15,15 +15,7 @@ const trust = backendTrustFromPem(oem.publicKeyPem);
 const BUNDLE_SHA = 'ab'.repeat(32);
 const NOW = new Date('2026-12-03T14:00:00Z');
 
-/** A release policy of the right shape (its TPM-side checks are installReleasePolicy's, tested in boot/). */
-function policyFor(version: number, bundleSha = BUNDLE_SHA) {
-  return {
-    format: SIGNED_POLICY_FORMAT, version, bundle: { sha256: bundleSha, compatible: 'evcc-rpi4' },
-    rootfs: { sha256: 'cd'.repeat(32), size: 4096 }, pcrs: { bank: 'sha256', index: 14, value: 'ef'.repeat(32) },
-    nv: { index: 0x1500016, name: '000b' + '12'.repeat(32), operation: 'UNSIGNED_LE', operandB: version.toString(16).padStart(16, '0') },
-    policy: '34'.repeat(32), policyRef: '4556', key: { name: '000b' + '56'.repeat(32), fingerprint: '78'.repeat(32) }, signature: 'MEUCIQ==',
-  };
-}
+const policyFor = (version: number, bundleSha = BUNDLE_SHA) => testReleasePolicy(version, bundleSha);
 
 function doc(over: Partial<JobDocument> = {}): JobDocument {
   const version = over.version ?? 2;
