@@ -43,6 +43,11 @@ export interface OemBackendOptions {
    * broker gives each request to one instance. `false` = plain subscriptions (each instance sees every request).
    */
   shareGroup?: string | false;
+  /**
+   * MQTT keepalive (default BACKEND_KEEPALIVE_SECONDS). A hung or cut-off instance keeps its share of the requests
+   * until the broker gives up on it after 1.5 × keepalive; a crashed one is dropped at once (its socket closes).
+   */
+  keepaliveSeconds?: number;
   pool: RootCertificatePool;
   signer: AnswerSigner;
   clock: Clock;
@@ -65,6 +70,9 @@ export interface OemBackendOptions {
   /** Update campaigns (jobs.ts): job get/update topics of every vehicle, answered from the job store. */
   jobs?: JobService;
 }
+
+/** The broker drops a silent instance after 1.5 × this (15 s); until then it still gets its share (README). */
+export const BACKEND_KEEPALIVE_SECONDS = 10;
 
 export interface OemBackendStats {
   requests: number;
@@ -109,7 +117,7 @@ export class OemBackend {
       protocolVersion: o.protocolVersion,
       ...(o.tls ? { tls: o.tls } : {}),
       reconnectPeriodMs: 1_000,
-      keepaliveSeconds: 30,
+      keepaliveSeconds: o.keepaliveSeconds ?? BACKEND_KEEPALIVE_SECONDS,
       cleanSession: !(o.persistentSession ?? o.shareGroup === false),
     });
     this.client = client;
