@@ -54,7 +54,7 @@ export const COMMAND_SUMMARIES: Readonly<Record<string, string>> = {
   'sim-secc': 'simulated SECC: SDP responder on port 15118, TLS 1.2/1.3 or plain TCP, SupportedAppProtocol, ISO 15118-2 / DIN 70121 session per --scenario',
   sdp: 'SECC discovery: SECCDiscoveryReq to ff02::1 port 15118 on IF (250 ms per try, up to 50 tries)',
   'tls-probe': 'open TLS to a SECC (found by SDP, or --address/--port) and validate its chain with our ISO 15118-2 path validation; prints the channel as JSON, or the typed failure ({code, message, details}) and exits 1',
-  'oem-backend': 'OEM backend reference service: root-CA answers from a Root Certificate Pool over MQTT',
+  'oem-backend': 'OEM backend reference service: root-CA answers over MQTT, update campaigns and the bundle server',
   ota: 'OEM backend link: V2G root fetch and sync (Solution C), backend key',
   exi: 'schema-informed EXI codec (appHandshake, ISO 15118-2, DIN 70121, ISO 15118-20, xmldsig)',
   charge: 'one charging session on real links, starting now (plugged in): SLAC, SDP, TLS (+ OEM root fetch) or TCP, SupportedAppProtocol, ISO 15118-2 or DIN SPEC 70121 to SessionStop',

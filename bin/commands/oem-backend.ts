@@ -6,6 +6,10 @@ import { startEmbeddedBroker } from '../../deploy/oem-backend/embedded-broker.ts
 import { createLinkCa, issueLinkCert } from '../../deploy/oem-backend/link-pki.ts';
 import { RootCertificatePool } from '../../deploy/oem-backend/pool.ts';
 import { OemBackend } from '../../deploy/oem-backend/service.ts';
+import { registerAttestationCommands, startAttestationService } from './oem-backend-attestation.ts';
+import { BundleServer } from '../../deploy/oem-backend/bundle-server.ts';
+import { JobService, releaseFromFiles } from '../../deploy/oem-backend/jobs.ts';
+import { FsStore } from '../../hal/store/fs-store.ts';
 import { KeyObjectSigner } from '../../deploy/oem-backend/signer.ts';
 import { EvccError } from '../../core/errors.ts';
 import { BACKEND_SHARE_GROUP, VEHICLE_ID_PATTERN } from '../../firmware/ota/constants.ts';
@@ -19,6 +23,8 @@ import { createRuntime, type GlobalOptions } from '../runtime.ts';
  *   evcc oem-backend keygen --out FILE                 answer-signing key + the public key for vehicle production
  *   evcc oem-backend link-pki --out DIR --vehicle ID…  link CA, broker server cert, backend + vehicle client certs
  *   evcc oem-backend broker [--port N] [--tls-dir DIR] embedded aedes broker with the per-vehicle ACL (bench)
+ *   evcc oem-backend campaign create|show --jobs-dir DIR …  update campaigns (signed jobs per vehicle, their states)
+ * `serve --jobs-dir DIR` answers the vehicles' job topics; `--bundle-dir DIR --bundle-port N` serves the bundles.
  */
 export async function readIdentity(o: { ca?: string; cert?: string; key?: string; keyPassEnv?: string }): Promise<MqttTlsIdentity | undefined> {
   if (!o.ca && !o.cert && !o.key) return undefined;
@@ -70,10 +76,33 @@ interface ServeOptions {
   fleet?: string;
   rateLimit: number;
   rateBurst: number;
+  attestationDir?: string;
+  attestationPeriod: number;
+  jobsDir?: string;
+  jobSigningKey?: string;
+  bundleDir?: string;
+  bundlePort: string;
+  bundleHost: string;
+  bundleCert?: string;
+  bundleKey?: string;
+}
+
+async function readText(p: string): Promise<string> {
+  try {
+    return await readFile(p, 'utf8');
+  } catch (err) {
+    throw new EvccError('CONFIG_INVALID', `cannot read ${p}`, { path: p }, { cause: err });
+  }
+}
+
+function portOf(flag: string, v: string): number {
+  const port = /^\d{1,5}$/.test(v) ? Number(v) : NaN;
+  if (!(port >= 0 && port <= 65535)) throw new EvccError('CONFIG_INVALID', `${flag} must be an integer 0…65535, got "${v}"`, { port: v });
+  return port;
 }
 
 export function registerOemBackend(program: Command, globals: () => GlobalOptions): void {
-  const cmd = program.command('oem-backend').description('OEM backend reference service: root-CA answers from a Root Certificate Pool over MQTT');
+  const cmd = program.command('oem-backend').description('OEM backend reference service: root-CA answers over MQTT, update campaigns and the bundle server');
 
   cmd
     .command('serve', { isDefault: true })
@@ -93,14 +122,26 @@ export function registerOemBackend(program: Command, globals: () => GlobalOption
     .option('--fleet <file>', 'serve only the vehicle ids listed in this file (one per line)')
     .addOption(new Option('--rate-limit <perSecond>', 'per-vehicle requests per second (token bucket)').argParser(Number).default(5))
     .addOption(new Option('--rate-burst <n>', 'per-vehicle burst').argParser(Number).default(20))
+    .option('--attestation-dir <dir>', 'also verify the vehicles\' attestation quotes with this registry (evcc oem-backend attestation)')
+    .addOption(new Option('--attestation-period <s>', 're-attest every registered vehicle this often (seconds; 0 = only after each hello)').argParser(Number).default(3600))
+    .option('--jobs-dir <dir>', 'update campaigns: job store (answers jobs/<id>/get|update; campaigns made with `campaign create`)')
+    .option('--job-signing-key <file>', 'job-signing key (PKCS#8 PEM, EC P-256; default: --signing-key, jobs have their own signing context)')
+    .option('--bundle-dir <dir>', 'serve the *.raucb files of this directory over HTTPS at /bundles/<name> (Range support)')
+    .option('--bundle-port <n>', 'bundle server port', '8443')
+    .option('--bundle-host <addr>', 'bundle server listen address', '127.0.0.1')
+    .option('--bundle-cert <file>', 'bundle server certificate (PEM, server auth; e.g. broker.pem from link-pki)')
+    .option('--bundle-key <file>', 'bundle server key (PEM; passphrase from --key-pass-env when encrypted)')
     .action(async (o: ServeOptions) => {
       parseBrokerUrl(o.broker);
       if (o.share && !/^[^/+#\s]{1,64}$/.test(o.shareGroup)) throw new EvccError('CONFIG_INVALID', `--share-group "${o.shareGroup}" must be 1–64 characters without / + # or spaces`);
       for (const [flag, v] of [['--rate-limit', o.rateLimit], ['--rate-burst', o.rateBurst]] as const) {
         if (!Number.isFinite(v) || v <= 0) throw new EvccError('CONFIG_INVALID', `${flag} must be a positive number`);
       }
+      if (o.bundleDir && (!o.bundleCert || !o.bundleKey)) throw new EvccError('CONFIG_INVALID', '--bundle-dir needs --bundle-cert and --bundle-key (HTTPS only)');
+      const bundlePort = portOf('--bundle-port', o.bundlePort);
       const rt = await createRuntime(globals());
       const log = rt.log('OEM');
+      let bundles: BundleServer | undefined;
       try {
         const passphrase = o.signingKeyPassEnv ? process.env[o.signingKeyPassEnv] : undefined;
         if (o.signingKeyPassEnv && passphrase === undefined) throw new EvccError('CONFIG_INVALID', `environment variable ${o.signingKeyPassEnv} is not set`);
@@ -110,24 +151,41 @@ export function registerOemBackend(program: Command, globals: () => GlobalOption
           ? new Set((await readFile(o.fleet, 'utf8')).split('\n').map((l) => l.trim()).filter((l) => VEHICLE_ID_PATTERN.test(l)))
           : undefined;
         const tls = await readIdentity(o);
+        const jobs = o.jobsDir
+          ? new JobService({ store: await FsStore.open(o.jobsDir), signer: o.jobSigningKey ? await KeyObjectSigner.fromFile(o.jobSigningKey, passphrase) : signer, log })
+          : undefined;
+        if (o.bundleDir) {
+          const keyPass = o.keyPassEnv ? process.env[o.keyPassEnv] : undefined;
+          bundles = new BundleServer({ dir: o.bundleDir, cert: await readText(o.bundleCert!), key: await readText(o.bundleKey!), ...(keyPass ? { passphrase: keyPass } : {}), host: o.bundleHost, port: bundlePort, log });
+          await bundles.start();
+        }
         const backend = new OemBackend({
           connector: new MqttJsConnector(), url: o.broker, protocolVersion: o.mqttVersion === '4' ? 4 : 5, ...(tls ? { tls } : {}),
           ...(o.clientId ? { clientId: o.clientId } : {}), shareGroup: o.share ? o.shareGroup : false, pool, signer, clock: rt.clock, log, ...(fleet ? { fleet } : {}),
-          rateLimit: { perSecond: o.rateLimit, burst: o.rateBurst },
+          rateLimit: { perSecond: o.rateLimit, burst: o.rateBurst }, ...(jobs ? { jobs } : {}),
         });
         const onHup = () => void pool.reload().catch((err: unknown) => log.error({ error: String(err) }, 'pool reload failed'));
         process.on('SIGHUP', onHup);
         const stopped = waitForSignal();
         await Promise.race([backend.start(), stopped]);
+        const attestation = o.attestationDir
+          ? await startAttestationService({ dir: o.attestationDir, broker: o.broker, protocolVersion: o.mqttVersion === '4' ? 4 : 5, ...(tls ? { tls } : {}), shareGroup: o.share ? o.shareGroup : false, clock: rt.clock, log, periodSeconds: o.attestationPeriod })
+          : undefined;
         log.info({ clientId: backend.clientId, shareGroup: backend.shareGroup ?? null, pool: pool.size, keyId: signer.keyId.slice(0, 16), fleet: fleet?.size }, 'OEM backend ready');
         const why = await stopped;
         process.off('SIGHUP', onHup);
         log.info({ signal: why, ...backend.stats }, 'OEM backend stopping');
+        await attestation?.stop();
         await backend.stop();
       } finally {
+        await bundles?.stop();
         await rt.close();
       }
     });
+
+  registerCampaign(cmd, globals);
+
+  registerAttestationCommands(cmd);
 
   cmd
     .command('keygen')
@@ -199,4 +257,120 @@ export function registerOemBackend(program: Command, globals: () => GlobalOption
         await rt.close();
       }
     });
+}
+
+interface CampaignCreateOptions {
+  jobsDir: string;
+  signingKey: string;
+  signingKeyPassEnv?: string;
+  bundle: string;
+  policy: string;
+  url: string;
+  compatible: string;
+  vehicle: string[];
+  validityDays: string;
+  id?: string;
+  broker?: string;
+  ca?: string;
+  cert?: string;
+  key?: string;
+  keyPassEnv?: string;
+  mqttVersion: string;
+}
+
+function registerCampaign(cmd: Command, globals: () => GlobalOptions): void {
+  const campaign = cmd.command('campaign').description('update campaigns: a signed job per vehicle for one release, and the job states');
+
+  campaign
+    .command('create')
+    .description('sign a job per vehicle for a release (bundle + its signed state policy), queue them, notify the vehicles')
+    .requiredOption('--jobs-dir <dir>', 'job store of the backend (the same as `serve --jobs-dir`)')
+    .requiredOption('--signing-key <file>', 'job-signing key, PKCS#8 PEM (EC P-256)')
+    .option('--signing-key-pass-env <name>', 'environment variable holding the signing key passphrase')
+    .requiredOption('--bundle <file>', 'the signed RAUC bundle (size and SHA-256 go into the jobs)')
+    .requiredOption('--policy <file>', 'the release\'s signed state policy (JSON, `evcc oem release`)')
+    .requiredOption('--url <url>', 'https:// URL of the bundle on the bundle server')
+    .requiredOption('--compatible <string>', 'RAUC compatible string of the target vehicles')
+    .requiredOption('--vehicle <id...>', 'vehicle ids')
+    .option('--validity-days <n>', 'how long the jobs stay valid', '14')
+    .option('--id <campaignId>', 'campaign id (default c<random>)')
+    .option('--broker <url>', 'also publish the retained jobs/notify now (else a running `serve --jobs-dir` does at its next start)')
+    .option('--ca <file>', 'CA of the broker certificate (PEM)')
+    .option('--cert <file>', 'backend client certificate (PEM)')
+    .option('--key <file>', 'backend client key (PKCS#8 PEM)')
+    .option('--key-pass-env <name>', 'environment variable holding the passphrase of --key')
+    .addOption(new Option('--mqtt-version <v>', 'MQTT protocol version').choices(['4', '5']).default('5'))
+    .action(async (o: CampaignCreateOptions) => {
+      const days = Number(o.validityDays);
+      if (!(days > 0 && days <= 365)) throw new EvccError('CONFIG_INVALID', `--validity-days must be 1…365, got "${o.validityDays}"`);
+      if (o.broker) parseBrokerUrl(o.broker);
+      const passphrase = o.signingKeyPassEnv ? process.env[o.signingKeyPassEnv] : undefined;
+      if (o.signingKeyPassEnv && passphrase === undefined) throw new EvccError('CONFIG_INVALID', `environment variable ${o.signingKeyPassEnv} is not set`);
+      let policy: unknown;
+      try {
+        policy = JSON.parse(await readText(o.policy));
+      } catch (err) {
+        if (err instanceof EvccError) throw err;
+        throw new EvccError('CONFIG_INVALID', `${o.policy} is not JSON`, { path: o.policy }, { cause: err });
+      }
+      const rt = await createRuntime(globals());
+      const log = rt.log('OEM');
+      try {
+        const signer = await KeyObjectSigner.fromFile(o.signingKey, passphrase);
+        const jobs = new JobService({ store: await FsStore.open(o.jobsDir), signer, log });
+        const release = await releaseFromFiles({ bundlePath: o.bundle, url: o.url, compatible: o.compatible, policy });
+        const created = await jobs.createCampaign({ release, vehicles: o.vehicle, validityMs: days * 86_400_000, ...(o.id ? { campaignId: o.id } : {}) });
+        if (o.broker) {
+          const tls = await readIdentity(o);
+          const client = new MqttJsConnector().connect({ url: o.broker, clientId: `oem-backend-campaign-${created.campaignId}`, protocolVersion: o.mqttVersion === '4' ? 4 : 5, ...(tls ? { tls } : {}), reconnectPeriodMs: 500 });
+          try {
+            const up = await new Promise<boolean>((resolve) => {
+              const t = setTimeout(() => resolve(false), 10_000);
+              const off = client.onStatus((st) => {
+                if (st === 'connected') {
+                  clearTimeout(t);
+                  off();
+                  resolve(true);
+                }
+              });
+            });
+            if (!up) throw new EvccError('OTA_BROKER_UNREACHABLE', `broker ${o.broker} not reachable within 10 s (campaign ${created.campaignId} is stored; serve notifies at its start)`);
+            for (const v of new Set(o.vehicle)) await jobs.notify(v, client);
+          } finally {
+            await client.close();
+          }
+        }
+        process.stdout.write(`${JSON.stringify(created, null, 2)}\n`);
+      } finally {
+        await rt.close();
+      }
+    });
+
+  campaign
+    .command('show')
+    .description('print campaigns and the state of each job (status, progress, reason, history)')
+    .requiredOption('--jobs-dir <dir>', 'job store of the backend')
+    .option('--id <campaignId>', 'one campaign (default: all)')
+    .action(async (o: { jobsDir: string; id?: string }) => {
+      const rt = await createRuntime(globals());
+      try {
+        const readOnly = { keyId: '', sign: (): Uint8Array => { throw new EvccError('CONFIG_INVALID', 'campaign show signs nothing'); } };
+        const jobs = new JobService({ store: await FsStore.open(o.jobsDir), signer: readOnly, log: rt.log('OEM') });
+        const ids = o.id ? [o.id] : await jobs.campaigns();
+        const out = [];
+        for (const id of ids) {
+          const c = await jobs.campaign(id);
+          if (!c) throw new EvccError('CONFIG_INVALID', `no campaign ${id} in ${o.jobsDir}`, { campaignId: id });
+          out.push({ ...c, jobs: await Promise.all(c.jobs.map(async (j) => ({ ...j, ...summary(await jobs.job(j.jobId)) }))) });
+        }
+        process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+      } finally {
+        await rt.close();
+      }
+    });
+}
+
+function summary(r: Awaited<ReturnType<JobService['job']>>): Record<string, unknown> {
+  if (!r) return { status: 'missing' };
+  return { status: r.status, progress: r.progress, reason: r.reason, code: r.code, updatedAt: r.updatedAt, history: r.history };
 }

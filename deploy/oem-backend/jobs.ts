@@ -204,11 +204,11 @@ export class JobService {
   }
 
   /** Publishes the vehicle's pending jobs, retained (an empty list clears what the vehicle would act on). */
-  async notify(vehicleId: string): Promise<void> {
-    if (!this.client) return;
+  async notify(vehicleId: string, via: MqttClient | undefined = this.client): Promise<void> {
+    if (!via) return;
     const pending = (await this.jobsOf(vehicleId)).filter((j) => !TERMINAL.has(j.status));
     const body: JobsNotify = { v: 1, type: 'jobs.notify', jobs: pending.slice(0, 16).map((j) => ({ jobId: j.jobId, status: j.status as 'queued' | 'in_progress', version: j.version })) };
-    await this.client.publish(jobTopics(vehicleId).notify, JSON.stringify(body), { qos: 1, retain: true });
+    await via.publish(jobTopics(vehicleId).notify, JSON.stringify(body), { qos: 1, retain: true });
   }
 
   /** Takes the backend's MQTT client (service.ts subscribes the filters) and notifies every vehicle with a pending job. */
@@ -229,8 +229,9 @@ export class JobService {
     const match = /^jobs\/([A-Za-z0-9_-]{1,64})\/(get|update)$/.exec(rest);
     if (!match) return rest.startsWith('jobs/');
     if (m.retain) return true;
-    const [, jobId, op] = match as unknown as [string, string, 'get' | 'update'];
-    const run = op === 'get' ? this.serveGet(vehicleId, jobId!, m.payload) : this.recordUpdate(vehicleId, jobId!, m.payload);
+    const jobId = match[1]!;
+    const op = match[2]!;
+    const run = op === 'get' ? this.serveGet(vehicleId, jobId, m.payload) : this.recordUpdate(vehicleId, jobId, m.payload);
     run.catch((err: unknown) => this.o.log.error({ vehicleId, jobId, op, code: isEvccError(err) ? err.code : 'INTERNAL', error: (err as Error).message }, 'jobs: request failed'));
     return true;
   }
