@@ -14,6 +14,7 @@ import { BootState, DATA, parseJson, ProvisioningRecord, RUN } from './layout.ts
 import { eccPoint, fromHex, sha256, toHex, u64be } from './policy.ts';
 import { parseSignedPolicy, type SignedPolicy } from './signed-policy.ts';
 import { TPM_CC_NV_INCREMENT } from './hierarchy.ts';
+import type { SecurityEvents } from '../log/security-log.ts';
 
 /**
  * The contract / OEM-provisioning key service (TR-2019-04 §3.3.3, §5; TPM.md §1–§3) on top of the TPM HAL.
@@ -43,6 +44,8 @@ export interface KeyServiceDeps {
   /** Volatile run dir: boot state of this boot. */
   run: FileStore;
   log: Logger;
+  /** The security log: the TPM's refusals of the state-bound keys (policy, rollback, lockout) are security events. */
+  events?: SecurityEvents;
 }
 
 export interface KeyStatus {
@@ -168,6 +171,10 @@ export class KeyService {
     try {
       return await fn();
     } catch (err) {
+      const code = (err as EvccError).code;
+      if (this.d.events && typeof code === 'string' && (code.startsWith('TPM_POLICY') || code === 'TPM_LOCKOUT' || code === 'TPM_PCR_CHANGED')) {
+        await this.d.events.record(code === 'TPM_LOCKOUT' ? 'keys.lockout' : 'keys.refused', { code, ...(typeof (err as EvccError).details?.rc === 'string' ? { rc: (err as EvccError).details.rc as string } : {}) });
+      }
       if (!this.armedSession || !this.d.tpm.isSessionLive(this.armedSession)) {
         this.armed = false;
         this.armedSession = undefined;

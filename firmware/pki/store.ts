@@ -34,6 +34,7 @@ import type { FileStore } from '../../hal/store/types.ts';
 import { isSelfSigned, parseCert, type CertInfo } from './cert.ts';
 import { ALGORITHMS, type AlgorithmPolicy } from './profiles.ts';
 import { RootApproval, type RootApprovalErrorCode, type RootApprovalVerifier } from './root-approval.ts';
+import type { SecurityEvents } from '../log/security-log.ts';
 
 export interface IntegrityGuard {
   /** Recorded in the file so a store written under another scheme is refused, not misread. */
@@ -125,6 +126,8 @@ export interface CertificateStoreOptions {
   algorithms?: AlgorithmPolicy;
   log?: Logger;
   now?: () => Date;
+  /** The security log (firmware/log/security-log.ts): root installs and removals are security events. */
+  events?: SecurityEvents;
 }
 
 /** Opening without the integrity key: the approvals verifier is what verifies (CertificateStore.openDegraded). */
@@ -329,6 +332,7 @@ export class CertificateStore {
       const fields = { subject: c.subject, keyId: c.subjectKeyId, fingerprint: c.fingerprint, source: meta.source, approvedBy: approvedBy ?? (meta.approval ? 'unverified' : 'none') };
       if (this.mode === 'degraded') this.o.log?.warn(fields, 'V2G root trusted for this run only (degraded mode: verified by its OEM approval, the store file is not rewritten)');
       else this.o.log?.info(fields, 'V2G root installed');
+      await this.o.events?.record('pki.root-installed', { fingerprint: c.fingerprint, subject: c.subject, source: meta.source, approvedBy: fields.approvedBy, persisted: this.mode === 'full' });
       if (!meta.approval) this.o.log?.warn({ subject: c.subject, fingerprint: c.fingerprint, cp: 'PKI-ROOT-UNAPPROVED' }, 'V2G root has no OEM approval: trusted only while the store integrity key is available (not in degraded mode)');
       return entryOf();
     });
@@ -344,6 +348,7 @@ export class CertificateStore {
       await this.commit({ ...this.body, roots: this.body.roots.filter((r) => keepSet.has(r.der)) });
       if (this.mode === 'degraded') this.o.log?.warn({ id }, 'V2G root removed for this run only (degraded mode: the store file is not rewritten)');
       else this.o.log?.info({ id }, 'V2G root removed');
+      await this.o.events?.record('pki.root-removed', { id, persisted: this.mode === 'full' });
       return true;
     });
   }
