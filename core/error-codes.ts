@@ -92,6 +92,7 @@ export const ERROR_CODES = {
   // ── Update bundles (rauc)
   BUNDLE_BUILD_FAILED: 'building the rauc bundle failed',
   BUNDLE_INVALID: 'rauc refused the bundle, or printed no bundle information',
+  BUNDLE_SIGNER_UNTRUSTED: 'the bundle’s signer does not chain to the OEM keyring (another key, or a certificate not valid now)',
   RAUC_UNAVAILABLE: 'the RAUC service is not reachable on the system bus, or left it during an operation',
   RAUC_BUSY: 'the RAUC service already runs an operation (one install at a time)',
   RAUC_INSTALL_FAILED: 'RAUC finished an install with an error (its LastError attached)',

@@ -38,7 +38,14 @@ export async function verifyBundle(bundlePath: string, keyringPath: string, opts
   const args = ['info', '--keyring', keyringPath, '--output-format=json', ...(opts.checkTime === false ? ['--no-check-time'] : []), bundlePath];
   const r = await execa('rauc', args, { reject: false, stdin: 'ignore', timeout: 60_000 });
   if (r.exitCode !== 0) {
-    const why = String(r.stderr ?? '').trim().split('\n').filter((l) => !/^rauc-Message/.test(l)).slice(-1)[0] ?? `exit ${r.exitCode}`;
+    const lines = String(r.stderr ?? '').trim().split('\n').filter((l) => !/^rauc-Message/.test(l));
+    const why = lines.slice(-1)[0] ?? `exit ${r.exitCode}`;
+    // OpenSSL's chain verification ("Verify error: self-signed certificate", "unable to get local issuer …", "not yet
+    // valid") means a signer outside the OEM keyring; a content verify failure means the signed bytes were changed.
+    const signer = lines.find((l) => /Verify error:/.test(l));
+    if (signer) {
+      throw new EvccError('BUNDLE_SIGNER_UNTRUSTED', `bundle ${bundlePath} is not signed by a key of the OEM keyring: ${signer.trim()}`, { bundle: bundlePath, exitCode: r.exitCode, reason: signer.trim() });
+    }
     throw new EvccError('BUNDLE_INVALID', `bundle ${bundlePath} refused by rauc: ${why}`, { bundle: bundlePath, exitCode: r.exitCode, reason: why });
   }
   let info: { compatible?: unknown; version?: unknown; images?: unknown };

@@ -56,7 +56,7 @@ describeWith([tool('rauc'), tool('openssl'), tool('mksquashfs')])('RAUC bundle b
     await execa('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', otherKey, '-out', otherCert, '-subj', '/CN=other', '-days', '30']);
     const out = join(dir, 'foreign.raucb');
     await buildBundle({ images: { rootfs: img }, version: 1, compatible: 'evcc-bench', cert: otherCert, key: otherKey, out });
-    await expect(verifyBundle(out, cert)).rejects.toMatchObject({ code: 'BUNDLE_INVALID' });
+    await expect(verifyBundle(out, cert)).rejects.toMatchObject({ code: 'BUNDLE_SIGNER_UNTRUSTED' });
   });
 
   it('verity bundle: rauc info checks only the signed manifest (payload change passes; PCR 14 would still differ)', async () => {
@@ -90,7 +90,7 @@ describeWith([tool('rauc'), tool('openssl'), tool('mksquashfs')])('RAUC bundle b
       await writeFile(join(content, 'manifest.raucm'), '[update]\ncompatible=evcc-bench\nversion=1\n\n[bundle]\nformat=plain\n\n[image.rootfs]\nfilename=rootfs.img\n');
       return content;
     })(), out]);
-    await expect(verifyBundle(out, fCert)).rejects.toMatchObject({ code: 'BUNDLE_INVALID' });
+    await expect(verifyBundle(out, fCert)).rejects.toMatchObject({ code: 'BUNDLE_SIGNER_UNTRUSTED' });
     await expect(verifyBundle(out, fCert, { checkTime: false })).resolves.toMatchObject({ version: '1' });
   });
 
