@@ -208,6 +208,8 @@ export const ERROR_CODES = {
   KEYS_NO_PROVISIONING_KEY: 'OEM provisioning key not created yet (run evcc tpm provision after the first good boot)',
   KEYS_PLATFORM_ENABLED: 'the platform hierarchy is still enabled after TPM2_HierarchyControl',
   KEYS_PROVISION_CONFLICT: 'provisioning record exists but the TPM lacks its keys (TPM cleared?): refusing to re-provision over it',
+  KEYS_ATTESTATION_KEY_MISSING: 'no attestation key, or its blob is not the provisioned one (run evcc tpm provision)',
+  KEYS_LINK_SECRET_MISSING: 'the sealed OEM link secret is missing, not the provisioned one, or of the wrong size',
   KEYS_RUNTIME_SECRET_DESTROYED: 'the runtime secret was already destroyed',
   KEYS_RUNTIME_SECRET_MALFORMED: 'the runtime secret does not have the expected length',
   KEYS_RUNTIME_SECRET_MISSING: 'no sealed runtime secret, or it does not match the provisioning record',
@@ -249,6 +251,24 @@ export const ERROR_CODES = {
   OTA_ROOT_NOT_SELF_SIGNED: 'the certificate is not self-signed (issuer ≠ subject or its own key does not verify it)',
   OTA_ROOT_PROFILE: 'other V2G root profile violations: algorithm, key usage, validity period, key identifier',
   OTA_ROOT_UNAVAILABLE: 'the unknown-root path gave up (cause attached); the session falls back as configured, never to plain TCP',
+
+  // ── OTA: remote attestation (firmware/ota/attestation.ts, deploy/oem-backend/attestation.ts)
+  ATTEST_MESSAGE_MALFORMED: 'an attestation hello, challenge or quote message is not JSON of the expected shape or exceeds its cap',
+  ATTEST_QUOTE_MALFORMED: 'the quoted TPMS_ATTEST is not a TPM-generated quote structure of the expected layout',
+  ATTEST_SIGNATURE_INVALID: 'the quote does not verify with the attestation key registered for that vehicle (another vehicle’s key, or forged)',
+  ATTEST_NONCE_UNKNOWN: 'a quote for no open challenge: replayed, already answered, or unsolicited',
+  ATTEST_NONCE_MISMATCH: 'the nonce of the quote (message or signed structure) is not its challenge’s',
+  ATTEST_NONCE_EXPIRED: 'the quote arrived after its challenge expired',
+  ATTEST_PCR_DIGEST_MISMATCH: 'the quote selects other PCRs than asked, or the PCR values sent do not match its digest',
+  ATTEST_VEHICLE_UNKNOWN: 'no attestation key is registered for the vehicle',
+  ATTEST_KEY_NOT_RESTRICTED: 'registration refused: the key is not a restricted, TPM-bound P-256 signing key',
+  ATTEST_KEY_CONFLICT: 'registration refused: the vehicle is registered with another attestation key',
+  ATTEST_TRUSTED: 'verdict: PCR 14 is the measurement of a release the OEM signed',
+  ATTEST_EVENT_LOG_MISMATCH: 'verdict tampered: the event log does not parse or its replay is not the quoted PCR 14',
+  ATTEST_PCR_UNEXPECTED: 'verdict tampered: PCR 14 holds other than exactly one root file system measurement',
+  ATTEST_ROOTFS_NOT_RELEASED: 'verdict tampered: the root file system that booted is not the one of the signed release the vehicle claims',
+  ATTEST_RELEASE_UNKNOWN: 'verdict unknown release: the measured root file system is no release the OEM signed for this backend',
+  ATTEST_NOT_ANSWERING: 'verdict not answering: no valid answer to the attestation challenge before it expired',
 
   // ── Session: SupportedAppProtocol handshake
   APPHAND_CHANNEL_CLOSED: 'the channel closed before SupportedAppProtocolRes arrived',

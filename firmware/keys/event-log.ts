@@ -1,5 +1,5 @@
-import { EvccError } from '../core/errors.ts';
-import { pcrAfterExtend, toHex, ZERO_DIGEST } from '../firmware/keys/policy.ts';
+import { EvccError } from '../../core/errors.ts';
+import { pcrAfterExtend, toHex, ZERO_DIGEST } from './policy.ts';
 
 /**
  * The measurement event log the initramfs hook (boot/initramfs/evcc-measure-rootfs) appends to, one line per extend:

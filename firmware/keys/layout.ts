@@ -41,6 +41,10 @@ export const DATA = {
   contractKey: (id: string, ext: 'pub' | 'priv' | 'pub.pem') => `keys/contract/${id}.${ext}`,
   /** Sealed runtime secret (keyedhash data object under the storage key, authPolicy A): TPM-wrapped only. */
   runtimeSecret: (ext: 'pub' | 'priv') => `keys/runtime-secret.${ext}`,
+  /** Attestation key (restricted ECDSA signing key under the SRK, no state policy): TPM-wrapped only. */
+  attestationKey: (ext: 'pub' | 'priv' | 'pub.pem') => `keys/attestation.${ext}`,
+  /** OEM-link secret (sealed under the SRK, policy PolicyCommandCode(Unseal), no state): TPM-wrapped only (link-credential.ts). */
+  linkSecret: (ext: 'pub' | 'priv') => `keys/link-secret.${ext}`,
   contractDir: 'keys/contract',
   activeContractKey: 'keys/contract/active',
   release: (version: number, file: 'signed-policy.json' | 'ticket.bin') => `releases/v${version}/${file}`,
@@ -71,6 +75,13 @@ export const ProvisioningRecord = z.object({
   runtimeSecret: z.object({ name: hex }).optional(),
   /** The certificate store's NV version counter (store-counter.ts), defined after the first good boot. */
   storeCounter: z.object({ index: z.number().int(), name: hex, initialValue: z.string() }).optional(),
+  /**
+   * Attestation key (attestation-key.ts): a restricted signing key under the SRK, independent of the software state,
+   * so any boot can be quoted; its public part is what the OEM registers at production.
+   */
+  attestationKey: z.object({ name: hex, public: hex, publicKeyPem: z.string() }).optional(),
+  /** OEM-link secret (link-credential.ts): sealed under the SRK, unsealable in any software state. */
+  linkSecret: z.object({ name: hex }).optional(),
   provisionedAt: z.string(),
 });
 export type ProvisioningRecord = z.infer<typeof ProvisioningRecord>;

@@ -11,6 +11,8 @@ import { KeyService } from './key-service.ts';
 import { createRuntimeSecret } from './runtime-secret.ts';
 import { provisionStoreCounter } from './store-counter.ts';
 import { readHierarchyEscrow, setUpHierarchies, type HierarchyEscrow } from './hierarchy.ts';
+import { createAttestationKey } from './attestation-key.ts';
+import { createLinkSecret } from './link-credential.ts';
 
 /**
  * Factory provisioning (TR-2019-04 §3.3.1; TPM.md §2, §3): SRK, storage key (restricted decrypt; password +
@@ -76,6 +78,15 @@ export async function provisionTpm(deps: { tpm: Tpm; data: FileStore; run: FileS
       created.push('dictionary-attack-parameters');
       log.info({ ...da }, 'dictionary-attack parameters set');
     }
+  }
+  // SRK children, independent of the software state: on every vehicle at once, also one provisioned before they existed.
+  if (!record.attestationKey) {
+    record = await createAttestationKey({ tpm, data, log }, record);
+    created.push('attestation-key');
+  }
+  if (!record.linkSecret) {
+    record = await createLinkSecret({ tpm, data, log }, record);
+    created.push('link-secret');
   }
   if (!record.oemProvisioningKey) {
     if (await deps.run.exists('boot.json')) {
@@ -240,6 +251,11 @@ export function backendExport(record: ProvisioningRecord, hierarchyEscrow?: Hier
     'nv.name': fromHex(record.nvCounter.name),
   };
   if (record.oemProvisioningKey) out['oem-provisioning.pub.pem'] = record.oemProvisioningKey.publicKeyPem;
+  if (record.attestationKey) {
+    // The OEM registers these at production: the backend verifies this vehicle's quotes with them (deploy/oem-backend/attestation.ts).
+    out['attestation.pub.pem'] = record.attestationKey.publicKeyPem;
+    out['attestation.tpm2b_pub'] = fromHex(record.attestationKey.public);
+  }
   if (record.logKey) out['security-log.pub.pem'] = record.logKey.publicKeyPem;
   if (hierarchyEscrow) out['hierarchy-escrow.json'] = jsonBytes(hierarchyEscrow);
   return out;

@@ -1,3 +1,4 @@
+import { stateIndependentLinkPassphrase } from './link-credential.ts';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { EvccError } from '../../core/errors.ts';
 import type { Logger } from '../../core/logger.ts';
@@ -124,7 +125,8 @@ export async function openVehicleTrust(deps: VehicleTrustDeps, options: VehicleT
       throw unavailable(err, 'the certificate store did not verify');
     }
     const backendTrust = tagged ?? release;
-    const linkKeyPassphrase = secret.linkKeyPassphrase();
+    // The link's own state-independent credential when provisioned (link-credential.ts), else the state-bound one.
+    const linkKeyPassphrase = (await stateIndependentLinkPassphrase({ tpm: keys.tpm, data, log })) ?? secret.linkKeyPassphrase();
     const historyKey = secret.derive('sessionHistoryEncryption');
     const approved = store.listRoots().filter((r) => r.approvedBy).length;
     log.info({ roots: store.rootCount, approved, dropped: store.dropped.length, backendKey: backendTrust ? backendTrust.keyId : 'none' },

@@ -16,6 +16,7 @@ import type { Logger, Subsystem } from '../../core/logger.ts';
 import type { FileStore } from '../../hal/store/types.ts';
 import type { Tpm } from '../../hal/tpm/types.ts';
 import { KeyService } from '../keys/key-service.ts';
+import { stateIndependentLinkPassphrase } from '../keys/link-credential.ts';
 import type { ReleaseBackendKey } from '../ota/backend-key.ts';
 import { openBenchTrust, openDegradedTrust, openVehicleTrustOrDegraded, refusalOf } from '../keys/vehicle-trust.ts';
 import type { BackendTrust } from '../ota/signing.ts';
@@ -31,7 +32,7 @@ export interface TrustPart {
   /** The TPM driver the key service uses (A/B commit after a good session). */
   tpm?: Tpm;
   store?: CertificateStore;
-  /** Passphrase of the OEM link key (full mode only). */
+  /** Passphrase of the OEM link key: from the state-independent link secret in any mode (link-credential.ts), else full mode only. */
   linkKeyPassphrase?: string;
   backendTrust?: BackendTrust;
   close(): Promise<void>;
@@ -63,16 +64,19 @@ export async function openTrust(p: TrustPorts, o: { reclaim: boolean; armContrac
     const t = await openBenchTrust({ data: p.data, log: pkiLog }, { storeKey: p.benchStoreKey, ...release });
     return { readiness, source: 'bench-env', store: t.store, ...(t.backendTrust ? { backendTrust: t.backendTrust } : {}), close: async () => undefined };
   };
+  // The OEM link's credential does not depend on the software state: a degraded vehicle still reports and is attested.
+  let linkKeyPassphrase: string | undefined;
+  const link = () => (linkKeyPassphrase ? { linkKeyPassphrase } : {});
   const degraded = async (err: unknown): Promise<TrustPart> => {
     const reason = refusalOf(err);
     const readiness: KeyReadiness = { ready: false, code: reason.code, message: reason.message };
-    if (p.benchStoreKey) return bench(readiness);
+    if (p.benchStoreKey) return { ...(await bench(readiness)), ...link() };
     try {
       const t = await openDegradedTrust({ data: p.data, log: pkiLog }, { ...release, reason: err });
-      return { readiness, source: 'tpm-degraded', store: t.store, ...(t.backendTrust ? { backendTrust: t.backendTrust } : {}), close: async () => undefined };
+      return { readiness, source: 'tpm-degraded', store: t.store, ...(t.backendTrust ? { backendTrust: t.backendTrust } : {}), ...link(), close: async () => undefined };
     } catch (e) {
       pkiLog.error({ code: refusalOf(e).code }, `no verified V2G roots in this state: ${refusalOf(e).message}`);
-      return { readiness, source: 'none', close: async () => undefined };
+      return { readiness, source: 'none', ...link(), close: async () => undefined };
     }
   };
 
@@ -85,6 +89,7 @@ export async function openTrust(p: TrustPorts, o: { reclaim: boolean; armContrac
   };
   try {
     tpm = await p.openTpm();
+    linkKeyPassphrase = await stateIndependentLinkPassphrase({ tpm, data: p.data, log });
     keys = await KeyService.open({ tpm, data: p.data, run: p.run, log }, { reclaim: o.reclaim });
     await p.bootState();
   } catch (err) {
@@ -99,12 +104,12 @@ export async function openTrust(p: TrustPorts, o: { reclaim: boolean; armContrac
     await closeTpm();
     const r = refusalOf(err);
     pkiLog.error({ code: r.code }, `no verified V2G roots in this state: ${r.message}`);
-    return { readiness: { ready: false, code: r.code, message: r.message }, source: 'none', close: async () => undefined };
+    return { readiness: { ready: false, code: r.code, message: r.message }, source: 'none', ...link(), close: async () => undefined };
   }
   if (trust.mode === 'degraded') {
     // The key service answers, but this state is not OEM-approved: the keys stay locked (the TPM says so too).
     await closeTpm();
-    return { readiness: { ready: false, code: trust.reason.code, message: trust.reason.message }, source: 'tpm-degraded', store: trust.store, ...(trust.backendTrust ? { backendTrust: trust.backendTrust } : {}), close: async () => undefined };
+    return { readiness: { ready: false, code: trust.reason.code, message: trust.reason.message }, source: 'tpm-degraded', store: trust.store, ...(trust.backendTrust ? { backendTrust: trust.backendTrust } : {}), ...link(), close: async () => undefined };
   }
   const common = {
     source: 'tpm' as const, keys, tpm, store: trust.store, linkKeyPassphrase: trust.linkKeyPassphrase,

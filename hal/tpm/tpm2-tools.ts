@@ -596,6 +596,22 @@ export class Tpm2Tools implements Tpm {
     }));
   }
 
+  quote(key: KeyRef, auth: Auth, bank: PcrBank, pcrs: number[], qualifyingData: Uint8Array): Promise<{ attest: Uint8Array; signature: Uint8Array; pcrValues: Uint8Array[] }> {
+    const sorted = [...new Set(pcrs)].sort((a, b) => a - b);
+    if (!sorted.length || sorted.some((p) => !Number.isInteger(p) || p < 0 || p > 23)) return Promise.reject(new EvccError('CONFIG_INVALID', `bad PCR selection ${pcrs.join(',')}`));
+    if (qualifyingData.length > 64) return Promise.reject(new EvccError('CONFIG_INVALID', 'quote qualifying data longer than 64 bytes'));
+    return this.locked(() => this.withFiles({ msg: undefined, sig: undefined, pcrs: undefined }, async (f) => {
+      await this.run('tpm2_quote', ['-c', this.ref(key), ...this.flag('-p', this.auth(auth)), '-l', `${bank}:${sorted.join(',')}`,
+        ...(qualifyingData.length ? ['-q', hex(qualifyingData)] : []), '-g', 'sha256', '-m', f.msg!, '-s', f.sig!, '-f', 'plain', '-o', f.pcrs!, '-F', 'values']);
+      const values = new Uint8Array(await readFile(f.pcrs!));
+      if (values.length !== 32 * sorted.length) throw new EvccError('TPM_TOOL_FAILED', 'tpm2_quote wrote PCR values of an unexpected size', { command: 'tpm2_quote', size: values.length });
+      return {
+        attest: new Uint8Array(await readFile(f.msg!)), signature: new Uint8Array(await readFile(f.sig!)),
+        pcrValues: sorted.map((_, i) => values.slice(32 * i, 32 * i + 32)),
+      };
+    }));
+  }
+
   ecdhKeyGen(key: KeyRef): Promise<{ ephemeralPublic: Uint8Array }> {
     return this.locked(() => this.withFiles({ pub: undefined, z: undefined }, async (f) => {
       await this.run('tpm2_ecdhkeygen', ['-c', this.ref(key), '-u', f.pub!, '-o', f.z!]);

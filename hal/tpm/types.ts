@@ -215,6 +215,12 @@ export interface Tpm {
 
   /** ECDSA-SHA256 over a 32-byte digest; returns DER. The transient copy the tool loads is flushed before the next call. */
   sign(key: KeyRef, auth: Auth, digest: Uint8Array): Promise<Uint8Array>;
+  /**
+   * TPM2_Quote (attestation): the TPM signs a TPMS_ATTEST over the selected PCRs' digest and `qualifyingData` (the
+   * verifier's nonce, ≤ 64 bytes) with a restricted signing key (an unrestricted one could sign a forged TPMS_ATTEST).
+   * Returns the TPMS_ATTEST as signed, the ECDSA-SHA256 signature (DER) and the PCR values in ascending order.
+   */
+  quote(key: KeyRef, auth: Auth, bank: PcrBank, pcrs: number[], qualifyingData: Uint8Array): Promise<{ attest: Uint8Array; signature: Uint8Array; pcrValues: Uint8Array[] }>;
   /** TPM2_ECDH_KeyGen: an ephemeral point against a public key (security tests: restricted-key misuse, TPM.md N08–N10). */
   ecdhKeyGen(key: KeyRef): Promise<{ ephemeralPublic: Uint8Array }>;
   /**

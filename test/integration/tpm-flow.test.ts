@@ -87,7 +87,7 @@ for (const transport of TPM_TRANSPORTS) describeWith([tool('swtpm'), tool('tpm2_
   it('1. provision → release v1 → boot → import (direct, compat) → sign → verifies with the contract certificate', async () => {
     const first = await lab.cliOk(['tpm', 'provision', '--oem-policy-key', lab.oemPolicyPub, '--export', lab.exportDir,
       '--da-max-tries', '12', '--da-recovery', '600', '--da-lockout-recovery', '3600'], { tpm: true }) as { created: string[]; oemProvisioningKey: string };
-    expect(first.created).toEqual(['srk', 'nv-counter', 'storage-key', 'dictionary-attack-parameters']);
+    expect(first.created).toEqual(['srk', 'nv-counter', 'storage-key', 'dictionary-attack-parameters', 'attestation-key', 'link-secret']);
     expect(first.oemProvisioningKey).toBe('pending');
     // idempotent: a second run before the first boot changes nothing
     expect(((await lab.cliOk(['tpm', 'provision', '--oem-policy-key', lab.oemPolicyPub], { tpm: true })) as { created: string[] }).created).toEqual([]);

@@ -97,7 +97,7 @@ for (const transport of TPM_TRANSPORTS) describeWith([tool('swtpm'), tool('tpm2_
 
   it('provision → release → boot → unseal: the store is written and verified with the TPM-derived key', async () => {
     const first = await provisionTpm(await lab.deps(), { oemPolicyKeyPem: oemPem });
-    expect(first.created).toEqual(['srk', 'nv-counter', 'storage-key']);
+    expect(first.created).toEqual(['srk', 'nv-counter', 'storage-key', 'attestation-key', 'link-secret']);
     expect(first.record.runtimeSecret).toBeUndefined(); // pending: the storage key needs the approved state
     expect((await trustRefusal()).details).toMatchObject({ reason: 'KEYS_RUNTIME_SECRET_MISSING' });
     expect((await (await KeyService.open(await lab.deps())).status()).runtimeSecret).toBe('pending');
