@@ -8,6 +8,7 @@ import { fromHex, toHex } from '../firmware/keys/policy.ts';
 import { checkSignedPolicy, parseSignedPolicy, policySigningInput, type SignedPolicy } from '../firmware/keys/signed-policy.ts';
 import { sha256File } from '../hal/store/hash.ts';
 import { releaseVersion, rootfsImage, verifyBundle } from '../hal/rauc/bundle.ts';
+import { releaseBundle } from '../firmware/ota/update/after-boot.ts';
 import { DEFAULT_EVENT_LOG, parseEventLog, rootfsMeasurement } from './event-log.ts';
 
 /**
@@ -34,8 +35,16 @@ export interface BootDeps {
 }
 
 export interface BootOptions {
-  /** The installed release's OEM-signed RAUC bundle (config tpm.bundlePath). */
-  bundlePath: string;
+  /**
+   * The installed release's OEM-signed RAUC bundle (config tpm.bundlePath: the factory-installed one). With
+   * `releases`, only the fallback when no bundle in the data dir is the booted slot's.
+   */
+  bundlePath?: string;
+  /**
+   * Check the booted slot's release: the bundle `releases/v<N>/bundle.raucb` in the data dir whose release's
+   * rootfs image is what the initramfs measured (OTA updates leave one per installed release), else `bundlePath`.
+   */
+  releases?: boolean;
   keyring: string;
   /** The initramfs hook's event log (default /run/evcc-boot/measurements.log). */
   eventLogPath?: string;
@@ -47,6 +56,8 @@ export interface BootOptions {
 
 export interface BootReport {
   version: number;
+  /** The bundle checked (the booted slot's release). */
+  bundle: string;
   bundleSha256: string;
   /** The root file system image the initramfs measured (SHA-256, hex). */
   rootfsSha256: string;
@@ -78,9 +89,13 @@ export async function checkMeasuredBoot(d: BootDeps, o: BootOptions): Promise<Bo
   const rootfsSha256 = toHex(measured.digest);
   d.log.info({ pcr, rootfsSha256, source: measured.source }, `PCR ${pcr} equals the initramfs event log: root file system ${measured.source} measured (${rootfsSha256.slice(0, 16)}…)`);
 
-  const info = await verifyBundle(o.bundlePath, o.keyring, { checkTime: o.checkCertificateTime });
+  const bundlePath = (o.releases ? await bootedReleaseBundle(d.data, rootfsSha256) : undefined) ?? o.bundlePath;
+  if (!bundlePath) {
+    throw new EvccError('BOOT_ROOTFS_MISMATCH', `no release bundle in ${d.data.root}/releases names the root file system that booted (${rootfsSha256.slice(0, 16)}…), and no installed bundle is configured`, { measured: rootfsSha256 });
+  }
+  const info = await verifyBundle(bundlePath, o.keyring, { checkTime: o.checkCertificateTime });
   const version = releaseVersion(info);
-  const image = rootfsImage(info, o.bundlePath);
+  const image = rootfsImage(info, bundlePath);
   if (image.sha256 !== rootfsSha256) {
     throw new EvccError('BOOT_ROOTFS_MISMATCH', `the root file system that booted (${rootfsSha256.slice(0, 16)}…) is not the rootfs image of the installed release v${version} (${image.sha256.slice(0, 16)}…)`,
       { version, measured: rootfsSha256, release: image.sha256, source: measured.source });
@@ -94,11 +109,35 @@ export async function checkMeasuredBoot(d: BootDeps, o: BootOptions): Promise<Bo
   if (policy.rootfs.sha256 !== rootfsSha256 || policy.pcrs.value !== toHex(pcrValue)) {
     throw new EvccError('BOOT_POLICY_MISMATCH', `signed policy v${version} is for another root file system`, { version, policyRootfs: policy.rootfs.sha256, measured: rootfsSha256 });
   }
-  const bundleSha256 = toHex(await sha256File(o.bundlePath));
+  const bundleSha256 = toHex(await sha256File(bundlePath));
   const state: BootState = { format: 'evcc-boot-state/1', version, bundleSha256, rootfsSha256, pcrValue: toHex(pcrValue), bootedAt: new Date().toISOString() };
   await d.run.writeAtomic(RUN.boot, jsonBytes(state), { mode: 0o600 });
-  d.log.info({ version, counter: String(counter), ticket }, `release v${version} booted: signature, anti-rollback counter and signed state policy check out`);
-  return { version, bundleSha256, rootfsSha256, pcrValue: toHex(pcrValue), measurement: { by: 'initramfs', events: events.length, source: measured.source }, counter: String(counter), ticket };
+  d.log.info({ version, counter: String(counter), ticket, bundle: bundlePath }, `release v${version} booted: signature, anti-rollback counter and signed state policy check out`);
+  return { version, bundle: bundlePath, bundleSha256, rootfsSha256, pcrValue: toHex(pcrValue), measurement: { by: 'initramfs', events: events.length, source: measured.source }, counter: String(counter), ticket };
+}
+
+/**
+ * The booted slot's bundle among the releases kept in the data dir: the one whose stored signed policy names the
+ * measured rootfs image (newest first). The stored policy only picks the candidate: the check then verifies the
+ * bundle's signature, compares its signed manifest with the measurement and has the TPM check the policy, so a
+ * wrong or planted file can only fail the check. RAUC is not asked (the boot unit has no bus, and what the
+ * initramfs measured is what booted, whatever the slot status says).
+ */
+export async function bootedReleaseBundle(data: FileStore, rootfsSha256: string): Promise<string | undefined> {
+  const versions = (await data.list('releases')).map((e) => /^v([1-9][0-9]{0,14})$/.exec(e)?.[1]).filter((v): v is string => !!v).map(Number).sort((a, b) => b - a);
+  for (const version of versions) {
+    const bundle = releaseBundle(version);
+    const stored = await data.read(DATA.release(version, 'signed-policy.json'));
+    if (!stored || !(await data.exists(bundle))) continue;
+    let named: unknown;
+    try {
+      named = (JSON.parse(Buffer.from(stored).toString('utf8')) as { rootfs?: { sha256?: unknown } }).rootfs?.sha256;
+    } catch {
+      continue;
+    }
+    if (named === rootfsSha256) return `${data.root}/${bundle}`;
+  }
+  return undefined;
 }
 
 /**

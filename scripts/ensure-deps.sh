@@ -18,6 +18,8 @@ for cmd in "${!NEED[@]}"; do
 done
 # libraries without a command: the tabrmd client TCTI (the tpm2-abrmd package does not pull it in, TPM.md pitfall 17)
 ldconfig -p 2>/dev/null | grep 'libtss2-tcti-tabrmd\.so\.0' >/dev/null || missing+=(libtss2-tcti-tabrmd0)
+# `rauc service` on a bus: rauc-service ships the D-Bus policy that lets it own de.pengutronix.rauc (no command)
+[[ -e /usr/share/dbus-1/system.d/de.pengutronix.rauc.conf ]] || missing+=(rauc-service)
 if ((${#missing[@]})); then
   pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
   if [[ $(id -u) -eq 0 ]]; then

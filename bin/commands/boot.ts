@@ -4,6 +4,9 @@ import { KeyService } from '../../firmware/keys/key-service.ts';
 import { commitRelease } from '../../boot/commit.ts';
 import { checkMeasuredBoot, installReleasePolicy } from '../../boot/measured-boot.ts';
 import { DEFAULT_EVENT_LOG } from '../../boot/event-log.ts';
+import { openBootSecurityLog, recordBootCheck } from '../../firmware/log/vehicle-log.ts';
+import type { Logger } from '../../core/logger.ts';
+import type { FileStore } from '../../hal/store/types.ts';
 import { addTpmOptions, withTpm, type TpmCommandOptions } from './tpm.ts';
 import type { CommandModule } from './index.ts';
 
@@ -19,6 +22,16 @@ function print(v: unknown): void {
   process.stdout.write(`${JSON.stringify(v, null, 2)}\n`);
 }
 
+/** The boot check's result as a security-log entry (signed by the runtime's start checkpoint); never fails the check. */
+async function recordInSecurityLog(data: FileStore, log: Logger, result: Parameters<typeof recordBootCheck>[1]): Promise<void> {
+  try {
+    const securityLog = await openBootSecurityLog({ data, now: Date.now, log });
+    if (securityLog) await recordBootCheck(securityLog, result);
+  } catch (err) {
+    log.error({ code: (err as EvccError).code, cp: 'LOG-APPEND-FAILED' }, `boot check not recorded in the security log: ${(err as Error).message}`);
+  }
+}
+
 /**
  * `evcc boot` (the boot check, before the runtime: the initramfs measured the root file system already),
  * `evcc boot commit`, `evcc boot install-policy`.
@@ -26,7 +39,7 @@ function print(v: unknown): void {
 export const registerBoot: CommandModule = (program, globals) => {
   const boot = addTpmOptions(program.command('boot'))
     .description('boot check: replay the initramfs measurement log against PCR 14, verify the installed bundle (RAUC keyring) and that its rootfs image is what booted, check the anti-rollback counter, cache the release ticket')
-    .option('--bundle <file>', 'installed RAUC bundle (config tpm.bundlePath)')
+    .option('--bundle <file>', 'check exactly this RAUC bundle (default: the booted slot\'s release in the data dir, releases/v<N>/bundle.raucb, else config tpm.bundlePath)')
     .option('--keyring <pem>', 'OEM bundle keyring (config tpm.keyring)')
     .option('--policy <file>', 'signed state policy of this release, if not installed yet')
     .option('--event-log <file>', 'the initramfs hook\'s measurement event log', DEFAULT_EVENT_LOG)
@@ -36,14 +49,17 @@ export const registerBoot: CommandModule = (program, globals) => {
         try {
           const r = await checkMeasuredBoot({ ...c, log }, {
             bundlePath: o.bundle ?? c.settings.bundlePath,
+            releases: o.bundle === undefined,
             eventLogPath: o.eventLog,
             keyring: o.keyring ?? c.settings.keyring,
             policy: o.policy ? await readJson(o.policy) : undefined,
             checkCertificateTime: c.settings.bundleCheckTime,
           });
+          await recordInSecurityLog(c.data, log, r);
           print(r);
         } catch (err) {
           log.error({ code: (err as EvccError).code }, `boot check failed: ${(err as Error).message} (runtime starts degraded: EIM only)`);
+          await recordInSecurityLog(c.data, log, { error: err });
           throw err;
         }
       });

@@ -105,12 +105,15 @@ export class RaucDbusInstaller implements SlotInstaller {
         timer = setTimeout(() => fail(new Error(`no answer within ${o.timeoutMs ?? 10_000} ms`)), o.timeoutMs ?? 10_000);
       });
       failed.catch(() => undefined);
-      const [obj, daemon] = await Promise.race([
-        Promise.all([b.getProxyObject(RAUC_BUS_NAME, RAUC_OBJECT_PATH), b.getProxyObject('org.freedesktop.DBus', '/org/freedesktop/DBus')]), failed]);
-      clearTimeout(timer);
       const proxy = <T>(i: ProxyInterface): T => i as unknown as T;
+      const daemon = await Promise.race([b.getProxyObject('org.freedesktop.DBus', '/org/freedesktop/DBus'), failed]);
+      const busDaemon = proxy<SignalSource & { NameHasOwner(name: string): Promise<boolean> }>(daemon.getInterface('org.freedesktop.DBus'));
+      // Asked first: introspecting a name nobody owns leaves a rejected promise inside the client library.
+      if (!(await Promise.race([busDaemon.NameHasOwner(RAUC_BUS_NAME), failed]))) throw new Error(`${RAUC_BUS_NAME} is not on the bus (rauc service not running)`);
+      const obj = await Promise.race([b.getProxyObject(RAUC_BUS_NAME, RAUC_OBJECT_PATH), failed]);
+      clearTimeout(timer);
       return new RaucDbusInstaller(b, proxy<InstallerProxy>(obj.getInterface(RAUC_INSTALLER_INTERFACE)),
-        proxy<PropertiesProxy>(obj.getInterface('org.freedesktop.DBus.Properties')), proxy<SignalSource>(daemon.getInterface('org.freedesktop.DBus')), o.log);
+        proxy<PropertiesProxy>(obj.getInterface('org.freedesktop.DBus.Properties')), busDaemon, o.log);
     } catch (err) {
       clearTimeout(timer);
       bus?.disconnect();

@@ -25,14 +25,14 @@ import { BootState, parseJson, RUN } from '../../keys/layout.ts';
  * Once committed, the old release in the other slot can no longer use the keys (that is the anti-rollback).
  *
  * The bundle of release N lives at `releases/v<N>/bundle.raucb` in the data dir (the download's destination): the
- * boot check of a later boot needs the bundle of whichever slot booted (`bootedSlotBundle`).
+ * boot check of a later boot verifies the bundle of whichever slot booted (boot/measured-boot.ts bootedReleaseBundle).
  */
 export const UPDATE_RECORD = 'ota/update.json';
 /** Failure codes of this module's own (the others are the boot check's, the TPM's and RAUC's). */
 export type UpdateErrorCode = 'OTA_UPDATE_FELL_BACK';
 export const releaseBundle = (version: number): string => `releases/v${version}/bundle.raucb`;
 
-const Phase = z.enum(['installing', 'installed', 'rebooting', 'failed']);
+const Phase = z.enum(['installing', 'installed', 'rebooting', 'failed', 'finished']);
 export const UpdateRecord = z.object({
   format: z.literal('evcc-update/1'),
   jobId: z.string().min(1),
@@ -43,6 +43,9 @@ export const UpdateRecord = z.object({
   targetSlot: z.string().optional(),
   phase: Phase,
   failure: z.object({ code: z.string(), reason: z.string() }).optional(),
+  /** Phase `finished`: the outcome, kept until the job's report went out (acknowledgeUpdate). */
+  outcome: z.object({ status: z.enum(['succeeded', 'failed', 'interrupted']), slot: z.string(), code: z.string().optional(), reason: z.string().optional(),
+    counter: z.object({ from: z.string(), to: z.string() }).optional() }).optional(),
   updatedAt: z.string(),
 });
 export type UpdateRecord = z.infer<typeof UpdateRecord>;
@@ -60,6 +63,8 @@ export interface SlotUpdateDeps {
   /** Raises the NV anti-rollback counter to the running release (boot/commit.ts commitRelease). */
   commit(): Promise<{ from: string; to: string }>;
   now?: () => Date;
+  /** Pause while RAUC finishes an install a killed runtime had started (the clock port; default setTimeout). */
+  sleep?: (ms: number) => Promise<void>;
 }
 
 export interface InstallRequest {
@@ -128,16 +133,43 @@ async function failAndFallBack(d: SlotUpdateDeps, r: UpdateRecord, code: string,
   return { status: 'rebooting', jobId: r.jobId, version: r.version, slot: r.targetSlot ?? '', reason };
 }
 
+function storedOutcome(r: UpdateRecord): AfterBootOutcome {
+  const o = r.outcome!;
+  const base = { jobId: r.jobId, version: r.version, slot: o.slot };
+  if (o.status === 'succeeded') return { status: 'succeeded', ...base, counter: o.counter ?? { from: '?', to: '?' } };
+  if (o.status === 'failed') return { status: 'failed', ...base, code: o.code ?? 'UNKNOWN', reason: o.reason ?? '' };
+  return { status: 'interrupted', ...base, reason: o.reason ?? '' };
+}
+
+/** The outcome of a finished update was reported: the record goes (a new update may start). */
+export async function acknowledgeUpdate(data: FileStore, jobId: string): Promise<void> {
+  const r = await readRecord(data);
+  if (r?.phase === 'finished' && r.jobId === jobId) await data.remove(UPDATE_RECORD);
+}
+
+async function waitIdle(d: SlotUpdateDeps, timeoutMs = 600_000): Promise<void> {
+  const sleep = d.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  for (let waited = 0; (await d.installer.operation()) !== 'idle'; waited += 200) {
+    if (waited >= timeoutMs) throw new EvccError('RAUC_BUSY', `RAUC still installs after ${timeoutMs} ms`, { timeoutMs });
+    await sleep(200);
+  }
+}
+
 /**
  * After every boot (runtime start, after `evcc boot`): finishes or reports the update the record names. Returns
- * undefined when no update is pending.
+ * undefined when no update is pending. A finished update's outcome is returned again on every call until
+ * acknowledgeUpdate() (its report delivered): a power loss before the job report loses nothing.
  */
 export async function afterBoot(d: SlotUpdateDeps): Promise<AfterBootOutcome | undefined> {
   const r = await readRecord(d.data);
   if (!r) return undefined;
   const booted = await d.installer.bootSlot();
+  if (r.phase === 'finished' && r.outcome) return storedOutcome(r);
   const finish = async (o: AfterBootOutcome): Promise<AfterBootOutcome> => {
-    await d.data.remove(UPDATE_RECORD);
+    // Kept, not removed: the job's report must survive a power loss between here and its delivery.
+    const { status, slot } = o;
+    await writeRecord(d, { ...r, phase: 'finished', outcome: { status: status as 'succeeded' | 'failed' | 'interrupted', slot,
+      ...('code' in o ? { code: o.code } : {}), ...('reason' in o ? { reason: o.reason } : {}), ...('counter' in o ? { counter: o.counter } : {}) } });
     d.log.info({ cp: `OTA-UPDATE-${o.status.toUpperCase()}`, jobId: o.jobId, version: o.version, slot: o.slot }, `update v${o.version} (job ${o.jobId}): ${o.status}${'reason' in o ? `: ${o.reason}` : ''}`);
     return o;
   };
@@ -150,15 +182,20 @@ export async function afterBoot(d: SlotUpdateDeps): Promise<AfterBootOutcome | u
   }
 
   if (booted === r.fromSlot) {
+    // The runtime restarted while RAUC still installs (only the process died, not the machine): wait for its end.
+    await waitIdle(d);
     const primary = await d.installer.primary();
-    const primarySlot = (await d.installer.slots()).find((s) => s.name === primary);
-    if (r.phase === 'installing' && primarySlot?.bootname === booted) {
-      return finish({ status: 'interrupted', ...base, reason: `install of v${r.version} interrupted (power loss); slot ${booted} unchanged` });
+    const primaryBootname = (await d.installer.slots()).find((s) => s.name === primary)?.bootname;
+    if (primaryBootname && primaryBootname !== booted && (r.phase !== 'installing' || !r.targetSlot || primaryBootname === r.targetSlot)) {
+      // RAUC finished the install (it makes the target primary only after writing it completely), the process died
+      // before or during the reboot request, the machine never rebooted: request it again.
+      const r2 = r.targetSlot === primaryBootname && r.phase === 'rebooting' ? r : await writeRecord(d, { ...r, targetSlot: primaryBootname, phase: 'rebooting' });
+      d.log.info({ cp: 'OTA-UPDATE-REBOOT', jobId: r.jobId, version: r.version, slot: primaryBootname }, `update v${r.version} installed into slot ${primaryBootname}: reboot requested again`);
+      await d.reboot.reboot(`update v${r.version} installed into slot ${primaryBootname}: reboot requested again`);
+      return { status: 'rebooting', jobId: r2.jobId, version: r2.version, slot: booted, reason: `reboot into slot ${primaryBootname} requested again` };
     }
-    if (r.phase !== 'installing' && r.targetSlot && primarySlot?.bootname === r.targetSlot) {
-      // Installed, the process died before or during the reboot request, the machine never rebooted.
-      await d.reboot.reboot(`update v${r.version} installed into slot ${r.targetSlot}: reboot requested again`);
-      return { status: 'rebooting', ...base, reason: `reboot into slot ${r.targetSlot} requested again` };
+    if (r.phase === 'installing') {
+      return finish({ status: 'interrupted', ...base, reason: `install of v${r.version} interrupted (power loss); slot ${booted} unchanged` });
     }
     return finish({ status: 'failed', ...base, code: 'OTA_UPDATE_FELL_BACK' satisfies UpdateErrorCode, reason: `slot ${r.targetSlot ?? '?'} did not boot: the boot loader fell back to slot ${booted}` });
   }
@@ -183,16 +220,4 @@ export async function afterBoot(d: SlotUpdateDeps): Promise<AfterBootOutcome | u
   await d.installer.mark('good', 'booted');
   const counter = await d.commit();
   return finish({ status: 'succeeded', ...base, counter });
-}
-
-/**
- * The bundle the boot check must verify for the slot that booted: the release RAUC recorded for that slot
- * (`bundle.version` of its slot status) if its bundle is kept, else the factory-installed bundle. The check verifies
- * the signature and compares the manifest with the measurement, so a wrong choice can only fail the check.
- */
-export async function bootedSlotBundle(installer: SlotInstaller, data: FileStore, factoryBundle: string): Promise<string> {
-  const booted = (await installer.slots()).find((s) => s.state === 'booted');
-  const version = Number(booted?.bundleVersion);
-  if (Number.isSafeInteger(version) && version > 0 && (await data.exists(releaseBundle(version)))) return `${data.root}/${releaseBundle(version)}`;
-  return factoryBundle;
 }
