@@ -14,8 +14,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EvccError, isEvccError } from '../core/errors.ts';
-import { DashboardSettings } from '../firmware/dashboard/settings.ts';
-import { parseSettings } from '../firmware/settings.ts';
+import { dashboardSettings, type DashboardSettings } from '../firmware/dashboard/settings.ts';
 import type { MessageRecord } from '../firmware/session/driver.ts';
 import type { ChargeReport } from '../firmware/vehicle/report.ts';
 import type { SessionRunner } from '../deploy/dashboard/control.ts';
@@ -47,9 +46,7 @@ export type BenchVehicle = VehicleSnapshot & {
 };
 
 /** The dashboard section of the config, with the port from `--dashboard PORT`. */
-export function dashboardSettings(raw: Record<string, unknown>, port?: number): DashboardSettings {
-  return parseSettings(DashboardSettings, { ...((raw.dashboard as object | undefined) ?? {}), ...(port !== undefined ? { port } : {}) }, 'dashboard');
-}
+export { dashboardSettings };
 
 /** `--dashboard [port]`: true (configured port) or a port number. */
 export function dashboardPortOption(v: string | boolean | undefined): number | undefined {

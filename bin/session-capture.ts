@@ -4,8 +4,6 @@
  * log when the policy allows one. Shared by `evcc bench-session`, `evcc charge` and `evcc run`; each wraps its own
  * HAL parts with the taps that fit them (simulated link + reconstruction, or an AF_PACKET ETH_P_ALL tap).
  */
-import { join } from 'node:path';
-import { keyLogDecision, type CaptureSettings, type KeyLogDecision } from '../firmware/capture/settings.ts';
 import { messageLogRecord, SessionEventHub } from '../firmware/capture/records.ts';
 import type { MessageRecord } from '../firmware/session/driver.ts';
 import { SessionFolder } from '../hal/capture/session-folder.ts';
@@ -36,17 +34,7 @@ export interface CaptureSummary {
   failed?: string;
 }
 
-/** Decides the key log (throws CAPTURE_KEYLOG_REFUSED) and logs the loud warning when it is on. */
-export function decideKeyLog(rt: Runtime, settings: CaptureSettings, requestedBy: readonly string[]): KeyLogDecision {
-  const d = keyLogDecision(settings, requestedBy);
-  if (d.enabled) rt.log('TLS').warn({ cp: 'KEYLOG_ENABLED', profile: settings.profile, requestedBy }, d.warning);
-  return d;
-}
-
-/** Where session folders go: config capture.dir, else `<dataDir>/sessions`. */
-export function captureParentDir(rt: Runtime, settings: CaptureSettings): string {
-  return settings.dir ?? join(rt.settings.dataDir, 'sessions');
-}
+export { captureParentDir, decideKeyLog } from './capture-policy.ts';
 
 export async function openSessionCapture(rt: Runtime, o: { parent: string; keyLog: boolean; keep?: number; events?: SessionEventHub }): Promise<SessionCapture> {
   const folder = await SessionFolder.create({ parent: o.parent, keyLog: o.keyLog, ...(o.keep !== undefined ? { keep: o.keep } : {}) });

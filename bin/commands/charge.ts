@@ -21,16 +21,14 @@
 import { appendFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
-import { bootState } from '../../boot/measured-boot.ts';
 import { EvccError, isEvccError } from '../../core/errors.ts';
 import type { Logger } from '../../core/logger.ts';
-import { runChargingSession, type StageContext } from '../../firmware/evcc.ts';
-import { KeyService } from '../../firmware/keys/key-service.ts';
+import type { StageContext } from '../../firmware/evcc.ts';
+import type { KeyService } from '../../firmware/keys/key-service.ts';
 import { TpmSettings } from '../../firmware/keys/settings.ts';
 import { RELEASE_BACKEND_KEY_FILE } from '../../firmware/ota/backend-key.ts';
-import { OtaLink } from '../../firmware/ota/link.ts';
-import { validateSeccPath } from '../../firmware/ota/pki-adapter.ts';
-import { OemRootFetcher } from '../../firmware/ota/root-fetch.ts';
+import type { OtaLink } from '../../firmware/ota/link.ts';
+import type { OemRootFetcher } from '../../firmware/ota/root-fetch.ts';
 import type { OtaSettings } from '../../firmware/ota/settings.ts';
 import type { BackendTrust } from '../../firmware/ota/signing.ts';
 import type { CertificateStore } from '../../firmware/pki/store.ts';
@@ -41,29 +39,25 @@ import { parseVehicleConfig } from '../../firmware/vehicle/config.ts';
 import { contractFromStore } from '../../firmware/vehicle/contract.ts';
 import type { KeyReadiness } from '../../firmware/vehicle/policy.ts';
 import { chargeReportOf, logChargeEnd, type ChargeReport } from '../../firmware/vehicle/report.ts';
-import { bindVehicleStages, type VehicleParts, type VehicleSettings } from '../../firmware/vehicle/stages.ts';
+import type { VehicleParts, VehicleSettings } from '../../firmware/vehicle/stages.ts';
 import { openTrust as openTrustWith, type TrustPart, type TrustSource } from '../../firmware/vehicle/trust.ts';
 import { SimEv } from '../../hal/ev/sim.ts';
 import { EvSettings } from '../../hal/ev/settings.ts';
 import type { EvPort } from '../../hal/ev/types.ts';
-import { MqttJsConnector } from '../../hal/mqtt/mqtt-js.ts';
 import type { MqttTlsIdentity } from '../../hal/mqtt/types.ts';
 import { OsInterfaces } from '../../hal/net/os-interfaces.ts';
 import { NodeTcpConnector } from '../../hal/net/tcp-connector.ts';
 import { NodeTlsConnector } from '../../hal/net/tls-connector.ts';
 import { NodeUdp6 } from '../../hal/net/udp6.ts';
-import { AfPacketLink } from '../../hal/plc/af-packet.ts';
-import { QcaUartLink } from '../../hal/plc/qca-uart.ts';
 import type { PlcLink } from '../../hal/plc/types.ts';
 import { PilotSettings } from '../../hal/pilot/settings.ts';
 import type { PilotBoard } from '../../hal/pilot/types.ts';
 import type { MessageRecord } from '../../firmware/session/driver.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
-import { Tpm2Tools } from '../../hal/tpm/tpm2-tools.ts';
 import { createRuntime, type GlobalOptions, type Runtime } from '../runtime.ts';
-import { AfPacketTap } from '../../hal/capture/af-packet-tap.ts';
-import { tapPlcLink } from '../../hal/capture/sim-taps.ts';
-import { captureParentDir, decideKeyLog, openSessionCapture, type CaptureSummary } from '../session-capture.ts';
+import type { AfPacketTap } from '../../hal/capture/af-packet-tap.ts';
+import { captureParentDir, decideKeyLog } from '../capture-policy.ts';
+import type { CaptureSummary, SessionCapture } from '../session-capture.ts';
 
 export type { ChargeReport, KeyReadiness };
 
@@ -173,8 +167,8 @@ export async function openTrust(rt: Runtime, f: TrustFlags, files: FsStore, o: {
   const releasePem = await readFile(RELEASE_BACKEND_KEY_FILE).catch(() => undefined);
   return openTrustWith({
     data: files, run, log: (sub) => rt.log(sub),
-    ...(f.keys ? { openTpm: () => Tpm2Tools.open({ tcti: tpmSettings.tcti, runDir: rt.settings.runDir, log: rt.log('TPM') }) } : {}),
-    bootState: () => bootState(run),
+    ...(f.keys ? { openTpm: async () => (await import('../../hal/tpm/tpm2-tools.ts')).Tpm2Tools.open({ tcti: tpmSettings.tcti, runDir: rt.settings.runDir, log: rt.log('TPM') }) } : {}),
+    bootState: async () => (await import('../../boot/measured-boot.ts')).bootState(run),
     ...(releasePem ? { releaseBackendKey: { pem: new Uint8Array(releasePem), origin: RELEASE_BACKEND_KEY_FILE } } : {}),
     ...(benchStoreKey ? { benchStoreKey, benchStoreKeyOrigin: f.storeKeyEnv! } : {}),
   }, o);
@@ -216,6 +210,10 @@ async function openOta(rt: Runtime, f: StackFlags, trust: TrustPart, settings: O
     tls = { ca: await readPem(ca), cert: await readPem(cert), key, ...(encrypted && passphrase ? { passphrase } : {}) };
   }
   if (url.startsWith('mqtts://') && !tls) throw new EvccError('CONFIG_INVALID', 'mqtts:// needs the vehicle link credentials (ota.caFile, ota.certFile, ota.keyFile)');
+  // Loaded only when the link is configured (mqtt.js and the OTA client are a large part of a cold start).
+  const [{ OtaLink }, { MqttJsConnector }, { OemRootFetcher }, { validateSeccPath }] = await Promise.all([
+    import('../../firmware/ota/link.ts'), import('../../hal/mqtt/mqtt-js.ts'), import('../../firmware/ota/root-fetch.ts'), import('../../firmware/ota/pki-adapter.ts'),
+  ]);
   const link = new OtaLink({
     connector: new MqttJsConnector(), url, vehicleId, protocolVersion: settings.protocolVersion, ...(tls ? { tls } : {}),
     clock: rt.clock, log, reconnectPeriodMs: settings.reconnectPeriodMs, keepaliveSeconds: settings.keepaliveSeconds, stateExtras,
@@ -284,7 +282,8 @@ export async function openVehicleStack(globals: GlobalOptions, f: StackFlags, o:
 }
 
 export async function openPlcLink(f: StackFlags, iface: string): Promise<PlcLink> {
-  return f.uart ? QcaUartLink.open({ path: f.uart, mac: f.mac!, baudRate: f.baud }) : AfPacketLink.open(iface);
+  if (f.uart) return (await import('../../hal/plc/qca-uart.ts')).QcaUartLink.open({ path: f.uart, mac: f.mac!, baudRate: f.baud });
+  return (await import('../../hal/plc/af-packet.ts')).AfPacketLink.open(iface);
 }
 
 /** The EV port of this controller: the battery model until a BMS port exists (said in the log). */
@@ -340,6 +339,9 @@ export async function runRealSession(stack: VehicleStack, f: StackFlags & { link
     const first = parts.onMessage;
     parts = { ...parts, onMessage: (r) => { first?.(r); alsoTo(r); } };
   }
+  // The session side (stage binding, session engines, EXI codecs) loads at the first plug-in, not at start-up:
+  // the service reaches READY (waiting for plug-in) without it (issue #12, bench/startup.bench.ts).
+  const [{ bindVehicleStages }, { runChargingSession }] = await Promise.all([import('../../firmware/vehicle/stages.ts'), import('../../firmware/evcc.ts')]);
   const bound = bindVehicleStages(parts, stack.settings, stack.keyReadiness, { waitForPlugIn: o.waitForPlugIn });
   const evStart = o.ev.status();
   let report: ChargeReport | undefined;
@@ -362,12 +364,13 @@ export async function runRealSession(stack: VehicleStack, f: StackFlags & { link
  * (SLAC, SDP, TCP/TLS as the kernel saw them) — with a UART modem, its SLAC frames are tapped at the link instead.
  * A capture that cannot start is logged and the session runs without it.
  */
-async function openRealCapture(stack: VehicleStack, f: StackFlags & { linkUp?: boolean }, parts: VehicleParts): Promise<{ parts: VehicleParts; session: Awaited<ReturnType<typeof openSessionCapture>>; close(): void } | undefined> {
+async function openRealCapture(stack: VehicleStack, f: StackFlags & { linkUp?: boolean }, parts: VehicleParts): Promise<{ parts: VehicleParts; session: SessionCapture; close(): void } | undefined> {
   const c = stack.config.capture;
   if (!c.enabled) return undefined;
   const { rt, iface } = stack;
-  let session: Awaited<ReturnType<typeof openSessionCapture>>;
+  let session: SessionCapture;
   try {
+    const { openSessionCapture } = await import('../session-capture.ts');
     session = await openSessionCapture(rt, { parent: captureParentDir(rt, c), keyLog: stack.keyLogAllowed && c.tlsKeyLog, keep: c.keepSessions });
   } catch (err) {
     rt.log('EVCC').warn({ cp: 'CAPTURE_FAILED', code: (err as { code?: string }).code }, `session capture off for this session: ${(err as Error).message}`);
@@ -375,6 +378,7 @@ async function openRealCapture(stack: VehicleStack, f: StackFlags & { linkUp?: b
   }
   let tap: AfPacketTap | undefined;
   try {
+    const { AfPacketTap } = await import('../../hal/capture/af-packet-tap.ts');
     tap = await AfPacketTap.open(iface, session.sink(iface, `AF_PACKET ETH_P_ALL tap on ${iface}: every frame of the PLC interface as the kernel sent and received it`));
   } catch (err) {
     rt.log('EVCC').warn({ cp: 'CAPTURE_FAILED', code: (err as { code?: string }).code }, `no packet capture for this session: ${(err as Error).message}`);
@@ -383,6 +387,7 @@ async function openRealCapture(stack: VehicleStack, f: StackFlags & { linkUp?: b
   const fileKeyLog = parts.keyLog;
   const keyLog = session.keyLog && fileKeyLog ? (l: string) => { session.keyLog!(l); fileKeyLog(l); } : session.keyLog ?? fileKeyLog;
   const openPlc = parts.openPlcLink;
+  const { tapPlcLink } = await import('../../hal/capture/sim-taps.ts');
   return {
     session,
     parts: {

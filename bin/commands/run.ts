@@ -26,7 +26,8 @@ import { PilotSettings } from '../../hal/pilot/settings.ts';
 import { requestsHighLevelCommunication, type PilotBoard, type PilotReading } from '../../hal/pilot/types.ts';
 import { SystemdNotifier, takeNotifyEnvironment } from '../../hal/systemd/notify.ts';
 import { MainLoopWatchdog } from '../../hal/systemd/watchdog.ts';
-import { dashboardSettings, ServiceDashboard } from '../dashboard.ts';
+import { dashboardSettings } from '../../firmware/dashboard/settings.ts';
+import type { ServiceDashboard } from '../dashboard.ts';
 import type { GlobalOptions } from '../runtime.ts';
 import { addStackOptions, logSessionEnd, openEvPort, openVehicleStack, runRealSession, type StackFlags } from './charge.ts';
 
@@ -119,6 +120,8 @@ export function registerRun(program: Command, globals: () => GlobalOptions): voi
         }
         const dashSettings = dashboardSettings(rt.rawConfig);
         if (dashSettings.enabled) {
+          // Loaded only when configured (the WebSocket server and the view model are not part of a cold start).
+          const { ServiceDashboard } = await import('../dashboard.ts');
           dash = await ServiceDashboard.open({
             rt, keyReadiness: stack.keyReadiness, trustSource: stack.trustSource, config: stack.config as unknown as Record<string, unknown>,
             tcti: stack.config.tpm.tcti, ...(stack.store ? { store: stack.store } : {}),

@@ -16,7 +16,7 @@ import { OsInterfaces } from '../../hal/net/os-interfaces.ts';
 import { NodeTlsConnector } from '../../hal/net/tls-connector.ts';
 import { NodeUdp6 } from '../../hal/net/udp6.ts';
 import { createRuntime } from '../runtime.ts';
-import { decideKeyLog } from '../session-capture.ts';
+import { decideKeyLog } from '../capture-policy.ts';
 import type { CommandModule } from './index.ts';
 
 const print = (v: unknown): void => void process.stdout.write(`${JSON.stringify(v)}\n`);

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { parseSettings } from '../settings.ts';
 
 /**
  * Config section `dashboard`: the live bench dashboard (deploy/dashboard). Off unless configured; bound to the
@@ -13,3 +14,8 @@ export const DashboardSettings = z.strictObject({
   tokenFile: z.string().min(1).optional(),
 });
 export type DashboardSettings = z.infer<typeof DashboardSettings>;
+
+/** Config section `dashboard` (with a `--dashboard <port>` override). */
+export function dashboardSettings(raw: Record<string, unknown>, port?: number): DashboardSettings {
+  return parseSettings(DashboardSettings, { ...((raw.dashboard as object | undefined) ?? {}), ...(port !== undefined ? { port } : {}) }, 'dashboard');
+}

@@ -12,7 +12,7 @@ import { SdpSettings } from '../sdp/settings.ts';
 import { parseSettings, RuntimeSettings } from '../settings.ts';
 import { SlacSettings } from '../slac/settings.ts';
 import { TlsSettings } from '../tls/settings.ts';
-import { VehicleSessionSettings } from './session-modules.ts';
+import { VehicleSessionSettings } from './session-settings.ts';
 
 export const FIRMWARE_CONFIG_SECTIONS = {
   slac: SlacSettings, sdp: SdpSettings, tls: TlsSettings, ota: OtaSettings, tpm: TpmSettings, session: VehicleSessionSettings, capture: CaptureSettings,

@@ -3,13 +3,15 @@
  * plain TCP, PnC only on TLS); each module gets the EVCCID, its own settings section, the contract (PnC) and the
  * SessionID of a paused session to resume.
  */
-import { z } from 'zod';
 import type { ModuleFactory } from '../session/engine.ts';
 import { createDinModule } from '../session/din/module.ts';
 import type { ProtocolModule } from '../session/exchange.ts';
 import { iso2ModuleFactory } from '../session/iso2/module.ts';
 import type { ChannelPlan, ProtocolPreferences } from './policy.ts';
-import { DEFAULT_PROTOCOL_PREFERENCES, DIN_NAMESPACE, ISO2_NAMESPACE } from './policy.ts';
+import { DIN_NAMESPACE, ISO2_NAMESPACE } from './policy.ts';
+import type { VehicleSessionSettings } from './session-settings.ts';
+
+export { VehicleSessionSettings } from './session-settings.ts';
 
 /** The contract the vehicle holds (PaymentDetailsReq): eMAID and the chain as the ISO-2 type carries it. */
 export interface ContractCredentials {
@@ -19,21 +21,6 @@ export interface ContractCredentials {
   notAfter?: Date;
 }
 
-/** Config section `session`. The protocol modules validate their own sub-sections (`iso2`, `din`). */
-export const VehicleSessionSettings = z.strictObject({
-  protocols: z.strictObject({
-    iso2Priority: z.number().int().min(1).max(20).default(DEFAULT_PROTOCOL_PREFERENCES.iso2Priority),
-    dinPriority: z.number().int().min(1).max(20).default(DEFAULT_PROTOCOL_PREFERENCES.dinPriority),
-    din: z.boolean().default(DEFAULT_PROTOCOL_PREFERENCES.din),
-    eimSdpSecurity: z.enum(['tls-required', 'tls-preferred', 'no-tls']).default(DEFAULT_PROTOCOL_PREFERENCES.eimSdpSecurity),
-    pncSdpSecurity: z.enum(['tls-required', 'tls-preferred']).default(DEFAULT_PROTOCOL_PREFERENCES.pncSdpSecurity),
-  }).default({ ...DEFAULT_PROTOCOL_PREFERENCES }),
-  /** Timer overrides by setting name (firmware/session/timers.ts, din/timers.ts): field chargers that need more. */
-  timeouts: z.record(z.string(), z.number().int().min(1).max(600_000)).default({}),
-  iso2: z.record(z.string(), z.unknown()).default({}),
-  din: z.record(z.string(), z.unknown()).default({}),
-});
-export type VehicleSessionSettings = z.infer<typeof VehicleSessionSettings>;
 
 export interface SessionModuleOptions {
   plan: ChannelPlan;
