@@ -2,7 +2,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { OTA_ROOT_FETCH_MAX_MS } from '../../firmware/ota/constants.ts';
+import { OemBackend } from '../../deploy/oem-backend/service.ts';
+import { BACKEND_FILTERS, BACKEND_SHARE_GROUP, OTA_ROOT_FETCH_MAX_MS } from '../../firmware/ota/constants.ts';
 import { OtaLink } from '../../firmware/ota/link.ts';
 import { rootStoreOf } from '../../firmware/ota/pki-adapter.ts';
 import { OemRootFetcher } from '../../firmware/ota/root-fetch.ts';
@@ -12,9 +13,10 @@ import { parseCert } from '../../firmware/pki/cert.ts';
 import { chainDer } from '../../firmware/pki/generate.ts';
 import { SystemClock } from '../../hal/clock/system.ts';
 import { MqttJsConnector } from '../../hal/mqtt/mqtt-js.ts';
+import { sharedFilter, type MqttClient } from '../../hal/mqtt/types.ts';
 import { MemoryStore } from '../../hal/store/memory-store.ts';
 import { silentLogger } from '../../core/logger.ts';
-import { startMosquitto, type MosquittoBroker } from '../support/mosquitto.ts';
+import { dynsecPluginPath, OEM_BACKEND_USER, startMosquitto, type MosquittoBroker } from '../support/mosquitto.ts';
 import { backendFlags, startBackendInstance, type BackendInstance } from '../support/oem-backend-cluster.ts';
 import { describeWith, tool } from '../support/prereq.ts';
 import { until } from '../support/until.ts';
@@ -134,4 +136,65 @@ describeWith([tool('mosquitto')])('OEM backend scale-out: MQTT 5 shared subscrip
     expect(stranded.length, summary).toBeGreaterThan(0);
     expect(b.lines.filter((l) => /\[(ERROR|FATAL)\]/.test(l))).toEqual([]);
   }, 120_000);
+
+  it('acl_file (mosquitto 2.0): a vehicle\'s subscription to the backend\'s share group is granted — the hazard README names', async () => {
+    const thief = connector.connect({ url: broker.url, clientId: 'veh-share-thief', protocolVersion: 5, tls: await broker.identity('veh-share-thief'), reconnectPeriodMs: 0 });
+    try {
+      await until(() => thief.status === 'connected', 10_000, 'thief connected');
+      const granted = await thief.subscribe([sharedFilter(BACKEND_SHARE_GROUP, BACKEND_FILTERS.rootCaRequest)], 1);
+      // If this fails, mosquitto's acl_file now authorises subscriptions: update the README's broker section.
+      expect(granted).toEqual([1]);
+    } finally {
+      await thief.close();
+    }
+  });
+});
+
+const dynsecPlugin = { name: 'mosquitto dynamic-security plugin', present: () => dynsecPluginPath() !== undefined };
+
+describeWith([tool('mosquitto'), dynsecPlugin])('OEM backend share group behind mosquitto\'s dynamic-security plugin', () => {
+  let dyn: MosquittoBroker;
+  let backend: OemBackend;
+  const opened: { close(): Promise<void> }[] = [];
+  beforeAll(async () => {
+    fx ??= await otaFixture();
+    dyn = await startMosquitto({ dynsecVehicles: ['veh-dyn-1', 'veh-dyn-thief'] });
+    backend = new OemBackend({ connector, url: dyn.url, protocolVersion: 5, tls: await dyn.identity(OEM_BACKEND_USER), pool: fx.pool, signer: fx.signer, clock, log: silentLogger() });
+    await backend.start();
+  });
+  afterAll(async () => {
+    for (const c of opened) await c.close().catch(() => undefined);
+    await backend?.stop();
+    await dyn?.stop();
+  });
+
+  it('a provisioned vehicle cannot join the share group or read others\' requests; every request reaches the backend', async () => {
+    const thief: MqttClient = connector.connect({ url: dyn.url, clientId: 'veh-dyn-thief', protocolVersion: 5, tls: await dyn.identity('veh-dyn-thief'), reconnectPeriodMs: 0 });
+    opened.push(thief);
+    await until(() => thief.status === 'connected', 10_000, 'thief connected');
+    const granted = await thief.subscribe([
+      sharedFilter(BACKEND_SHARE_GROUP, BACKEND_FILTERS.rootCaRequest), sharedFilter(BACKEND_SHARE_GROUP, BACKEND_FILTERS.rootListRequest),
+      BACKEND_FILTERS.rootCaRequest, 'evcc/v1/veh-dyn-1/#',
+    ], 1);
+    expect(granted.every((g) => g >= 0x80)).toBe(true);
+    expect(await thief.subscribe(['evcc/v1/veh-dyn-thief/pki/rootca/resp'], 1)).toEqual([1]);
+
+    // Without re-publishing: each request must reach the backend the first time.
+    const link = new OtaLink({ connector, url: dyn.url, vehicleId: 'veh-dyn-1', protocolVersion: 5, tls: await dyn.identity('veh-dyn-1'), clock, log: silentLogger(), republishMs: 0 });
+    opened.push(link);
+    const fetcher = new OemRootFetcher({ rpc: link.rootCaRpc, vehicleId: 'veh-dyn-1', trust: fx.trust, clock, log: silentLogger() });
+    const chain = chainDer({ name: 'secc-b', leaf: fx.pki.b.seccLeaf, intermediates: [fx.pki.b.cpoSub2, fx.pki.b.cpoSub1], root: fx.pki.b.root, purpose: 'secc-tls' });
+    const top = parseCert(chain[chain.length - 1]!);
+    for (let i = 0; i < 10; i++) {
+      const root = await fetcher.fetchRoot({ issuer: top.issuer, aki: top.authorityKeyId!, chain }, { budgetMs: 3_000 });
+      expect(root.sha256).toBe(sha256Hex(fx.pki.b.root.der));
+    }
+  });
+
+  it('a vehicle that was never provisioned on the broker gets nothing through', async () => {
+    const link = new OtaLink({ connector, url: dyn.url, vehicleId: 'veh-dyn-unknown', protocolVersion: 5, tls: await dyn.identity('veh-dyn-unknown'), clock, log: silentLogger() });
+    opened.push(link);
+    const fetcher = new OemRootFetcher({ rpc: link.rootCaRpc, vehicleId: 'veh-dyn-unknown', trust: fx.trust, clock, log: silentLogger() });
+    await expect(fetcher.fetchRoot({ issuer: 'CN=x', chain: [] }, { budgetMs: 2_000 })).rejects.toMatchObject({ code: 'OTA_BROKER_REFUSED' });
+  });
 });

@@ -1,8 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { dynamicSecurityConfig } from '../../deploy/oem-backend/broker-dynsec.ts';
 import { BROKER_MAX_PACKET_BYTES } from '../../deploy/oem-backend/embedded-broker.ts';
 import { createLinkCa, issueLinkCert, type LinkCa, type LinkCredential } from '../../deploy/oem-backend/link-pki.ts';
 import type { MqttTlsIdentity } from '../../hal/mqtt/types.ts';
@@ -70,6 +72,16 @@ export interface MosquittoOptions {
   maxConnections?: number;
   /** Run the broker inside this network namespace (its loopback), e.g. a VethPair's EV side. */
   netns?: string;
+  /**
+   * Authorise with the dynamic-security plugin instead of the acl_file (deploy/oem-backend/broker-dynsec.ts): it
+   * checks subscriptions too. Only these vehicle ids (and the backend user) get any access.
+   */
+  dynsecVehicles?: string[];
+}
+
+/** Where Debian installs mosquitto's dynamic-security plugin (per architecture); undefined when absent. */
+export function dynsecPluginPath(): string | undefined {
+  return ['x86_64-linux-gnu', 'aarch64-linux-gnu', 'arm-linux-gnueabihf'].map((t) => `/usr/lib/${t}/mosquitto_dynamic_security.so`).find((p) => existsSync(p));
 }
 
 export async function startMosquitto(options: MosquittoOptions = {}): Promise<MosquittoBroker> {
@@ -88,6 +100,12 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Mo
     '',
   ].join('\n');
   await writeFile(join(dir, 'acl'), acl, { mode: 0o600 });
+  const plugin = options.dynsecVehicles ? dynsecPluginPath() : undefined;
+  if (options.dynsecVehicles) {
+    if (!plugin) throw new Error('mosquitto dynamic-security plugin not installed');
+    const config = dynamicSecurityConfig({ backendUser: OEM_BACKEND_USER, vehicles: options.dynsecVehicles });
+    await writeFile(join(dir, 'dynamic-security.json'), JSON.stringify(config, null, 1), { mode: 0o600 });
+  }
   const log: string[] = [];
   let port = 0;
   let child: ChildProcess | undefined;
@@ -106,7 +124,7 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Mo
       'log_type information',
       'log_timestamp false',
       'allow_anonymous false',
-      `acl_file ${join(dir, 'acl')}`,
+      ...(plugin ? [`plugin ${plugin}`, `plugin_opt_config_file ${join(dir, 'dynamic-security.json')}`] : [`acl_file ${join(dir, 'acl')}`]),
       `max_queued_messages ${options.maxQueuedMessages ?? 10000}`,
       `max_connections ${options.maxConnections ?? -1}`,
       // Small request/answer packets: without this, Nagle + delayed ACK add ~40 ms per hop.
