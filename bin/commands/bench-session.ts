@@ -463,11 +463,3 @@ async function activeContract(trust: TrustPart): Promise<{ id: string; certifica
   const leaf = id ? trust.store.listContractChains().find((c) => c.id === id)?.chain[0] : undefined;
   return id && leaf ? { id, certificatePem: derToPem(leaf) } : undefined;
 }
-
-/**
- * A vehicle in full trust whose key service only lacks a contract key, and which holds its OEM provisioning chain, can
- * get a contract in the session (CertificateInstallationReq signed with the provisioning key): PnC is offered, and
- * the contract key is armed on its first signature after the installation. openTrust reports such a vehicle as not
- * ready (KEYS_NO_CONTRACT_KEY, EIM only); until the trust and the policy say "contract installable" themselves, the
- * bench maps this one refusal, said in its own line. Any other refusal stands.
- */
