@@ -232,7 +232,9 @@ export class RaucRig {
 
   /** U-Boot's boot script: the first slot of BOOT_ORDER with tries left boots and loses one try. */
   private async selectBootSlot(): Promise<string> {
-    const { order, left } = await this.bootloader();
+    const { order, left: now } = await this.bootloader();
+    // meta-rauc's boot script: no slot with tries left → every slot of BOOT_ORDER gets its tries back.
+    const left = order.some((s) => (now[s] ?? 0) > 0) ? now : { ...now, ...Object.fromEntries(order.map((s) => [s, TRIES])) };
     const slot = order.find((s) => (left[s] ?? 0) > 0);
     if (!slot) throw new EvccError('OTA_UPDATE_FELL_BACK', `no bootable slot (BOOT_ORDER='${order.join(' ')}'): the vehicle is bricked`, { order, left });
     await this.writeBootloader(order, { ...left, [slot]: left[slot]! - 1 });

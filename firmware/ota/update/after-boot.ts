@@ -221,3 +221,20 @@ export async function afterBoot(d: SlotUpdateDeps): Promise<AfterBootOutcome | u
   const counter = await d.commit();
   return finish({ status: 'succeeded', ...base, counter });
 }
+
+/**
+ * A boot the boot check approved, with no update of this slot pending: RAUC `Mark good` of the booted slot (what
+ * rauc-mark-good.service does on a plain RAUC system), so the boot loader's try counter of the running slot never
+ * runs out. A degraded boot (no boot state) is not confirmed. Returns whether it marked.
+ */
+export async function confirmBootedSlot(d: Pick<SlotUpdateDeps, 'installer' | 'run' | 'log' | 'data'>): Promise<boolean> {
+  const pending = await readRecord(d.data);
+  if (pending && pending.phase !== 'finished') return false;
+  try {
+    parseJson(BootState, await d.run.read(RUN.boot), 'boot state', 'KEYS_NOT_BOOTED');
+  } catch {
+    return false;
+  }
+  await d.installer.mark('good', 'booted');
+  return true;
+}

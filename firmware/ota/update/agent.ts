@@ -1,7 +1,7 @@
 import { isEvccError } from '../../../core/errors.ts';
 import type { Logger } from '../../../core/logger.ts';
 import type { BundleInfo } from '../../../hal/rauc/bundle.ts';
-import { acknowledgeUpdate, afterBoot, installRelease, releaseBundle, type AfterBootOutcome, type SlotUpdateDeps } from './after-boot.ts';
+import { acknowledgeUpdate, afterBoot, confirmBootedSlot, installRelease, releaseBundle, type AfterBootOutcome, type SlotUpdateDeps } from './after-boot.ts';
 import type { DownloadedBundle, DownloadProgress } from './download.ts';
 import type { VerifiedJob } from './job.ts';
 import type { JobsClient } from './jobs-client.ts';
@@ -59,6 +59,9 @@ export async function runUpdateAgent(d: UpdateAgentDeps): Promise<AgentOutcome> 
   if (after) {
     await reportOutcome(d, after);
     await acknowledgeUpdate(d.slot.data, after.jobId);
+  }
+  if (await confirmBootedSlot(d.slot)) log.debug({ cp: 'OTA-AGENT-SLOT-GOOD' }, 'approved boot: booted slot marked good');
+  if (after) {
     // A succeeded or failed update is the job's end; an interrupted install is retried below (the job is still open).
     if (after.status !== 'interrupted') return { status: 'reported', outcome: after };
   }
