@@ -1,6 +1,7 @@
 import type { EvccError } from '../../core/errors.ts';
 import type { Logger } from '../../core/logger.ts';
 import type { FileStore } from '../../hal/store/types.ts';
+import { DATA, ProvisioningRecord } from '../keys/layout.ts';
 import { SecurityLog, tpmCheckpointSigner, type SecurityDetail, type SecurityEvents } from './security-log.ts';
 import { SessionHistory, type SessionHistoryRecord } from './session-history.ts';
 
@@ -31,6 +32,24 @@ export async function openVehicleSecurityLog(d: { data: FileStore; keys?: LogKey
   const vehicleId = o.vehicleId ?? (d.keys ? `tpm:${d.keys.provisioning.storageKey.name}` : 'unprovisioned');
   return SecurityLog.open({ store: d.data, now: d.now, log: d.log, ...(signer ? { signer } : {}) },
     { vehicleId, ...(publicKeyPem ? { publicKeyPem } : {}), ...(o.checkpointEvery ? { checkpointEvery: o.checkpointEvery } : {}) });
+}
+
+/**
+ * The log as `evcc boot` opens it: no key service (the boot check runs before the state is known), so it appends
+ * without checkpoints — the runtime's start checkpoint signs them (in an approved state). Undefined on a vehicle
+ * not provisioned yet (there is no vehicle to log for).
+ */
+export async function openBootSecurityLog(d: { data: FileStore; now: () => number; log: Logger }): Promise<SecurityLog | undefined> {
+  const raw = await d.data.read(DATA.record);
+  if (!raw) return undefined;
+  let record: ProvisioningRecord;
+  try {
+    record = ProvisioningRecord.parse(JSON.parse(Buffer.from(raw).toString('utf8')));
+  } catch {
+    return undefined; // the boot check itself reports a broken record (KEYS_NOT_PROVISIONED / STORE_CORRUPT)
+  }
+  return SecurityLog.open({ store: d.data, now: d.now, log: d.log },
+    { vehicleId: `tpm:${record.storageKey.name}`, ...(record.logKey ? { publicKeyPem: record.logKey.publicKeyPem } : {}), checkpointEvery: Number.MAX_SAFE_INTEGER });
 }
 
 /** The boot check's result as a `boot.check` entry: the measured release and PCR 14, or the refusal code. */

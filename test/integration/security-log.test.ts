@@ -73,6 +73,9 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
   });
 
   it('checkpoints are signed by the TPM log key; evcc log verify accepts the intact log with the public key alone', async () => {
+    // evcc boot (evcc-boot.service) records its check; the runtime's checkpoint signs it
+    const bootRun = await lab.cli(['boot', '--bundle', bundle, '--keyring', lab.bundleCert, '--event-log', lab.eventLog], { tpm: true });
+    expect(bootRun.exitCode).toBe(0);
     await withKeys(async (keys) => {
       const log = await openLog(keys);
       await log.append('boot.check', { version: 1, ok: true, pcr14: policy.pcrs.value });
@@ -85,11 +88,13 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     });
     const text = await readFile(logFile(), 'utf8');
     const r = verifySecurityLog(text, publicKeyPem);
-    expect(r).toMatchObject({ entries: 7, signedCheckpoints: 2, unsignedCheckpoints: [], signedThrough: 6, unsignedTail: 0 });
+    expect(r).toMatchObject({ entries: 8, signedCheckpoints: 2, unsignedCheckpoints: [], signedThrough: 7, unsignedTail: 0 });
+    const entries = parseEntries(text);
+    expect(entries[1]).toMatchObject({ kind: 'boot.check', detail: { ok: true, version: 1, pcr14: policy.pcrs.value } });
     const cli = await verifyCli(logFile());
     expect(cli.stderr).toBe('');
     expect(cli.exitCode).toBe(0);
-    expect(cli.stdout).toContain('security log intact: 7 entries, 2 signed checkpoint(s), signed through seq 6');
+    expect(cli.stdout).toContain('security log intact: 8 entries, 2 signed checkpoint(s), signed through seq 7');
     const json = JSON.parse((await lab.cli(['log', 'verify', logFile(), '--key', pubFile, '--json'])).stdout) as { ok: boolean; head: string };
     expect(json).toMatchObject({ ok: true, head: r.head });
   });
@@ -103,9 +108,11 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
       return f;
     };
     const edited = [...lines];
-    edited[2] = edited[2]!.replace('"source":"factory"', '"source":"ota"');
-    expectTypedExit1(await verifyCli(await copy('edited.jsonl', `${edited.join('\n')}\n`)), 'LOG_ENTRY_ALTERED', 2);
-    expectTypedExit1(await verifyCli(await copy('truncated.jsonl', text.slice(0, text.length - 40))), 'LOG_TRUNCATED', 6);
+    const at = edited.findIndex((l) => l.includes('"source":"factory"'));
+    expect(at).toBe(3);
+    edited[at] = edited[at]!.replace('"source":"factory"', '"source":"ota"');
+    expectTypedExit1(await verifyCli(await copy('edited.jsonl', `${edited.join('\n')}\n`)), 'LOG_ENTRY_ALTERED', 3);
+    expectTypedExit1(await verifyCli(await copy('truncated.jsonl', text.slice(0, text.length - 40))), 'LOG_TRUNCATED', 7);
     const reordered = [...lines];
     [reordered[3], reordered[4]] = [reordered[4]!, reordered[3]!];
     expectTypedExit1(await verifyCli(await copy('reordered.jsonl', `${reordered.join('\n')}\n`)), 'LOG_SEQ_OUT_OF_ORDER', 3);
@@ -150,6 +157,9 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     await lab.reboot('state');
     await lab.bootUpTo(bundle, { tamperedSlot: true });
     // The runtime of a tampered release claims the approved boot anyway: the TPM itself decides from PCR 14.
+    // evcc boot refuses the tampered root file system and records why
+    const bootRun = await lab.cli(['boot', '--bundle', bundle, '--keyring', lab.bundleCert, '--event-log', lab.eventLog], { tpm: true });
+    expect(bootRun.exitCode).toBe(1);
     const claim: BootState = { format: 'evcc-boot-state/1', version: 1, bundleSha256: policy.bundle.sha256, rootfsSha256: policy.rootfs.sha256, pcrValue: policy.pcrs.value, bootedAt: new Date().toISOString() };
     await writeFile(join(lab.runDir, 'boot.json'), jsonBytes(claim));
     const deps = await lab.deps();
@@ -171,13 +181,16 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     });
     const text = await readFile(logFile(), 'utf8');
     const r = verifySecurityLog(text, publicKeyPem);
-    expect(r.entries).toBe(9);
-    expect(r.signedThrough).toBe(6);
-    expect(r.unsignedCheckpoints).toEqual([{ seq: 8, reason: 'TPM_POLICY_NOT_APPROVED' }]);
-    expect(parseEntries(text).at(-2)!.detail).toMatchObject({ code: 'BOOT_ROOTFS_MISMATCH' });
+    expect(r.entries).toBe(11);
+    expect(r.signedThrough).toBe(7);
+    expect(r.unsignedCheckpoints).toEqual([{ seq: 10, reason: 'TPM_POLICY_NOT_APPROVED' }]);
+    const entries = parseEntries(text);
+    expect(entries[8]).toMatchObject({ kind: 'boot.check', detail: { ok: false } });
+    expect(entries[8]!.detail.code).toMatch(/^BOOT_/);
+    expect(entries.at(-2)!.detail).toMatchObject({ code: 'BOOT_ROOTFS_MISMATCH' });
     const cli = await verifyCli(logFile());
     expect(cli.exitCode).toBe(0);
-    expect(cli.stdout).toContain('1 checkpoint(s) unsigned (TPM_POLICY_NOT_APPROVED; first at seq 8)');
-    expect(cli.stdout).toContain('2 entries after the last signature');
+    expect(cli.stdout).toContain('1 checkpoint(s) unsigned (TPM_POLICY_NOT_APPROVED; first at seq 10)');
+    expect(cli.stdout).toContain('3 entries after the last signature');
   });
 });
