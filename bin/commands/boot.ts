@@ -39,7 +39,7 @@ async function recordInSecurityLog(data: FileStore, log: Logger, result: Paramet
 export const registerBoot: CommandModule = (program, globals) => {
   const boot = addTpmOptions(program.command('boot'))
     .description('boot check: replay the initramfs measurement log against PCR 14, verify the installed bundle (RAUC keyring) and that its rootfs image is what booted, check the anti-rollback counter, cache the release ticket')
-    .option('--bundle <file>', 'installed RAUC bundle (config tpm.bundlePath)')
+    .option('--bundle <file>', 'check exactly this RAUC bundle (default: the booted slot\'s release in the data dir, releases/v<N>/bundle.raucb, else config tpm.bundlePath)')
     .option('--keyring <pem>', 'OEM bundle keyring (config tpm.keyring)')
     .option('--policy <file>', 'signed state policy of this release, if not installed yet')
     .option('--event-log <file>', 'the initramfs hook\'s measurement event log', DEFAULT_EVENT_LOG)
@@ -49,6 +49,7 @@ export const registerBoot: CommandModule = (program, globals) => {
         try {
           const r = await checkMeasuredBoot({ ...c, log }, {
             bundlePath: o.bundle ?? c.settings.bundlePath,
+            releases: o.bundle === undefined,
             eventLogPath: o.eventLog,
             keyring: o.keyring ?? c.settings.keyring,
             policy: o.policy ? await readJson(o.policy) : undefined,
