@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { BenchReport, BenchRow } from './run.ts';
 import { processCpuMs, summarize } from './stats.ts';
 import { otaFixture } from '../test/integration/ota-fixtures.ts';
+import { until } from '../test/support/until.ts';
 import { startMosquitto } from '../test/support/mosquitto.ts';
 import { backendFlags, startBackendInstance, type BackendInstance } from '../test/support/oem-backend-cluster.ts';
 import { silentLogger } from '../core/logger.ts';
@@ -31,14 +32,6 @@ const WARMUP_MS = 1_000;
 
 const clock = new SystemClock();
 const connector = new MqttJsConnector();
-
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 /** The soft open-file limit of this process (its children, mosquitto included, inherit it). */
 async function openFileLimit(): Promise<number> {

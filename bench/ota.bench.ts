@@ -6,6 +6,7 @@ import type { BenchReport, BenchRow } from './run.ts';
 import { processCpuMs as cpuMs, summarize } from './stats.ts';
 import { otaFixture, STORE_KEY } from '../test/integration/ota-fixtures.ts';
 import { OEM_BACKEND_USER, startMosquitto } from '../test/support/mosquitto.ts';
+import { until } from '../test/support/until.ts';
 import { startSimSecc } from '../sim/secc/secc.ts';
 import { silentLogger } from '../core/logger.ts';
 import { OtaLink } from '../firmware/ota/link.ts';
@@ -40,14 +41,6 @@ const LOAD_SECONDS = 6;
 
 const clock = new SystemClock();
 const connector = new MqttJsConnector();
-
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 export async function run(): Promise<BenchReport> {
   const fx = await otaFixture();

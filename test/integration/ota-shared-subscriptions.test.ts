@@ -46,6 +46,13 @@ const instances: BackendInstance[] = [];
 const links: OtaLink[] = [];
 const wait = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** What an SECC on PKI-B presents: the vehicle knows only root A, so it asks the backend for B's root. */
+function presentedB() {
+  const chain = chainDer({ name: 'secc-b', leaf: fx.pki.b.seccLeaf, intermediates: [fx.pki.b.cpoSub2, fx.pki.b.cpoSub1], root: fx.pki.b.root, purpose: 'secc-tls' });
+  const top = parseCert(chain[chain.length - 1]!);
+  return { issuer: top.issuer, aki: top.authorityKeyId!, chain };
+}
+
 describeWith([tool('mosquitto')])('OEM backend scale-out: MQTT 5 shared subscriptions over mosquitto', () => {
   beforeAll(async () => {
     fx = await otaFixture();
@@ -67,9 +74,7 @@ describeWith([tool('mosquitto')])('OEM backend scale-out: MQTT 5 shared subscrip
     instances.push(a, b);
     await Promise.all([a, b].map((i) => Promise.race([i.ready, wait(30_000).then(() => { throw new Error(`${i.name} not ready: ${i.lines.slice(-3).join(' | ')}`); })])));
 
-    const chain = chainDer({ name: 'secc-b', leaf: fx.pki.b.seccLeaf, intermediates: [fx.pki.b.cpoSub2, fx.pki.b.cpoSub1], root: fx.pki.b.root, purpose: 'secc-tls' });
-    const top = parseCert(chain[chain.length - 1]!);
-    const presented = { issuer: top.issuer, aki: top.authorityKeyId!, chain };
+    const presented = presentedB();
     const vehicleLog = recordingLogger('debug');
     const fleet = await Promise.all(Array.from({ length: VEHICLES }, async (_, n) => {
       const vid = `veh-share-${String(n).padStart(3, '0')}`;
@@ -183,10 +188,8 @@ describeWith([tool('mosquitto'), dynsecPlugin])('OEM backend share group behind 
     const link = new OtaLink({ connector, url: dyn.url, vehicleId: 'veh-dyn-1', protocolVersion: 5, tls: await dyn.identity('veh-dyn-1'), clock, log: silentLogger(), republishMs: 0 });
     opened.push(link);
     const fetcher = new OemRootFetcher({ rpc: link.rootCaRpc, vehicleId: 'veh-dyn-1', trust: fx.trust, clock, log: silentLogger() });
-    const chain = chainDer({ name: 'secc-b', leaf: fx.pki.b.seccLeaf, intermediates: [fx.pki.b.cpoSub2, fx.pki.b.cpoSub1], root: fx.pki.b.root, purpose: 'secc-tls' });
-    const top = parseCert(chain[chain.length - 1]!);
     for (let i = 0; i < 10; i++) {
-      const root = await fetcher.fetchRoot({ issuer: top.issuer, aki: top.authorityKeyId!, chain }, { budgetMs: 3_000 });
+      const root = await fetcher.fetchRoot(presentedB(), { budgetMs: 3_000 });
       expect(root.sha256).toBe(sha256Hex(fx.pki.b.root.der));
     }
   });
