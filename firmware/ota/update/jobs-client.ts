@@ -124,6 +124,11 @@ export class MqttJobsClient implements JobsClient {
     return Buffer.from(this.random(12)).toString('hex');
   }
 
+  /** Subscribes to the vehicle's job topics now (next() and report() do it on first use); the retained notify follows. */
+  start(): Promise<void> {
+    return this.subscribe();
+  }
+
   private subscribe(): Promise<void> {
     this.subscribed ??= this.o.client.subscribe([this.topics.vehicleFilter], 1).then((granted) => {
       if (granted.some((g) => g >= 0x80)) {
