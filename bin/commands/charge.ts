@@ -201,9 +201,9 @@ async function openOta(rt: Runtime, f: StackFlags, trust: TrustPart, settings: O
     if (f.keyPassEnv && !passphrase) throw new EvccError('CONFIG_INVALID', `environment variable ${f.keyPassEnv} is not set`);
     const encrypted = /BEGIN ENCRYPTED PRIVATE KEY/.test(key);
     if (encrypted && !passphrase) {
-      // The passphrase is derived from the TPM-sealed secret: a refused state has no OEM link.
-      // Consequence worth knowing: a vehicle whose TPM refused cannot report its degraded state over this link.
-      log.error({ keyFile }, 'OEM link key is encrypted and its passphrase is unavailable (TPM trust refused): no OEM link, the degraded state cannot be reported');
+      // The passphrase comes from the state-independent link secret (firmware/keys/link-credential.ts); only a vehicle
+      // provisioned before it (passphrase from the state-bound runtime secret) or a TPM failure ends up here.
+      log.error({ keyFile }, 'OEM link key is encrypted and its passphrase is unavailable (no link secret, or the TPM refused): no OEM link, the degraded state cannot be reported');
       return undefined;
     }
     if (!encrypted) log.warn({ keyFile }, 'OEM link key is not encrypted (bench use only)');
@@ -266,6 +266,17 @@ export async function openVehicleStack(globals: GlobalOptions, f: StackFlags, o:
     const stateExtras: Record<string, unknown> = r.ready ? { mode: 'pnc' } : { mode: 'eim-only', degraded: { code: r.code } };
     const ota = await openOta(rt, f, trust, settings.ota, stateExtras);
     if (ota) closers.push(() => ota.link.close());
+    if (ota && f.keys) {
+      // Attestation answers in every state: the link credential and the attestation key do not depend on it.
+      const tpmSettings = parseSettings(TpmSettings, { ...((rt.rawConfig.tpm as object | undefined) ?? {}), ...(f.tcti ? { tcti: f.tcti } : {}) }, 'tpm');
+      const { startVehicleAttestation } = await import('../vehicle-attestation.ts');
+      const stop = await startVehicleAttestation({
+        link: ota.link, vehicleId: ota.vehicleId, data: files, readiness: r, ...(trust.tpm ? { tpm: trust.tpm } : {}), tpmSettings, log: rt.log('OTA'),
+        bootVersion: async () => (await (await import('../../boot/measured-boot.ts')).bootState(await FsStore.open(rt.settings.runDir))).version,
+        openTpm: async () => (await import('../../hal/tpm/tpm2-tools.ts')).Tpm2Tools.open({ tcti: tpmSettings.tcti, runDir: rt.settings.runDir, log: rt.log('TPM') }),
+      });
+      if (stop) closers.push(stop);
+    }
     return {
       rt, iface, files, settings, config, keyReadiness: r, trustSource: trust.source, keyLogAllowed,
       ...(trust.store ? { store: trust.store } : {}), ...(trust.backendTrust ? { backendTrust: trust.backendTrust } : {}), ...(ota ? { ota } : {}), ...(trust.keys ? { keys: trust.keys } : {}),
