@@ -7,13 +7,13 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseRange } from '../../deploy/oem-backend/bundle-server.ts';
 import { createLinkCa, issueLinkCert } from '../../deploy/oem-backend/link-pki.ts';
-import { isEvccError } from '../../core/errors.ts';
 import { silentLogger } from '../../core/logger.ts';
 import { downloadBundle, type DownloadDeps } from '../../firmware/ota/update/download.ts';
 import type { VerifiedJob } from '../../firmware/ota/update/job.ts';
 import { HttpsBundleFetch } from '../../hal/http/https-fetch.ts';
 import { FsPartialFiles } from '../../hal/http/partial-file.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
+import { errorCodeOf } from '../support/ota-jobs.ts';
 import { bundleHost, type BundleHost } from './ota-download-rig.ts';
 
 /**
@@ -40,15 +40,7 @@ function deps(over: Partial<DownloadDeps> = {}): DownloadDeps {
   };
 }
 
-async function code(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (err) {
-    if (isEvccError(err)) return err.code;
-    throw err;
-  }
-  return 'OK';
-}
+const code = errorCodeOf;
 
 const exists = (p: string) => stat(p).then(() => true, () => false);
 

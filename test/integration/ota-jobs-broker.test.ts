@@ -4,7 +4,6 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { JobService } from '../../deploy/oem-backend/jobs.ts';
 import { OemBackend } from '../../deploy/oem-backend/service.ts';
-import { isEvccError } from '../../core/errors.ts';
 import { silentLogger } from '../../core/logger.ts';
 import { OtaLink } from '../../firmware/ota/link.ts';
 import { jobTopics, verifyJob } from '../../firmware/ota/update/job.ts';
@@ -14,7 +13,7 @@ import { MqttJsConnector } from '../../hal/mqtt/mqtt-js.ts';
 import type { MqttClient } from '../../hal/mqtt/types.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
 import { OEM_BACKEND_USER, startMosquitto, type MosquittoBroker } from '../support/mosquitto.ts';
-import { testReleasePolicy } from '../support/ota-jobs.ts';
+import { errorCodeOf, testReleasePolicy } from '../support/ota-jobs.ts';
 import { describeWith, tool } from '../support/prereq.ts';
 import { until } from '../support/until.ts';
 import { otaFixture, type OtaFixture } from './ota-fixtures.ts';
@@ -51,15 +50,7 @@ async function vehicle(vehicleId: string) {
 
 const checkCtx = (vehicleId: string) => ({ oemJobKey: fx.trust, vehicleId, runningVersion: 1, counterVersion: 1, compatible: 'evcc-rpi4', now: new Date() });
 
-async function code(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (err) {
-    if (isEvccError(err)) return err.code;
-    throw err;
-  }
-  return 'OK';
-}
+const code = errorCodeOf;
 
 describeWith([tool('mosquitto')])('update campaigns over mosquitto (job topics, signed jobs, state reports)', () => {
   beforeAll(async () => {
@@ -93,7 +84,7 @@ describeWith([tool('mosquitto')])('update campaigns over mosquitto (job topics, 
     expect(va.jobId).toBe(campaign.jobs.find((j) => j.vehicleId === 'veh-job-a')!.jobId);
     expect(vb.vehicleId).toBe('veh-job-b');
     // Each vehicle's document is for it alone.
-    expect(await code(Promise.resolve().then(() => verifyJob(ja!.document, checkCtx('veh-job-b'))))).toBe('OTA_JOB_WRONG_VEHICLE');
+    expect(await code(() => verifyJob(ja!.document, checkCtx('veh-job-b')))).toBe('OTA_JOB_WRONG_VEHICLE');
 
     // Reports issued back to back (not awaited one by one) still go out, and are recorded, in call order.
     await Promise.all([...[5, 40, 80, 100].map((p) => a.client.report(va.jobId, 'in_progress', { progress: p })), a.client.report(va.jobId, 'succeeded')]);

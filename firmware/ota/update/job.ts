@@ -137,6 +137,19 @@ function issues(e: z.ZodError): string {
   return e.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
 }
 
+/** UTF-8 JSON of the given shape, or OTA_JOB_MALFORMED naming `what`. */
+function parseJobJson<T extends z.ZodTypeAny>(schema: T, bytes: Uint8Array, what: string): { data: z.infer<T> } {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+  } catch (err) {
+    throw jobError('OTA_JOB_MALFORMED', `${what} is not UTF-8 JSON`, {}, err);
+  }
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) throw jobError('OTA_JOB_MALFORMED', `${what} malformed: ${issues(parsed.error)}`);
+  return { data: parsed.data };
+}
+
 /**
  * The vehicle's checks, in order, each refusal with its own code: shape and size, signer, signature, vehicle id,
  * validity window, compatible string, anti-rollback (version ≥ NV counter), newer than running, and the signed
@@ -148,14 +161,7 @@ export function verifyJob(raw: Uint8Array | string, ctx: JobCheckContext): Verif
   if (bytes.byteLength > OTA_MAX_JOB_BYTES * 2) {
     throw jobError('OTA_JOB_MALFORMED', `signed job of ${bytes.byteLength} bytes exceeds the cap`, { bytes: bytes.byteLength });
   }
-  let envelopeRaw: unknown;
-  try {
-    envelopeRaw = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
-  } catch (err) {
-    throw jobError('OTA_JOB_MALFORMED', 'signed job is not UTF-8 JSON', {}, err);
-  }
-  const envelope = SignedJob.safeParse(envelopeRaw);
-  if (!envelope.success) throw jobError('OTA_JOB_MALFORMED', `signed job malformed: ${issues(envelope.error)}`);
+  const envelope = parseJobJson(SignedJob, bytes, 'signed job');
   const documentBytes = new Uint8Array(Buffer.from(envelope.data.document, 'base64'));
   if (documentBytes.byteLength > OTA_MAX_JOB_BYTES) {
     throw jobError('OTA_JOB_MALFORMED', `job document of ${documentBytes.byteLength} bytes exceeds the cap`, { bytes: documentBytes.byteLength });
@@ -167,15 +173,7 @@ export function verifyJob(raw: Uint8Array | string, ctx: JobCheckContext): Verif
   if (!verifyInput(ctx.oemJobKey.publicKey, jobSigningInput(documentBytes), sig)) {
     throw jobError('OTA_JOB_SIGNATURE_INVALID', 'job signature does not verify with the OEM job key', { keyId: envelope.data.keyId });
   }
-  let docRaw: unknown;
-  try {
-    docRaw = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(documentBytes));
-  } catch (err) {
-    throw jobError('OTA_JOB_MALFORMED', 'job document is not UTF-8 JSON', {}, err);
-  }
-  const parsed = JobDocument.safeParse(docRaw);
-  if (!parsed.success) throw jobError('OTA_JOB_MALFORMED', `job document malformed: ${issues(parsed.error)}`);
-  const doc = parsed.data;
+  const doc = parseJobJson(JobDocument, documentBytes, 'job document').data;
   const ids = { jobId: doc.jobId, version: doc.version };
   if (doc.vehicleId !== ctx.vehicleId) {
     throw jobError('OTA_JOB_WRONG_VEHICLE', `job ${doc.jobId} is for vehicle ${doc.vehicleId}, not ${ctx.vehicleId}`, { ...ids, for: doc.vehicleId, vehicleId: ctx.vehicleId });
