@@ -171,6 +171,7 @@ export async function run(): Promise<BenchReport> {
       { name: '    request → verified answer latency', median: lat(2).median, unit: 'ms', min: lat(2).min, max: lat(2).max, n: lat(2).n },
       { name: '    backend CPU per answer (both instances)', median: backendCpu(2).median, unit: 'ms', min: backendCpu(2).min, max: backendCpu(2).max, n: backendCpu(2).n },
       { name: 'ratio 2 instances / 1 instance', median: two.median / one.median, unit: '×' },
+      { name: '→ one instance\'s capacity per CPU core (1000 / CPU ms per answer)', median: 1000 / backendCpu(1).median, unit: '1/s', note: 'load-independent estimate' },
       { name: `answers that needed a re-publish (> ${OTA_REQUEST_REPUBLISH_MS} ms)`, median: results.flatMap((r) => r.latencies).filter((l) => l > OTA_REQUEST_REPUBLISH_MS).length, unit: 'requests' },
       { name: 'requests lost (no valid answer within 8 s)', median: lost, unit: 'requests', note: lost === 0 ? 'zero lost' : 'LOST REQUESTS' },
       { name: `time to connect ${VEHICLES} vehicles (mTLS, batches of 100)`, median: connectSeconds, unit: 's' },
