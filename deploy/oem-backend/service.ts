@@ -71,8 +71,8 @@ export interface OemBackendOptions {
   jobs?: JobService;
 }
 
-/** The broker drops a silent instance after 1.5 × this (15 s); until then it still gets its share (README). */
-export const BACKEND_KEEPALIVE_SECONDS = 10;
+/** The broker drops a silent instance after 1.5 × this (7.5 s, inside a root fetch budget); until then it still gets its share (README). */
+export const BACKEND_KEEPALIVE_SECONDS = 5;
 
 export interface OemBackendStats {
   requests: number;
