@@ -56,31 +56,51 @@ export class FsPartialFiles implements PartialFilePort {
   }
 }
 
+/** Appends are gathered up to WRITE_BATCH_BYTES per write(2); sync() writes what is gathered, then fdatasync. */
+const WRITE_BATCH_BYTES = 1024 * 1024;
+
 class FsPartialFile implements PartialFile {
   private closed = false;
+  private pending: Uint8Array[] = [];
+  private pendingBytes = 0;
 
   constructor(private readonly fh: FileHandle, private readonly path: string, public length: number) {}
 
   async append(chunk: Uint8Array): Promise<void> {
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.byteLength;
+    this.length += chunk.byteLength;
+    if (this.pendingBytes >= WRITE_BATCH_BYTES) await this.flush();
+  }
+
+  private async flush(): Promise<void> {
+    if (this.pendingBytes === 0) return;
+    const buf = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending);
+    this.pending = [];
+    this.pendingBytes = 0;
     let off = 0;
-    while (off < chunk.byteLength) {
-      const { bytesWritten } = await this.fh.write(chunk, off, chunk.byteLength - off);
+    while (off < buf.byteLength) {
+      const { bytesWritten } = await this.fh.write(buf, off, buf.byteLength - off);
       off += bytesWritten;
     }
-    this.length += chunk.byteLength;
   }
 
   async sync(): Promise<void> {
-    if (!this.closed) await this.fh.datasync();
+    if (this.closed) return;
+    await this.flush();
+    await this.fh.datasync();
   }
 
   async truncate(): Promise<void> {
+    this.pending = [];
+    this.pendingBytes = 0;
     await this.fh.truncate(0);
     await this.fh.datasync();
     this.length = 0;
   }
 
   async *read(): AsyncIterable<Uint8Array> {
+    await this.flush();
     if (this.length === 0) return;
     for await (const chunk of createReadStream(this.path, { start: 0, end: this.length - 1, highWaterMark: 1 << 20 })) yield new Uint8Array(chunk as Buffer);
   }
@@ -88,6 +108,10 @@ class FsPartialFile implements PartialFile {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.fh.close();
+    try {
+      await this.flush();
+    } finally {
+      await this.fh.close();
+    }
   }
 }
