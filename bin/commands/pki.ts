@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { Option, type Command } from 'commander';
@@ -363,6 +363,27 @@ export const registerPki: CommandModule = (program, globals) => {
           await writeFile(o.keyOut, reencryptLinkKey(pem, { passphrase: t.linkKeyPassphrase, ...(current ? { current } : {}) }), { mode: 0o600, flag: 'wx' });
           log.warn({ source: file }, 'link key re-encrypted under the TPM-derived passphrase: delete the source key file');
           print({ key: o.keyOut });
+        });
+      } finally {
+        pem.fill(0);
+      }
+    });
+
+  tpmOptions(linkKey.command('rewrap <file>'))
+    .description('re-encrypt a link key made before the state-independent link secret existed (its passphrase was state-bound) under the link secret\'s passphrase, in place; needs an approved state')
+    .action(async (file: string, o: TpmCommandOptions) => {
+      const pem = await readFile(file).catch((err: unknown) => {
+        throw new EvccError('CONFIG_INVALID', `cannot read ${file}`, { path: file }, { cause: err });
+      });
+      const { reencryptLinkKey } = await import('../../firmware/keys/link-key.ts');
+      try {
+        await withVehicleTrust(globals(), o, async (t, log) => {
+          if (t.linkKeyPassphrase === t.stateBoundLinkKeyPassphrase) throw new EvccError('KEYS_LINK_SECRET_MISSING', 'no state-independent link secret on this vehicle: run evcc tpm provision first');
+          const next = reencryptLinkKey(pem, { passphrase: t.linkKeyPassphrase, current: t.stateBoundLinkKeyPassphrase });
+          await writeFile(`${file}.rewrap`, next, { mode: 0o600 });
+          await rename(`${file}.rewrap`, file);
+          log.info({ key: file, cp: 'KEYS-LINK-KEY-REWRAPPED' }, 'link key re-encrypted under the state-independent link secret');
+          print({ key: file });
         });
       } finally {
         pem.fill(0);

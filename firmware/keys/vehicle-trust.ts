@@ -63,6 +63,8 @@ export interface VehicleTrust {
   integrity: TpmSealedIntegrity;
   /** Passphrase of the encrypted PKCS#8 OEM-backend link key (MqttTlsIdentity.passphrase). Memory only. */
   linkKeyPassphrase: string;
+  /** The state-bound passphrase link keys were encrypted under before the link secret existed (`evcc pki link-key rewrap`). */
+  stateBoundLinkKeyPassphrase: string;
   /** AES-256-GCM key of the encrypted session history (firmware/log/session-history.ts). Memory only. */
   historyKey: Uint8Array;
   /**
@@ -132,7 +134,7 @@ export async function openVehicleTrust(deps: VehicleTrustDeps, options: VehicleT
     log.info({ roots: store.rootCount, approved, dropped: store.dropped.length, backendKey: backendTrust ? backendTrust.keyId : 'none' },
       'vehicle trust opened: store verified with the TPM-derived key');
     return {
-      mode: 'full', store, integrity, linkKeyPassphrase, historyKey, backendTrust,
+      mode: 'full', store, integrity, linkKeyPassphrase, stateBoundLinkKeyPassphrase: secret.linkKeyPassphrase(), historyKey, backendTrust,
       async installBackendKey(pem: string): Promise<BackendTrust> {
         const trust = await installBackendKey(data, pem);
         const stored = await data.read(BACKEND_KEY_PATH);

@@ -1,4 +1,4 @@
-import { generateKeyPairSync } from 'node:crypto';
+import { createPrivateKey, generateKeyPairSync } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -8,6 +8,8 @@ import { KeyService } from '../../firmware/keys/key-service.ts';
 import { DATA, jsonBytes, parseJson, ProvisioningRecord, type BootState } from '../../firmware/keys/layout.ts';
 import { backendExport } from '../../firmware/keys/provision.ts';
 import { unsealRuntimeSecret } from '../../firmware/keys/runtime-secret.ts';
+import { reencryptLinkKey } from '../../firmware/keys/link-key.ts';
+import { openVehicleTrust } from '../../firmware/keys/vehicle-trust.ts';
 import type { SignedPolicy } from '../../firmware/keys/signed-policy.ts';
 import { vehicleTopics } from '../../firmware/ota/constants.ts';
 import { openTrust } from '../../firmware/vehicle/trust.ts';
@@ -77,6 +79,27 @@ describeWith([tool('swtpm'), tool('tpm2_quote'), tool('mosquitto'), tool('rauc')
     await broker?.stop().catch(() => undefined);
     await lab?.close();
   });
+
+  it('a link key from before the link secret (state-bound passphrase): evcc pki link-key rewrap re-encrypts it in place', async () => {
+    const keys = await KeyService.open(await lab.deps());
+    let stateBound: string;
+    try {
+      const t = await openVehicleTrust({ keys, data: await FsStore.open(lab.dataDir), log: silentLogger() });
+      stateBound = t.stateBoundLinkKeyPassphrase;
+      expect(t.linkKeyPassphrase).toBe(goodPassphrase);
+    } finally {
+      await keys.close();
+    }
+    expect(stateBound).not.toBe(goodPassphrase);
+    const file = join(lab.base, 'legacy-link.key.pem');
+    await writeFile(file, reencryptLinkKey(String((await broker.identity(VID)).key), { passphrase: stateBound }), { mode: 0o600 });
+    const r = await lab.cli(['pki', 'link-key', 'rewrap', file], { tpm: true });
+    expect(r.exitCode, r.stderr).toBe(0);
+    const pem = await readFile(file, 'utf8');
+    expect(pem).toMatch(/BEGIN ENCRYPTED PRIVATE KEY/);
+    expect(createPrivateKey({ key: pem, passphrase: goodPassphrase }).asymmetricKeyDetails?.namedCurve).toBe('prime256v1');
+    expect(() => createPrivateKey({ key: pem, passphrase: stateBound })).toThrow();
+  }, T);
 
   it('tampered root file system: measured boot fails, yet the link opens, the state says degraded, attestation answers (tampered); the contract key stays locked', async () => {
     await lab.reboot('orderly');
