@@ -2,6 +2,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
+import { dynamicSecurityConfig } from '../../deploy/oem-backend/broker-dynsec.ts';
 import { startEmbeddedBroker } from '../../deploy/oem-backend/embedded-broker.ts';
 import { createLinkCa, issueLinkCert } from '../../deploy/oem-backend/link-pki.ts';
 import { RootCertificatePool } from '../../deploy/oem-backend/pool.ts';
@@ -12,7 +13,7 @@ import { JobService, releaseFromFiles } from '../../deploy/oem-backend/jobs.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
 import { KeyObjectSigner } from '../../deploy/oem-backend/signer.ts';
 import { EvccError } from '../../core/errors.ts';
-import { BACKEND_SHARE_GROUP, VEHICLE_ID_PATTERN } from '../../firmware/ota/constants.ts';
+import { BACKEND_SHARE_GROUP, SHARE_GROUP_PATTERN, VEHICLE_ID_PATTERN } from '../../firmware/ota/constants.ts';
 import { MqttJsConnector, parseBrokerUrl } from '../../hal/mqtt/mqtt-js.ts';
 import type { MqttTlsIdentity } from '../../hal/mqtt/types.ts';
 import { createRuntime, type GlobalOptions } from '../runtime.ts';
@@ -22,6 +23,7 @@ import { createRuntime, type GlobalOptions } from '../runtime.ts';
  *   evcc oem-backend --pool DIR --broker URL --signing-key FILE [--ca/--cert/--key]   serve root-CA requests
  *   evcc oem-backend keygen --out FILE                 answer-signing key + the public key for vehicle production
  *   evcc oem-backend link-pki --out DIR --vehicle ID…  link CA, broker server cert, backend + vehicle client certs
+ *   evcc oem-backend broker-dynsec --fleet FILE --out FILE  mosquitto dynamic-security roles (backend, each vehicle)
  *   evcc oem-backend broker [--port N] [--tls-dir DIR] embedded aedes broker with the per-vehicle ACL (bench)
  *   evcc oem-backend campaign create|show --jobs-dir DIR …  update campaigns (signed jobs per vehicle, their states)
  * `serve --jobs-dir DIR` answers the vehicles' job topics; `--bundle-dir DIR --bundle-port N` serves the bundles.
@@ -133,7 +135,7 @@ export function registerOemBackend(program: Command, globals: () => GlobalOption
     .option('--bundle-key <file>', 'bundle server key (PEM; passphrase from --key-pass-env when encrypted)')
     .action(async (o: ServeOptions) => {
       parseBrokerUrl(o.broker);
-      if (o.share && !/^[^/+#\s]{1,64}$/.test(o.shareGroup)) throw new EvccError('CONFIG_INVALID', `--share-group "${o.shareGroup}" must be 1–64 characters without / + # or spaces`);
+      if (o.share && !SHARE_GROUP_PATTERN.test(o.shareGroup)) throw new EvccError('CONFIG_INVALID', `--share-group "${o.shareGroup}" must be 1–64 characters without / + # or spaces`);
       for (const [flag, v] of [['--rate-limit', o.rateLimit], ['--rate-burst', o.rateBurst]] as const) {
         if (!Number.isFinite(v) || v <= 0) throw new EvccError('CONFIG_INVALID', `${flag} must be a positive number`);
       }
@@ -202,6 +204,30 @@ export function registerOemBackend(program: Command, globals: () => GlobalOption
       const pub = publicKey.export({ type: 'spki', format: 'pem' }).toString();
       if (o.publicOut) await writeFile(o.publicOut, pub, { mode: 0o644, flag: 'wx' });
       process.stdout.write(pub);
+    });
+
+  cmd
+    .command('broker-dynsec')
+    .description("mosquitto dynamic-security config for the OEM link: the backend's role (its $share group included), one role per vehicle")
+    .requiredOption('--fleet <file>', 'vehicle ids, one per line (# comments)')
+    .requiredOption('--out <file>', 'dynamic-security.json to write (0600, refuses to overwrite)')
+    .option('--share-group <name>', 'the backend instances\' shared-subscription group', BACKEND_SHARE_GROUP)
+    .option('--backend-user <cn>', 'CN of the backend link certificate', 'oem-backend')
+    .action(async (o: { fleet: string; out: string; shareGroup: string; backendUser: string }) => {
+      let text: string;
+      try {
+        text = await readFile(o.fleet, 'utf8');
+      } catch (err) {
+        throw new EvccError('CONFIG_INVALID', `cannot read ${o.fleet}`, { path: o.fleet }, { cause: err });
+      }
+      const vehicles = text.split('\n').map((l) => l.replace(/#.*/, '').trim()).filter(Boolean);
+      const config = dynamicSecurityConfig({ backendUser: o.backendUser, vehicles, shareGroup: o.shareGroup });
+      try {
+        await writeFile(o.out, `${JSON.stringify(config, null, 1)}\n`, { mode: 0o600, flag: 'wx' });
+      } catch (err) {
+        throw new EvccError('CONFIG_INVALID', `cannot write ${o.out} (${(err as NodeJS.ErrnoException).code ?? 'error'})`, { path: o.out }, { cause: err });
+      }
+      process.stdout.write(`${o.out}: ${o.backendUser} + ${vehicles.length} vehicle roles\n`);
     });
 
   cmd

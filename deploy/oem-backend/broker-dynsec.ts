@@ -1,4 +1,4 @@
-import { BACKEND_SHARE_GROUP, OTA_TOPIC_PREFIX, VEHICLE_ID_PATTERN } from '../../firmware/ota/constants.ts';
+import { BACKEND_SHARE_GROUP, OTA_TOPIC_PREFIX, SHARE_GROUP_PATTERN, VEHICLE_ID_PATTERN } from '../../firmware/ota/constants.ts';
 import { EvccError } from '../../core/errors.ts';
 
 /**
@@ -32,6 +32,11 @@ export function vehicleAcls(vehicleId: string): DynsecAcl[] {
 }
 
 export function dynamicSecurityConfig(o: { backendUser: string; vehicles: readonly string[]; shareGroup?: string }): DynsecConfig {
+  const group = o.shareGroup ?? BACKEND_SHARE_GROUP;
+  if (!SHARE_GROUP_PATTERN.test(group)) throw new EvccError('CONFIG_INVALID', `share group ${JSON.stringify(group)}: 1–64 characters without / + # or spaces`);
+  if (o.vehicles.includes(o.backendUser)) throw new EvccError('CONFIG_INVALID', `vehicle id ${o.backendUser} is the backend's identity`);
+  const dup = o.vehicles.find((v, i) => o.vehicles.indexOf(v) !== i);
+  if (dup !== undefined) throw new EvccError('CONFIG_INVALID', `vehicle id ${dup} listed twice`);
   const all = `${OTA_TOPIC_PREFIX}/#`;
   const backend = {
     rolename: 'oem-backend',
@@ -40,7 +45,7 @@ export function dynamicSecurityConfig(o: { backendUser: string; vehicles: readon
       { acltype: 'publishClientReceive', topic: all, allow: true },
       // Plain and shared subscriptions of the backend's own group; no other group, no filter above the prefix.
       { acltype: 'subscribePattern', topic: all, allow: true },
-      { acltype: 'subscribePattern', topic: `$share/${o.shareGroup ?? BACKEND_SHARE_GROUP}/${all}`, allow: true },
+      { acltype: 'subscribePattern', topic: `$share/${group}/${all}`, allow: true },
     ] satisfies DynsecAcl[],
   };
   return {

@@ -64,5 +64,7 @@ export const BACKEND_FILTERS = {
  * (mosquitto, EMQX, HiveMQ, VerneMQ) without code changes. deploy/oem-backend/README.md "Scaling out".
  */
 export const BACKEND_SHARE_GROUP = 'evcc-oem-backend';
+/** A share name is one topic level: no `/`, no wildcards (MQTT 5 §4.8.2), no spaces. */
+export const SHARE_GROUP_PATTERN = /^[^/+#\s]{1,64}$/;
 
 export const VEHICLE_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
