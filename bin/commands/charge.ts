@@ -18,6 +18,7 @@
  * no bench key) TLS cannot authenticate the SECC, so the session ends typed (EVCC_TRUST_UNAVAILABLE) rather than
  * trusting an unverified store.
  */
+import { randomBytes } from 'node:crypto';
 import { appendFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
@@ -39,6 +40,9 @@ import { parseVehicleConfig } from '../../firmware/vehicle/config.ts';
 import { contractFromStore } from '../../firmware/vehicle/contract.ts';
 import type { KeyReadiness } from '../../firmware/vehicle/policy.ts';
 import { chargeReportOf, logChargeEnd, type ChargeReport } from '../../firmware/vehicle/report.ts';
+import { tpmCheckpointSigner, type SecurityEvents, type SecurityLog } from '../../firmware/log/security-log.ts';
+import type { SessionHistory } from '../../firmware/log/session-history.ts';
+import { historyRecordOf, openVehicleHistory, openVehicleSecurityLog } from '../../firmware/log/vehicle-log.ts';
 import type { VehicleParts, VehicleSettings } from '../../firmware/vehicle/stages.ts';
 import { openTrust as openTrustWith, type TrustPart, type TrustSource } from '../../firmware/vehicle/trust.ts';
 import { SimEv } from '../../hal/ev/sim.ts';
@@ -126,6 +130,10 @@ interface OtaPart {
 export interface VehicleStack {
   rt: Runtime;
   iface: string;
+  /** The signed security log (firmware/log/security-log.ts): TPM refusals, root installs, boot checks, OTA steps. */
+  securityLog: SecurityLog;
+  /** The encrypted session history: writable only with the full trust's key (HISTORY_UNAVAILABLE when degraded). */
+  history: SessionHistory;
   /** Verified store; absent when the TPM refused and no bench key was named (then no TLS is possible). */
   store?: CertificateStore;
   trustSource: TrustSource;
@@ -153,7 +161,7 @@ export type TrustFlags = Pick<StackFlags, 'keys' | 'tcti' | 'storeKeyEnv'>;
  * The trust ports of this controller (firmware/vehicle/trust.ts decides): tpm2-tools on the configured TCTI, the
  * boot record measured boot left, the release's OEM backend key, and — bench only — a named store-key variable.
  */
-export async function openTrust(rt: Runtime, f: TrustFlags, files: FsStore, o: { reclaim: boolean; armContractKey: boolean }): Promise<TrustPart> {
+export async function openTrust(rt: Runtime, f: TrustFlags, files: FsStore, o: { reclaim: boolean; armContractKey: boolean; events?: SecurityEvents }): Promise<TrustPart> {
   let benchStoreKey: Uint8Array | undefined;
   if (f.storeKeyEnv) {
     const hex = process.env[f.storeKeyEnv];
@@ -171,6 +179,7 @@ export async function openTrust(rt: Runtime, f: TrustFlags, files: FsStore, o: {
     bootState: async () => (await import('../../boot/measured-boot.ts')).bootState(run),
     ...(releasePem ? { releaseBackendKey: { pem: new Uint8Array(releasePem), origin: RELEASE_BACKEND_KEY_FILE } } : {}),
     ...(benchStoreKey ? { benchStoreKey, benchStoreKeyOrigin: f.storeKeyEnv! } : {}),
+    ...(o.events ? { events: o.events } : {}),
   }, o);
 }
 
@@ -253,9 +262,24 @@ export async function openVehicleStack(globals: GlobalOptions, f: StackFlags, o:
     const iface = f.iface ?? rt.settings.plcInterface;
     if (f.uart && !f.mac) throw new EvccError('CONFIG_INVALID', '--uart needs --mac (the host MAC on the PLC segment)');
     const files = await FsStore.open(rt.settings.dataDir);
-    const trust = await openTrust(rt, f, files, { reclaim: o.reclaim, armContractKey: true });
+    // The security log opens first, so the key service and the store record into it while they open.
+    const securityLog = await openVehicleSecurityLog({ data: files, now: Date.now, log: rt.log('EVCC') });
+    const trust = await openTrust(rt, f, files, { reclaim: o.reclaim, armContractKey: true, events: securityLog });
     closers.push(() => trust.close());
+    // A checkpoint at start signs what evcc boot recorded this boot (unsigned, with the TPM's reason, in a state the OEM
+    // did not approve), and one at stop; not awaited: READY does not wait for a cold TPM signature.
     const r = trust.readiness;
+    securityLog.useSigner(trust.keys ? tpmCheckpointSigner(trust.keys) : undefined, r.ready ? undefined : { code: r.code, message: r.message });
+    const checkpoint = () => securityLog.checkpoint().catch((err: unknown) => rt.log('EVCC').error({ code: (err as EvccError).code, cp: 'LOG-CHECKPOINT-FAILED' }, `security log checkpoint not written: ${(err as Error).message}`));
+    const started = checkpoint();
+    closers.push(async () => {
+      await started;
+      await checkpoint();
+    });
+    const history = openVehicleHistory({
+      data: files, historyKey: trust.historyKey, ...(trust.historyKey ? {} : { unavailableReason: r.ready ? 'KEYS_TRUST_UNAVAILABLE' : r.code }),
+      random: (n) => new Uint8Array(randomBytes(n)), log: rt.log('EVCC'), events: securityLog,
+    }, trust.keys ? `tpm:${trust.keys.provisioning.storageKey.name}` : 'unprovisioned');
     const keysLog = rt.log('KEYS');
     if (r.ready) keysLog.info({ version: r.version, contractKey: r.contractKey }, r.contractKey ? `contract key armed (release v${r.version}): Plug & Charge available` : `no contract yet (release v${r.version}): Plug & Charge by CertificateInstallation`);
     else keysLog.warn({ code: r.code }, `key service refused: ${r.message} — degraded mode, EIM only`);
@@ -278,7 +302,7 @@ export async function openVehicleStack(globals: GlobalOptions, f: StackFlags, o:
       if (stop) closers.push(stop);
     }
     return {
-      rt, iface, files, settings, config, keyReadiness: r, trustSource: trust.source, keyLogAllowed,
+      rt, iface, files, settings, config, keyReadiness: r, trustSource: trust.source, keyLogAllowed, securityLog, history,
       ...(trust.store ? { store: trust.store } : {}), ...(trust.backendTrust ? { backendTrust: trust.backendTrust } : {}), ...(ota ? { ota } : {}), ...(trust.keys ? { keys: trust.keys } : {}),
       async close() {
         for (const c of closers.reverse()) await c().catch(() => undefined);
@@ -336,6 +360,15 @@ export async function realVehicleParts(stack: VehicleStack, f: StackFlags & { li
   };
 }
 
+/** The session in the encrypted history (full trust only; a degraded vehicle said once at start that it keeps none). */
+async function keepInHistory(stack: VehicleStack, report: ChargeReport, startedAt: string): Promise<void> {
+  if (!stack.history.readable) return;
+  const k = stack.keyReadiness;
+  const emaid = report.payment === 'Contract' && stack.store && k.ready && k.contractKey ? contractFromStore(stack.store, k.contractKey)?.emaid : undefined;
+  await stack.history.append(historyRecordOf(report, { startedAt, endedAt: new Date().toISOString(), ...(emaid ? { emaid } : {}) }))
+    .catch((err: unknown) => stack.rt.log('EVCC').error({ code: (err as EvccError).code }, `session not kept in the history: ${(err as Error).message}`));
+}
+
 /**
  * One plug-in on the stack, through the one stage binding (firmware/vehicle). `waitForPlugIn` is the trigger (pilot
  * board in the service, immediate in `evcc charge`).
@@ -355,10 +388,12 @@ export async function runRealSession(stack: VehicleStack, f: StackFlags & { link
   const [{ bindVehicleStages }, { runChargingSession }] = await Promise.all([import('../../firmware/vehicle/stages.ts'), import('../../firmware/evcc.ts')]);
   const bound = bindVehicleStages(parts, stack.settings, stack.keyReadiness, { waitForPlugIn: o.waitForPlugIn });
   const evStart = o.ev.status();
+  const startedAt = new Date().toISOString();
   let report: ChargeReport | undefined;
   try {
     const r = await runChargingSession({ stages: bound.stages, clock: stack.rt.clock, log: stack.rt.log('EVCC'), ...(o.signal ? { signal: o.signal } : {}) });
     report = chargeReportOf(r, { security: bound.security, evStart, evEnd: o.ev.status(), roots: stack.store?.listRoots().map((x) => x.subject) ?? [] });
+    await keepInHistory(stack, report, startedAt);
     return report;
   } finally {
     await bound.release();

@@ -278,8 +278,21 @@ export interface SecurityLogOptions {
 export class SecurityLog implements SecurityEvents {
   private chain: Promise<unknown> = Promise.resolve();
   private sinceCheckpoint = 0;
+  private signer: CheckpointSigner | undefined;
+  private noSigner: { code: string; message: string } = { code: 'LOG_NO_SIGNER', message: 'no log key in this process' };
 
-  private constructor(private readonly d: SecurityLogDeps, private readonly path: string, private entries: SecurityLogEntry[], private readonly every: number) {}
+  private constructor(private readonly d: SecurityLogDeps, private readonly path: string, private entries: SecurityLogEntry[], private readonly every: number) {
+    this.signer = d.signer;
+  }
+
+  /**
+   * The log key, once the key service is open (the runtime opens the log first, so the key service and the store
+   * can record into it while they open).
+   */
+  useSigner(signer: CheckpointSigner | undefined, whyNone?: { code: string; message: string }): void {
+    this.signer = signer;
+    if (whyNone) this.noSigner = whyNone;
+  }
 
   static async open(deps: SecurityLogDeps, opts: SecurityLogOptions): Promise<SecurityLog> {
     const path = opts.path ?? SECURITY_LOG_PATH;
@@ -360,12 +373,13 @@ export class SecurityLog implements SecurityEvents {
     const seq = this.entries.length;
     const prev = this.entries.at(-1)!.hash;
     let detail: SecurityDetail;
-    if (!this.d.signer) {
-      detail = { unsigned: 'LOG_NO_SIGNER', message: 'no log key in this process' };
+    if (!this.signer) {
+      // Without a key service (degraded: the TPM refused the state at start) the checkpoint carries that reason.
+      detail = { unsigned: this.noSigner.code, message: this.noSigner.message };
     } else {
       try {
-        const sig = await this.d.signer.sign(checkpointMessage(seq, prev));
-        detail = { key: this.d.signer.keyId, sig: Buffer.from(sig).toString('base64') };
+        const sig = await this.signer.sign(checkpointMessage(seq, prev));
+        detail = { key: this.signer.keyId, sig: Buffer.from(sig).toString('base64') };
       } catch (err) {
         const e = err as EvccError;
         detail = { unsigned: e.code ?? 'INTERNAL', message: e.message, ...(typeof e.details?.rc === 'string' ? { rc: e.details.rc } : {}) };

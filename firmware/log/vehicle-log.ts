@@ -28,8 +28,10 @@ export interface LogKeys {
  */
 export async function openVehicleSecurityLog(d: { data: FileStore; keys?: LogKeys; now: () => number; log: Logger }, o: { vehicleId?: string; checkpointEvery?: number } = {}): Promise<SecurityLog> {
   const signer = d.keys ? tpmCheckpointSigner(d.keys) : undefined;
-  const publicKeyPem = d.keys?.provisioning.logKey?.publicKeyPem;
-  const vehicleId = o.vehicleId ?? (d.keys ? `tpm:${d.keys.provisioning.storageKey.name}` : 'unprovisioned');
+  // Without the key service yet (the runtime opens the log first): the provisioning record names key and vehicle.
+  const provisioning = d.keys?.provisioning ?? (await readProvisioning(d.data));
+  const publicKeyPem = provisioning?.logKey?.publicKeyPem;
+  const vehicleId = o.vehicleId ?? (provisioning ? `tpm:${provisioning.storageKey.name}` : 'unprovisioned');
   return SecurityLog.open({ store: d.data, now: d.now, log: d.log, ...(signer ? { signer } : {}) },
     { vehicleId, ...(publicKeyPem ? { publicKeyPem } : {}), ...(o.checkpointEvery ? { checkpointEvery: o.checkpointEvery } : {}) });
 }
@@ -40,16 +42,18 @@ export async function openVehicleSecurityLog(d: { data: FileStore; keys?: LogKey
  * not provisioned yet (there is no vehicle to log for).
  */
 export async function openBootSecurityLog(d: { data: FileStore; now: () => number; log: Logger }): Promise<SecurityLog | undefined> {
-  const raw = await d.data.read(DATA.record);
+  if (!(await readProvisioning(d.data))) return undefined;
+  return openVehicleSecurityLog(d, { checkpointEvery: Number.MAX_SAFE_INTEGER });
+}
+
+async function readProvisioning(data: FileStore): Promise<ProvisioningRecord | undefined> {
+  const raw = await data.read(DATA.record);
   if (!raw) return undefined;
-  let record: ProvisioningRecord;
   try {
-    record = ProvisioningRecord.parse(JSON.parse(Buffer.from(raw).toString('utf8')));
+    return ProvisioningRecord.parse(JSON.parse(Buffer.from(raw).toString('utf8')));
   } catch {
-    return undefined; // the boot check itself reports a broken record (KEYS_NOT_PROVISIONED / STORE_CORRUPT)
+    return undefined; // the boot check and the key service report a broken record (KEYS_NOT_PROVISIONED / STORE_CORRUPT)
   }
-  return SecurityLog.open({ store: d.data, now: d.now, log: d.log },
-    { vehicleId: `tpm:${record.storageKey.name}`, ...(record.logKey ? { publicKeyPem: record.logKey.publicKeyPem } : {}), checkpointEvery: Number.MAX_SAFE_INTEGER });
 }
 
 /** The boot check's result as a `boot.check` entry: the measured release and PCR 14, or the refusal code. */

@@ -20,6 +20,7 @@ import { stateIndependentLinkPassphrase } from '../keys/link-credential.ts';
 import type { ReleaseBackendKey } from '../ota/backend-key.ts';
 import { openBenchTrust, openDegradedTrust, openVehicleTrustOrDegraded, refusalOf } from '../keys/vehicle-trust.ts';
 import type { BackendTrust } from '../ota/signing.ts';
+import type { SecurityEvents } from '../log/security-log.ts';
 import type { CertificateStore } from '../pki/store.ts';
 import type { KeyReadiness } from './policy.ts';
 
@@ -34,6 +35,8 @@ export interface TrustPart {
   store?: CertificateStore;
   /** Passphrase of the OEM link key: from the state-independent link secret in any mode (link-credential.ts), else full mode only. */
   linkKeyPassphrase?: string;
+  /** Key of the encrypted session history (firmware/log/session-history.ts): full mode only. */
+  historyKey?: Uint8Array;
   backendTrust?: BackendTrust;
   close(): Promise<void>;
 }
@@ -52,6 +55,8 @@ export interface TrustPorts {
   benchStoreKey?: Uint8Array;
   /** Where the bench key came from, for the log (`EVCC_STORE_KEY`). */
   benchStoreKeyOrigin?: string;
+  /** The security log: the key service's TPM refusals and the store's root installs are recorded there. */
+  events?: SecurityEvents;
 }
 
 export async function openTrust(p: TrustPorts, o: { reclaim: boolean; armContractKey: boolean }): Promise<TrustPart> {
@@ -90,7 +95,7 @@ export async function openTrust(p: TrustPorts, o: { reclaim: boolean; armContrac
   try {
     tpm = await p.openTpm();
     linkKeyPassphrase = await stateIndependentLinkPassphrase({ tpm, data: p.data, log });
-    keys = await KeyService.open({ tpm, data: p.data, run: p.run, log }, { reclaim: o.reclaim });
+    keys = await KeyService.open({ tpm, data: p.data, run: p.run, log, ...(p.events ? { events: p.events } : {}) }, { reclaim: o.reclaim });
     await p.bootState();
   } catch (err) {
     await closeTpm();
@@ -98,7 +103,7 @@ export async function openTrust(p: TrustPorts, o: { reclaim: boolean; armContrac
   }
   let trust: Awaited<ReturnType<typeof openVehicleTrustOrDegraded>>;
   try {
-    trust = await openVehicleTrustOrDegraded({ keys, data: p.data, log }, release);
+    trust = await openVehicleTrustOrDegraded({ keys, data: p.data, log }, { ...release, ...(p.events ? { events: p.events } : {}) });
   } catch (err) {
     // Neither the full trust nor the degraded one verifies: no store at all (TLS impossible), said why.
     await closeTpm();
@@ -112,7 +117,7 @@ export async function openTrust(p: TrustPorts, o: { reclaim: boolean; armContrac
     return { readiness: { ready: false, code: trust.reason.code, message: trust.reason.message }, source: 'tpm-degraded', store: trust.store, ...(trust.backendTrust ? { backendTrust: trust.backendTrust } : {}), ...link(), close: async () => undefined };
   }
   const common = {
-    source: 'tpm' as const, keys, tpm, store: trust.store, linkKeyPassphrase: trust.linkKeyPassphrase,
+    source: 'tpm' as const, keys, tpm, store: trust.store, linkKeyPassphrase: trust.linkKeyPassphrase, historyKey: trust.historyKey,
     ...(trust.backendTrust ? { backendTrust: trust.backendTrust } : {}), close: closeTpm,
   };
   if (!o.armContractKey) return { ...common, readiness: { ready: false, code: 'KEYS_NOT_ARMED', message: 'contract key not armed (not needed by this command)' } };

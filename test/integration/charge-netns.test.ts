@@ -6,6 +6,9 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { KeyService } from '../../firmware/keys/key-service.ts';
 import { reencryptLinkKey } from '../../firmware/keys/link-key.ts';
 import { openVehicleTrust } from '../../firmware/keys/vehicle-trust.ts';
+import { parseEntries, SECURITY_LOG_PATH, verifySecurityLog } from '../../firmware/log/security-log.ts';
+import { SESSION_HISTORY_PATH, SessionHistory } from '../../firmware/log/session-history.ts';
+import { contractFromChain } from '../../firmware/vehicle/contract.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
 import type { MosquittoBroker } from '../support/mosquitto.ts';
 import { describeWith, root, tool } from '../support/prereq.ts';
@@ -146,6 +149,23 @@ describeWith([root, tool('ip'), tool('mosquitto'), tool('swtpm'), tool('tpm2_sta
       expect(log.some((l) => /^\[INFO\] KEYS: contract key armed \(release v1\): Plug & Charge available$/.test(l))).toBe(true);
       expect(log.some((l) => /not encrypted|from the environment/.test(l))).toBe(false);
 
+      // The runtime's security log: checkpoints at start and stop signed by the TPM log key, Solution C's root install
+      // in it; the session in the encrypted history, readable with the TPM-derived key alone.
+      const logKeyPem = (JSON.parse(await readFile(join(lab.dataDir, 'tpm/provisioned.json'), 'utf8')) as { logKey: { publicKeyPem: string } }).logKey.publicKeyPem;
+      const securityLog = async () => readFile(join(lab.dataDir, SECURITY_LOG_PATH), 'utf8');
+      expect(verifySecurityLog(await securityLog(), logKeyPem)).toMatchObject({ signedCheckpoints: 2, unsignedCheckpoints: [], unsignedTail: 0 });
+      expect(parseEntries(await securityLog()).filter((e) => e.kind === 'pki.root-installed').map((e) => e.detail.subject)).toEqual([report.channel.installedRoot.subject]);
+      const emaid = contractFromChain([fx.pki.mo.contract.der]).emaid;
+      expect(await readFile(join(lab.dataDir, SESSION_HISTORY_PATH), 'utf8')).not.toContain(emaid);
+      const hk = await KeyService.open(deps, { reclaim: true });
+      try {
+        const t = await openVehicleTrust({ keys: hk, data: deps.data, log: deps.log });
+        const history = new SessionHistory({ store: deps.data, key: t.historyKey, random: () => new Uint8Array(12), log: deps.log }, { vehicleId: `tpm:${hk.provisioning.storageKey.name}` });
+        expect(await history.read()).toMatchObject([{ n: 0, ok: true, payment: 'Contract', protocol: 'iso2', emaid }]);
+      } finally {
+        await hk.close();
+      }
+
       // Reboot without measured boot, the old boot state kept (PCR 14 back to zero): the TPM refuses the OEM-signed
       // state, so there is no verified store, no link key, no PnC — the session ends typed, and says why.
       await lab.reboot('orderly', { keepRunDir: true });
@@ -160,6 +180,13 @@ describeWith([root, tool('ip'), tool('mosquitto'), tool('swtpm'), tool('tpm2_sta
       expect(refused.security.pnc).toBe(false);
       expect(refused.security.degraded.code, aio.err.join('\n')).toMatch(/^TPM_POLICY_/);
       expect(aio.err.some((l) => /OTA: OEM link key is encrypted and its passphrase is unavailable .* the degraded state cannot be reported/.test(l)), aio.err.join('\n')).toBe(true);
+      // The TPM's refusal and the unreadable history are in the log; its checkpoints are unsigned with the reason.
+      const after = verifySecurityLog(await securityLog(), logKeyPem);
+      expect(after.unsignedCheckpoints.length).toBeGreaterThanOrEqual(1);
+      expect(after.unsignedCheckpoints[0]!.reason).toMatch(/^(TPM_POLICY_|KEYS_)/);
+      const kinds = parseEntries(await securityLog()).map((e) => e.kind);
+      expect(kinds).toContain('keys.refused');
+      expect(kinds).toContain('history.unreadable');
     } finally {
       for (const b of bridges) b.kill('SIGKILL');
       await lab.close();
