@@ -105,7 +105,7 @@ export const ERROR_CODES = {
   OTA_JOB_DOWNGRADE: 'the update job’s release is below the NV anti-rollback counter',
   OTA_JOB_NOT_NEWER: 'the update job’s release is not newer than the running release',
   OTA_JOB_INCOMPATIBLE: 'the update job is for another compatible string (hardware / system) than this vehicle’s',
-  OTA_JOB_EXPIRED: 'the update job is outside its validity window (expired or issued in the future)',
+  OTA_JOB_EXPIRED: 'the update job is past its expiry',
   OTA_JOB_POLICY_MISMATCH: 'the release’s signed state policy in the job is for another version or bundle than the job names',
   OTA_JOB_BACKEND_SILENT: 'the OEM backend did not answer a job get or state report within the budget',
   OTA_JOB_REPORT_REJECTED: 'the OEM backend refused a job state report (unknown job or a forbidden transition)',

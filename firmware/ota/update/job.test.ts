@@ -76,7 +76,7 @@ describe('update job: OEM signature independent of TLS', () => {
     for (const c of [ROOTCA_CONTEXT, ROOTLIST_CONTEXT]) expect(input.startsWith(c)).toBe(false);
   });
 
-  it('refuses another vehicle, a downgrade, a not-newer release, another compatible, an expired or future job', () => {
+  it('refuses another vehicle, a downgrade, a not-newer release, another compatible, an expired job', () => {
     expect(refusal(signJob(doc({ vehicleId: 'VIN0002' }), oem))).toBe('OTA_JOB_WRONG_VEHICLE');
     // version ≥ counter: v2 against counter 3 is a downgrade even though the running release is older.
     expect(refusal(signJob(doc({ version: 2 }), oem), { counterVersion: 3, runningVersion: 1 })).toBe('OTA_JOB_DOWNGRADE');
@@ -86,7 +86,8 @@ describe('update job: OEM signature independent of TLS', () => {
     expect(refusal(signJob(doc({ version: 3 }), oem), { runningVersion: 2, counterVersion: 3 })).toBe('ACCEPTED');
     expect(refusal(signJob(doc({ compatible: 'evcc-other-board' }), oem))).toBe('OTA_JOB_INCOMPATIBLE');
     expect(refusal(signJob(doc(), oem), { now: new Date('2026-12-10T13:00:00Z') })).toBe('OTA_JOB_EXPIRED');
-    expect(refusal(signJob(doc(), oem), { now: new Date('2026-12-03T12:59:59Z') })).toBe('OTA_JOB_EXPIRED');
+    // Issued "in the future" of a clock that has not synced yet (no RTC on the Pi): accepted, expiry still binds.
+    expect(refusal(signJob(doc(), oem), { now: new Date('2026-11-20T08:00:00Z') })).toBe('ACCEPTED');
   });
 
   it('refuses a policy for another release or bundle, and malformed input', () => {

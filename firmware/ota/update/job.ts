@@ -36,7 +36,7 @@ export type JobErrorCode =
   /** The job's version is not newer than the running release. */
   | 'OTA_JOB_NOT_NEWER'
   | 'OTA_JOB_INCOMPATIBLE'
-  /** Outside its validity window (expired, or issued in the future). */
+  /** Past its expiry. */
   | 'OTA_JOB_EXPIRED'
   /** The release's signed policy is for another version or another bundle than the job names. */
   | 'OTA_JOB_POLICY_MISMATCH';
@@ -178,9 +178,11 @@ export function verifyJob(raw: Uint8Array | string, ctx: JobCheckContext): Verif
   if (doc.vehicleId !== ctx.vehicleId) {
     throw jobError('OTA_JOB_WRONG_VEHICLE', `job ${doc.jobId} is for vehicle ${doc.vehicleId}, not ${ctx.vehicleId}`, { ...ids, for: doc.vehicleId, vehicleId: ctx.vehicleId });
   }
-  const now = ctx.now.getTime();
-  if (now >= Date.parse(doc.expiresAt) || now < Date.parse(doc.issuedAt)) {
-    throw jobError('OTA_JOB_EXPIRED', `job ${doc.jobId} is valid ${doc.issuedAt} … ${doc.expiresAt}, not at ${ctx.now.toISOString()}`, { ...ids, issuedAt: doc.issuedAt, expiresAt: doc.expiresAt });
+  // Only the end of the window is enforced: a Pi has no RTC, and before NTP its clock (fake-hwclock: the last
+  // shutdown) lies in the past, so a job issued while the vehicle was off would look "not yet valid" and be
+  // rejected for good. A clock behind only makes an expired job look valid longer; its signature still binds it.
+  if (ctx.now.getTime() >= Date.parse(doc.expiresAt)) {
+    throw jobError('OTA_JOB_EXPIRED', `job ${doc.jobId} expired at ${doc.expiresAt} (now ${ctx.now.toISOString()})`, { ...ids, issuedAt: doc.issuedAt, expiresAt: doc.expiresAt });
   }
   if (doc.compatible !== ctx.compatible) {
     throw jobError('OTA_JOB_INCOMPATIBLE', `job ${doc.jobId} is for "${doc.compatible}", this system is "${ctx.compatible}"`, { ...ids, compatible: doc.compatible, expected: ctx.compatible });
