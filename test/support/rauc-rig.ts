@@ -143,7 +143,8 @@ export class RaucRig {
     return { DBUS_SYSTEM_BUS_ADDRESS: this.busAddress, ...this.lab.env };
   }
 
-  static async create(): Promise<RaucRig> {
+  /** `slotBytes`: size of each slot file (the partition; default 16 MiB). */
+  static async create(o: { slotBytes?: number } = {}): Promise<RaucRig> {
     const lab = await TpmLab.create();
     const rig = new RaucRig(lab, join(lab.base, 'rauc-rig'));
     try {
@@ -151,7 +152,7 @@ export class RaucRig {
       await mkdir(rig.mountPrefix, { recursive: true, mode: 0o700 });
       for (const s of ['A', 'B']) {
         await writeFile(rig.slotFile(s), new Uint8Array(0), { mode: 0o600 });
-        await truncate(rig.slotFile(s), SLOT_BYTES); // the blank partition
+        await truncate(rig.slotFile(s), o.slotBytes ?? SLOT_BYTES); // the blank partition
       }
       await writeFile(rig.systemConf, [
         '[system]', `compatible=${RIG_COMPATIBLE}`, 'bootloader=custom', `data-directory=${join(rig.dir, 'rauc-data')}`, `mountprefix=${rig.mountPrefix}`, '',
@@ -300,14 +301,15 @@ export class RaucRig {
   }
 
   /**
-   * Power cycle: RAUC stopped (SIGKILL unless orderly), the TPM reset, the boot loader picks the slot, the initramfs
+   * Power cycle: RAUC stopped (SIGKILL unless orderly), the TPM reset (as `kind`, or `tpm` when given: a TPM that
+   * was not shut down counts a dictionary-attack failure, so long kill loops reset it orderly), the boot loader picks the slot, the initramfs
    * hook measures it, `rauc service` starts on it. Returns the booted bootname. Unless `check: false`, the boot
    * check runs too (its refusal is returned, as the runtime starts degraded).
    */
-  async powerCycle(kind: RebootKind = 'orderly', o: { check?: boolean } = {}): Promise<{ booted: string; check?: BootReport | EvccError }> {
+  async powerCycle(kind: RebootKind = 'orderly', o: { check?: boolean; tpm?: RebootKind } = {}): Promise<{ booted: string; check?: BootReport | EvccError }> {
     await this.stopService(kind === 'orderly' ? 'SIGTERM' : 'SIGKILL');
     await this.clearMounts();
-    return this.boot(kind, o);
+    return this.boot(o.tpm ?? kind, o);
   }
 
   private async boot(kind: RebootKind, o: { check?: boolean; policy?: unknown }): Promise<{ booted: string; check?: BootReport | EvccError }> {

@@ -219,6 +219,7 @@ export async function afterBoot(d: SlotUpdateDeps): Promise<AfterBootOutcome | u
   }
   await d.installer.mark('good', 'booted');
   const counter = await d.commit();
+  d.log.info({ cp: 'OTA-UPDATE-COMMITTED', version: r.version, ...counter }, `update v${r.version}: slot ${booted} marked good, anti-rollback counter ${counter.from} -> ${counter.to}`);
   return finish({ status: 'succeeded', ...base, counter });
 }
 
