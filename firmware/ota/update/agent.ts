@@ -5,6 +5,7 @@ import { acknowledgeUpdate, afterBoot, confirmBootedSlot, installRelease, releas
 import type { DownloadedBundle, DownloadProgress } from './download.ts';
 import type { VerifiedJob } from './job.ts';
 import type { JobsClient } from './jobs-client.ts';
+import type { SecurityDetail, SecurityEvents } from '../../log/security-log.ts';
 
 /**
  * The vehicle's update agent (issue #10; ARCHITECTURE.md §4): one pass of
@@ -31,6 +32,8 @@ export interface UpdateAgentDeps {
   /** The slot half (installer, reboot hook, policy, health check, commit). */
   slot: SlotUpdateDeps;
   log: Logger;
+  /** The security log (firmware/log/security-log.ts): one `ota.update-step` entry per step and outcome. */
+  events?: SecurityEvents;
 }
 
 export type AgentOutcome =
@@ -41,6 +44,11 @@ export type AgentOutcome =
   | { status: 'rebooting'; jobId: string; version: number; slot: string }
   /** An update finished after a reboot and was reported. */
   | { status: 'reported'; outcome: AfterBootOutcome };
+
+/** One update step in the security log (never throws: SecurityEvents.record logs its own failure). */
+const step = async (d: UpdateAgentDeps, detail: SecurityDetail): Promise<void> => {
+  await d.events?.record('ota.update-step', detail);
+};
 
 const errCode = (err: unknown): string => (isEvccError(err) ? err.code : 'UNKNOWN');
 const errText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
@@ -80,6 +88,7 @@ export async function runUpdateAgent(d: UpdateAgentDeps): Promise<AgentOutcome> 
     return reject(d, next.jobId, err, 'job refused');
   }
   log.info({ cp: 'OTA-AGENT-JOB-VERIFIED', jobId: job.jobId, version: job.version, size: job.bundle.size }, `job ${job.jobId}: release v${job.version} (${job.bundle.size} bytes), OEM signature verified`);
+  await step(d, { job: job.jobId, version: job.version, step: 'job-verified', bundleSha256: job.bundle.sha256 });
   await d.jobs.report(job.jobId, 'in_progress', { progress: 0 });
 
   // 3. Download (resumes a partial file of an earlier run).
@@ -98,6 +107,7 @@ export async function runUpdateAgent(d: UpdateAgentDeps): Promise<AgentOutcome> 
     throw err; // network trouble: the job stays in progress, the partial file stays, the next pass resumes
   }
   log.info({ cp: 'OTA-AGENT-DOWNLOADED', jobId: job.jobId, sha256: bundle.sha256 }, `job ${job.jobId}: bundle downloaded, SHA-256 matches the job`);
+  await step(d, { job: job.jobId, version: job.version, step: 'downloaded', sha256: bundle.sha256 });
 
   // 4. The bundle's own signature (RAUC, OEM keyring) and that it is the release the job names.
   try {
@@ -111,6 +121,7 @@ export async function runUpdateAgent(d: UpdateAgentDeps): Promise<AgentOutcome> 
     return reject(d, job.jobId, err, 'bundle refused');
   }
   log.info({ cp: 'OTA-AGENT-BUNDLE-VERIFIED', jobId: job.jobId, version: job.version }, `job ${job.jobId}: RAUC verified the bundle signature (OEM keyring)`);
+  await step(d, { job: job.jobId, version: job.version, step: 'bundle-verified' });
   progress(50);
 
   // 5. Install through RAUC, then the reboot hook.
@@ -119,9 +130,11 @@ export async function runUpdateAgent(d: UpdateAgentDeps): Promise<AgentOutcome> 
       jobId: job.jobId, version: job.version, policy: job.policy,
       onProgress: (p) => progress(50 + Math.floor(p.percentage / 2)),
     });
+    await step(d, { job: job.jobId, version: job.version, step: 'installed', slot });
     return { status: 'rebooting', jobId: job.jobId, version: job.version, slot };
   } catch (err) {
     if (errCode(err) === 'RAUC_INSTALL_FAILED' || errCode(err) === 'BOOT_POLICY_MISMATCH' || errCode(err) === 'BUNDLE_INVALID') {
+      await step(d, { job: job.jobId, version: job.version, step: 'install-failed', code: errCode(err) });
       await d.jobs.report(job.jobId, 'failed', { code: errCode(err), reason: errText(err) });
       log.warn({ cp: 'OTA-AGENT-INSTALL-FAILED', jobId: job.jobId, code: errCode(err) }, `job ${job.jobId}: install failed: ${errText(err)}`);
       return { status: 'rejected', jobId: job.jobId, code: errCode(err), reason: errText(err) };
@@ -139,11 +152,13 @@ async function reject(d: UpdateAgentDeps, jobId: string, err: unknown, what: str
   const code = errCode(err);
   const reason = errText(err);
   d.log.warn({ cp: 'OTA-AGENT-REJECTED', jobId, code }, `job ${jobId}: ${what} (${code}): ${reason}`);
+  await step(d, { job: jobId, step: 'rejected', code, what });
   await d.jobs.report(jobId, 'rejected', { code, reason });
   return { status: 'rejected', jobId, code, reason };
 }
 
 async function reportOutcome(d: UpdateAgentDeps, o: AfterBootOutcome): Promise<void> {
+  await step(d, { job: o.jobId, step: o.status, ...('code' in o && typeof o.code === 'string' ? { code: o.code } : {}) });
   if (o.status === 'succeeded') {
     await d.jobs.report(o.jobId, 'succeeded', { progress: 100 });
   } else if (o.status === 'failed') {
