@@ -4,6 +4,7 @@ import { EvccError, isEvccError } from '../../core/errors.ts';
 import type { Logger } from '../../core/logger.ts';
 import type { MqttClient, MqttMessage } from '../../hal/mqtt/types.ts';
 import { OTA_TOPIC_PREFIX } from './constants.ts';
+import type { SecurityEvents } from '../log/security-log.ts';
 
 /**
  * Remote attestation over the OEM link (ARCHITECTURE.md §4 `attestation`; issue #10). Topics under the vehicle's
@@ -153,7 +154,8 @@ export class AttestationResponder {
   /** Answers sent (for tests and the bench). */
   answered = 0;
 
-  constructor(private readonly o: { client: MqttClient; vehicleId: string; ports: AttestationPorts; log: Logger }) {
+  /** `events`: the security log (firmware/log/security-log.ts), one `attestation.answer` entry per answered challenge. */
+  constructor(private readonly o: { client: MqttClient; vehicleId: string; ports: AttestationPorts; log: Logger; events?: SecurityEvents }) {
     this.topics = attestationTopics(o.vehicleId);
   }
 
@@ -195,6 +197,7 @@ export class AttestationResponder {
       await this.o.client.publish(this.topics.quote, JSON.stringify(answer), { qos: 1 });
       this.answered++;
       log.info({ challengeId: c.challengeId, pcrs: c.pcrs, cp: 'OTA-ATTEST-QUOTED' }, 'attestation challenge answered with a TPM quote');
+      await this.o.events?.record('attestation.answer', { challengeId: c.challengeId, nonce: c.nonce, pcrs: answer.pcrs, release: release.version ?? null, mode: release.mode });
     } catch (err) {
       log.warn({ code: isEvccError(err) ? err.code : 'INTERNAL', cp: 'OTA-ATTEST-FAILED' }, `attestation challenge not answered: ${(err as Error).message}`);
     }
