@@ -85,4 +85,17 @@ describe('jobs client in virtual time', () => {
     await settle(r.clock, r.client.report(jobId, 'succeeded'));
     expect((await r.jobs.job(jobId))!.history).toHaveLength(3);
   });
+
+  it('a notify older than the job\'s end does not hand out the finished job again', async () => {
+    const r = await rig();
+    const jobId = (await r.jobs.createCampaign({ release, vehicles: [VID] })).jobs[0]!.jobId;
+    await r.jobs.notify(VID);
+    expect((await settle(r.clock, r.client.next()))?.jobId).toBe(jobId);
+    // The backend's fresh notify (empty) is held back: the client still has the stale one naming the job.
+    r.bus.authorize = (_c, action, topic) => !(action === 'publish' && topic === jobTopics(VID).notify);
+    await settle(r.clock, r.client.report(jobId, 'rejected', { code: 'OTA_JOB_DOWNGRADE', reason: 'test' }));
+    expect(r.client.pending?.map((j) => j.jobId)).toEqual([jobId]);
+    expect(await settle(r.clock, r.client.next())).toBeUndefined();
+    expect(r.client.pending).toEqual([]);
+  });
 });

@@ -227,6 +227,12 @@ export class MqttJobsClient implements JobsClient {
       },
       `get ${job.jobId}`,
     );
+    if (answer.status !== 'queued' && answer.status !== 'in_progress') {
+      // The notify was older than the job's end (a report of ours raced it): nothing left to do for this job.
+      this.o.log.info({ jobId: job.jobId, status: answer.status }, 'jobs: announced job is already finished');
+      this.notify = { ...this.notify!, jobs: this.notify!.jobs.filter((j) => j.jobId !== job.jobId) };
+      return undefined;
+    }
     this.o.log.info({ jobId: job.jobId, status: answer.status, version: job.version }, 'jobs: job document received');
     return { jobId: job.jobId, document: new Uint8Array(Buffer.from(answer.document, 'base64')) };
   }
