@@ -1,9 +1,9 @@
 import { randomBytes, verify as cryptoVerify } from 'node:crypto';
 import { z } from 'zod';
 import { EvccError, isEvccError } from '../../core/errors.ts';
-import type { Logger } from '../../core/logger.ts';
-import type { Clock, TimerId } from '../../hal/clock/types.ts';
-import { sharedFilter, type MqttClient, type MqttConnector, type MqttMessage, type MqttTlsIdentity } from '../../hal/mqtt/types.ts';
+import type { TimerId } from '../../hal/clock/types.ts';
+import { sharedFilter, type MqttClient, type MqttMessage } from '../../hal/mqtt/types.ts';
+import type { OemBackendOptions } from './service.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
 import { parseEventLog, replayEventLog } from '../../firmware/keys/event-log.ts';
 import { eccPublicPem, objectName, parseEccPublic } from '../../firmware/keys/duplicate.ts';
@@ -14,7 +14,7 @@ import {
   ATTEST_MAX_QUOTE_BYTES, ATTEST_NONCE_BYTES, ATTESTATION_FILTERS, AttestationHello, AttestationQuote, attestationTopics, decodeAttestation,
   parseQuoteAttest, pcrDigestOf, type ReleaseClaim,
 } from '../../firmware/ota/attestation.ts';
-import { VEHICLE_ID_PATTERN } from '../../firmware/ota/constants.ts';
+import { BACKEND_SHARE_GROUP, VEHICLE_ID_PATTERN } from '../../firmware/ota/constants.ts';
 
 /**
  * The OEM backend's attestation verifier (issue #10 "Remote attestation"). For every registered vehicle it keeps a
@@ -230,17 +230,9 @@ export function verifyQuote(q: AttestationQuote, challenge: VehicleAttestation['
   return { pcr14, resetCount: info.resetCount, restartCount: info.restartCount };
 }
 
-export interface AttestationServiceOptions {
-  connector: MqttConnector;
-  url: string;
-  protocolVersion: 4 | 5;
-  tls?: MqttTlsIdentity;
-  clientId?: string;
-  /** Shared-subscription group (as OemBackendOptions.shareGroup); false = plain subscriptions. */
-  shareGroup?: string | false;
+/** Broker connection, identity and sharing as the root-CA service's (service.ts): the same instance, a second client. */
+export type AttestationServiceOptions = Pick<OemBackendOptions, 'connector' | 'url' | 'protocolVersion' | 'tls' | 'clientId' | 'shareGroup' | 'clock' | 'log'> & {
   registry: AttestationRegistry;
-  clock: Clock;
-  log: Logger;
   /** Wall clock (ms since the epoch) for expiries persisted across instances; default Date.now. */
   wallNow?: () => number;
   /** How long a challenge stays open (default 30 s). */
@@ -249,7 +241,7 @@ export interface AttestationServiceOptions {
   periodMs?: number;
   /** PCRs asked for (default [14]). */
   pcrs?: number[];
-}
+};
 
 export class AttestationService {
   private client: MqttClient | undefined;
@@ -266,7 +258,7 @@ export class AttestationService {
 
   constructor(private readonly o: AttestationServiceOptions) {
     this.wallNow = o.wallNow ?? Date.now;
-    this.shareGroup = o.shareGroup === false ? undefined : (o.shareGroup ?? 'evcc-oem-backend');
+    this.shareGroup = o.shareGroup === false ? undefined : (o.shareGroup ?? BACKEND_SHARE_GROUP);
   }
 
   start(): Promise<void> {

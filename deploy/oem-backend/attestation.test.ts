@@ -1,0 +1,135 @@
+import { generateKeyPairSync, sign as cryptoSign } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { silentLogger } from '../../core/logger.ts';
+import { eccPoint, pcrAfterExtend, TPMA, toHex } from '../../firmware/keys/policy.ts';
+import { marshalEccPublic } from '../../firmware/keys/duplicate.ts';
+import type { SignedPolicy } from '../../firmware/keys/signed-policy.ts';
+import { attestationTopics, parseQuoteAttest, pcrDigestOf, TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE, type AttestationQuote } from '../../firmware/ota/attestation.ts';
+import { VirtualClock } from '../../hal/clock/virtual.ts';
+import { MemoryBroker } from '../../hal/mqtt/memory.ts';
+import { until } from '../../test/support/until.ts';
+import { AttestationRegistry, AttestationService, judgeEvidence, verifyQuote, type RegisteredVehicle, type VehicleAttestation } from './attestation.ts';
+
+/**
+ * The verifier's pure parts with hand-built evidence (the TPM-produced quotes are in test/integration/ota-attest.test.ts):
+ * the verdict rules, every refusal of verifyQuote, the TPMS_ATTEST parser's bounds, and the periodic challenge with
+ * its expiry in virtual time.
+ */
+const D = (b: number) => new Uint8Array(32).fill(b);
+const line = (digest: Uint8Array, before = new Uint8Array(32)) => `pcr=14 bank=sha256 event=rootfs digest=${toHex(digest)} before=${toHex(before)} size=65536(ext4) read=ok source=/dev/mmcblk0p2`;
+const log = (...lines: string[]) => ['# evcc-measure-log/1', ...lines, ''].join('\n');
+const release = (version: number, rootfs: Uint8Array) => ({ version, rootfs: { sha256: toHex(rootfs) }, pcrs: { value: toHex(pcrAfterExtend(rootfs)) } }) as unknown as SignedPolicy;
+
+describe('judgeEvidence', () => {
+  const releases = [release(1, D(1)), release(2, D(2))];
+  const approved = { version: 1, mode: 'approved' as const };
+  it('PCR 14 of a signed release with a consistent log: trusted (the release the PCR proves, not the claim)', () => {
+    expect(judgeEvidence(pcrAfterExtend(D(2)), log(line(D(2))), approved, releases)).toMatchObject({ state: 'trusted', version: 2, reason: { code: 'ATTEST_TRUSTED' } });
+  });
+  it('an edited or garbled log is tampered even when PCR 14 is a release\'s value', () => {
+    expect(judgeEvidence(pcrAfterExtend(D(1)), log(line(D(3))), approved, releases)).toMatchObject({ state: 'tampered', reason: { code: 'ATTEST_EVENT_LOG_MISMATCH' } });
+    expect(judgeEvidence(pcrAfterExtend(D(1)), 'not a log', approved, releases)).toMatchObject({ state: 'tampered', reason: { code: 'ATTEST_EVENT_LOG_MISMATCH' } });
+  });
+  it('a second extend after the rootfs measurement: tampered (PCR unexpected)', () => {
+    const first = new Uint8Array(pcrAfterExtend(D(1)));
+    const pcr = pcrAfterExtend(D(9), first);
+    expect(judgeEvidence(pcr, log(line(D(1)), line(D(9), first)), approved, releases)).toMatchObject({ state: 'tampered', reason: { code: 'ATTEST_PCR_UNEXPECTED' } });
+  });
+  it('another rootfs under a signed release\'s version: tampered; under an unknown version: unknown release', () => {
+    expect(judgeEvidence(pcrAfterExtend(D(7)), log(line(D(7))), { version: 1, mode: 'degraded' }, releases)).toMatchObject({ state: 'tampered', reason: { code: 'ATTEST_ROOTFS_NOT_RELEASED' } });
+    expect(judgeEvidence(pcrAfterExtend(D(7)), log(line(D(7))), { version: 7, mode: 'degraded' }, releases)).toMatchObject({ state: 'unknown-release', version: 7, reason: { code: 'ATTEST_RELEASE_UNKNOWN' } });
+    expect(judgeEvidence(pcrAfterExtend(D(7)), log(line(D(7))), { version: null, mode: 'degraded' }, releases).state).toBe('unknown-release');
+  });
+});
+
+/** A TPMS_ATTEST of a quote over sha256:14 as a TPM lays it out. */
+function attest(nonce: Uint8Array, pcrDigest: Uint8Array, o: { magic?: number; type?: number } = {}): Buffer {
+  const b: Buffer[] = [];
+  const u16 = (v: number) => { const x = Buffer.alloc(2); x.writeUInt16BE(v); return x; };
+  const u32 = (v: number) => { const x = Buffer.alloc(4); x.writeUInt32BE(v); return x; };
+  const sized = (d: Uint8Array) => Buffer.concat([u16(d.length), Buffer.from(d)]);
+  b.push(u32(o.magic ?? TPM_GENERATED_VALUE), u16(o.type ?? TPM_ST_ATTEST_QUOTE), sized(new Uint8Array(34).fill(0xab)), sized(nonce));
+  b.push(Buffer.alloc(8, 1), u32(3), u32(0), Buffer.from([1]), Buffer.alloc(8, 2)); // clockInfo, firmwareVersion
+  b.push(u32(1), u16(0x000b), Buffer.from([3, 0x00, 0x40, 0x00]), sized(pcrDigest)); // sha256, PCR 14
+  return Buffer.concat(b);
+}
+
+describe('verifyQuote and parseQuoteAttest', () => {
+  const ak = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const other = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const vehicle = { vehicleId: 'v1', akName: '00', akPublicKeyPem: ak.publicKey.export({ type: 'spki', format: 'pem' }).toString() } as RegisteredVehicle;
+  const nonce = 'aa'.repeat(16);
+  const pcr14 = pcrAfterExtend(D(1));
+  const challenge = { id: 'challenge-1', nonce, pcrs: [14], issuedAt: '', expiresAtMs: 10_000 };
+  const quote = (o: { nonceInside?: string; key?: typeof ak.privateKey; value?: Uint8Array } = {}): AttestationQuote => {
+    const a = attest(Buffer.from(o.nonceInside ?? nonce, 'hex'), pcrDigestOf([pcr14]));
+    return {
+      v: 1, type: 'attest.quote', challengeId: 'challenge-1', nonce, attest: a.toString('base64'), signature: cryptoSign('sha256', a, o.key ?? ak.privateKey).toString('base64'),
+      pcrs: [{ index: 14, value: toHex(o.value ?? pcr14) }], eventLog: '', release: { version: 1, mode: 'approved' },
+    };
+  };
+  it('accepts a quote of the open challenge and reads its clock info', () => {
+    expect(verifyQuote(quote(), challenge, vehicle, 5_000)).toEqual({ pcr14, resetCount: 3, restartCount: 0 });
+    expect(parseQuoteAttest(Buffer.from(quote().attest, 'base64'))).toMatchObject({ pcrs: [14], safe: true });
+  });
+  it('refuses each way with its own code', () => {
+    expect(() => verifyQuote(quote(), undefined, vehicle, 5_000)).toThrow(expect.objectContaining({ code: 'ATTEST_NONCE_UNKNOWN' }));
+    expect(() => verifyQuote(quote(), { ...challenge, id: 'challenge-2' }, vehicle, 5_000)).toThrow(expect.objectContaining({ code: 'ATTEST_NONCE_UNKNOWN' }));
+    expect(() => verifyQuote(quote(), { ...challenge, nonce: 'bb'.repeat(16) }, vehicle, 5_000)).toThrow(expect.objectContaining({ code: 'ATTEST_NONCE_MISMATCH' }));
+    expect(() => verifyQuote(quote(), challenge, vehicle, 10_001)).toThrow(expect.objectContaining({ code: 'ATTEST_NONCE_EXPIRED' }));
+    expect(() => verifyQuote(quote({ key: other.privateKey }), challenge, vehicle, 5_000)).toThrow(expect.objectContaining({ code: 'ATTEST_SIGNATURE_INVALID' }));
+    expect(() => verifyQuote(quote({ nonceInside: 'cc'.repeat(16) }), challenge, vehicle, 5_000)).toThrow(expect.objectContaining({ code: 'ATTEST_NONCE_MISMATCH' }));
+    expect(() => verifyQuote(quote({ value: D(5) }), challenge, vehicle, 5_000)).toThrow(expect.objectContaining({ code: 'ATTEST_PCR_DIGEST_MISMATCH' }));
+    expect(() => verifyQuote(quote(), { ...challenge, pcrs: [14, 15] }, vehicle, 5_000)).toThrow(expect.objectContaining({ code: 'ATTEST_PCR_DIGEST_MISMATCH' }));
+  });
+  it('the parser refuses foreign or truncated structures', () => {
+    const good = attest(new Uint8Array(16), new Uint8Array(32));
+    for (const bad of [good.subarray(0, good.length - 1), Buffer.concat([good, Buffer.from([0])]), attest(new Uint8Array(16), new Uint8Array(32), { magic: 1 }), attest(new Uint8Array(16), new Uint8Array(32), { type: 0x8017 })]) {
+      expect(() => parseQuoteAttest(bad)).toThrow(expect.objectContaining({ code: 'ATTEST_QUOTE_MALFORMED' }));
+    }
+  });
+});
+
+describe('AttestationService (memory broker, virtual time)', () => {
+  let dir: string | undefined;
+  afterEach(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+  it('challenges every registered vehicle periodically; an unanswered challenge makes it not answering', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'evcc-attest-unit-'));
+    const registry = await AttestationRegistry.open(dir);
+    const { x, y } = eccPoint(generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }).toString());
+    const area = marshalEccPublic({ nameAlg: 0x000b, attributes: TPMA.fixedTPM | TPMA.fixedParent | TPMA.sensitiveDataOrigin | TPMA.userWithAuth | TPMA.restricted | TPMA.sign,
+      authPolicy: new Uint8Array(0), symmetric: { alg: 0x0010 }, scheme: { alg: 0x0018, hash: 0x000b }, curve: 0x0003, x, y });
+    const tpm2b = new Uint8Array(Buffer.concat([Buffer.from([area.length >> 8, area.length & 0xff]), Buffer.from(area)]));
+    await registry.registerVehicle('ev-periodic', tpm2b);
+    const broker = new MemoryBroker();
+    const clock = new VirtualClock(0);
+    const service = new AttestationService({ connector: broker, url: 'mqtt://memory', protocolVersion: 5, registry, clock, log: silentLogger(), periodMs: 60_000, challengeTtlMs: 5_000, shareGroup: false });
+    const records: VehicleAttestation[] = [];
+    service.onRecord = (s) => records.push(s);
+    await service.start();
+    const vehicle = broker.connect({ url: 'mqtt://memory', clientId: 'ev-periodic', protocolVersion: 5 });
+    const challenges: string[] = [];
+    vehicle.onMessage((m) => challenges.push(Buffer.from(m.payload).toString('utf8')));
+    await vehicle.subscribe([attestationTopics('ev-periodic').challenge], 1);
+    const settle = async () => { for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r)); };
+    clock.advance(59_000);
+    await settle();
+    expect(challenges).toHaveLength(0);
+    clock.advance(1_000);
+    await until(() => challenges.length === 1, 5_000, 'periodic challenge');
+    expect(JSON.parse(challenges[0]!)).toMatchObject({ type: 'attest.challenge', pcrs: [14], nonce: expect.stringMatching(/^[0-9a-f]{32}$/) });
+    clock.advance(5_100);
+    await until(() => records.length > 0, 5_000, 'not answering');
+    expect(records.at(-1)).toMatchObject({ vehicleId: 'ev-periodic', state: 'not-answering', reason: { code: 'ATTEST_NOT_ANSWERING' } });
+    expect((await registry.state('ev-periodic'))?.challenge).toBeUndefined();
+    clock.advance(60_000);
+    await until(() => challenges.length === 2, 5_000, 'second periodic challenge');
+    await service.stop();
+    await vehicle.close();
+  });
+});
