@@ -193,38 +193,35 @@ async function provisionFresh(deps: { tpm: Tpm; data: FileStore; log: Logger }, 
   return record;
 }
 
-async function createProvisioningKey(deps: { tpm: Tpm; data: FileStore; run: FileStore; log: Logger }, record: ProvisioningRecord): Promise<ProvisioningRecord> {
-  const { data, log } = deps;
-  const service = await KeyService.open(deps);
-  const blob = await service.createUnderStorageKey({ alg: 'ecc256', scheme: PROVISIONING_KEY_SCHEME, attributes: PROVISIONING_KEY_ATTRIBUTES, authPolicy: fromHex(record.policies.keys) });
-  await service.close();
-  const area = parseEccPublic(blob.public);
-  const pem = eccPublicPem(area);
-  await data.writeAtomic(DATA.provisioningKey('pub'), blob.public, { mode: 0o644 });
-  await data.writeAtomic(DATA.provisioningKey('priv'), blob.private, { mode: 0o600 });
-  await data.writeAtomic(DATA.provisioningKey('pub.pem'), pem, { mode: 0o644 });
-  const next: ProvisioningRecord = { ...record, oemProvisioningKey: { name: toHex(objectName(blob.public)), publicKeyPem: pem } };
-  await data.writeAtomic(DATA.record, jsonBytes(next), { mode: 0o644 });
-  log.info({ name: next.oemProvisioningKey!.name }, 'OEM provisioning key created in the TPM under the storage key');
-  return next;
-}
+/** The signing keys created under the storage key with policy A after the first good boot: where they go, how they are made. */
+const STATE_BOUND_KEYS = {
+  oemProvisioningKey: { scheme: PROVISIONING_KEY_SCHEME, attributes: PROVISIONING_KEY_ATTRIBUTES, files: DATA.provisioningKey, what: 'OEM provisioning key created in the TPM under the storage key' },
+  logKey: { scheme: LOG_KEY_SCHEME, attributes: LOG_KEY_ATTRIBUTES, files: DATA.logKey, what: 'security-log key created in the TPM under the storage key (policy A)' },
+} as const;
 
-async function createLogKey(deps: { tpm: Tpm; data: FileStore; run: FileStore; log: Logger }, record: ProvisioningRecord): Promise<ProvisioningRecord> {
+const createProvisioningKey = (deps: KeyDeps, record: ProvisioningRecord) => createStateBoundKey(deps, record, 'oemProvisioningKey');
+const createLogKey = (deps: KeyDeps, record: ProvisioningRecord) => createStateBoundKey(deps, record, 'logKey');
+
+type KeyDeps = { tpm: Tpm; data: FileStore; run: FileStore; log: Logger };
+
+async function createStateBoundKey(deps: KeyDeps, record: ProvisioningRecord, which: keyof typeof STATE_BOUND_KEYS): Promise<ProvisioningRecord> {
   const { data, log } = deps;
+  const k = STATE_BOUND_KEYS[which];
   const service = await KeyService.open(deps);
   let blob;
   try {
-    blob = await service.createUnderStorageKey({ alg: 'ecc256', scheme: LOG_KEY_SCHEME, attributes: LOG_KEY_ATTRIBUTES, authPolicy: fromHex(record.policies.keys) });
+    blob = await service.createUnderStorageKey({ alg: 'ecc256', scheme: k.scheme, attributes: k.attributes, authPolicy: fromHex(record.policies.keys) });
   } finally {
     await service.close();
   }
   const pem = eccPublicPem(parseEccPublic(blob.public));
-  await data.writeAtomic(DATA.logKey('pub'), blob.public, { mode: 0o644 });
-  await data.writeAtomic(DATA.logKey('priv'), blob.private, { mode: 0o600 });
-  await data.writeAtomic(DATA.logKey('pub.pem'), pem, { mode: 0o644 });
-  const next: ProvisioningRecord = { ...record, logKey: { name: toHex(objectName(blob.public)), publicKeyPem: pem } };
+  await data.writeAtomic(k.files('pub'), blob.public, { mode: 0o644 });
+  await data.writeAtomic(k.files('priv'), blob.private, { mode: 0o600 });
+  await data.writeAtomic(k.files('pub.pem'), pem, { mode: 0o644 });
+  const entry = { name: toHex(objectName(blob.public)), publicKeyPem: pem };
+  const next: ProvisioningRecord = { ...record, [which]: entry };
   await data.writeAtomic(DATA.record, jsonBytes(next), { mode: 0o644 });
-  log.info({ name: next.logKey!.name }, 'security-log key created in the TPM under the storage key (policy A)');
+  log.info({ name: entry.name }, k.what);
   return next;
 }
 
