@@ -1,10 +1,9 @@
-import { createHash, randomBytes, verify as cryptoVerify } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { EvccError } from '../../core/errors.ts';
-import { KeyService } from '../../firmware/keys/key-service.ts';
 import { describeWith } from '../support/prereq.ts';
 import { RAUC_RIG_PREREQS, RaucRig, type RigRelease } from '../support/rauc-rig.ts';
-import { agentDeps, OemUpdateSide, runUpdateAgent, VehicleJobs } from '../support/ota-update.ts';
+import { agentDeps, contractKeySigns, OemUpdateSide, runUpdateAgent, VehicleJobs } from '../support/ota-update.ts';
 
 /**
  * Issue #10 Must show 2, through real `rauc service` (D-Bus), file-backed A/B slots and swtpm: v2 installs and boots,
@@ -14,8 +13,6 @@ import { agentDeps, OemUpdateSide, runUpdateAgent, VehicleJobs } from '../suppor
  * the job reports failed with the reason. Second case: v2 never gets to its health check (the runtime never comes
  * up); the boot loader's tries run out, it falls back to A by itself and the agent reports OTA_UPDATE_FELL_BACK.
  */
-const message = new TextEncoder().encode('SignedInfo of an AuthorizationReq');
-const digest = new Uint8Array(createHash('sha256').update(message).digest());
 
 describeWith(RAUC_RIG_PREREQS)('OTA update fallback through real RAUC (health check fails → mark bad → v1)', () => {
   let rig: RaucRig;
@@ -23,14 +20,7 @@ describeWith(RAUC_RIG_PREREQS)('OTA update fallback through real RAUC (health ch
   let contractPub: string;
   let v2: RigRelease;
 
-  async function signs(): Promise<boolean> {
-    const keys = await KeyService.open(await rig.lab.deps());
-    try {
-      return cryptoVerify('sha256', message, { key: contractPub, dsaEncoding: 'ieee-p1363' }, await keys.signWithContractKey(digest));
-    } finally {
-      await keys.close();
-    }
-  }
+  const signs = (): Promise<boolean> => contractKeySigns(rig, contractPub);
 
   /** Agent pass 1 of `jobId`: download, install into B, reboot requested; then the reboot into B. */
   async function installAndBootV2(jobs: VehicleJobs, jobId: string): Promise<void> {

@@ -1,13 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash, randomInt, verify as cryptoVerify } from 'node:crypto';
+import { randomInt } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { EvccError } from '../../core/errors.ts';
-import { KeyService } from '../../firmware/keys/key-service.ts';
 import { describeWith } from '../support/prereq.ts';
 import { RAUC_RIG_PREREQS, RaucRig, RIG_COMPATIBLE, type RigRelease } from '../support/rauc-rig.ts';
-import { OemUpdateSide, VEHICLE_ID, VehicleJobs } from '../support/ota-update.ts';
+import { contractKeySigns, OemUpdateSide, VEHICLE_ID, VehicleJobs } from '../support/ota-update.ts';
 import type { ChildConfig } from './ota-update-child.ts';
 import { UPDATE_RECORD } from '../../firmware/ota/update/after-boot.ts';
 
@@ -39,8 +38,6 @@ const INSIDE: Record<Step, string[]> = {
   'rebooted-before-commit': ['OTA-AGENT-START', 'OTA-UPDATE-HEALTHY', 'RAUC-MARK'],
 };
 const REPO = join(import.meta.dirname, '..', '..');
-const message = new TextEncoder().encode('SignedInfo of an AuthorizationReq');
-const digest = new Uint8Array(createHash('sha256').update(message).digest());
 
 interface Child {
   proc: ChildProcess;
@@ -60,14 +57,7 @@ describeWith(RAUC_RIG_PREREQS)('OTA update SIGKILLed at every step (real RAUC, s
   const releases = new Map<number, RigRelease>();
   let cfg: ChildConfig;
 
-  async function signs(): Promise<boolean> {
-    const keys = await KeyService.open(await rig.lab.deps());
-    try {
-      return cryptoVerify('sha256', message, { key: contractPub, dsaEncoding: 'ieee-p1363' }, await keys.signWithContractKey(digest));
-    } finally {
-      await keys.close();
-    }
-  }
+  const signs = (): Promise<boolean> => contractKeySigns(rig, contractPub);
 
   function spawnChild(): Child {
     const proc = spawn(process.execPath, ['--import', 'tsx', join(REPO, 'test', 'integration', 'ota-update-child.ts'), JSON.stringify(cfg)],

@@ -1,14 +1,12 @@
-import { createHash, verify as cryptoVerify } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { EvccError } from '../../core/errors.ts';
 import { DATA } from '../../firmware/keys/layout.ts';
-import { KeyService } from '../../firmware/keys/key-service.ts';
 import type { InstallProgress } from '../../hal/rauc/types.ts';
 import { describeWith } from '../support/prereq.ts';
 import { RAUC_RIG_PREREQS, RaucRig, type RigRelease } from '../support/rauc-rig.ts';
-import { agentDeps, OemUpdateSide, runUpdateAgent, VehicleJobs } from '../support/ota-update.ts';
+import { agentDeps, contractKeySigns, OemUpdateSide, runUpdateAgent, VehicleJobs } from '../support/ota-update.ts';
 
 /**
  * Issue #10 Must show 1: v1 → v2 through real `rauc service` on a private D-Bus system bus with file-backed A/B ext4
@@ -19,8 +17,6 @@ import { agentDeps, OemUpdateSide, runUpdateAgent, VehicleJobs } from '../suppor
  * data dir; the next agent pass proves the contract key signs through the v2 policy, marks B good, raises the
  * counter 1 → 2 and reports the job succeeded. The contract key signs before and after, never re-imported.
  */
-const message = new TextEncoder().encode('SignedInfo of an AuthorizationReq');
-const digest = new Uint8Array(createHash('sha256').update(message).digest());
 
 describeWith(RAUC_RIG_PREREQS)('OTA update v1 → v2 through real RAUC (D-Bus, file-backed A/B slots, swtpm)', () => {
   let rig: RaucRig;
@@ -28,15 +24,7 @@ describeWith(RAUC_RIG_PREREQS)('OTA update v1 → v2 through real RAUC (D-Bus, f
   let contractPub: string;
   let v2: RigRelease;
 
-  async function signs(): Promise<boolean> {
-    const keys = await KeyService.open(await rig.lab.deps());
-    try {
-      const sig = await keys.signWithContractKey(digest);
-      return cryptoVerify('sha256', message, { key: contractPub, dsaEncoding: 'ieee-p1363' }, sig);
-    } finally {
-      await keys.close();
-    }
-  }
+  const signs = (): Promise<boolean> => contractKeySigns(rig, contractPub);
 
   beforeAll(async () => {
     rig = await RaucRig.create();

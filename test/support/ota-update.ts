@@ -1,4 +1,5 @@
-import { generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { createHash, generateKeyPairSync, verify as cryptoVerify, type KeyObject } from 'node:crypto';
+import { KeyService } from '../../firmware/keys/key-service.ts';
 import { readFile, stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { copyFile } from 'node:fs/promises';
@@ -103,6 +104,19 @@ export async function agentDeps(rig: RaucRig, oem: OemUpdateSide, jobs: JobsClie
     }),
     verifyBundle: (path) => verifyBundle(path, rig.keyring),
   };
+}
+
+const SIGNED_MESSAGE = new TextEncoder().encode('SignedInfo of an AuthorizationReq');
+
+/** The contract key signs on the vehicle's TPM now, and the signature verifies with its public key. */
+export async function contractKeySigns(rig: RaucRig, contractPublicKeyPem: string): Promise<boolean> {
+  const keys = await KeyService.open(await rig.lab.deps());
+  try {
+    const sig = await keys.signWithContractKey(new Uint8Array(createHash('sha256').update(SIGNED_MESSAGE).digest()));
+    return cryptoVerify('sha256', SIGNED_MESSAGE, { key: contractPublicKeyPem, dsaEncoding: 'ieee-p1363' }, sig);
+  } finally {
+    await keys.close();
+  }
 }
 
 export type { AgentOutcome };
