@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { backendExport, provisionTpm } from '../../firmware/keys/provision.ts';
 import { quote } from '../../firmware/keys/attestation-key.ts';
@@ -80,6 +81,17 @@ describeWith([tool('swtpm'), tool('tpm2_quote'), tool('mosquitto'), tool('rauc')
     await expect(backend.registry.registerVehicle('attest-ev-x', new Uint8Array(prov))).rejects.toMatchObject({ code: 'ATTEST_KEY_NOT_RESTRICTED' });
     const otherAk = backendExport(await record(other))['attestation.tpm2b_pub'] as Uint8Array;
     await expect(backend.registry.registerVehicle(VID, otherAk)).rejects.toMatchObject({ code: 'ATTEST_KEY_CONFLICT' });
+    // the production path as programs: the provisioning export, then `evcc oem-backend attestation register`
+    const exp = await lab.cli(['tpm', 'provision', '--oem-policy-key', lab.oemPolicyPub, '--export', lab.exportDir], { tpm: true });
+    expect(exp.exitCode, exp.stderr).toBe(0);
+    const dir = join(lab.base, 'attest-cli');
+    const reg = await lab.cli(['oem-backend', 'attestation', 'register', '--dir', dir, '--vehicle-id', VID, '--export', lab.exportDir]);
+    expect(reg.exitCode, reg.stderr).toBe(0);
+    expect(JSON.parse(reg.stdout)).toMatchObject({ vehicleId: VID, akName: rec.attestationKey!.name });
+    const bad = await lab.cli(['oem-backend', 'attestation', 'register', '--dir', dir, '--vehicle-id', VID, '--export', join(lab.base, 'no-such-export')]);
+    expect(bad.exitCode).toBe(1);
+    expect(bad.stderr).toMatch(/CONFIG_INVALID/);
+    expect(bad.stderr).not.toMatch(/\n\s+at /); // no stack trace
   }, T);
 
   it('good boot: hello → challenge → quote, the backend records trusted (release v1, PCR 14 as signed)', async () => {
@@ -113,9 +125,10 @@ describeWith([tool('swtpm'), tool('tpm2_quote'), tool('mosquitto'), tool('rauc')
       // a new challenge the vehicle does not get to answer first: the attacker rewrites the old quote's id and nonce
       vehicle!.responder.stop();
       spy.messages.length = 0;
-      await backend.service.challenge(VID);
-      await until(() => spy.messages.some((m) => m.topic.endsWith('/attest/challenge')), 10_000, 'challenge');
-      const c = AttestationChallenge.parse(JSON.parse(Buffer.from(spy.messages.find((m) => m.topic.endsWith('/attest/challenge'))!.payload).toString('utf8')));
+      const id = await backend.service.challenge(VID);
+      const mine = () => spy.messages.filter((m) => m.topic.endsWith('/attest/challenge')).map((m) => AttestationChallenge.parse(JSON.parse(Buffer.from(m.payload).toString('utf8')))).find((x) => x.challengeId === id);
+      await until(() => mine() !== undefined, 10_000, 'challenge');
+      const c = mine()!;
       const forged = { ...JSON.parse(Buffer.from(old.payload).toString('utf8')), challengeId: c.challengeId, nonce: c.nonce };
       from = backend.records.length;
       await attacker.client.publish(attestationTopics(VID).quote, JSON.stringify(forged), { qos: 1 });
@@ -125,7 +138,9 @@ describeWith([tool('swtpm'), tool('tpm2_quote'), tool('mosquitto'), tool('rauc')
     } finally {
       await spy.client.close();
       await attacker.client.close();
-      vehicle!.responder.start();
+      const n = backend.records.length;
+      vehicle!.responder.start(); // says hello again: challenged and answered before the next test begins
+      await backend.next(VID, n);
     }
   }, T);
 
@@ -134,9 +149,10 @@ describeWith([tool('swtpm'), tool('tpm2_quote'), tool('mosquitto'), tool('rauc')
     const attacker = await spyClient(broker, VID, []);
     vehicle!.responder.stop();
     try {
-      await backend.service.challenge(VID);
-      await until(() => spy.messages.length > 0, 10_000, 'challenge');
-      const c = AttestationChallenge.parse(JSON.parse(Buffer.from(spy.messages[0]!.payload).toString('utf8')));
+      const id = await backend.service.challenge(VID);
+      const mine = () => spy.messages.map((m) => AttestationChallenge.parse(JSON.parse(Buffer.from(m.payload).toString('utf8')))).find((x) => x.challengeId === id);
+      await until(() => mine() !== undefined, 10_000, 'challenge');
+      const c = mine()!;
       const q = await quote({ tpm: await other.driver(), data: await FsStore.open(other.dataDir) }, await record(other), Buffer.from(c.nonce, 'hex'), c.pcrs);
       const answer = {
         v: 1, type: 'attest.quote', challengeId: c.challengeId, nonce: c.nonce, attest: Buffer.from(q.attest).toString('base64'), signature: Buffer.from(q.signature).toString('base64'),
