@@ -361,6 +361,7 @@ export const ERROR_CODES = {
   LOG_KEY_INVALID: 'the security-log public key is not an EC P-256 PEM public key',
   LOG_DETAIL_INVALID: 'a security-log event detail holds a value JSON cannot carry exactly',
   LOG_VEHICLE_UNKNOWN: 'OEM backend: a security-log upload from a vehicle whose log key is not registered',
+  LOG_UPLOAD_REFUSED: 'the OEM backend refused a security-log upload (details.cause: its code, details.seq: the first bad entry), or its answer is malformed',
   LOG_NO_SIGNER: 'a security-log checkpoint was written by a process without the log key (unsigned)',
 
   // ── Encrypted session history (firmware/log/session-history.ts)

@@ -1,8 +1,11 @@
-import { EvccError } from '../../core/errors.ts';
+import { z } from 'zod';
+import { EvccError, isEvccError } from '../../core/errors.ts';
 import type { Logger } from '../../core/logger.ts';
 import type { FileStore } from '../../hal/store/types.ts';
 import { VEHICLE_ID_PATTERN } from '../../firmware/ota/constants.ts';
 import { logKeyId, verifySecurityLog, type LogVerification } from '../../firmware/log/security-log.ts';
+import { LOG_MAX_UPLOAD_BYTES, securityLogTopics } from '../../firmware/log/mqtt-upload.ts';
+import type { MqttClient, MqttMessage } from '../../hal/mqtt/types.ts';
 
 /**
  * The OEM backend's side of the vehicles' security logs (TR-2019-04 §3.3.4): each vehicle's log key (public part of
@@ -95,3 +98,69 @@ export class SecurityLogCollector {
     return next;
   }
 }
+
+// ---- over the OEM link ----------------------------------------------------------------------------------------
+
+/**
+ * The collector on the OEM backend's MQTT client (service.ts routes `evcc/v1/<vehicle>/log/req` here, in the
+ * instances' shared-subscription group like every request): `log.head` answers the stored head, `log.upload` stores
+ * a verified continuation and answers the receipt or the typed refusal. Answers go only to the vehicle's own
+ * `log/resp` topic (the replyTo must be it), so one vehicle cannot have answers sent elsewhere.
+ */
+export class SecurityLogService {
+  private client: MqttClient | undefined;
+  constructor(readonly collector: SecurityLogCollector, private readonly log: Logger) {}
+
+  attach(client: MqttClient): void {
+    this.client = client;
+  }
+
+  detach(): void {
+    this.client = undefined;
+  }
+
+  /** True when the topic was a security-log one (handled or dropped). */
+  onMessage(vehicleId: string, rest: string, m: MqttMessage): boolean {
+    if (rest !== 'log/req') return rest.startsWith('log/');
+    if (m.retain) return true;
+    this.serve(vehicleId, m.payload).catch((err: unknown) => this.log.error({ vehicleId, code: isEvccError(err) ? err.code : 'INTERNAL', error: (err as Error).message }, 'security log: request failed'));
+    return true;
+  }
+
+  private async serve(vehicleId: string, payload: Uint8Array): Promise<void> {
+    if (payload.length > LOG_MAX_UPLOAD_BYTES + 1024) {
+      this.log.warn({ vehicleId, bytes: payload.length }, 'security log: request dropped (too big)');
+      return;
+    }
+    let req: z.infer<typeof LogRequest>;
+    try {
+      req = LogRequest.parse(JSON.parse(Buffer.from(payload).toString('utf8')));
+    } catch {
+      this.log.warn({ vehicleId }, 'security log: request dropped (malformed)');
+      return;
+    }
+    const topics = securityLogTopics(vehicleId);
+    if (req.replyTo !== topics.response) {
+      this.log.warn({ vehicleId, replyTo: req.replyTo }, 'security log: request dropped (reply topic is not the vehicle\'s own)');
+      return;
+    }
+    let answer: Record<string, unknown>;
+    try {
+      if (req.type === 'log.head') {
+        const head = await this.collector.head(vehicleId);
+        answer = { type: 'log.head', ...(head ? { head: { seq: head.seq, hash: head.hash } } : {}) };
+      } else {
+        const r = await this.collector.accept(vehicleId, req.entries);
+        answer = { type: 'log.receipt', accepted: r.accepted, head: { seq: r.head.seq, hash: r.head.hash } };
+      }
+    } catch (err) {
+      answer = { type: 'log.refused', error: { code: isEvccError(err) ? err.code : 'INTERNAL', message: (err as Error).message, ...(isEvccError(err) && typeof err.details.seq === 'number' ? { seq: err.details.seq } : {}) } };
+    }
+    await this.client?.publish(topics.response, JSON.stringify({ v: 1, requestId: req.requestId, ...answer }), { qos: 1 });
+  }
+}
+
+const LogRequest = z.discriminatedUnion('type', [
+  z.object({ v: z.literal(1), type: z.literal('log.head'), requestId: z.string().min(1).max(64), replyTo: z.string() }).strict(),
+  z.object({ v: z.literal(1), type: z.literal('log.upload'), requestId: z.string().min(1).max(64), replyTo: z.string(), entries: z.string().max(LOG_MAX_UPLOAD_BYTES) }).strict(),
+]);

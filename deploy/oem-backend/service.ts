@@ -13,6 +13,8 @@ import { ApprovalCache } from './approvals.ts';
 import type { RootCertificatePool } from './pool.ts';
 import type { AnswerSigner } from './signer.ts';
 import type { JobService } from './jobs.ts';
+import type { SecurityLogService } from './security-log.ts';
+import { BACKEND_LOG_FILTER } from '../../firmware/log/mqtt-upload.ts';
 import { BACKEND_JOB_FILTERS } from '../../firmware/ota/update/job.ts';
 
 /**
@@ -69,6 +71,8 @@ export interface OemBackendOptions {
   rateLimit?: { perSecond: number; burst: number };
   /** Update campaigns (jobs.ts): job get/update topics of every vehicle, answered from the job store. */
   jobs?: JobService;
+  /** Vehicles' security-log uploads (security-log.ts): `log/req` of every vehicle, verified and stored by the collector. */
+  securityLogs?: SecurityLogService;
 }
 
 /** The broker drops a silent instance after 1.5 × this (7.5 s, inside a root fetch budget); until then it still gets its share (README). */
@@ -129,10 +133,11 @@ export class OemBackend {
           if (status === 'connected') {
             o.log.info({ url: o.url, clientId: this.clientId, shareGroup: this.shareGroup ?? null, pool: o.pool.size, keyId: o.signer.keyId.slice(0, 16) }, 'OEM backend connected to broker');
             client
-              .subscribe(this.filters([BACKEND_FILTERS.rootCaRequest, BACKEND_FILTERS.rootListRequest, BACKEND_FILTERS.state, ...(o.jobs ? [BACKEND_JOB_FILTERS.get, BACKEND_JOB_FILTERS.update] : [])]), 1)
+              .subscribe(this.filters([BACKEND_FILTERS.rootCaRequest, BACKEND_FILTERS.rootListRequest, BACKEND_FILTERS.state, ...(o.jobs ? [BACKEND_JOB_FILTERS.get, BACKEND_JOB_FILTERS.update] : []), ...(o.securityLogs ? [BACKEND_LOG_FILTER] : [])]), 1)
               .then(async (granted) => {
                 if (granted.some((g) => g >= 0x80)) o.log.error({ granted }, 'broker refused a backend subscription');
                 await o.jobs?.attach(client).catch((e: unknown) => o.log.error({ error: String(e) }, 'jobs: attach failed'));
+                o.securityLogs?.attach(client);
                 resolve();
               })
               .catch((e: unknown) => o.log.error({ error: String(e) }, 'subscribe failed'));
@@ -160,6 +165,10 @@ export class OemBackend {
     }
     if (rest.startsWith('jobs/')) {
       this.o.jobs?.onMessage(vehicleId, rest, m);
+      return;
+    }
+    if (rest.startsWith('log/')) {
+      this.o.securityLogs?.onMessage(vehicleId, rest, m);
       return;
     }
     if (m.retain) return;
@@ -285,6 +294,7 @@ export class OemBackend {
   async stop(): Promise<void> {
     for (const d of this.detach.splice(0)) d();
     this.o.jobs?.detach();
+    this.o.securityLogs?.detach();
     await this.client?.close();
   }
 }

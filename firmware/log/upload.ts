@@ -14,7 +14,8 @@ export interface SecurityLogBackend {
   put(text: string): Promise<{ head: { seq: number; hash: string } }>;
 }
 
-export async function uploadSecurityLog(log: SecurityLog, backend: SecurityLogBackend): Promise<{ sent: number; through: number }> {
+/** Sends the entries after the backend's head, in messages of at most `maxBytes` of log lines each. */
+export async function uploadSecurityLog(log: SecurityLog, backend: SecurityLogBackend, maxBytes = 256 * 1024): Promise<{ sent: number; through: number }> {
   const held = await backend.head();
   if (held) {
     const mine = log.entriesFrom(held.seq)[0];
@@ -23,8 +24,14 @@ export async function uploadSecurityLog(log: SecurityLog, backend: SecurityLogBa
         { seq: held.seq, ...(mine ? { found: mine.hash } : {}) });
     }
   }
-  const entries = log.entriesFrom(held ? held.seq + 1 : 0);
-  if (entries.length === 0) return { sent: 0, through: held?.seq ?? -1 };
-  const r = await backend.put(entries.map(encodeEntry).join(''));
-  return { sent: entries.length, through: r.head.seq };
+  const lines = log.entriesFrom(held ? held.seq + 1 : 0).map(encodeEntry);
+  let through = held?.seq ?? -1;
+  for (let i = 0; i < lines.length;) {
+    let bytes = 0;
+    let j = i;
+    while (j < lines.length && (j === i || bytes + Buffer.byteLength(lines[j]!) <= maxBytes)) bytes += Buffer.byteLength(lines[j++]!);
+    through = (await backend.put(lines.slice(i, j).join(''))).head.seq;
+    i = j;
+  }
+  return { sent: lines.length, through };
 }
