@@ -217,5 +217,5 @@ describeWith(RAUC_RIG_PREREQS)('OTA update SIGKILLed at every step (real RAUC, s
     expect(Number(await rig.counter())).toBe(1 + succeeded);
     console.info(`ota-update-rauc-kill: ${kills} kills (${JSON.stringify(landed)}), ${finals.length} jobs, ${succeeded} succeeded, counter ${await rig.counter()}; ` +
       `bootloader ${await readFile(rig.bootState, 'utf8').then((t) => t.replace(/\n/g, ' '))}`);
-  }, 600_000);
+  }, 900_000);
 });

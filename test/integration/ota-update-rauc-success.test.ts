@@ -4,13 +4,26 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { EvccError } from '../../core/errors.ts';
 import { DATA } from '../../firmware/keys/layout.ts';
 import type { InstallProgress } from '../../hal/rauc/types.ts';
-import { describeWith } from '../support/prereq.ts';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { silentLogger } from '../../core/logger.ts';
+import { JobService } from '../../deploy/oem-backend/jobs.ts';
+import { OemBackend } from '../../deploy/oem-backend/service.ts';
+import { OtaLink } from '../../firmware/ota/link.ts';
+import { MqttJobsClient } from '../../firmware/ota/update/jobs-client.ts';
+import { SystemClock } from '../../hal/clock/system.ts';
+import { MqttJsConnector } from '../../hal/mqtt/mqtt-js.ts';
+import { FsStore } from '../../hal/store/fs-store.ts';
+import { OEM_BACKEND_USER, startMosquitto, type MosquittoBroker } from '../support/mosquitto.ts';
+import { describeWith, tool } from '../support/prereq.ts';
 import { RAUC_RIG_PREREQS, RaucRig, type RigRelease } from '../support/rauc-rig.ts';
-import { agentDeps, contractKeySigns, OemUpdateSide, runUpdateAgent, VehicleJobs } from '../support/ota-update.ts';
+import { agentDeps, contractKeySigns, OemUpdateSide, runUpdateAgent, VEHICLE_ID } from '../support/ota-update.ts';
+import { otaFixture, type OtaFixture } from './ota-fixtures.ts';
 
 /**
  * Issue #10 Must show 1: v1 → v2 through real `rauc service` on a private D-Bus system bus with file-backed A/B ext4
- * slots and swtpm. The agent verifies the OEM-signed job, downloads the bundle from the backend's HTTPS bundle
+ * slots and swtpm. The OEM backend (JobService in OemBackend) runs a campaign over real mosquitto (mTLS + ACL); the
+ * vehicle's MqttJobsClient on its OtaLink fetches the job and reports. The agent verifies the OEM-signed job, downloads the bundle from the backend's HTTPS bundle
  * server through a relay that breaks the connection once (resumed by Range), RAUC checks the bundle signature and
  * installs it into slot B over D-Bus (Progress, Completed), the reboot hook is called; the simulated reboot resets the
  * TPM, the boot loader boots B, the initramfs hook measures it, the boot check approves v2 from its bundle in the
@@ -18,11 +31,36 @@ import { agentDeps, contractKeySigns, OemUpdateSide, runUpdateAgent, VehicleJobs
  * counter 1 → 2 and reports the job succeeded. The contract key signs before and after, never re-imported.
  */
 
-describeWith(RAUC_RIG_PREREQS)('OTA update v1 → v2 through real RAUC (D-Bus, file-backed A/B slots, swtpm)', () => {
+/** Reports travel over MQTT: the backend records them a moment later. */
+async function backendRecorded(cond: () => Promise<boolean>, ms = 5_000): Promise<void> {
+  for (const end = Date.now() + ms; !(await cond());) {
+    if (Date.now() > end) throw new Error('the backend did not record the report');
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+const connector = new MqttJsConnector();
+const clock = new SystemClock();
+
+describeWith([...RAUC_RIG_PREREQS, tool('mosquitto')])('OTA update v1 → v2 through real RAUC (D-Bus, file-backed A/B slots, swtpm)', () => {
   let rig: RaucRig;
   let oem: OemUpdateSide;
   let contractPub: string;
   let v2: RigRelease;
+  let fx: OtaFixture;
+  let broker: MosquittoBroker;
+  let jobsDir: string;
+  let jobService: JobService;
+  let backend: OemBackend;
+  const links: OtaLink[] = [];
+
+  /** The vehicle's link to the backend and its job client (a new one per boot, as the runtime connects). */
+  async function vehicleJobs(): Promise<MqttJobsClient> {
+    const link = new OtaLink({ connector, url: broker.url, vehicleId: VEHICLE_ID, protocolVersion: 5, tls: await broker.identity(VEHICLE_ID), clock, log: silentLogger(), reconnectPeriodMs: 200 });
+    links.push(link);
+    expect(await link.waitConnected(5_000)).toBe(true);
+    return new MqttJobsClient({ client: link.client, vehicleId: VEHICLE_ID, clock, log: silentLogger(), timeoutMs: 5_000, notifyWaitMs: 3_000 });
+  }
 
   const signs = (): Promise<boolean> => contractKeySigns(rig, contractPub);
 
@@ -31,8 +69,19 @@ describeWith(RAUC_RIG_PREREQS)('OTA update v1 → v2 through real RAUC (D-Bus, f
     ({ contractPublicKeyPem: contractPub } = await rig.factory());
     oem = await OemUpdateSide.create();
     v2 = await rig.release(2, { imageBytes: 1024 * 1024 });
+    fx = await otaFixture();
+    broker = await startMosquitto();
+    jobsDir = await mkdtemp(join(tmpdir(), 'evcc-rauc-jobs-'));
+    jobService = new JobService({ store: await FsStore.open(jobsDir), signer: fx.signer, log: silentLogger() });
+    backend = new OemBackend({ connector, url: broker.url, protocolVersion: 5, tls: await broker.identity(OEM_BACKEND_USER), clientId: 'oem-backend-rauc', pool: fx.pool, signer: fx.signer, clock, log: silentLogger(), jobs: jobService });
+    await backend.start();
   }, 120_000);
   afterAll(async () => {
+    for (const l of links) await l.close().catch(() => undefined);
+    await backend?.stop();
+    await broker?.stop();
+    await fx?.cleanup();
+    if (jobsDir) await rm(jobsDir, { recursive: true, force: true });
     await oem?.close();
     await rig?.close();
   });
@@ -43,8 +92,10 @@ describeWith(RAUC_RIG_PREREQS)('OTA update v1 → v2 through real RAUC (D-Bus, f
     expect(await signs()).toBe(true);
     const keyIdBefore = await readFile(join(rig.dataDir, DATA.activeContractKey), 'utf8');
 
-    const jobs = new VehicleJobs();
-    jobs.add('job-v2', await oem.job('job-v2', v2));
+    const campaign = await jobService.createCampaign({ release: await oem.publish(v2), vehicles: [VEHICLE_ID] });
+    const jobId = campaign.jobs[0]!.jobId;
+    const state = async () => (await jobService.job(jobId))!;
+    let jobs = await vehicleJobs();
     const bundleSize = (await stat(v2.bundle)).size;
     oem.host.cutNext(Math.floor(bundleSize / 3)); // the mobile link breaks a third of the way in
 
@@ -52,13 +103,13 @@ describeWith(RAUC_RIG_PREREQS)('OTA update v1 → v2 through real RAUC (D-Bus, f
     const raucProgress: InstallProgress[] = [];
     let installer = await rig.installer();
     let slot = await rig.slotDeps(installer, { reboot: async (reason) => void rebootReasons.push(reason) });
-    const deps = await agentDeps(rig, oem, jobs, slot);
+    const deps = await agentDeps(rig, oem, jobs, slot, { trust: fx.trust });
     const wrapped = { ...deps, slot: { ...slot, installer: { ...installer, bootSlot: () => installer.bootSlot(), primary: () => installer.primary(), slots: () => installer.slots(),
       operation: () => installer.operation(), lastError: () => installer.lastError(), mark: installer.mark.bind(installer), close: () => installer.close(),
       install: (p: string, o?: Parameters<typeof installer.install>[1]) => installer.install(p, { ...o, onProgress: (pr) => { raucProgress.push(pr); o?.onProgress?.(pr); } }) } } };
 
     const first = await runUpdateAgent(wrapped);
-    expect(first).toEqual({ status: 'rebooting', jobId: 'job-v2', version: 2, slot: 'B' });
+    expect(first).toEqual({ status: 'rebooting', jobId, version: 2, slot: 'B' });
     expect(oem.host.relayStats.cut).toBe(1); // the break happened, and the download resumed past it
     expect(oem.host.relayStats.connections).toBeGreaterThanOrEqual(2);
     expect(rebootReasons).toHaveLength(1);
@@ -72,8 +123,8 @@ describeWith(RAUC_RIG_PREREQS)('OTA update v1 → v2 through real RAUC (D-Bus, f
     expect(b).toMatchObject({ bundleVersion: '2', sha256: v2.policy.rootfs.sha256 });
     // the counter is untouched before the new release booted and proved itself
     expect(await rig.counter()).toBe(1n);
-    expect(jobs.state('job-v2')).toMatchObject({ status: 'in_progress' });
-    expect(jobs.reports.filter((r) => r.status === 'in_progress').map((r) => r.detail?.progress ?? 0).some((p) => p > 50)).toBe(true);
+    await backendRecorded(async () => ((await state()).progress ?? 0) > 50);
+    expect(await state()).toMatchObject({ status: 'in_progress' });
     await installer.close();
 
     // the reboot: TPM reset, the boot loader takes B, the initramfs hook measures it, the boot check approves v2
@@ -85,10 +136,12 @@ describeWith(RAUC_RIG_PREREQS)('OTA update v1 → v2 through real RAUC (D-Bus, f
 
     installer = await rig.installer();
     slot = await rig.slotDeps(installer);
-    const second = await runUpdateAgent(await agentDeps(rig, oem, jobs, slot));
+    jobs = await vehicleJobs(); // the runtime of the new boot connects again
+    const second = await runUpdateAgent(await agentDeps(rig, oem, jobs, slot, { trust: fx.trust }));
     expect(second).toMatchObject({ status: 'reported', outcome: { status: 'succeeded', version: 2, slot: 'B', counter: { from: '1', to: '2' } } });
     expect(await rig.counter()).toBe(2n);
-    expect(jobs.state('job-v2')).toMatchObject({ status: 'succeeded' });
+    await backendRecorded(async () => (await state()).status === 'succeeded');
+    expect((await state()).history.map((h) => h.status)).toEqual(expect.arrayContaining(['queued', 'in_progress', 'succeeded']));
     expect((await installer.slots()).find((s) => s.name === 'rootfs.1')).toMatchObject({ state: 'booted', bootStatus: 'good' });
     expect((await rig.bootloader()).left.B).toBe(3); // Mark good gave the tries back
     await installer.close();

@@ -68,15 +68,20 @@ export class OemUpdateSide {
     return new OemUpdateSide(host, { keyId: trust.keyId, privateKey }, trust);
   }
 
-  /** Publishes the release's bundle on the bundle server and signs a job for the vehicle. */
-  async job(jobId: string, r: RigRelease, over: Partial<JobDocument> = {}): Promise<Uint8Array> {
+  /** Publishes the release's bundle on the bundle server: the release as a campaign names it. */
+  async publish(r: RigRelease): Promise<{ version: number; compatible: string; bundle: JobDocument['bundle']; policy: unknown }> {
     const name = `evcc-v${r.version}-${basename(r.bundle)}`;
     await copyFile(r.bundle, join(this.host.dir, name));
     const size = (await stat(r.bundle)).size;
+    return { version: r.version, compatible: RIG_COMPATIBLE, bundle: { url: this.host.url(name), size, sha256: toHex(await sha256File(r.bundle)) }, policy: r.policy };
+  }
+
+  /** Publishes the release's bundle and signs a job for the vehicle with this side's job key. */
+  async job(jobId: string, r: RigRelease, over: Partial<JobDocument> = {}): Promise<Uint8Array> {
+    const release = await this.publish(r);
     const now = Date.now();
     const doc: JobDocument = {
-      format: JOB_DOCUMENT_FORMAT, jobId, vehicleId: VEHICLE_ID, version: r.version, compatible: RIG_COMPATIBLE,
-      bundle: { url: this.host.url(name), size, sha256: toHex(await sha256File(r.bundle)) }, policy: r.policy,
+      format: JOB_DOCUMENT_FORMAT, jobId, vehicleId: VEHICLE_ID, ...release,
       issuedAt: new Date(now - 60_000).toISOString(), expiresAt: new Date(now + 86_400_000).toISOString(), ...over,
     };
     return signJobWithKey(doc, this.jobKey);
@@ -88,7 +93,8 @@ export class OemUpdateSide {
 }
 
 /** The vehicle's agent wired as the runtime does: real verifyJob, HTTPS download with resume, `rauc info`, RAUC. */
-export async function agentDeps(rig: RaucRig, oem: OemUpdateSide, jobs: JobsClient, slot: SlotUpdateDeps, log: Logger = silentLogger()): Promise<UpdateAgentDeps> {
+export async function agentDeps(rig: RaucRig, oem: OemUpdateSide, jobs: JobsClient, slot: SlotUpdateDeps, o: { log?: Logger; trust?: BackendTrust } = {}): Promise<UpdateAgentDeps> {
+  const log = o.log ?? silentLogger();
   const data = await FsStore.open(rig.dataDir);
   return {
     jobs,
@@ -96,7 +102,7 @@ export async function agentDeps(rig: RaucRig, oem: OemUpdateSide, jobs: JobsClie
     slot,
     verifyJob: async (document) => {
       const state = parseJson(BootState, await (await FsStore.open(rig.runDir)).read(RUN.boot), 'boot state', 'KEYS_NOT_BOOTED');
-      return verifyJob(document, { oemJobKey: oem.trust, vehicleId: VEHICLE_ID, runningVersion: state.version, counterVersion: Number(await rig.counter()),
+      return verifyJob(document, { oemJobKey: o.trust ?? oem.trust, vehicleId: VEHICLE_ID, runningVersion: state.version, counterVersion: Number(await rig.counter()),
         compatible: RIG_COMPATIBLE, now: new Date() });
     },
     download: (job, onProgress) => downloadBundle(job, {
