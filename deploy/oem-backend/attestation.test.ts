@@ -129,6 +129,12 @@ describe('AttestationService (memory broker, virtual time)', () => {
     expect((await registry.state('ev-periodic'))?.challenge).toBeUndefined();
     clock.advance(60_000);
     await until(() => challenges.length === 2, 5_000, 'second periodic challenge');
+    // hellos while that challenge is open get the same challenge again, not a new nonce each
+    const hello = JSON.stringify({ v: 1, type: 'attest.hello', release: { version: 1, mode: 'approved' } });
+    await vehicle.publish(attestationTopics('ev-periodic').hello, hello, { qos: 1 });
+    await vehicle.publish(attestationTopics('ev-periodic').hello, hello, { qos: 1 });
+    await until(() => challenges.length === 4, 5_000, 'challenges after the hellos');
+    expect(new Set(challenges.slice(1).map((c) => JSON.parse(c).challengeId)).size).toBe(1);
     await service.stop();
     await vehicle.close();
   });

@@ -328,6 +328,14 @@ export class AttestationService {
     }
     const now = this.wallNow();
     const ttl = this.o.challengeTtlMs ?? 30_000;
+    const open = claim ? (await registry.state(vehicleId))?.challenge : undefined;
+    if (open && open.expiresAtMs > now) {
+      // A hello while a challenge is open (reconnects, or a flood of hellos): the same unanswered challenge again, so
+      // hellos cannot make the backend mint nonces and timers without bound, nor replace a challenge being answered.
+      await this.client!.publish(attestationTopics(vehicleId).challenge, JSON.stringify({ v: 1, type: 'attest.challenge', challengeId: open.id, nonce: open.nonce, pcrs: open.pcrs, expiresAt: new Date(open.expiresAtMs).toISOString() }), { qos: 1 });
+      log.info({ vehicleId, challengeId: open.id, cp: 'ATTEST-CHALLENGE-AGAIN' }, 'attestation challenge sent again (still open)');
+      return open.id;
+    }
     const id = randomBytes(9).toString('base64url');
     const nonce = randomBytes(ATTEST_NONCE_BYTES).toString('hex');
     const pcrs = this.o.pcrs ?? [MEASUREMENT_PCR];
