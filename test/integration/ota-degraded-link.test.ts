@@ -1,5 +1,5 @@
 import { createPrivateKey, generateKeyPairSync } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { silentLogger } from '../../core/logger.ts';
@@ -99,6 +99,14 @@ describeWith([tool('swtpm'), tool('tpm2_quote'), tool('mosquitto'), tool('rauc')
     expect(pem).toMatch(/BEGIN ENCRYPTED PRIVATE KEY/);
     expect(createPrivateKey({ key: pem, passphrase: goodPassphrase }).asymmetricKeyDetails?.namedCurve).toBe('prime256v1');
     expect(() => createPrivateKey({ key: pem, passphrase: stateBound })).toThrow();
+    // neither passphrase is anywhere at rest: only the TPM-wrapped link secret and the encrypted key
+    for (const root of [lab.dataDir, lab.runDir]) {
+      for (const f of await readdir(root, { recursive: true, withFileTypes: true })) {
+        if (!f.isFile()) continue;
+        const text = (await readFile(join(f.parentPath, f.name))).toString('latin1');
+        expect(text.includes(goodPassphrase) || text.includes(stateBound), join(f.parentPath, f.name)).toBe(false);
+      }
+    }
   }, T);
 
   it('tampered root file system: measured boot fails, yet the link opens, the state says degraded, attestation answers (tampered); the contract key stays locked', async () => {
