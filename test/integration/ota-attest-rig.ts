@@ -6,6 +6,9 @@ import { AttestationRegistry, AttestationService, type VehicleAttestation } from
 import { quote } from '../../firmware/keys/attestation-key.ts';
 import { DATA, parseJson, ProvisioningRecord, RUN, BootState } from '../../firmware/keys/layout.ts';
 import { reencryptLinkKey } from '../../firmware/keys/link-key.ts';
+import { backendExport } from '../../firmware/keys/provision.ts';
+import type { SignedPolicy } from '../../firmware/keys/signed-policy.ts';
+import { createSignedPolicy } from '../../deploy/oem/release.ts';
 import { AttestationResponder, type AttestationPorts, type ReleaseClaim } from '../../firmware/ota/attestation.ts';
 import { OtaLink } from '../../firmware/ota/link.ts';
 import { openTrust, type TrustPart } from '../../firmware/vehicle/trust.ts';
@@ -114,4 +117,28 @@ export async function startVehicle(lab: TpmLab, broker: MosquittoBroker, o: { ve
 export async function linkKeyFor(broker: MosquittoBroker, vehicleId: string, passphrase: string): Promise<string> {
   const id = await broker.identity(vehicleId);
   return reencryptLinkKey(String(id.key), { passphrase });
+}
+
+/**
+ * Production at the OEM: the vehicle's attestation key from its provisioning export, the OEM policy key, and the
+ * signed state policy of release v1 (the lab's `bootedVehicle` bundle). Returns that policy.
+ */
+export async function registerAtProduction(registry: AttestationRegistry, lab: TpmLab, vehicleId: string): Promise<SignedPolicy> {
+  const record = parseJson(ProvisioningRecord, await (await FsStore.open(lab.dataDir)).read(DATA.record), 'TPM provisioning record', 'KEYS_NOT_PROVISIONED');
+  await registry.registerVehicle(vehicleId, backendExport(record)['attestation.tpm2b_pub'] as Uint8Array);
+  await registry.setOemPolicyKey(await readFile(lab.oemPolicyPub, 'utf8'));
+  const policy = await createSignedPolicy({ bundlePath: join(lab.oemDir, 'v1.raucb'), keyring: lab.bundleCert, policyKeyPem: await readFile(lab.oemPolicyKey, 'utf8') });
+  await registry.addRelease(policy);
+  return policy;
+}
+
+/** The link key `evcc pki link-key import` would leave in this boot: encrypted under the passphrase the vehicle's trust gives. */
+export async function linkKeyFromTrust(lab: TpmLab, broker: MosquittoBroker, vehicleId: string): Promise<string> {
+  const probe = await openTrust({
+    data: await FsStore.open(lab.dataDir), run: await FsStore.open(lab.runDir), log: () => silentLogger(), openTpm: () => lab.driver(),
+    bootState: async () => ({ version: 1 }),
+  }, { reclaim: false, armContractKey: false });
+  await probe.close();
+  if (!probe.linkKeyPassphrase) throw new Error('no link passphrase');
+  return linkKeyFor(broker, vehicleId, probe.linkKeyPassphrase);
 }

@@ -5,14 +5,11 @@ import { backendExport, provisionTpm } from '../../firmware/keys/provision.ts';
 import { quote } from '../../firmware/keys/attestation-key.ts';
 import { DATA, parseJson, ProvisioningRecord } from '../../firmware/keys/layout.ts';
 import { attestationTopics, AttestationChallenge, ATTESTATION_FILTERS } from '../../firmware/ota/attestation.ts';
-import { createSignedPolicy } from '../../deploy/oem/release.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
-import { silentLogger } from '../../core/logger.ts';
-import { openTrust } from '../../firmware/vehicle/trust.ts';
 import { describeWith, tool } from '../support/prereq.ts';
 import { OEM_BACKEND_USER, startMosquitto, type MosquittoBroker } from '../support/mosquitto.ts';
 import { until } from '../support/until.ts';
-import { backendFor, linkKeyFor, releaseClaim, spyClient, startVehicle, type AttestedVehicle } from './ota-attest-rig.ts';
+import { backendFor, linkKeyFromTrust, registerAtProduction, releaseClaim, spyClient, startVehicle, type AttestedVehicle } from './ota-attest-rig.ts';
 import { TpmLab } from './tpm-lab.ts';
 
 /**
@@ -52,18 +49,9 @@ describeWith([tool('swtpm'), tool('tpm2_quote'), tool('mosquitto'), tool('rauc')
     broker = await startMosquitto();
     backend = await backendFor(broker, { ttlMs: 4_000 });
     // production: the OEM registers the vehicle's attestation key from its provisioning export, and its signed releases
-    const exported = backendExport(await record(lab));
-    expect(Object.keys(exported)).toEqual(expect.arrayContaining(['attestation.pub.pem', 'attestation.tpm2b_pub']));
-    await backend.registry.registerVehicle(VID, exported['attestation.tpm2b_pub'] as Uint8Array);
-    await backend.registry.setOemPolicyKey(await readFile(lab.oemPolicyPub, 'utf8'));
-    await backend.registry.addRelease(await createSignedPolicy({ bundlePath: v1, keyring: lab.bundleCert, policyKeyPem: await readFile(lab.oemPolicyKey, 'utf8') }));
-    // the link key as `evcc pki link-key import` leaves it: encrypted under the passphrase the vehicle's trust gives
-    const probe = await openTrust({
-      data: await FsStore.open(lab.dataDir), run: await FsStore.open(lab.runDir), log: () => silentLogger(), openTpm: () => lab.driver(),
-      bootState: async () => ({ version: 1 }),
-    }, { reclaim: false, armContractKey: false });
-    await probe.close();
-    linkKey = await linkKeyFor(broker, VID, probe.linkKeyPassphrase!);
+    expect(Object.keys(backendExport(await record(lab)))).toEqual(expect.arrayContaining(['attestation.pub.pem', 'attestation.tpm2b_pub']));
+    await registerAtProduction(backend.registry, lab, VID);
+    linkKey = await linkKeyFromTrust(lab, broker, VID);
   }, T);
   afterAll(async () => {
     await vehicle?.close().catch(() => undefined);

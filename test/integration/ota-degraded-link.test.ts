@@ -3,10 +3,8 @@ import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { silentLogger } from '../../core/logger.ts';
-import { createSignedPolicy } from '../../deploy/oem/release.ts';
 import { KeyService } from '../../firmware/keys/key-service.ts';
-import { DATA, jsonBytes, parseJson, ProvisioningRecord, type BootState } from '../../firmware/keys/layout.ts';
-import { backendExport } from '../../firmware/keys/provision.ts';
+import { BootState, jsonBytes, parseJson } from '../../firmware/keys/layout.ts';
 import { unsealRuntimeSecret } from '../../firmware/keys/runtime-secret.ts';
 import { reencryptLinkKey } from '../../firmware/keys/link-key.ts';
 import { openVehicleTrust } from '../../firmware/keys/vehicle-trust.ts';
@@ -17,7 +15,7 @@ import { FsStore } from '../../hal/store/fs-store.ts';
 import { describeWith, tool } from '../support/prereq.ts';
 import { OEM_BACKEND_USER, startMosquitto, type MosquittoBroker } from '../support/mosquitto.ts';
 import { until } from '../support/until.ts';
-import { backendFor, linkKeyFor, releaseClaim, spyClient, startVehicle, type AttestedVehicle } from './ota-attest-rig.ts';
+import { backendFor, linkKeyFor, registerAtProduction, releaseClaim, spyClient, startVehicle, type AttestedVehicle } from './ota-attest-rig.ts';
 import { TpmLab } from './tpm-lab.ts';
 
 /**
@@ -43,19 +41,15 @@ describeWith([tool('swtpm'), tool('tpm2_quote'), tool('mosquitto'), tool('rauc')
   let contractPub: string;
 
   const deps = async () => ({ data: await FsStore.open(lab.dataDir), run: await FsStore.open(lab.runDir), log: () => silentLogger(), openTpm: () => lab.driver() });
-  const bootRecord = async (run: FsStore) => parseJson((await import('../../firmware/keys/layout.ts')).BootState, await run.read('boot.json'), 'boot state', 'KEYS_NOT_BOOTED');
+  const bootRecord = async (run: FsStore) => parseJson(BootState, await run.read('boot.json'), 'boot state', 'KEYS_NOT_BOOTED');
 
   beforeAll(async () => {
     lab = await TpmLab.create();
     await lab.bootedVehicle();
     v1 = join(lab.oemDir, 'v1.raucb');
-    policy = await createSignedPolicy({ bundlePath: v1, keyring: lab.bundleCert, policyKeyPem: await readFile(lab.oemPolicyKey, 'utf8') });
     broker = await startMosquitto();
     backend = await backendFor(broker, { ttlMs: 20_000 });
-    const record = parseJson(ProvisioningRecord, await (await FsStore.open(lab.dataDir)).read(DATA.record), 'record', 'KEYS_NOT_PROVISIONED');
-    await backend.registry.registerVehicle(VID, backendExport(record)['attestation.tpm2b_pub'] as Uint8Array);
-    await backend.registry.setOemPolicyKey(await readFile(lab.oemPolicyPub, 'utf8'));
-    await backend.registry.addRelease(policy);
+    policy = await registerAtProduction(backend.registry, lab, VID);
 
     // good boot: a contract key (compat import), and the link key made under the passphrase the trust gives
     const keys = await KeyService.open(await lab.deps());
