@@ -1,6 +1,6 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { EvccError } from '../../core/errors.ts';
@@ -228,7 +228,7 @@ export class RaucRig {
   private async writeBootloader(order: string[], left: Record<string, number>): Promise<void> {
     const tmp = `${this.bootState}.rig`;
     await writeFile(tmp, `BOOT_ORDER=${order.join(' ')}\nBOOT_A_LEFT=${left.A ?? 0}\nBOOT_B_LEFT=${left.B ?? 0}\n`);
-    await execa('mv', ['-f', tmp, this.bootState]);
+    await rename(tmp, this.bootState);
   }
 
   /** U-Boot's boot script: the first slot of BOOT_ORDER with tries left boots and loses one try. */
