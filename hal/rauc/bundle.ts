@@ -11,19 +11,8 @@ import { EvccError } from '../../core/errors.ts';
  * bundles. The signed manifest names each image's SHA-256 and size: the root file system image's digest is what the
  * initramfs hook measures into PCR 14 from the installed slot (boot/README.md).
  */
-export interface BundleImage {
-  filename: string;
-  /** SHA-256 of the image (hex), from the signed manifest. */
-  sha256: string;
-  size: number;
-}
-
-export interface BundleInfo {
-  compatible: string;
-  version: string;
-  /** Images by slot class (`rootfs`, …), from the signed manifest. */
-  images: Record<string, BundleImage>;
-}
+export type { BundleImage, BundleInfo } from './types.ts';
+import type { BundleImage, BundleInfo } from './types.ts';
 
 export interface VerifyOptions {
   /**

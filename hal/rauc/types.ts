@@ -90,3 +90,18 @@ export interface SlotInstaller {
 export interface RebootHook {
   reboot(reason: string): Promise<void>;
 }
+
+/** What `rauc info` reports of a verified bundle (hal/rauc/bundle.ts verifyBundle). */
+export interface BundleImage {
+  filename: string;
+  /** SHA-256 of the image (hex), from the signed manifest. */
+  sha256: string;
+  size: number;
+}
+
+export interface BundleInfo {
+  compatible: string;
+  version: string;
+  /** Images by slot class (`rootfs`, …), from the signed manifest. */
+  images: Record<string, BundleImage>;
+}

@@ -1,6 +1,6 @@
 import { isEvccError } from '../../../core/errors.ts';
 import type { Logger } from '../../../core/logger.ts';
-import type { BundleInfo } from '../../../hal/rauc/bundle.ts';
+import type { BundleInfo } from '../../../hal/rauc/types.ts';
 import { acknowledgeUpdate, afterBoot, confirmBootedSlot, installRelease, releaseBundle, type AfterBootOutcome, type SlotUpdateDeps } from './after-boot.ts';
 import type { DownloadedBundle, DownloadProgress } from './download.ts';
 import type { VerifiedJob } from './job.ts';
