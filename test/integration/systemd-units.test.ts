@@ -64,15 +64,17 @@ DevicePolicy=closed
 async function buildInstalledTree(dest: string): Promise<Record<string, string>> {
   // The production build into the scratch dir (the shared dist/ is rebuilt by another test meanwhile).
   await run(process.execPath, [join(repo, 'scripts/build.mjs'), join(dest, 'dist')], { cwd: repo, timeout: 300_000 });
+  // The production dependencies from package-lock.json (entries not marked dev), not from `npm ls`: that spawns
+  // npm, which under a loaded parallel run printed nothing once and left the tree without node_modules.
+  const lock = JSON.parse(await readFile(join(repo, 'package-lock.json'), 'utf8')) as { packages: Record<string, { dev?: boolean }> };
   const links: Record<string, string> = {};
-  const { stdout } = await run('npm', ['ls', '--omit=dev', '--parseable', '--all'], { cwd: repo, maxBuffer: 8 << 20 }).catch((e: { stdout: string }) => ({ stdout: e.stdout }));
-  for (const p of stdout.split('\n')) {
-    const rel = relative(join(repo, 'node_modules'), p);
-    if (!p || rel.startsWith('..') || rel === '') continue;
-    const parts = rel.split('/');
-    const name = parts[0]!.startsWith('@') ? `${parts[0]}/${parts[1]}` : parts[0]!;
+  for (const [path, entry] of Object.entries(lock.packages)) {
+    // Top-level packages only (nested node_modules come with their parent's directory).
+    if (!path.startsWith('node_modules/') || path.includes('/node_modules/', 'node_modules/'.length - 1) || entry.dev) continue;
+    const name = path.slice('node_modules/'.length);
     links[`/usr/lib/evcc/node_modules/${name}`] = join(repo, 'node_modules', name);
   }
+  if (!links['/usr/lib/evcc/node_modules/reflect-metadata']) throw new Error('package-lock.json lists no production dependency reflect-metadata: the installed tree would not start');
   return links;
 }
 
