@@ -28,7 +28,9 @@ describeReal('SLAC waits for the QCA7000 join on a real link', () => {
     expect(run.code, run.stderr).toBe(0);
     const result = JSON.parse(run.stdout.trim().split('\n').pop()!) as { link: { proof: string; afterKeySetMs: number; nwInfoPolls: number; hostActions: number[] } };
     expect(result.link.proof).toBe('VS_HST_ACTION.IND');
-    expect(result.link.afterKeySetMs).toBeGreaterThanOrEqual(3000);
+    // The modem's 3 s run from when it sent CM_SET_KEY.CNF, ours from when we took it in: ours can be a few ms short
+    // (2998 ms in a loaded CI run). The point is a late join that was waited for, not an immediate one.
+    expect(result.link.afterKeySetMs).toBeGreaterThanOrEqual(2_900);
     expect(result.link.afterKeySetMs).toBeLessThan(12_000);
     expect(result.link.hostActions).toEqual([0x09, 0x0a]);
     expect(result.link.nwInfoPolls).toBeGreaterThanOrEqual(6);
