@@ -433,12 +433,11 @@ async function openRealCapture(stack: VehicleStack, f: StackFlags & { linkUp?: b
   const fileKeyLog = parts.keyLog;
   const keyLog = session.keyLog && fileKeyLog ? (l: string) => { session.keyLog!(l); fileKeyLog(l); } : session.keyLog ?? fileKeyLog;
   const openPlc = parts.openPlcLink;
-  const { tapPlcLink } = await import('../../hal/capture/sim-taps.ts');
   return {
     session,
     parts: {
       ...parts, onMessage: session.onMessage, ...(keyLog ? { keyLog } : {}),
-      ...(openPlc && uartSink ? { openPlcLink: async () => tapPlcLink(await openPlc(), uartSink) } : {}),
+      ...(openPlc && uartSink ? { openPlcLink: async () => (await import('../../hal/capture/sim-taps.ts')).tapPlcLink(await openPlc(), uartSink) } : {}),
     },
     close: () => tap?.close(),
   };

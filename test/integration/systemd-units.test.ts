@@ -70,7 +70,7 @@ async function buildInstalledTree(dest: string): Promise<Record<string, string>>
   const links: Record<string, string> = {};
   for (const [path, entry] of Object.entries(lock.packages)) {
     // Top-level packages only (nested node_modules come with their parent's directory).
-    if (!path.startsWith('node_modules/') || path.includes('/node_modules/', 'node_modules/'.length - 1) || entry.dev) continue;
+    if (!path.startsWith('node_modules/') || path.lastIndexOf('node_modules/') > 0 || entry.dev) continue;
     const name = path.slice('node_modules/'.length);
     links[`/usr/lib/evcc/node_modules/${name}`] = join(repo, 'node_modules', name);
   }
