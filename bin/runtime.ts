@@ -36,7 +36,7 @@ export interface GlobalOptions {
  * (HAL_CONFIG_SECTIONS). Listed by name so that every command starts without loading those schemas; runtime.test.ts
  * checks that the list matches them.
  */
-export const CONFIG_SECTION_NAMES = ['slac', 'sdp', 'tls', 'ota', 'tpm', 'session', 'capture', 'dashboard', 'pilot', 'ev'] as const;
+export const CONFIG_SECTION_NAMES = ['slac', 'sdp', 'tls', 'ota', 'tpm', 'session', 'capture', 'dashboard', 'update', 'pilot', 'ev'] as const;
 
 export async function loadConfig(path: string | undefined): Promise<Record<string, unknown>> {
   if (!path) return {};

@@ -6,6 +6,7 @@ import { DATA, parseJson, ProvisioningRecord } from '../firmware/keys/layout.ts'
 import type { TpmSettings } from '../firmware/keys/settings.ts';
 import { AttestationResponder, type ReleaseClaim } from '../firmware/ota/attestation.ts';
 import type { OtaLink } from '../firmware/ota/link.ts';
+import type { SecurityEvents } from '../firmware/log/security-log.ts';
 import type { KeyReadiness } from '../firmware/vehicle/policy.ts';
 import type { FileStore } from '../hal/store/types.ts';
 import type { Tpm } from '../hal/tpm/types.ts';
@@ -18,7 +19,7 @@ import type { Tpm } from '../hal/tpm/types.ts';
  */
 export async function startVehicleAttestation(o: {
   link: OtaLink; vehicleId: string; data: FileStore; readiness: KeyReadiness; bootVersion: () => Promise<number>; tpm?: Tpm;
-  openTpm: () => Promise<Tpm & { close(): Promise<void> }>; tpmSettings: TpmSettings; log: Logger; eventLogPath?: string;
+  openTpm: () => Promise<Tpm & { close(): Promise<void> }>; tpmSettings: TpmSettings; log: Logger; eventLogPath?: string; events?: SecurityEvents;
 }): Promise<(() => Promise<void>) | undefined> {
   const raw = await o.data.read(DATA.record);
   const record = raw ? parseJson(ProvisioningRecord, raw, 'TPM provisioning record', 'KEYS_NOT_PROVISIONED') : undefined;
@@ -36,7 +37,7 @@ export async function startVehicleAttestation(o: {
     return { version, mode: 'degraded', ...(o.readiness.ready ? {} : { reason: o.readiness.code.slice(0, 64) }) };
   };
   const responder = new AttestationResponder({
-    client: o.link.client, vehicleId: o.vehicleId, log: o.log,
+    client: o.link.client, vehicleId: o.vehicleId, log: o.log, ...(o.events ? { events: o.events } : {}),
     ports: {
       quote: (nonce, pcrs) => quote({ tpm, data: o.data }, record, nonce, pcrs),
       eventLog: () => readFile(o.eventLogPath ?? DEFAULT_EVENT_LOG, 'utf8').catch(() => ''),

@@ -97,6 +97,7 @@ export const ERROR_CODES = {
   RAUC_BUSY: 'the RAUC service already runs an operation (one install at a time)',
   RAUC_INSTALL_FAILED: 'RAUC finished an install with an error (its LastError attached)',
   RAUC_MARK_FAILED: 'RAUC refused to mark a slot good, bad or active',
+  SYSTEM_REBOOT_FAILED: 'the reboot command (update.rebootCommand) could not be run or exited non-zero',
   OTA_UPDATE_FELL_BACK: 'the updated slot did not boot: the boot loader fell back to the previous slot (job failed, counter unchanged)',
   OTA_JOB_MALFORMED: 'the update job is not a signed job document of the expected shape (or exceeds its size cap)',
   OTA_JOB_UNTRUSTED_SIGNER: 'the update job names a signing key other than the OEM job key installed at production',

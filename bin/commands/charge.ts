@@ -56,6 +56,7 @@ import { NodeUdp6 } from '../../hal/net/udp6.ts';
 import type { PlcLink } from '../../hal/plc/types.ts';
 import { PilotSettings } from '../../hal/pilot/settings.ts';
 import type { PilotBoard } from '../../hal/pilot/types.ts';
+import type { Tpm } from '../../hal/tpm/types.ts';
 import type { MessageRecord } from '../../firmware/session/driver.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
 import { createRuntime, type GlobalOptions, type Runtime } from '../runtime.ts';
@@ -120,7 +121,7 @@ export function addStackOptions(c: Command): Command {
     .option('--keylog <file>', 'append SSLKEYLOGFILE lines (bench builds only: lets Wireshark decrypt the session)');
 }
 
-interface OtaPart {
+export interface OtaPart {
   link: OtaLink;
   fetcher?: OemRootFetcher;
   settings: OtaSettings;
@@ -142,6 +143,8 @@ export interface VehicleStack {
   /** The OEM backend's answer-verification key (TPM-tagged, or the bench file), when one verified. */
   backendTrust?: BackendTrust;
   keys?: KeyService;
+  /** The TPM driver the key service uses (health check and commit of an OTA update), when one opened. */
+  tpm?: Tpm;
   /** The key service's answer at start (a refusal is an answer: degraded mode). */
   keyReadiness: KeyReadiness;
   settings: VehicleSettings;
@@ -295,15 +298,20 @@ export async function openVehicleStack(globals: GlobalOptions, f: StackFlags, o:
       const tpmSettings = parseSettings(TpmSettings, { ...((rt.rawConfig.tpm as object | undefined) ?? {}), ...(f.tcti ? { tcti: f.tcti } : {}) }, 'tpm');
       const { startVehicleAttestation } = await import('../vehicle-attestation.ts');
       const stop = await startVehicleAttestation({
-        link: ota.link, vehicleId: ota.vehicleId, data: files, readiness: r, ...(trust.tpm ? { tpm: trust.tpm } : {}), tpmSettings, log: rt.log('OTA'),
+        link: ota.link, vehicleId: ota.vehicleId, data: files, readiness: r, ...(trust.tpm ? { tpm: trust.tpm } : {}), tpmSettings, log: rt.log('OTA'), events: securityLog,
         bootVersion: async () => (await (await import('../../boot/measured-boot.ts')).bootState(await FsStore.open(rt.settings.runDir))).version,
         openTpm: async () => (await import('../../hal/tpm/tpm2-tools.ts')).Tpm2Tools.open({ tcti: tpmSettings.tcti, runDir: rt.settings.runDir, log: rt.log('TPM') }),
       });
       if (stop) closers.push(stop);
     }
+    if (ota) {
+      // Gated on the link only: a degraded vehicle's unsigned checkpoints must reach the backend too.
+      const { startVehicleSecurityLogUploads } = await import('../vehicle-security-log.ts');
+      closers.push(startVehicleSecurityLogUploads({ link: ota.link, vehicleId: ota.vehicleId, securityLog, clock: rt.clock, log: rt.log('OTA') }));
+    }
     return {
       rt, iface, files, settings, config, keyReadiness: r, trustSource: trust.source, keyLogAllowed, securityLog, history,
-      ...(trust.store ? { store: trust.store } : {}), ...(trust.backendTrust ? { backendTrust: trust.backendTrust } : {}), ...(ota ? { ota } : {}), ...(trust.keys ? { keys: trust.keys } : {}),
+      ...(trust.store ? { store: trust.store } : {}), ...(trust.backendTrust ? { backendTrust: trust.backendTrust } : {}), ...(ota ? { ota } : {}), ...(trust.keys ? { keys: trust.keys } : {}), ...(trust.tpm ? { tpm: trust.tpm } : {}),
       async close() {
         for (const c of closers.reverse()) await c().catch(() => undefined);
         await rt.close();

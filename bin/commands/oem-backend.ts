@@ -10,6 +10,7 @@ import { OemBackend } from '../../deploy/oem-backend/service.ts';
 import { registerAttestationCommands, startAttestationService } from './oem-backend-attestation.ts';
 import { BundleServer } from '../../deploy/oem-backend/bundle-server.ts';
 import { JobService, releaseFromFiles } from '../../deploy/oem-backend/jobs.ts';
+import { SecurityLogCollector, SecurityLogService } from '../../deploy/oem-backend/security-log.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
 import { KeyObjectSigner } from '../../deploy/oem-backend/signer.ts';
 import { EvccError } from '../../core/errors.ts';
@@ -80,6 +81,7 @@ interface ServeOptions {
   rateBurst: number;
   attestationDir?: string;
   attestationPeriod: number;
+  securityLogDir?: string;
   jobsDir?: string;
   jobSigningKey?: string;
   bundleDir?: string;
@@ -126,6 +128,7 @@ export function registerOemBackend(program: Command, globals: () => GlobalOption
     .addOption(new Option('--rate-burst <n>', 'per-vehicle burst').argParser(Number).default(20))
     .option('--attestation-dir <dir>', 'also verify the vehicles\' attestation quotes with this registry (evcc oem-backend attestation)')
     .addOption(new Option('--attestation-period <s>', 're-attest every registered vehicle this often (seconds; 0 = only after each hello)').argParser(Number).default(3600))
+    .option('--security-log-dir <dir>', 'also take the vehicles\' security-log uploads (log/req), verified with their registered log keys (`security-log register`)')
     .option('--jobs-dir <dir>', 'update campaigns: job store (answers jobs/<id>/get|update; campaigns made with `campaign create`)')
     .option('--job-signing-key <file>', 'job-signing key (PKCS#8 PEM, EC P-256; default: --signing-key, jobs have their own signing context)')
     .option('--bundle-dir <dir>', 'serve the *.raucb files of this directory over HTTPS at /bundles/<name> (Range support)')
@@ -165,6 +168,7 @@ export function registerOemBackend(program: Command, globals: () => GlobalOption
           connector: new MqttJsConnector(), url: o.broker, protocolVersion: o.mqttVersion === '4' ? 4 : 5, ...(tls ? { tls } : {}),
           ...(o.clientId ? { clientId: o.clientId } : {}), shareGroup: o.share ? o.shareGroup : false, pool, signer, clock: rt.clock, log, ...(fleet ? { fleet } : {}),
           rateLimit: { perSecond: o.rateLimit, burst: o.rateBurst }, ...(jobs ? { jobs } : {}),
+          ...(o.securityLogDir ? { securityLogs: new SecurityLogService(new SecurityLogCollector({ store: await FsStore.open(o.securityLogDir), log }), log) } : {}),
         });
         const onHup = () => void pool.reload().catch((err: unknown) => log.error({ error: String(err) }, 'pool reload failed'));
         process.on('SIGHUP', onHup);
@@ -188,6 +192,36 @@ export function registerOemBackend(program: Command, globals: () => GlobalOption
   registerCampaign(cmd, globals);
 
   registerAttestationCommands(cmd);
+
+  const securityLog = cmd.command('security-log').description('the vehicles\' security logs as uploaded (deploy/oem-backend/security-log.ts)');
+  securityLog.command('register')
+    .description('register a vehicle\'s security-log key (its provisioning export\'s security-log.pub.pem): uploads are verified with it')
+    .argument('<vehicle-id>')
+    .requiredOption('--key <pem>', 'security-log.pub.pem of the vehicle')
+    .requiredOption('--dir <dir>', 'the backend\'s security-log directory (serve --security-log-dir)')
+    .action(async (vehicleId: string, o: { key: string; dir: string }) => {
+      const rt = await createRuntime(globals());
+      try {
+        const collector = new SecurityLogCollector({ store: await FsStore.open(o.dir), log: rt.log('OEM') });
+        process.stdout.write(`${JSON.stringify({ vehicleId, ...(await collector.registerVehicle(vehicleId, await readText(o.key))) })}\n`);
+      } finally {
+        await rt.close();
+      }
+    });
+  securityLog.command('show')
+    .description('what the backend holds of a vehicle\'s security log: entry count, head seq/hash, signed through, unsigned checkpoints')
+    .argument('<vehicle-id>')
+    .requiredOption('--dir <dir>', 'the backend\'s security-log directory (serve --security-log-dir)')
+    .action(async (vehicleId: string, o: { dir: string }) => {
+      const rt = await createRuntime(globals());
+      try {
+        const head = await new SecurityLogCollector({ store: await FsStore.open(o.dir), log: rt.log('OEM') }).head(vehicleId);
+        // Stored from the genesis entry on, so the head's seq counts the entries.
+        process.stdout.write(`${JSON.stringify({ vehicleId, entries: head ? head.seq + 1 : 0, ...(head ? { head: { seq: head.seq, hash: head.hash }, signedThrough: head.signedThrough, unsignedCheckpoints: head.unsignedCheckpoints, updatedAt: head.updatedAt } : {}) })}\n`);
+      } finally {
+        await rt.close();
+      }
+    });
 
   cmd
     .command('keygen')

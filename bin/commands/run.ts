@@ -28,6 +28,7 @@ import { SystemdNotifier, takeNotifyEnvironment } from '../../hal/systemd/notify
 import { MainLoopWatchdog } from '../../hal/systemd/watchdog.ts';
 import { dashboardSettings } from '../../firmware/dashboard/settings.ts';
 import type { ServiceDashboard } from '../dashboard.ts';
+import type { VehicleUpdates } from '../vehicle-update.ts';
 import type { GlobalOptions } from '../runtime.ts';
 import { addStackOptions, logSessionEnd, openEvPort, openVehicleStack, runRealSession, type StackFlags } from './charge.ts';
 
@@ -90,6 +91,9 @@ export function registerRun(program: Command, globals: () => GlobalOptions): voi
       let lost: EvccError | undefined;
       const ev = openEvPort(stack);
       let dash: ServiceDashboard | undefined;
+      let updates: VehicleUpdates | undefined;
+      /** A session charges from here until the returned function runs: an update's reboot waits for its end. */
+      const charging = (): (() => void) => updates?.gate.sessionStarted() ?? (() => undefined);
       try {
         watchdog.start();
         if (watchdog.intervalMs !== undefined) rt.log('SYSTEMD').info({ watchdogMs: manager.watchdogMs, pingMs: watchdog.intervalMs }, `watchdog: pinging every ${watchdog.intervalMs} ms`);
@@ -128,11 +132,16 @@ export function registerRun(program: Command, globals: () => GlobalOptions): voi
           }, {
             settings: dashSettings, trigger: pilotSettings.trigger,
             runSession: async (signal, onMessage) => {
-              const report = await runRealSession(stack, opts, {
-                signal: AbortSignal.any([signal, shutdown.signal]), ev, onMessage, waitForPlugIn: async () => pilotLog.info('trigger: now (dashboard, no pilot board)'),
-              });
-              logSessionEnd(log, report);
-              return report;
+              const ended = charging();
+              try {
+                const report = await runRealSession(stack, opts, {
+                  signal: AbortSignal.any([signal, shutdown.signal]), ev, onMessage, waitForPlugIn: async () => pilotLog.info('trigger: now (dashboard, no pilot board)'),
+                });
+                logSessionEnd(log, report);
+                return report;
+              } finally {
+                ended();
+              }
             },
             // The battery model takes a driver's stop request (SessionStop in order); a port without one is aborted.
             requestStop: () => ('requestStop' in ev && typeof ev.requestStop === 'function' ? (ev.requestStop(), true) : false),
@@ -141,6 +150,12 @@ export function registerRun(program: Command, globals: () => GlobalOptions): voi
         }
         log.info({ trigger: pilotSettings.trigger, mode: stack.keyReadiness.ready ? 'pnc' : 'eim-only', iface: stack.iface }, `service running: ${pilotSettings.trigger === 'pilot' ? `waiting for plug-in on ${pilotSettings.serialPath}` : 'one session now'}`);
         manager.ready(pilotSettings.trigger === 'pilot' ? `waiting for plug-in, ${mode}` : `one session now, ${mode}`);
+        // OTA updates (config update.enabled): loaded after READY; their first pass finishes an update the last boot
+        // began (health check, Mark good, counter) before it takes a new job.
+        if (stack.config.update.enabled) {
+          const { startVehicleUpdates } = await import('../vehicle-update.ts');
+          updates = await startVehicleUpdates(stack, stack.config.update);
+        }
         const blockMs = Number(process.env[BLOCK_MAIN_LOOP_ENV] ?? 0);
         if (blockMs > 0) {
           // Once READY has reached the manager (a blocked loop would hold it in the queue).
@@ -159,9 +174,10 @@ export function registerRun(program: Command, globals: () => GlobalOptions): voi
               dash.startNow(); // under the dashboard's control: Stop ends it, Start runs the next
               break;
             }
+            const ended = charging();
             const report = await runRealSession(stack, opts, {
               signal: shutdown.signal, ev, waitForPlugIn: async () => pilotLog.info('trigger: now (no pilot board)'),
-            });
+            }).finally(ended);
             logSessionEnd(log, report);
             continue;
           }
@@ -180,9 +196,14 @@ export function registerRun(program: Command, globals: () => GlobalOptions): voi
             if (r.state === 'A') session.abort(new EvccError('ABORTED', 'unplugged (state A)'));
           });
           const shown = dash?.observe(() => session.abort(new EvccError('ABORTED', 'stopped from the dashboard')));
+          // Plugged in counts as charging until unplug (below): no update reboot while the cable is in.
+          const ended = charging();
           const report = await runRealSession(stack, opts, {
             signal: session.signal, ev, pilot: b, ...(dash ? { onMessage: dash.onMessage } : {}),
             waitForPlugIn: async () => pilotLog.info({ state: plugged.state, duty: plugged.dutyPercent, session: n }, `state ${plugged.state}, ${plugged.dutyPercent} % duty: high-level communication requested (session ${n})`),
+          }).catch((err: unknown) => {
+            ended();
+            throw err;
           });
           offUnplug();
           shown?.(report);
@@ -196,6 +217,7 @@ export function registerRun(program: Command, globals: () => GlobalOptions): voi
           // The session ended (SessionStop, or a typed failure): the next one needs a new plug-in.
           manager.status(`session ${n} ended (${report.ok ? 'ok' : report.endReason.code}): waiting for unplug`);
           await waitForPilot(b, (r) => r.state === 'A', shutdown.signal).catch(() => undefined);
+          ended();
           if (!shutdown.signal.aborted) {
             pilotLog.info({ session: n }, `unplugged (state A): session ${n} ended`);
             manager.status(`waiting for plug-in, ${mode} (${n} session(s) so far)`);
@@ -215,6 +237,7 @@ export function registerRun(program: Command, globals: () => GlobalOptions): voi
         process.off('SIGTERM', onTerm);
         process.off('SIGINT', onInt);
         scheduler?.stop();
+        await updates?.close().catch(() => undefined);
         await dash?.close().catch(() => undefined);
         await board?.close().catch(() => undefined);
         await ev.close().catch(() => undefined);

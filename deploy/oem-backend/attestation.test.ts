@@ -1,5 +1,5 @@
 import { generateKeyPairSync, sign as cryptoSign } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -11,12 +11,12 @@ import { attestationTopics, parseQuoteAttest, pcrDigestOf, TPM_GENERATED_VALUE, 
 import { VirtualClock } from '../../hal/clock/virtual.ts';
 import { MemoryBroker } from '../../hal/mqtt/memory.ts';
 import { until } from '../../test/support/until.ts';
-import { AttestationRegistry, AttestationService, judgeEvidence, verifyQuote, type RegisteredVehicle, type VehicleAttestation } from './attestation.ts';
+import { ATTEST_CLAIM_KEEP_PERIODS, AttestationRegistry, AttestationService, judgeEvidence, verifyQuote, type RegisteredVehicle, type VehicleAttestation } from './attestation.ts';
 
 /**
  * The verifier's pure parts with hand-built evidence (the TPM-produced quotes are in test/integration/ota-attest.test.ts):
- * the verdict rules, every refusal of verifyQuote, the TPMS_ATTEST parser's bounds, and the periodic challenge with
- * its expiry in virtual time.
+ * the verdict rules, every refusal of verifyQuote, the TPMS_ATTEST parser's bounds, the periodic challenge with
+ * its expiry in virtual time, and two instances on one registry directory (the real broker in ota-attest-instances).
  */
 const D = (b: number) => new Uint8Array(32).fill(b);
 const line = (digest: Uint8Array, before = new Uint8Array(32)) => `pcr=14 bank=sha256 event=rootfs digest=${toHex(digest)} before=${toHex(before)} size=65536(ext4) read=ok source=/dev/mmcblk0p2`;
@@ -93,6 +93,17 @@ describe('verifyQuote and parseQuoteAttest', () => {
   });
 });
 
+/** A restricted P-256 signing key as the TPM's attestation key: its TPM2B_PUBLIC (to register) and the private half (to sign quotes). */
+function attestationKey() {
+  const pair = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const { x, y } = eccPoint(pair.publicKey.export({ type: 'spki', format: 'pem' }).toString());
+  const area = marshalEccPublic({ nameAlg: 0x000b, attributes: TPMA.fixedTPM | TPMA.fixedParent | TPMA.sensitiveDataOrigin | TPMA.userWithAuth | TPMA.restricted | TPMA.sign,
+    authPolicy: new Uint8Array(0), symmetric: { alg: 0x0010 }, scheme: { alg: 0x0018, hash: 0x000b }, curve: 0x0003, x, y });
+  return { tpm2b: new Uint8Array(Buffer.concat([Buffer.from([area.length >> 8, area.length & 0xff]), Buffer.from(area)])), privateKey: pair.privateKey };
+}
+
+const settle = async () => { for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r)); };
+
 describe('AttestationService (memory broker, virtual time)', () => {
   let dir: string | undefined;
   afterEach(async () => {
@@ -101,14 +112,10 @@ describe('AttestationService (memory broker, virtual time)', () => {
   it('challenges every registered vehicle periodically; an unanswered challenge makes it not answering', async () => {
     dir = await mkdtemp(join(tmpdir(), 'evcc-attest-unit-'));
     const registry = await AttestationRegistry.open(dir);
-    const { x, y } = eccPoint(generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }).toString());
-    const area = marshalEccPublic({ nameAlg: 0x000b, attributes: TPMA.fixedTPM | TPMA.fixedParent | TPMA.sensitiveDataOrigin | TPMA.userWithAuth | TPMA.restricted | TPMA.sign,
-      authPolicy: new Uint8Array(0), symmetric: { alg: 0x0010 }, scheme: { alg: 0x0018, hash: 0x000b }, curve: 0x0003, x, y });
-    const tpm2b = new Uint8Array(Buffer.concat([Buffer.from([area.length >> 8, area.length & 0xff]), Buffer.from(area)]));
-    await registry.registerVehicle('ev-periodic', tpm2b);
+    await registry.registerVehicle('ev-periodic', attestationKey().tpm2b);
     const broker = new MemoryBroker();
     const clock = new VirtualClock(0);
-    const service = new AttestationService({ connector: broker, url: 'mqtt://memory', protocolVersion: 5, registry, clock, log: silentLogger(), periodMs: 60_000, challengeTtlMs: 5_000, shareGroup: false });
+    const service = new AttestationService({ connector: broker, url: 'mqtt://memory', protocolVersion: 5, registry, clock, wallNow: () => clock.now(), log: silentLogger(), periodMs: 60_000, challengeTtlMs: 5_000, shareGroup: false });
     const records: VehicleAttestation[] = [];
     service.onRecord = (s) => records.push(s);
     await service.start();
@@ -116,7 +123,6 @@ describe('AttestationService (memory broker, virtual time)', () => {
     const challenges: string[] = [];
     vehicle.onMessage((m) => challenges.push(Buffer.from(m.payload).toString('utf8')));
     await vehicle.subscribe([attestationTopics('ev-periodic').challenge], 1);
-    const settle = async () => { for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r)); };
     clock.advance(59_000);
     await settle();
     expect(challenges).toHaveLength(0);
@@ -137,5 +143,144 @@ describe('AttestationService (memory broker, virtual time)', () => {
     expect(new Set(challenges.slice(1).map((c) => JSON.parse(c).challengeId)).size).toBe(1);
     await service.stop();
     await vehicle.close();
+  });
+});
+
+describe('two AttestationService instances on one registry directory (memory broker, virtual time)', () => {
+  const PERIOD = 60_000;
+  let dir: string | undefined;
+  const services: AttestationService[] = [];
+  afterEach(async () => {
+    for (const sv of services.splice(0)) await sv.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  /** Instances as separate processes would be: each its own registry object on the shared directory, one share group. */
+  async function rig(vehicles: string[], startMs = 0) {
+    dir = await mkdtemp(join(tmpdir(), 'evcc-attest-claims-'));
+    const keys = new Map<string, ReturnType<typeof attestationKey>>();
+    const setup = await AttestationRegistry.open(dir);
+    for (const v of vehicles) {
+      keys.set(v, attestationKey());
+      await setup.registerVehicle(v, keys.get(v)!.tpm2b);
+    }
+    const broker = new MemoryBroker();
+    const clock = new VirtualClock(startMs);
+    const make = async (clientId: string) => {
+      const sv = new AttestationService({ connector: broker, url: 'mqtt://memory', protocolVersion: 5, clientId, registry: await AttestationRegistry.open(dir!), clock, wallNow: () => clock.now(), log: silentLogger(), periodMs: PERIOD, challengeTtlMs: 5_000 });
+      services.push(sv);
+      return sv;
+    };
+    const a = await make('attest-a');
+    const b = await make('attest-b');
+    await Promise.all([a.start(), b.start()]);
+    const spy = broker.connect({ url: 'mqtt://memory', clientId: 'spy', protocolVersion: 5 });
+    const challenges: { vehicleId: string; challengeId: string; nonce: string }[] = [];
+    spy.onMessage((m) => challenges.push({ vehicleId: m.topic.split('/')[2]!, ...JSON.parse(Buffer.from(m.payload).toString('utf8')) }));
+    await spy.subscribe(['evcc/v1/+/attest/challenge'], 1);
+    return { setup, broker, clock, a, b, spy, challenges, keys };
+  }
+
+  it('claims are exclusive: of many concurrent claims on one vehicle and period, across registry objects, exactly one wins', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'evcc-attest-claims-'));
+    const [r1, r2] = [await AttestationRegistry.open(dir), await AttestationRegistry.open(dir)];
+    const won = await Promise.all(Array.from({ length: 10 }, (_, i) => (i % 2 ? r1 : r2).claimPeriod('ev-x', 120_000, `i${i}`)));
+    expect(won.filter(Boolean)).toHaveLength(1);
+    expect(await r1.claimPeriod('ev-x', 180_000, 'next')).toBe(true); // another period is another claim
+    await expect(r1.claimPeriod('../x', 120_000, 'bad')).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
+  });
+
+  it('each period, each vehicle gets one periodic challenge in all (not one per instance), and both instances take part', async () => {
+    const { clock, a, b, challenges } = await rig(['ev-1', 'ev-2', 'ev-3']);
+    for (let p = 1; p <= 3; p++) {
+      clock.advance(PERIOD);
+      await until(() => challenges.length === 3 * p, 5_000, `challenges of period ${p}`);
+      await settle();
+      expect(challenges.length, `period ${p}`).toBe(3 * p);
+      expect(new Set(challenges.slice(-3).map((c) => c.vehicleId))).toEqual(new Set(['ev-1', 'ev-2', 'ev-3']));
+    }
+    expect(a.stats.challenges + b.stats.challenges).toBe(9);
+    // both ticked every period: per vehicle and period one claim file, won by one of the two
+    const periods = (await readdir(join(dir!, 'claims'))).sort();
+    expect(periods).toEqual(['120000', '180000', '60000']);
+    for (const p of periods) expect((await readdir(join(dir!, 'claims', p))).sort()).toEqual(['ev-1', 'ev-2', 'ev-3']);
+  });
+
+  it('a claim left by another (gone) instance is honoured; claims older than the kept periods are pruned', async () => {
+    const start = 10 * PERIOD;
+    const { setup, clock, challenges } = await rig(['ev-1', 'ev-2'], start);
+    await setup.claimPeriod('ev-1', 0, 'long-gone'); // stale
+    await setup.claimPeriod('ev-1', start - PERIOD, 'recent'); // within the kept periods
+    await setup.claimPeriod('ev-1', start + PERIOD, 'gone-instance'); // the coming period's, taken by an instance that died since
+    clock.advance(PERIOD);
+    await until(() => challenges.length === 1, 5_000, 'the one unclaimed vehicle challenged');
+    await settle();
+    expect(challenges.map((c) => c.vehicleId)).toEqual(['ev-2']);
+    const kept = (await readdir(join(dir!, 'claims'))).map(Number).sort((x, y) => x - y);
+    expect(kept).toEqual([start - PERIOD, start + PERIOD]);
+    // after enough periods the recent one goes too, the newest ones stay
+    clock.advance(ATTEST_CLAIM_KEEP_PERIODS * PERIOD);
+    await until(() => challenges.length === 1 + 2 * ATTEST_CLAIM_KEEP_PERIODS, 5_000, 'later periods');
+    await settle();
+    const later = (await readdir(join(dir!, 'claims'))).map(Number).sort((x, y) => x - y);
+    expect(later[0]).toBeGreaterThanOrEqual(start + PERIOD);
+    expect(later).not.toContain(start - PERIOD);
+  });
+
+  it('a challenge one instance sent is verified by the other; one instance stopped, the other keeps attesting', async () => {
+    const { clock, a, b, spy, challenges, keys, setup } = await rig(['ev-1']);
+    const answer = async (c: { challengeId: string; nonce: string }) => {
+      const rootfs = D(7);
+      const pcr14 = pcrAfterExtend(rootfs);
+      const att = attest(Buffer.from(c.nonce, 'hex'), pcrDigestOf([pcr14]));
+      const q = {
+        v: 1, type: 'attest.quote', challengeId: c.challengeId, nonce: c.nonce, attest: att.toString('base64'),
+        signature: cryptoSign('sha256', att, keys.get('ev-1')!.privateKey).toString('base64'), pcrs: [{ index: 14, value: toHex(pcr14) }],
+        eventLog: log(line(rootfs)), release: { version: 7, mode: 'degraded' },
+      };
+      await spy.publish(attestationTopics('ev-1').quote, JSON.stringify(q), { qos: 1 });
+    };
+    const recordsOf = (sv: AttestationService) => {
+      const out: VehicleAttestation[] = [];
+      sv.onRecord = (s) => out.push(structuredClone(s));
+      return out;
+    };
+    const [ra, rb] = [recordsOf(a), recordsOf(b)];
+    const id = await a.challenge('ev-1');
+    await until(() => challenges.length === 1, 5_000, 'challenge by a');
+    await a.stop(); // only b is left in the share group: the quote can only reach b
+    await answer(challenges[0]!);
+    await until(() => rb.length === 1, 5_000, 'b verifies a\'s challenge');
+    expect(challenges[0]!.challengeId).toBe(id);
+    expect(ra).toEqual([]);
+    // verified (signature, nonce, PCR digest) and judged: an unsigned release, not a refusal
+    expect(rb[0]).toMatchObject({ state: 'unknown-release', reason: { code: 'ATTEST_RELEASE_UNKNOWN' }, version: 7 });
+    expect(rb[0]!.lastRefusal).toBeUndefined();
+    expect((await setup.state('ev-1'))?.challenge).toBeUndefined();
+
+    // b alone: every period's challenge is now b's, and answered
+    for (let p = 1; p <= 2; p++) {
+      clock.advance(PERIOD);
+      await until(() => challenges.length === 1 + p, 5_000, `b's periodic challenge ${p}`);
+      await answer(challenges.at(-1)!);
+      await until(() => rb.length === 1 + p, 5_000, `verdict ${p}`);
+      expect(rb.at(-1)).toMatchObject({ state: 'unknown-release' });
+    }
+    expect(b.stats).toMatchObject({ challenges: 2, verdicts: 3, refused: 0 });
+  });
+
+  it('a challenge whose sender stopped before it expired is recorded not answering by the next instance that challenges', async () => {
+    const { clock, a, b, challenges, setup } = await rig(['ev-1']);
+    const rb: VehicleAttestation[] = [];
+    b.onRecord = (s) => rb.push(structuredClone(s));
+    await a.challenge('ev-1');
+    await a.stop(); // its expiry timer goes with it
+    clock.advance(PERIOD); // past the expiry; b's periodic challenge replaces the dead one
+    await until(() => challenges.length === 2, 5_000, 'b\'s periodic challenge');
+    await until(() => rb.length === 1, 5_000, 'not answering');
+    expect(rb[0]).toMatchObject({ state: 'not-answering', reason: { code: 'ATTEST_NOT_ANSWERING' } });
+    const s = await setup.state('ev-1');
+    expect(s?.challenge?.id).toBe(challenges[1]!.challengeId);
+    expect(s?.history.map((h) => h.state)).toEqual(['not-answering']);
   });
 });

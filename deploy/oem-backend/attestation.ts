@@ -1,9 +1,11 @@
 import { randomBytes, verify as cryptoVerify } from 'node:crypto';
+import { mkdir, open as openFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { z } from 'zod';
 import { EvccError, isEvccError } from '../../core/errors.ts';
 import type { TimerId } from '../../hal/clock/types.ts';
 import { sharedFilter, type MqttClient, type MqttMessage } from '../../hal/mqtt/types.ts';
-import type { OemBackendOptions } from './service.ts';
+import { BACKEND_KEEPALIVE_SECONDS, type OemBackendOptions } from './service.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
 import { parseEventLog, replayEventLog } from '../../firmware/keys/event-log.ts';
 import { eccPublicPem, objectName, parseEccPublic } from '../../firmware/keys/duplicate.ts';
@@ -14,7 +16,7 @@ import {
   ATTEST_MAX_QUOTE_BYTES, ATTEST_NONCE_BYTES, ATTESTATION_FILTERS, AttestationHello, AttestationQuote, attestationTopics, decodeAttestation,
   parseQuoteAttest, pcrDigestOf, type ReleaseClaim,
 } from '../../firmware/ota/attestation.ts';
-import { BACKEND_SHARE_GROUP, VEHICLE_ID_PATTERN } from '../../firmware/ota/constants.ts';
+import { BACKEND_RECONNECT_PERIOD_MS, BACKEND_SHARE_GROUP, VEHICLE_ID_PATTERN } from '../../firmware/ota/constants.ts';
 
 /**
  * The OEM backend's attestation verifier (issue #10 "Remote attestation"). For every registered vehicle it keeps a
@@ -22,6 +24,7 @@ import { BACKEND_SHARE_GROUP, VEHICLE_ID_PATTERN } from '../../firmware/ota/cons
  *   vehicles/<id>.json   the attestation key registered at production (TPM2B_PUBLIC from the provisioning export)
  *   releases/v<N>.json   the state policies the OEM signed (each re-verified with the OEM policy key when added)
  *   state/<id>.json      the vehicle's attestation state, its open challenge and a short history
+ *   claims/<ms>/<id>     which instance sends the vehicle's periodic challenge of the period starting at <ms>
  * A challenge (fresh 128-bit nonce, PCR 14, expiry) goes out after every hello (the vehicle says hello on every
  * connect, so after every boot) and periodically; a challenge is single-use — consumed by the first answer, good or
  * bad — and one that expires unanswered makes the vehicle "not answering". The quote must verify with that vehicle's
@@ -33,7 +36,9 @@ import { BACKEND_SHARE_GROUP, VEHICLE_ID_PATTERN } from '../../firmware/ota/cons
  *   otherwise                                                                   → unknown release (never trusted)
  * A refused answer (replayed or unknown nonce, other vehicle's key, malformed) changes no state; it is logged and kept
  * as the record's last refusal. Instances sharing the directory (a shared file system) may share the vehicles'
- * messages ($share group); a real fleet keeps these records in its database (README "Attestation").
+ * messages ($share group): the open challenge lives in the shared state file, so any instance verifies the quote, and
+ * the periodic challenge of each vehicle is claimed per period by an exclusive create, so one instance sends it
+ * (README "Scaling out"); a real fleet keeps these records in its database (README "Attestation").
  */
 export type AttestationState = 'pending' | 'trusted' | 'unknown-release' | 'tampered' | 'not-answering';
 
@@ -64,10 +69,20 @@ export const VehicleAttestation = z.object({
 export type VehicleAttestation = z.infer<typeof VehicleAttestation>;
 
 const HISTORY = 20;
+/** Default lifetime of a challenge. */
+export const ATTEST_CHALLENGE_TTL_MS = 30_000;
+/** Default period of the re-attestation of every registered vehicle. */
+export const ATTEST_PERIOD_MS = 3_600_000;
+/**
+ * Periodic claims kept this many periods back: an instance whose tick runs late still finds the claim of its period
+ * (a tick more than half a period late counts for the next one), and the directory stays small.
+ */
+export const ATTEST_CLAIM_KEEP_PERIODS = 3;
 const PATHS = {
   vehicle: (id: string) => `vehicles/${id}.json`,
   release: (v: number) => `releases/v${v}.json`,
   state: (id: string) => `state/${id}.json`,
+  claims: 'claims',
   oemPolicyKey: 'oem-policy.pub.pem',
 };
 const json = (v: unknown): string => `${JSON.stringify(v, null, 2)}\n`;
@@ -157,6 +172,40 @@ export class AttestationRegistry {
   async saveState(s: VehicleAttestation): Promise<void> {
     await this.files.writeAtomic(PATHS.state(s.vehicleId), json(s), { mode: 0o644 });
   }
+
+  /**
+   * Claims the periodic challenge of `vehicleId` for the period starting at `periodStartMs`: true for exactly one
+   * caller among all instances sharing this directory. An exclusive create (O_EXCL) is atomic on a local file system
+   * and on NFSv4, so no coordinator is needed; FsStore has no such call, hence the direct open.
+   */
+  async claimPeriod(vehicleId: string, periodStartMs: number, owner: string): Promise<boolean> {
+    checkId(vehicleId);
+    const dir = join(this.files.root, PATHS.claims, String(periodStartMs));
+    try {
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      const fh = await openFile(join(dir, vehicleId), 'wx', 0o644);
+      try {
+        await fh.writeFile(`${owner} ${new Date().toISOString()}\n`); // who won, for an operator; the file's existence is the claim
+      } finally {
+        await fh.close();
+      }
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw new EvccError('IO_FAILED', `cannot claim the periodic challenge of ${vehicleId}`, { vehicleId, periodStartMs }, { cause: err });
+    }
+  }
+
+  /** Removes the claims of the periods that started before `beforeMs`; returns how many periods went. */
+  async pruneClaims(beforeMs: number): Promise<number> {
+    let n = 0;
+    for (const d of await this.files.list(PATHS.claims)) {
+      if (!/^\d{1,16}$/.test(d) || Number(d) >= beforeMs) continue;
+      await this.files.remove(`${PATHS.claims}/${d}`);
+      n++;
+    }
+    return n;
+  }
 }
 
 function newState(vehicleId: string, now: Date): VehicleAttestation {
@@ -230,14 +279,23 @@ export function verifyQuote(q: AttestationQuote, challenge: VehicleAttestation['
   return { pcr14, resetCount: info.resetCount, restartCount: info.restartCount };
 }
 
-/** Broker connection, identity and sharing as the root-CA service's (service.ts): the same instance, a second client. */
-export type AttestationServiceOptions = Pick<OemBackendOptions, 'connector' | 'url' | 'protocolVersion' | 'tls' | 'clientId' | 'shareGroup' | 'clock' | 'log'> & {
+/** Broker connection, identity, sharing and keepalive as the root-CA service's (service.ts): the same instance, a second client. */
+export type AttestationServiceOptions = Pick<OemBackendOptions, 'connector' | 'url' | 'protocolVersion' | 'tls' | 'clientId' | 'shareGroup' | 'keepaliveSeconds' | 'clock' | 'log'> & {
   registry: AttestationRegistry;
-  /** Wall clock (ms since the epoch) for expiries persisted across instances; default Date.now. */
+  /** Pause between reconnect attempts (default BACKEND_RECONNECT_PERIOD_MS). */
+  reconnectPeriodMs?: number;
+  /**
+   * Wall clock (ms since the epoch) for expiries persisted across instances and for the periods; default Date.now.
+   * `clock` arms the timers: both must run at the same rate (tests pass the virtual clock's `now`).
+   */
   wallNow?: () => number;
-  /** How long a challenge stays open (default 30 s). */
+  /** How long a challenge stays open (default ATTEST_CHALLENGE_TTL_MS). */
   challengeTtlMs?: number;
-  /** Periodic re-attestation of every registered vehicle (default 1 h; 0 = only after hellos). */
+  /**
+   * Periodic re-attestation of every registered vehicle (default ATTEST_PERIOD_MS; 0 = only after hellos). Periods
+   * are aligned to the wall clock (multiples of periodMs since the epoch) so that instances sharing the registry
+   * agree on them: give every instance the same period.
+   */
   periodMs?: number;
   /** PCRs asked for (default [14]). */
   pcrs?: number[];
@@ -253,20 +311,24 @@ export class AttestationService {
   /** Called after every recorded outcome (tests, bench). */
   onRecord?: (s: VehicleAttestation) => void;
   private readonly wallNow: () => number;
-  private readonly shareGroup: string | undefined;
+  readonly clientId: string;
+  readonly shareGroup: string | undefined;
   private chain: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly o: AttestationServiceOptions) {
     this.wallNow = o.wallNow ?? Date.now;
+    this.clientId = o.clientId ?? `oem-attestation-${randomBytes(4).toString('hex')}`;
     this.shareGroup = o.shareGroup === false ? undefined : (o.shareGroup ?? BACKEND_SHARE_GROUP);
   }
 
   start(): Promise<void> {
     if (this.ready) return this.ready;
     const o = this.o;
+    // Clean session always: a shared member's persistent session would keep receiving its share after it died (README
+    // "Scaling out"), and without sharing nothing is lost either — a vehicle says hello again on its next connect.
     const client = o.connector.connect({
-      url: o.url, clientId: o.clientId ?? `oem-attestation-${randomBytes(4).toString('hex')}`, protocolVersion: o.protocolVersion,
-      ...(o.tls ? { tls: o.tls } : {}), reconnectPeriodMs: 1_000, keepaliveSeconds: 30, cleanSession: true,
+      url: o.url, clientId: this.clientId, protocolVersion: o.protocolVersion, ...(o.tls ? { tls: o.tls } : {}),
+      reconnectPeriodMs: o.reconnectPeriodMs ?? BACKEND_RECONNECT_PERIOD_MS, keepaliveSeconds: o.keepaliveSeconds ?? BACKEND_KEEPALIVE_SECONDS, cleanSession: true,
     });
     this.client = client;
     this.detach.push(client.onMessage((m) => this.serial(() => this.onMessage(m))));
@@ -281,17 +343,45 @@ export class AttestationService {
         }, (e: unknown) => o.log.error({ error: String(e) }, 'attestation subscribe failed'));
       }));
     });
-    const period = o.periodMs ?? 3_600_000;
+    const period = o.periodMs ?? ATTEST_PERIOD_MS;
     if (period > 0) {
-      const tick = () => {
-        this.periodic = o.clock.setTimer(tick, period);
-        void this.serial(async () => {
-          for (const id of await o.registry.vehicles()) await this.challenge(id);
-        });
+      // Ticks at the wall clock's period boundaries, the same on every instance, so all of them claim the same period.
+      const arm = (index: number) => {
+        this.periodic = o.clock.setTimer(() => {
+          // Rounding absorbs a tick a little early (timer granularity) or late (a busy process): it is still the period
+          // it was armed for, and the other instances' claims for it count.
+          const at = Math.max(index, Math.round(this.wallNow() / period));
+          arm(at + 1);
+          void this.serial(() => this.periodicChallenges(at * period, period));
+        }, Math.max(0, index * period - this.wallNow()));
       };
-      this.periodic = o.clock.setTimer(tick, period);
+      arm(Math.floor(this.wallNow() / period) + 1);
     }
     return this.ready;
+  }
+
+  /** One period's re-attestation: every registered vehicle whose claim for the period this instance wins is challenged. */
+  private async periodicChallenges(startMs: number, period: number): Promise<void> {
+    const { registry, log } = this.o;
+    let challenged = 0;
+    let skipped = 0;
+    for (const id of await registry.vehicles()) {
+      try {
+        if (!(await registry.claimPeriod(id, startMs, this.clientId))) {
+          skipped++; // another instance has it
+          continue;
+        }
+        if (await this.challenge(id)) challenged++;
+      } catch (err) {
+        // A failed claim is not sent (the next period retries); one vehicle's failure does not stop the others'.
+        log.error({ vehicleId: id, code: isEvccError(err) ? err.code : 'INTERNAL', cp: 'ATTEST-PERIODIC-FAILED' }, `periodic attestation challenge failed: ${(err as Error).message}`);
+      }
+    }
+    const pruned = await registry.pruneClaims(startMs - ATTEST_CLAIM_KEEP_PERIODS * period).catch((err: unknown) => {
+      log.warn({ error: String(err) }, 'old periodic attestation claims not pruned');
+      return 0;
+    });
+    log.info({ period: new Date(startMs).toISOString(), challenged, skipped, pruned, cp: 'ATTEST-PERIODIC' }, `periodic re-attestation: ${challenged} challenged here, ${skipped} claimed by other instances`);
   }
 
   /** One message at a time: a vehicle's state file is read, changed and written without interleaving. */
@@ -327,7 +417,7 @@ export class AttestationService {
       return undefined;
     }
     const now = this.wallNow();
-    const ttl = this.o.challengeTtlMs ?? 30_000;
+    const ttl = this.o.challengeTtlMs ?? ATTEST_CHALLENGE_TTL_MS;
     const open = claim ? (await registry.state(vehicleId))?.challenge : undefined;
     if (open && open.expiresAtMs > now) {
       // A hello while a challenge is open (reconnects, or a flood of hellos): the same unanswered challenge again, so
@@ -340,6 +430,12 @@ export class AttestationService {
     const nonce = randomBytes(ATTEST_NONCE_BYTES).toString('hex');
     const pcrs = this.o.pcrs ?? [MEASUREMENT_PCR];
     const s = (await registry.state(vehicleId)) ?? newState(vehicleId, new Date(now));
+    if (s.challenge && now > s.challenge.expiresAtMs) {
+      // Expired unanswered and never recorded: the instance that sent it stopped before its expiry timer ran (or
+      // that timer is still queued). Recorded here, or replacing it would hide that the vehicle did not answer.
+      this.recordNotAnswering(s, s.challenge.id);
+      this.onRecord?.(structuredClone(s));
+    }
     s.challenge = { id, nonce, pcrs, issuedAt: new Date(now).toISOString(), expiresAtMs: now + ttl };
     if (claim) s.claim = claim;
     await registry.saveState(s);
@@ -357,12 +453,16 @@ export class AttestationService {
   private async expire(vehicleId: string, id: string): Promise<void> {
     const s = await this.o.registry.state(vehicleId);
     if (!s?.challenge || s.challenge.id !== id) return;
+    this.recordNotAnswering(s, id);
+    await this.o.registry.saveState(s);
+    this.onRecord?.(s);
+  }
+
+  private recordNotAnswering(s: VehicleAttestation, id: string): void {
     delete s.challenge;
     this.record(s, 'not-answering', new EvccError('ATTEST_NOT_ANSWERING', 'no valid answer to the attestation challenge before it expired'));
     this.stats.notAnswering++;
-    await this.o.registry.saveState(s);
-    this.o.log.warn({ vehicleId, challengeId: id, cp: 'ATTEST-NOT-ANSWERING' }, 'vehicle did not answer its attestation challenge');
-    this.onRecord?.(s);
+    this.o.log.warn({ vehicleId: s.vehicleId, challengeId: id, cp: 'ATTEST-NOT-ANSWERING' }, 'vehicle did not answer its attestation challenge');
   }
 
   private record(s: VehicleAttestation, state: AttestationState, reason: EvccError): void {
@@ -377,10 +477,12 @@ export class AttestationService {
     const { registry, log } = this.o;
     const s = (await registry.state(vehicleId)) ?? newState(vehicleId, new Date(this.wallNow()));
     const challenge = s.challenge;
+    let challengeId: string | undefined;
     try {
       const vehicle = await registry.vehicle(vehicleId);
       if (!vehicle) throw new EvccError('ATTEST_VEHICLE_UNKNOWN', `vehicle ${vehicleId} has no registered attestation key`);
       const q = decodeAttestation(AttestationQuote, payload, ATTEST_MAX_QUOTE_BYTES);
+      challengeId = q.challengeId;
       // Single use: whatever the outcome, an answer to the open challenge consumes it.
       if (challenge && challenge.id === q.challengeId) delete s.challenge;
       const v = verifyQuote(q, challenge, vehicle, this.wallNow());
@@ -389,7 +491,7 @@ export class AttestationService {
       Object.assign(s, { version: verdict.version, claim: q.release, pcr14: toHex(v.pcr14), resetCount: v.resetCount, restartCount: v.restartCount, attestedAt: new Date(this.wallNow()).toISOString() });
       this.stats.verdicts++;
       await registry.saveState(s);
-      log[verdict.state === 'trusted' ? 'info' : 'warn']({ vehicleId, state: verdict.state, code: verdict.reason.code, version: verdict.version, mode: q.release.mode, cp: 'ATTEST-VERDICT' },
+      log[verdict.state === 'trusted' ? 'info' : 'warn']({ vehicleId, challengeId, state: verdict.state, code: verdict.reason.code, version: verdict.version, mode: q.release.mode, cp: 'ATTEST-VERDICT' },
         `vehicle ${verdict.state}: ${verdict.reason.message}`);
     } catch (err) {
       const code = isEvccError(err) ? err.code : 'INTERNAL';
@@ -397,7 +499,7 @@ export class AttestationService {
       s.history = [...s.history, { at: s.lastRefusal.at, state: 'refused', code }].slice(-HISTORY);
       this.stats.refused++;
       if (await registry.vehicle(vehicleId).catch(() => undefined)) await registry.saveState(s);
-      log.warn({ vehicleId, code, cp: 'ATTEST-REFUSED' }, `attestation answer refused: ${(err as Error).message}`);
+      log.warn({ vehicleId, challengeId, code, cp: 'ATTEST-REFUSED' }, `attestation answer refused: ${(err as Error).message}`);
     }
     this.onRecord?.(s);
   }

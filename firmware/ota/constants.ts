@@ -66,5 +66,7 @@ export const BACKEND_FILTERS = {
 export const BACKEND_SHARE_GROUP = 'evcc-oem-backend';
 /** A share name is one topic level: no `/`, no wildcards (MQTT 5 §4.8.2), no spaces. */
 export const SHARE_GROUP_PATTERN = /^[^/+#\s]{1,64}$/;
+/** Pause between the OEM backend services' reconnect attempts to the broker (root-CA service, attestation verifier). */
+export const BACKEND_RECONNECT_PERIOD_MS = 1_000;
 
 export const VEHICLE_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;

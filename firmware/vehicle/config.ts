@@ -8,6 +8,7 @@ import { CaptureSettings } from '../capture/settings.ts';
 import { DashboardSettings } from '../dashboard/settings.ts';
 import { TpmSettings } from '../keys/settings.ts';
 import { OtaSettings } from '../ota/settings.ts';
+import { UpdateSettings } from '../ota/update/settings.ts';
 import { SdpSettings } from '../sdp/settings.ts';
 import { parseSettings, RuntimeSettings } from '../settings.ts';
 import { SlacSettings } from '../slac/settings.ts';
@@ -16,7 +17,7 @@ import { VehicleSessionSettings } from './session-settings.ts';
 
 export const FIRMWARE_CONFIG_SECTIONS = {
   slac: SlacSettings, sdp: SdpSettings, tls: TlsSettings, ota: OtaSettings, tpm: TpmSettings, session: VehicleSessionSettings, capture: CaptureSettings,
-  dashboard: DashboardSettings,
+  dashboard: DashboardSettings, update: UpdateSettings,
 } as const;
 
 type Sections = typeof FIRMWARE_CONFIG_SECTIONS;

@@ -219,6 +219,10 @@ export class RaucDbusInstaller implements SlotInstaller {
     return String(await this.property('LastError'));
   }
 
+  async compatible(): Promise<string> {
+    return String(await this.property('Compatible'));
+  }
+
   async close(): Promise<void> {
     this.bus.disconnect();
   }

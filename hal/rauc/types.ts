@@ -79,6 +79,8 @@ export interface SlotInstaller {
   operation(): Promise<string>;
   /** `LastError`: the last failed operation's message ('' if none). */
   lastError(): Promise<string>;
+  /** `Compatible`: the system's compatible string from RAUC's system.conf (what a bundle must name). */
+  compatible(): Promise<string>;
   /** Releases the bus connection. */
   close(): Promise<void>;
 }

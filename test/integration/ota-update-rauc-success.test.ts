@@ -105,7 +105,7 @@ describeWith([...RAUC_RIG_PREREQS, tool('mosquitto')])('OTA update v1 → v2 thr
     let slot = await rig.slotDeps(installer, { reboot: async (reason) => void rebootReasons.push(reason) });
     const deps = await agentDeps(rig, oem, jobs, slot, { trust: fx.trust });
     const wrapped = { ...deps, slot: { ...slot, installer: { ...installer, bootSlot: () => installer.bootSlot(), primary: () => installer.primary(), slots: () => installer.slots(),
-      operation: () => installer.operation(), lastError: () => installer.lastError(), mark: installer.mark.bind(installer), close: () => installer.close(),
+      operation: () => installer.operation(), lastError: () => installer.lastError(), compatible: () => installer.compatible(), mark: installer.mark.bind(installer), close: () => installer.close(),
       install: (p: string, o?: Parameters<typeof installer.install>[1]) => installer.install(p, { ...o, onProgress: (pr) => { raucProgress.push(pr); o?.onProgress?.(pr); } }) } } };
 
     const first = await runUpdateAgent(wrapped);

@@ -34,10 +34,18 @@ export interface UpdateAgentDeps {
   log: Logger;
   /** The security log (firmware/log/security-log.ts): one `ota.update-step` entry per step and outcome. */
   events?: SecurityEvents;
+  /**
+   * Why new jobs must wait, or undefined to take them. The runtime holds them while its boot was not approved
+   * (degraded): an unmeasured runtime does not drive the installer, and the jobs stay queued at the backend (not
+   * rejected) until a measured boot. The update a record names is still finished (afterBoot) in any state.
+   */
+  holdJobs?(): Promise<string | undefined>;
 }
 
 export type AgentOutcome =
   | { status: 'idle' }
+  /** New jobs are held (holdJobs): nothing asked of the backend. */
+  | { status: 'held'; reason: string }
   /** A job was refused before anything was installed (reported `rejected`). */
   | { status: 'rejected'; jobId: string; code: string; reason: string }
   /** Installed, reboot requested: the next pass after the reboot continues. */
@@ -75,6 +83,11 @@ export async function runUpdateAgent(d: UpdateAgentDeps): Promise<AgentOutcome> 
   }
 
   // 2. The next job.
+  const held = await d.holdJobs?.();
+  if (held) {
+    log.warn({ cp: 'OTA-AGENT-JOBS-HELD', reason: held }, `update jobs held: ${held}`);
+    return { status: 'held', reason: held };
+  }
   const next = await d.jobs.next();
   if (!next) {
     log.debug({ cp: 'OTA-AGENT-IDLE' }, 'no pending update job');

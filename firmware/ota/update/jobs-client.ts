@@ -107,6 +107,7 @@ export class MqttJobsClient implements JobsClient {
   private readonly topics;
   private notify: JobsNotify | undefined;
   private notifyWaiters: (() => void)[] = [];
+  private readonly pendingListeners = new Set<(jobs: JobsNotify['jobs']) => void>();
   private readonly waiters = new Set<Waiter>();
   private subscribed: Promise<void> | undefined;
   private readonly random: (n: number) => Uint8Array;
@@ -149,6 +150,7 @@ export class MqttJobsClient implements JobsClient {
       }
       this.notify = n;
       for (const w of this.notifyWaiters.splice(0)) w();
+      if (n.jobs.length) for (const l of this.pendingListeners) l(n.jobs);
       return;
     }
     for (const w of this.waiters) if (w.topics.includes(m.topic) && w.accept(m)) this.waiters.delete(w);
@@ -204,6 +206,12 @@ export class MqttJobsClient implements JobsClient {
       };
       this.notifyWaiters.push(done);
     });
+  }
+
+  /** Called with the pending jobs whenever the backend's notify names one (the update service's trigger). */
+  onPending(listener: (jobs: JobsNotify['jobs']) => void): () => void {
+    this.pendingListeners.add(listener);
+    return () => this.pendingListeners.delete(listener);
   }
 
   /** The pending jobs the backend announced last (undefined before the first notify). */
@@ -272,5 +280,6 @@ export class MqttJobsClient implements JobsClient {
   close(): void {
     this.detach();
     this.waiters.clear();
+    this.pendingListeners.clear();
   }
 }
