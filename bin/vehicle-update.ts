@@ -16,14 +16,19 @@ import { FsPartialFiles } from '../hal/http/partial-file.ts';
 import { verifyBundle } from '../hal/rauc/bundle.ts';
 import { RaucDbusInstaller } from '../hal/rauc/dbus.ts';
 import { FsStore } from '../hal/store/fs-store.ts';
-import { CommandReboot } from '../hal/systemd/reboot.ts';
+import { CommandReboot, RequestFileReboot } from '../hal/systemd/reboot.ts';
 import type { VehicleStack } from './commands/charge.ts';
+import type { Runtime } from './runtime.ts';
+import { pendingUpdate, type UpdateRecord } from '../firmware/ota/update/after-boot.ts';
+import { UpdateSettings as UpdateSettingsSchema } from '../firmware/ota/update/settings.ts';
+import type { SlotStatus } from '../hal/rauc/types.ts';
 
 /**
  * Composition of the OTA update service in `evcc run` (config `update.enabled`): the agent (firmware/ota/update)
  * bound to this vehicle's parts — the OEM link's job topics, the OEM backend key the vehicle trusts (TPM-tagged) for
  * the job signatures, the HTTPS bundle download into the data dir, `rauc info` against RAUC's keyring, RAUC over
- * D-Bus, the key service for the health check and the counter, the security log, the reboot command. Returns the
+ * D-Bus, the key service for the health check and the counter, the security log, the reboot (request file for
+ * evcc-reboot.path, or update.rebootCommand). Returns the
  * service (its gate tells it when sessions charge) or undefined when updates cannot run, said in the log.
  */
 export interface VehicleUpdates {
@@ -97,7 +102,7 @@ export async function startVehicleUpdates(stack: VehicleStack, settings: UpdateS
     verifyBundle: (path) => verifyBundle(path, tpmSettings.keyring),
     slot: {
       installer, data, run, log,
-      reboot: rebootWhenIdle(new CommandReboot(settings.rebootCommand, log), gate, log),
+      reboot: rebootWhenIdle(settings.rebootCommand ? new CommandReboot(settings.rebootCommand, log) : new RequestFileReboot(run, log), gate, log),
       installPolicy: async (policy, version) => void (await installReleasePolicy(boot(), policy, version)),
       healthCheck: async () => (await keys().selfTest()).key,
       commit: async () => {
@@ -120,4 +125,46 @@ export async function startVehicleUpdates(stack: VehicleStack, settings: UpdateS
       await installer.close();
     },
   };
+}
+
+export interface UpdateStatus {
+  record: UpdateRecord | null;
+  rauc: { compatible: string; booted: string; primary: string; operation: string; lastError: string; slots: SlotStatus[] } | { unavailable: string };
+  counter: string | { unavailable: string };
+}
+
+/** `evcc ota update-status`: read-only; each part says why it is missing rather than failing the whole answer. */
+export async function updateStatus(rt: Runtime, o: { raucBus?: string; tcti?: string }): Promise<UpdateStatus> {
+  const settings = parseSettings(UpdateSettingsSchema, (rt.rawConfig.update as object | undefined) ?? {}, 'update');
+  const tpmSettings = parseSettings(TpmSettings, { ...((rt.rawConfig.tpm as object | undefined) ?? {}), ...(o.tcti ? { tcti: o.tcti } : {}) }, 'tpm');
+  const data = await FsStore.open(rt.settings.dataDir);
+  const record = (await pendingUpdate(data)) ?? null;
+  const why = (err: unknown) => ({ unavailable: `${(err as EvccError).code ?? 'UNKNOWN'}: ${(err as Error).message}` });
+  const bus = o.raucBus ?? settings.raucBus;
+  let rauc: UpdateStatus['rauc'];
+  try {
+    const installer = await RaucDbusInstaller.connect({ ...(bus === 'system' ? {} : { busAddress: bus }), timeoutMs: 5_000 });
+    try {
+      rauc = { compatible: await installer.compatible(), booted: await installer.bootSlot(), primary: await installer.primary(),
+        operation: await installer.operation(), lastError: await installer.lastError(), slots: await installer.slots() };
+    } finally {
+      await installer.close();
+    }
+  } catch (err) {
+    rauc = why(err);
+  }
+  let counter: UpdateStatus['counter'];
+  try {
+    const recordOfTpm = parseJson(ProvisioningRecord, await data.read(DATA.record), 'TPM provisioning record', 'KEYS_NOT_PROVISIONED');
+    const { Tpm2Tools } = await import('../hal/tpm/tpm2-tools.ts');
+    const tpm = await Tpm2Tools.open({ tcti: tpmSettings.tcti, runDir: rt.settings.runDir, log: rt.log('TPM') });
+    try {
+      counter = String(await tpm.nvReadCounter(recordOfTpm.nvCounter.index));
+    } finally {
+      await tpm.close();
+    }
+  } catch (err) {
+    counter = why(err);
+  }
+  return { record, rauc, counter };
 }

@@ -381,6 +381,7 @@ export const ERROR_CODES = {
 
   // ── deploy: OEM backend
   OEM_BROKER_LISTEN_FAILED: 'the embedded OEM broker cannot listen on its host and port',
+  OEM_RECORD_LOCK_TIMEOUT: 'a backend record (job, vehicle, attestation state) stayed locked by another instance longer than the lock wait',
 
   // ── deploy: live dashboard
   DASHBOARD_LISTEN_FAILED: 'the dashboard cannot listen on its host and port',

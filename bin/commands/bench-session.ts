@@ -11,13 +11,18 @@
  *   Authorization, or EIM) or DIN SPEC 70121 → the battery model charges to its target SoC → SessionStop →
  *   A/B commit raises the anti-rollback counter (only after a good session).
  *
+ * On the same broker, from the link's first connect: the vehicle's attestation responder (TPM quote of PCR 14 with
+ * the attestation key) answers the OEM backend's verifier, registered at production (attestation key, OEM policy
+ * key, signed release), and the signed security log is uploaded to the backend's collector, which verifies it with
+ * the vehicle's log key; the report's `attestation` and `securityLog` parts say what the backend concluded.
+ *
  * Without swtpm/tpm2-tools/rauc (a laptop) or with --no-tpm the vehicle has no key service: EIM only, said loudly
  * (the integration test fails that path under CI).
  */
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { Option, type Command } from 'commander';
 import type { Logger } from '../../core/logger.ts';
 import { BACKEND_IDENTITY, startEmbeddedBroker } from '../../deploy/oem-backend/embedded-broker.ts';
@@ -65,6 +70,20 @@ import type { CertificateInstallationReqType, CertificateUpdateReqType } from '.
 import { missingVehicleTpmTools, startBenchVehicleTpm, type BenchVehicleTpm } from '../../sim/vehicle-tpm.ts';
 import { createRuntime, loadConfig, type GlobalOptions } from '../runtime.ts';
 import { parseConfig } from './charge.ts';
+import { AttestationRegistry, type AttestationState } from '../../deploy/oem-backend/attestation.ts';
+import { SecurityLogCollector, SecurityLogService } from '../../deploy/oem-backend/security-log.ts';
+import { DEFAULT_EVENT_LOG } from '../../firmware/keys/event-log.ts';
+import { DATA, parseJson, ProvisioningRecord } from '../../firmware/keys/layout.ts';
+import { backendExport } from '../../firmware/keys/provision.ts';
+import { TpmSettings } from '../../firmware/keys/settings.ts';
+import { logKeyId, tpmCheckpointSigner, verifySecurityLog, type SecurityLog } from '../../firmware/log/security-log.ts';
+import { openVehicleSecurityLog } from '../../firmware/log/vehicle-log.ts';
+import type { ReleaseClaim } from '../../firmware/ota/attestation.ts';
+import type { Clock } from '../../hal/clock/types.ts';
+import type { FileStore } from '../../hal/store/types.ts';
+import { startVehicleAttestation } from '../vehicle-attestation.ts';
+import { startVehicleSecurityLogUploads } from '../vehicle-security-log.ts';
+import { startAttestationService } from './oem-backend-attestation.ts';
 
 export interface BenchSessionOptions {
   tls: '1.2' | '1.3';
@@ -126,7 +145,50 @@ export type BenchTpmReport =
   }
   | { skipped: string };
 
-export type BenchSessionReport = ChargeReport & { tpm: BenchTpmReport; capture?: CaptureSummary };
+/** The remote-attestation part: the OEM backend's verdict on the vehicle, as its registry holds it after the session. */
+export type BenchAttestationReport =
+  | {
+    verdict: AttestationState;
+    reason?: { code: string; message: string };
+    /** PCR 14 of the verified quote (sha256 bank, hex). */
+    pcr14?: string;
+    /** The signed release PCR 14 is the measurement of (trusted), else the release the vehicle claimed. */
+    release?: number | null;
+    claim?: ReleaseClaim;
+    /** Answers the backend refused (nonce, signature, PCR selection); none on a good bench. */
+    refused: number;
+  }
+  | { skipped: string };
+
+/** The security-log part: what the OEM backend holds of the vehicle's signed log after the session. */
+export type BenchSecurityLogReport =
+  | {
+    /** Entries the backend stored (uploaded from the genesis entry on: the vehicle's log is new on every bench). */
+    uploaded: number;
+    /** Seq of the last entry the backend holds (null: nothing stored), and of the vehicle's own head. */
+    backendHeadSeq: number | null;
+    vehicleHeadSeq: number;
+    /** The backend's copy is intact (hash chain, every signature present checks out) and is the vehicle's own chain. */
+    chained: boolean;
+    /**
+     * Verified with the vehicle's registered log key: chained, and at least one checkpoint signed by that key (a log
+     * of unsigned checkpoints only, as a degraded vehicle writes, is intact but proves nothing about its author).
+     */
+    verified: boolean;
+    /** The backend holds the vehicle's log through its head. */
+    complete: boolean;
+    keyId: string;
+    signedCheckpoints: number;
+    /** Checkpoints the vehicle could not sign (degraded: the TPM refused the state), and the first one's reason. */
+    unsignedCheckpoints: number;
+    unsignedReason?: string;
+    /** Seq of the last signed checkpoint the backend holds (-1: none). */
+    signedThrough: number;
+    error?: { code: string; message: string };
+  }
+  | { skipped: string };
+
+export type BenchSessionReport = ChargeReport & { tpm: BenchTpmReport; attestation: BenchAttestationReport; securityLog: BenchSecurityLogReport; capture?: CaptureSummary };
 
 export function registerBenchSession(program: Command, globals: () => GlobalOptions): void {
   program
@@ -204,6 +266,11 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
     let vehicle: BenchVehicleTpm | undefined;
     let trust: TrustPart;
     let handedOver: { dataDir: string; runDir: string } | undefined;
+    // The vehicle's side of attestation and of the security-log upload (TPM vehicle only: without one there is no
+    // attestation key and no log key, nothing the OEM backend could verify).
+    let attestationPorts: Omit<Parameters<typeof startVehicleAttestation>[0], 'link' | 'vehicleId' | 'log'> | undefined;
+    let securityLog: SecurityLog | undefined;
+    let logStop: (() => Promise<void>) | undefined;
     if (skipped === undefined) {
       // Factory and first boot (simulated production line), then the hand-over: from here the vehicle's trust is
       // opened exactly as `evcc run` opens it on the device (firmware/vehicle/trust.ts), on the same swtpm.
@@ -217,12 +284,37 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
       const at = await vehicle.handOver();
       handedOver = at;
       const run = await FsStore.open(at.runDir);
+      const data = await FsStore.open(at.dataDir);
+      const openTpm = () => Tpm2Tools.open({ tcti: at.tcti, runDir: at.runDir, log: rt.log('TPM') });
+      // As the runtime starts (openVehicleStack, bin/commands/charge.ts): the security log opens first, so the key
+      // service and the store record into it while they open; then it takes the TPM log key (unsigned checkpoints
+      // with the TPM's reason in a refused state) and a checkpoint signs what this start recorded, not awaited.
+      const secLog = await openVehicleSecurityLog({ data, now: Date.now, log: rt.log('EVCC') });
+      securityLog = secLog;
       trust = await openTrust({
-        data: await FsStore.open(at.dataDir), run, log: (sub) => rt.log(sub),
-        openTpm: () => Tpm2Tools.open({ tcti: at.tcti, runDir: at.runDir, log: rt.log('TPM') }),
+        data, run, log: (sub) => rt.log(sub), openTpm,
         bootState: () => bootState(run),
         ...(at.releaseBackendKey ? { releaseBackendKey: at.releaseBackendKey } : {}),
+        events: secLog,
       }, { reclaim: true, armContractKey: true });
+      const r = trust.readiness;
+      secLog.useSigner(trust.keys ? tpmCheckpointSigner(trust.keys) : undefined, r.ready ? undefined : { code: r.code, message: r.message });
+      const checkpoint = () => secLog.checkpoint().then(() => undefined, (err: unknown) => rt.log('EVCC').error({ code: (err as EvccError).code, cp: 'LOG-CHECKPOINT-FAILED' }, `security log checkpoint not written: ${(err as Error).message}`));
+      const started = checkpoint();
+      let stopped: Promise<void> | undefined;
+      // The stop checkpoint, once: after the session (while the link is up, so the upload schedule delivers it), or
+      // at the clean-up of a bench that ended before.
+      logStop = async () => {
+        await started;
+        stopped ??= checkpoint();
+        await stopped;
+      };
+      const files = benchVehicleFiles(join(dataDir, 'vehicle'));
+      attestationPorts = {
+        data, readiness: r, ...(trust.tpm ? { tpm: trust.tpm } : {}), openTpm, eventLogPath: files.eventLog, ...(securityLog ? { events: securityLog } : {}),
+        bootVersion: async () => (await bootState(run)).version,
+        tpmSettings: parseSettings(TpmSettings, { ...((rt.rawConfig.tpm as object | undefined) ?? {}), tcti: at.tcti, bundlePath: files.bundle, keyring: files.keyring }, 'tpm'),
+      };
     } else {
       bench.warn({ tpm: 'skipped', reason: skipped }, `NO TPM (${skipped}): no key service — certificate store under a random bench key, no contract key (EIM only), no measured boot`);
       const files = await FsStore.open(join(dataDir, 'data'));
@@ -233,6 +325,7 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
       await trust.store!.installRoot(pki.a.root.der, { source: 'factory', ...(signer ? { approval: approveRoot(signer, pki.a.root.der) } : {}) });
     }
     cleanups.push(() => trust.close());
+    if (logStop) cleanups.push(logStop);
     const readiness = trust.readiness;
     const store = trust.store;
     if (!store) throw new EvccError('EVCC_TRUST_UNAVAILABLE', 'bench vehicle has no verified certificate store');
@@ -276,7 +369,9 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
     cleanups.push(() => secc.close());
     sim.info({ chain, scenario, port: secc.port }, `charger simulator up: scenario ${scenario}, presenting ${opts.protocol === 'din' ? 'no TLS' : chain}`);
 
+    const vehicleId = rt.settings.vehicleId;
     let rootFetcher: OemRootFetcher | undefined;
+    let oem: { registry: AttestationRegistry; collector: SecurityLogCollector; collectorFiles: FileStore; production: Production; responding: boolean } | undefined;
     if (signer && backendTrust) {
       const ca = await createLinkCa('evcc bench OEM link CA');
       const brokerCert = await issueLinkCert(ca, { commonName: 'broker', server: { ips: ['127.0.0.1'] } });
@@ -287,14 +382,24 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
       await poolFiles.writeAtomic('v2g-root-a.pem', derToPem(pki.a.root.der), { mode: 0o644 });
       await poolFiles.writeAtomic('v2g-root-b.pem', derToPem(pki.b.root.der), { mode: 0o644 });
       const backendId = await issueLinkCert(ca, { commonName: BACKEND_IDENTITY });
+      const backendTls = { ca: ca.certPem, cert: backendId.certPem, key: backendId.keyPem };
+      const oemLog = rt.log('OEM');
+      const attestationDir = join(dataDir, 'oem-attestation');
+      const registry = await AttestationRegistry.open(attestationDir);
+      const collectorFiles = await FsStore.open(join(dataDir, 'oem-security-logs'));
+      const collector = new SecurityLogCollector({ store: collectorFiles, log: oemLog });
+      const production = attestationPorts ? await registerAtProduction({ data: attestationPorts.data, vehicleId, release: BENCH_RELEASE, registry, collector, log: bench }) : {};
       const backend = new OemBackend({
         connector: new MqttJsConnector(), url: broker.url, protocolVersion: 4, clientId: 'oem-backend-bench',
-        pool: await RootCertificatePool.load(poolDir), signer, clock, log: rt.log('OEM'),
-        tls: { ca: ca.certPem, cert: backendId.certPem, key: backendId.keyPem },
+        pool: await RootCertificatePool.load(poolDir), signer, clock, log: oemLog, tls: backendTls,
+        securityLogs: new SecurityLogService(collector, oemLog),
       });
       await backend.start();
       cleanups.push(() => backend.stop());
-      const vehicleId = rt.settings.vehicleId;
+      // The verifier as `evcc oem-backend serve --attestation-dir` runs it, a second client of the same instance: one
+      // instance (aedes has no shared subscriptions anyway), challenged after each hello only (no periodic round).
+      const verifier = await startAttestationService({ dir: attestationDir, broker: broker.url, protocolVersion: 4, tls: backendTls, shareGroup: false, clock, log: oemLog, periodSeconds: 0 });
+      cleanups.push(() => verifier.stop());
       const vehicleLinkId = await issueLinkCert(ca, { commonName: vehicleId });
       const link = new OtaLink({
         connector: new MqttJsConnector(), url: broker.url, vehicleId, protocolVersion: 4, clock, log: rt.log('OTA'),
@@ -302,6 +407,15 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
       });
       cleanups.push(() => link.close());
       rootFetcher = new OemRootFetcher({ rpc: link.rootCaRpc, vehicleId, trust: backendTrust, clock, log: rt.log('OTA'), validatePath: validateSeccPath });
+      // The responder and the uploads on the link, as the runtime starts them (openVehicleStack): the same modules.
+      let responding = false;
+      if (attestationPorts) {
+        const stop = await startVehicleAttestation({ ...attestationPorts, link, vehicleId, log: rt.log('OTA') });
+        if (stop) cleanups.push(stop);
+        responding = stop !== undefined;
+      }
+      if (securityLog) cleanups.push(startVehicleSecurityLogUploads({ link, vehicleId, securityLog, clock, log: rt.log('OTA') }));
+      oem = { registry, collector, collectorFiles, production, responding };
     }
 
     // --- the vehicle's HAL parts, simulated; everything else is the product's binding ------------------------------
@@ -353,8 +467,17 @@ export async function runBenchSession(g: GlobalOptions, opts: BenchSessionOption
     logChargeEnd(rt.log('EVCC'), report);
     hooks.onReport?.(report);
     if (hooks.onVehicle) hooks.onVehicle(await snapshot(), 'after');
+    // The runtime's stop checkpoint, written while the link is still up: the upload schedule delivers it meanwhile.
+    await logStop?.();
     const tpm: BenchTpmReport = vehicle && handedOver ? await commitAfterSession(vehicle, handedOver, trust, report, bench) : { skipped: skipped ?? 'unknown' };
-    const out: BenchSessionReport = { ...report, tpm };
+    const noLink = '--no-ota: no OEM link';
+    const attestation: BenchAttestationReport = skipped !== undefined ? { skipped } : !oem ? { skipped: noLink }
+      : !oem.responding || !oem.production.attestationKey ? { skipped: 'no attestation key provisioned' }
+        : await attestationOutcome(oem.registry, vehicleId, clock, bench);
+    const securityLogPart: BenchSecurityLogReport = skipped !== undefined || !securityLog ? { skipped: skipped ?? 'no security log' } : !oem ? { skipped: `${noLink} (the log stays on the vehicle)` }
+      : !oem.production.logKeyPem ? { skipped: 'no security-log key provisioned' }
+        : await securityLogOutcome({ securityLog, collector: oem.collector, files: oem.collectorFiles, vehicleId, logKeyPem: oem.production.logKeyPem, clock, bench });
+    const out: BenchSessionReport = { ...report, tpm, attestation, securityLog: securityLogPart };
     if (capture) {
       // The relay's last FIN/ACKs belong in the capture before it closes.
       await relay?.close();
@@ -462,4 +585,123 @@ async function activeContract(trust: TrustPart): Promise<{ id: string; certifica
   const id = (await trust.keys.status().catch(() => undefined))?.activeContractKey;
   const leaf = id ? trust.store.listContractChains().find((c) => c.id === id)?.chain[0] : undefined;
   return id && leaf ? { id, certificatePem: derToPem(leaf) } : undefined;
+}
+
+/**
+ * Where the bench vehicle (sim/vehicle-tpm.ts, under its base dir) keeps what a device has at fixed paths: the
+ * initramfs event log (the device's /run is the sim's boot-run dir, emptied at each power cycle) and the installed
+ * release bundle with the OEM keyring (the release claim of a boot that failed its check reads them).
+ */
+function benchVehicleFiles(baseDir: string): { eventLog: string; bundle: string; keyring: string } {
+  return {
+    eventLog: join(baseDir, 'boot-run', relative('/run', DEFAULT_EVENT_LOG)),
+    bundle: join(baseDir, 'oem', `v${BENCH_RELEASE}.raucb`),
+    keyring: join(baseDir, 'oem', 'bundle.cert.pem'),
+  };
+}
+
+interface Production {
+  attestationKey?: boolean;
+  logKeyPem?: string;
+}
+
+/**
+ * Production at the OEM (what test/integration/ota-attest-rig.ts does for the lab, and `evcc oem-backend attestation
+ * register / oem-policy-key / add-release` and `security-log register` do for a fleet): the vehicle's attestation key
+ * and security-log key from its provisioning export, the OEM policy key and the signed release. The bench OEM's
+ * policy key pair and release are made inside the vehicle's factory stage, which hands no OEM material out; the
+ * vehicle holds byte-identical copies (installed at provisioning and by its boot check), so the bench OEM takes
+ * those — addRelease re-verifies the release's signature with the policy key all the same.
+ */
+async function registerAtProduction(o: { data: FileStore; vehicleId: string; release: number; registry: AttestationRegistry; collector: SecurityLogCollector; log: Logger }): Promise<Production> {
+  const exported = backendExport(parseJson(ProvisioningRecord, await o.data.read(DATA.record), 'TPM provisioning record', 'KEYS_NOT_PROVISIONED'));
+  const out: Production = {};
+  const ak = exported['attestation.tpm2b_pub'];
+  if (ak instanceof Uint8Array) {
+    const registered = await o.registry.registerVehicle(o.vehicleId, ak);
+    const policyKey = await o.data.read(DATA.oemPolicyKey);
+    if (!policyKey) throw new EvccError('KEYS_NOT_PROVISIONED', 'the bench vehicle holds no OEM policy key');
+    await o.registry.setOemPolicyKey(Buffer.from(policyKey).toString('utf8'));
+    const policy = await o.data.read(DATA.release(o.release, 'signed-policy.json'));
+    if (!policy) throw new EvccError('KEYS_NOT_BOOTED', `the bench vehicle holds no signed state policy of release v${o.release}`);
+    const p = await o.registry.addRelease(JSON.parse(Buffer.from(policy).toString('utf8')));
+    o.log.info({ vehicleId: o.vehicleId, akName: registered.akName, release: p.version, pcr14: p.pcrs.value },
+      `OEM production: attestation key of ${o.vehicleId} registered from its provisioning export; OEM policy key set, signed release v${p.version} added (PCR 14 ${p.pcrs.value.slice(0, 16)}…)`);
+    out.attestationKey = true;
+  }
+  const logKey = exported['security-log.pub.pem'];
+  if (typeof logKey === 'string') {
+    await o.collector.registerVehicle(o.vehicleId, logKey);
+    out.logKeyPem = logKey;
+  }
+  return out;
+}
+
+/** Reads until `done` or `timeoutMs` has passed; the last value either way. */
+async function settle<T>(read: () => Promise<T>, done: (v: T) => boolean, clock: Clock, timeoutMs: number): Promise<T> {
+  const end = clock.now() + timeoutMs;
+  for (;;) {
+    const v = await read();
+    if (done(v) || clock.now() >= end) return v;
+    await clock.sleep(100);
+  }
+}
+
+/** The vehicle says hello when its link comes up, long before the session ends: a verdict missing by then is a finding. */
+const ATTEST_VERDICT_WAIT_MS = 10_000;
+/** The upload schedule notices the stop checkpoint within its watch period (2 s) and uploads it. */
+const LOG_UPLOAD_WAIT_MS = 10_000;
+
+async function attestationOutcome(registry: AttestationRegistry, vehicleId: string, clock: Clock, bench: Logger): Promise<BenchAttestationReport> {
+  const s = await settle(() => registry.state(vehicleId), (v) => v !== undefined && v.state !== 'pending', clock, ATTEST_VERDICT_WAIT_MS);
+  if (!s) throw new EvccError('ATTEST_VEHICLE_UNKNOWN', `vehicle ${vehicleId} is not registered for attestation`, { vehicleId });
+  const refused = s.history.filter((h) => h.state === 'refused').length;
+  const out: BenchAttestationReport = {
+    verdict: s.state, refused,
+    ...(s.reason ? { reason: s.reason } : {}), ...(s.pcr14 ? { pcr14: s.pcr14 } : {}),
+    ...(s.version !== undefined ? { release: s.version } : {}), ...(s.claim ? { claim: s.claim } : {}),
+  };
+  if (s.state === 'trusted') bench.info({ verdict: s.state, release: s.version, pcr14: s.pcr14 }, `attestation: the OEM backend judged the vehicle trusted: PCR 14 ${s.pcr14?.slice(0, 16)}… is the measurement of signed release v${s.version}`);
+  else bench.warn({ verdict: s.state, code: s.reason?.code, release: s.version, refused }, `attestation: the OEM backend judged the vehicle ${s.state}${s.reason ? `: ${s.reason.message}` : ' (no verdict)'}`);
+  return out;
+}
+
+/**
+ * After the stop checkpoint: waits for the upload schedule to deliver the vehicle's head, then checks the backend's
+ * copy with the registered log key — the backend verified each upload before storing it; this re-proves the stored
+ * whole and that it is the vehicle's own chain.
+ */
+async function securityLogOutcome(o: { securityLog: SecurityLog; collector: SecurityLogCollector; files: FileStore; vehicleId: string; logKeyPem: string; clock: Clock; bench: Logger }): Promise<BenchSecurityLogReport> {
+  const mine = o.securityLog.head;
+  const held = await settle(() => o.collector.head(o.vehicleId), (h) => h?.seq === mine.seq, o.clock, LOG_UPLOAD_WAIT_MS);
+  const base = { backendHeadSeq: held?.seq ?? null, vehicleHeadSeq: mine.seq, complete: held?.seq === mine.seq && held.hash === mine.hash, keyId: logKeyId(o.logKeyPem) };
+  // The stored file of the collector's layout (deploy/oem-backend/security-log.ts): the entries as received.
+  const stored = held ? await o.files.read(`security-logs/${o.vehicleId}.jsonl`) : undefined;
+  let out: BenchSecurityLogReport;
+  try {
+    if (!held || !stored) throw new EvccError('LOG_VEHICLE_UNKNOWN', `the OEM backend holds nothing of the security log of ${o.vehicleId}`, { vehicleId: o.vehicleId });
+    const proved = verifySecurityLog(Buffer.from(stored).toString('utf8'), o.logKeyPem);
+    const ours = o.securityLog.entriesFrom(held.seq)[0];
+    const chained = proved.head === held.hash && ours?.seq === held.seq && ours.hash === held.hash;
+    const reason = proved.unsignedCheckpoints[0]?.reason;
+    out = {
+      ...base, uploaded: proved.entries, chained, verified: chained && proved.signedCheckpoints > 0,
+      signedCheckpoints: proved.signedCheckpoints, unsignedCheckpoints: proved.unsignedCheckpoints.length, ...(reason ? { unsignedReason: reason } : {}), signedThrough: proved.signedThrough,
+    };
+  } catch (err) {
+    const e = err as EvccError;
+    out = { ...base, uploaded: 0, chained: false, verified: false, signedCheckpoints: 0, unsignedCheckpoints: 0, signedThrough: -1, error: { code: e.code ?? 'INTERNAL', message: e.message } };
+  }
+  const fields = { uploaded: out.uploaded, backendHeadSeq: out.backendHeadSeq, vehicleHeadSeq: out.vehicleHeadSeq, verified: out.verified, signedThrough: out.signedThrough };
+  const summary = `${out.uploaded} entries uploaded, the OEM backend holds them through seq ${out.backendHeadSeq}`;
+  if (out.verified && out.complete) {
+    o.bench.info(fields, `security log: ${summary}, verified with the vehicle's log key ${out.keyId.slice(0, 16)}… (${out.signedCheckpoints} signed checkpoint(s)${out.unsignedCheckpoints ? `, ${out.unsignedCheckpoints} unsigned` : ''})`);
+  } else if (out.chained && out.complete) {
+    o.bench.warn({ ...fields, unsigned: out.unsignedReason }, `security log: ${summary}, chain intact but NOT signed by the vehicle's log key: ${out.unsignedCheckpoints} unsigned checkpoint(s)${out.unsignedReason ? ` (${out.unsignedReason})` : ''}`);
+  } else if (out.chained) {
+    o.bench.warn(fields, `security log: ${summary}, only part of the vehicle's log (head seq ${out.vehicleHeadSeq})`);
+  } else {
+    o.bench.warn({ ...fields, code: out.error?.code }, `security log: the OEM backend's copy is NOT verified: ${out.error ? out.error.message : 'it is not the vehicle\'s chain'}`);
+  }
+  return out;
 }

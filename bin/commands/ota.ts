@@ -24,6 +24,8 @@ import { addBackendKeyInstall } from './pki.ts';
  *   evcc ota sync-roots                          proactive mode: fetch the full V2G root list, install what is missing
  *                                                (each with its OEM approval; attached to roots that lack one)
  *   evcc ota tls-connect --secc ADDR --port N    TLS to a SECC with the unknown-root path (Kilic 2023 Fig. 11 → 12)
+ *   evcc ota update-status                       the OTA update as the vehicle sees it (read-only): the update record,
+ *                                                RAUC's slots, booted and primary slot, the anti-rollback counter
  * Link options come from the `ota` config section; flags override it.
  *
  * Trust as the runtime opens it (charge.ts openTrust → firmware/keys openVehicleTrust): the TPM unseals the runtime
@@ -158,6 +160,21 @@ export function registerOta(program: Command, globals: () => GlobalOptions): voi
         }
       } finally {
         await trust.close();
+        await rt.close();
+      }
+    });
+
+  cmd.command('update-status')
+    .description('the OTA update state, read-only: the update record (phase, job, target slot, outcome), RAUC\'s slots (booted, primary, good/bad, installed version) and the anti-rollback counter (JSON)')
+    .option('--data-dir <dir>', 'persistent data dir; default: config dataDir')
+    .option('--rauc-bus <address>', 'D-Bus address of RAUC\'s bus; default: config update.raucBus')
+    .option('--tcti <tcti>', 'TPM TCTI for the counter; default: config tpm.tcti')
+    .action(async (o: { dataDir?: string; raucBus?: string; tcti?: string }) => {
+      const rt = await createRuntime(globals(), o.dataDir ? { dataDir: o.dataDir } : {});
+      try {
+        const { updateStatus } = await import('../vehicle-update.ts');
+        process.stdout.write(`${JSON.stringify(await updateStatus(rt, o), null, 2)}\n`);
+      } finally {
         await rt.close();
       }
     });

@@ -269,6 +269,48 @@ describe('two AttestationService instances on one registry directory (memory bro
     expect(b.stats).toMatchObject({ challenges: 2, verdicts: 3, refused: 0 });
   });
 
+  it('the same quote delivered to both instances (a re-delivered message) consumes the challenge once: one verdict, one refusal', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'evcc-attest-once-'));
+    const key = attestationKey();
+    const setup = await AttestationRegistry.open(dir);
+    await setup.registerVehicle('ev-1', key.tpm2b);
+    const broker = new MemoryBroker();
+    const clock = new VirtualClock(0);
+    // No share group: both instances get every quote, as when the broker re-delivers one to another member.
+    const make = async (clientId: string) => {
+      const sv = new AttestationService({ connector: broker, url: 'mqtt://memory', protocolVersion: 5, clientId, registry: await AttestationRegistry.open(dir!), clock, wallNow: () => clock.now(), log: silentLogger(), periodMs: 0, challengeTtlMs: 5_000, shareGroup: false });
+      services.push(sv);
+      return sv;
+    };
+    const [a, b] = [await make('attest-a'), await make('attest-b')];
+    await Promise.all([a.start(), b.start()]);
+    const records: VehicleAttestation[] = [];
+    a.onRecord = b.onRecord = (s) => records.push(structuredClone(s));
+    const vehicle = broker.connect({ url: 'mqtt://memory', clientId: 'ev-1', protocolVersion: 5 });
+    const challenges: { challengeId: string; nonce: string }[] = [];
+    vehicle.onMessage((m) => challenges.push(JSON.parse(Buffer.from(m.payload).toString('utf8'))));
+    await vehicle.subscribe([attestationTopics('ev-1').challenge], 1);
+    await a.challenge('ev-1');
+    await until(() => challenges.length === 1, 5_000, 'challenge');
+    const c = challenges[0]!;
+    const rootfs = D(7);
+    const pcr14 = pcrAfterExtend(rootfs);
+    const att = attest(Buffer.from(c.nonce, 'hex'), pcrDigestOf([pcr14]));
+    await vehicle.publish(attestationTopics('ev-1').quote, JSON.stringify({
+      v: 1, type: 'attest.quote', challengeId: c.challengeId, nonce: c.nonce, attest: att.toString('base64'), signature: cryptoSign('sha256', att, key.privateKey).toString('base64'),
+      pcrs: [{ index: 14, value: toHex(pcr14) }], eventLog: log(line(rootfs)), release: { version: 7, mode: 'degraded' },
+    }), { qos: 1 });
+    await until(() => records.length === 2, 5_000, 'both instances handled the quote');
+    expect(a.stats.verdicts + b.stats.verdicts).toBe(1);
+    expect(a.stats.refused + b.stats.refused).toBe(1);
+    expect(records.map((r) => r.lastRefusal?.code)).toEqual([undefined, 'ATTEST_NONCE_UNKNOWN']);
+    const s = await setup.state('ev-1');
+    expect(s?.challenge).toBeUndefined();
+    expect(s).toMatchObject({ state: 'unknown-release', lastRefusal: { code: 'ATTEST_NONCE_UNKNOWN' } });
+    expect(s?.history.map((h) => h.state)).toEqual(['unknown-release', 'refused']);
+    await vehicle.close();
+  });
+
   it('a challenge whose sender stopped before it expired is recorded not answering by the next instance that challenges', async () => {
     const { clock, a, b, challenges, setup } = await rig(['ev-1']);
     const rb: VehicleAttestation[] = [];

@@ -7,6 +7,7 @@ import type { TimerId } from '../../hal/clock/types.ts';
 import { sharedFilter, type MqttClient, type MqttMessage } from '../../hal/mqtt/types.ts';
 import { BACKEND_KEEPALIVE_SECONDS, type OemBackendOptions } from './service.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
+import { RecordLocks, type RecordLockOptions } from './record-lock.ts';
 import { parseEventLog, replayEventLog } from '../../firmware/keys/event-log.ts';
 import { eccPublicPem, objectName, parseEccPublic } from '../../firmware/keys/duplicate.ts';
 import { TPM_LAYOUT } from '../../firmware/keys/layout.ts';
@@ -25,6 +26,7 @@ import { BACKEND_RECONNECT_PERIOD_MS, BACKEND_SHARE_GROUP, VEHICLE_ID_PATTERN } 
  *   releases/v<N>.json   the state policies the OEM signed (each re-verified with the OEM policy key when added)
  *   state/<id>.json      the vehicle's attestation state, its open challenge and a short history
  *   claims/<ms>/<id>     which instance sends the vehicle's periodic challenge of the period starting at <ms>
+ *   locks/state.<id>.lock  held while an instance reads, changes and writes the vehicle's state (record-lock.ts)
  * A challenge (fresh 128-bit nonce, PCR 14, expiry) goes out after every hello (the vehicle says hello on every
  * connect, so after every boot) and periodically; a challenge is single-use — consumed by the first answer, good or
  * bad — and one that expires unanswered makes the vehicle "not answering". The quote must verify with that vehicle's
@@ -93,10 +95,24 @@ function checkId(vehicleId: string): void {
 
 /** The persisted registry: registered keys, signed releases, vehicle states. */
 export class AttestationRegistry {
-  private constructor(readonly files: FsStore) {}
+  private readonly locks: RecordLocks;
 
-  static async open(dir: string): Promise<AttestationRegistry> {
-    return new AttestationRegistry(await FsStore.open(dir));
+  private constructor(readonly files: FsStore, lock: RecordLockOptions) {
+    this.locks = new RecordLocks(files.root, lock);
+  }
+
+  static async open(dir: string, lock: RecordLockOptions = {}): Promise<AttestationRegistry> {
+    return new AttestationRegistry(await FsStore.open(dir), lock);
+  }
+
+  /**
+   * Runs a read-modify-write of the vehicle's state file holding its record lock, in this process and across the
+   * instances sharing the directory (record-lock.ts): without it two instances that get the same quote (a re-delivered
+   * message) both read the open challenge and both accept — a challenge must be consumed exactly once.
+   */
+  withState<T>(vehicleId: string, fn: () => Promise<T>): Promise<T> {
+    checkId(vehicleId);
+    return this.locks.run(`state:${vehicleId}`, fn);
   }
 
   private async readJson<S extends z.ZodType>(schema: S, path: string): Promise<z.infer<S> | undefined> {
@@ -125,7 +141,9 @@ export class AttestationRegistry {
     if (existing) return existing;
     const rec: RegisteredVehicle = { format: 'evcc-attestation-vehicle/1', vehicleId, akPublic: toHex(akTpm2bPublic), akName, akPublicKeyPem: eccPublicPem(area), registeredAt: now.toISOString() };
     await this.files.writeAtomic(PATHS.vehicle(vehicleId), json(rec), { mode: 0o644 });
-    if (!(await this.state(vehicleId))) await this.saveState(newState(vehicleId, now));
+    await this.withState(vehicleId, async () => {
+      if (!(await this.state(vehicleId))) await this.saveState(newState(vehicleId, now));
+    });
     return rec;
   }
 
@@ -416,46 +434,56 @@ export class AttestationService {
       log.warn({ vehicleId, cp: 'ATTEST-UNREGISTERED' }, 'attestation: vehicle has no registered attestation key');
       return undefined;
     }
-    const now = this.wallNow();
     const ttl = this.o.challengeTtlMs ?? ATTEST_CHALLENGE_TTL_MS;
-    const open = claim ? (await registry.state(vehicleId))?.challenge : undefined;
-    if (open && open.expiresAtMs > now) {
+    const pcrs = this.o.pcrs ?? [MEASUREMENT_PCR];
+    // Decided and recorded under the vehicle's state lock (another instance may be challenging it or consuming its
+    // answer), published after it: the lock covers only the state file's read-modify-write.
+    const decided = await registry.withState(vehicleId, async () => {
+      const now = this.wallNow();
+      const s = (await registry.state(vehicleId)) ?? newState(vehicleId, new Date(now));
+      const open = claim ? s.challenge : undefined;
       // A hello while a challenge is open (reconnects, or a flood of hellos): the same unanswered challenge again, so
       // hellos cannot make the backend mint nonces and timers without bound, nor replace a challenge being answered.
-      await this.client!.publish(attestationTopics(vehicleId).challenge, JSON.stringify({ v: 1, type: 'attest.challenge', challengeId: open.id, nonce: open.nonce, pcrs: open.pcrs, expiresAt: new Date(open.expiresAtMs).toISOString() }), { qos: 1 });
-      log.info({ vehicleId, challengeId: open.id, cp: 'ATTEST-CHALLENGE-AGAIN' }, 'attestation challenge sent again (still open)');
-      return open.id;
+      if (open && open.expiresAtMs > now) return { again: true, challenge: open };
+      if (s.challenge && now > s.challenge.expiresAtMs) {
+        // Expired unanswered and never recorded: the instance that sent it stopped before its expiry timer ran (or
+        // that timer is still queued). Recorded here, or replacing it would hide that the vehicle did not answer.
+        this.recordNotAnswering(s, s.challenge.id);
+        this.onRecord?.(structuredClone(s));
+      }
+      s.challenge = { id: randomBytes(9).toString('base64url'), nonce: randomBytes(ATTEST_NONCE_BYTES).toString('hex'), pcrs, issuedAt: new Date(now).toISOString(), expiresAtMs: now + ttl };
+      if (claim) s.claim = claim;
+      await registry.saveState(s);
+      return { again: false, challenge: s.challenge };
+    });
+    const { id, nonce, expiresAtMs } = decided.challenge;
+    const message = JSON.stringify({ v: 1, type: 'attest.challenge', challengeId: id, nonce, pcrs: decided.challenge.pcrs, expiresAt: new Date(expiresAtMs).toISOString() });
+    if (decided.again) {
+      await this.client!.publish(attestationTopics(vehicleId).challenge, message, { qos: 1 });
+      log.info({ vehicleId, challengeId: id, cp: 'ATTEST-CHALLENGE-AGAIN' }, 'attestation challenge sent again (still open)');
+      return id;
     }
-    const id = randomBytes(9).toString('base64url');
-    const nonce = randomBytes(ATTEST_NONCE_BYTES).toString('hex');
-    const pcrs = this.o.pcrs ?? [MEASUREMENT_PCR];
-    const s = (await registry.state(vehicleId)) ?? newState(vehicleId, new Date(now));
-    if (s.challenge && now > s.challenge.expiresAtMs) {
-      // Expired unanswered and never recorded: the instance that sent it stopped before its expiry timer ran (or
-      // that timer is still queued). Recorded here, or replacing it would hide that the vehicle did not answer.
-      this.recordNotAnswering(s, s.challenge.id);
-      this.onRecord?.(structuredClone(s));
-    }
-    s.challenge = { id, nonce, pcrs, issuedAt: new Date(now).toISOString(), expiresAtMs: now + ttl };
-    if (claim) s.claim = claim;
-    await registry.saveState(s);
     this.stats.challenges++;
     const timer = clock.setTimer(() => {
       this.timers.delete(timer);
       void this.serial(() => this.expire(vehicleId, id));
     }, ttl + 50);
     this.timers.add(timer);
-    await this.client!.publish(attestationTopics(vehicleId).challenge, JSON.stringify({ v: 1, type: 'attest.challenge', challengeId: id, nonce, pcrs, expiresAt: new Date(now + ttl).toISOString() }), { qos: 1 });
+    await this.client!.publish(attestationTopics(vehicleId).challenge, message, { qos: 1 });
     log.info({ vehicleId, challengeId: id, cp: 'ATTEST-CHALLENGE' }, 'attestation challenge sent');
     return id;
   }
 
   private async expire(vehicleId: string, id: string): Promise<void> {
-    const s = await this.o.registry.state(vehicleId);
-    if (!s?.challenge || s.challenge.id !== id) return;
-    this.recordNotAnswering(s, id);
-    await this.o.registry.saveState(s);
-    this.onRecord?.(s);
+    const { registry } = this.o;
+    const s = await registry.withState(vehicleId, async () => {
+      const s = await registry.state(vehicleId);
+      if (!s?.challenge || s.challenge.id !== id) return undefined; // answered, or replaced, meanwhile (maybe elsewhere)
+      this.recordNotAnswering(s, id);
+      await registry.saveState(s);
+      return s;
+    });
+    if (s) this.onRecord?.(s);
   }
 
   private recordNotAnswering(s: VehicleAttestation, id: string): void {
@@ -474,6 +502,13 @@ export class AttestationService {
   }
 
   private async onQuote(vehicleId: string, payload: Uint8Array): Promise<void> {
+    // The whole check-and-consume under the vehicle's state lock: an answer (or the same quote delivered to two
+    // instances) consumes the open challenge exactly once; the second finds none (ATTEST_NONCE_UNKNOWN).
+    const s = await this.o.registry.withState(vehicleId, () => this.consumeQuote(vehicleId, payload));
+    this.onRecord?.(s);
+  }
+
+  private async consumeQuote(vehicleId: string, payload: Uint8Array): Promise<VehicleAttestation> {
     const { registry, log } = this.o;
     const s = (await registry.state(vehicleId)) ?? newState(vehicleId, new Date(this.wallNow()));
     const challenge = s.challenge;
@@ -501,7 +536,7 @@ export class AttestationService {
       if (await registry.vehicle(vehicleId).catch(() => undefined)) await registry.saveState(s);
       log.warn({ vehicleId, challengeId, code, cp: 'ATTEST-REFUSED' }, `attestation answer refused: ${(err as Error).message}`);
     }
-    this.onRecord?.(s);
+    return s;
   }
 
   async stop(): Promise<void> {

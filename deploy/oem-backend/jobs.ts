@@ -9,7 +9,9 @@ import { JOB_DOCUMENT_FORMAT, jobTopics, signJob, type JobDocument, type JobSign
 import { decodeJobMessage, JobGet, JobUpdate, type JobsNotify } from '../../firmware/ota/update/jobs-client.ts';
 import type { MqttClient, MqttMessage } from '../../hal/mqtt/types.ts';
 import { sha256File } from '../../hal/store/hash.ts';
+import { FsStore } from '../../hal/store/fs-store.ts';
 import type { FileStore } from '../../hal/store/types.ts';
+import { RecordLocks } from './record-lock.ts';
 
 /**
  * Update campaigns of the OEM backend (issue #10): a campaign rolls one release out to one vehicle or a set; each
@@ -24,7 +26,8 @@ import type { FileStore } from '../../hal/store/types.ts';
  * `…/update/rejected`; a re-published report (same token) is recorded once and acknowledged again. State is
  * persisted (FileStore, atomic replace): `campaigns/<id>.json`, `jobs/<id>.json` with the report history, and
  * `vehicles/<id>.json` (the vehicle's job ids), so a restarted backend — or `evcc oem-backend campaign show` —
- * reads what the vehicles reported. The broker ACL (`evcc.acl`) confines each vehicle to `evcc/v1/<id>/#`; the
+ * reads what the vehicles reported. Every read-modify-write of a job or vehicle record holds that record's lock
+ * (record-lock.ts), which also holds across instances sharing the store directory. The broker ACL (`evcc.acl`) confines each vehicle to `evcc/v1/<id>/#`; the
  * backend additionally takes the vehicle id from the topic and refuses reports about another vehicle's job.
  */
 export interface ReleaseSpec {
@@ -86,6 +89,8 @@ export interface JobServiceOptions {
   log: Logger;
   now?: () => Date;
   random?: (n: number) => Uint8Array;
+  /** Record locks (default: across processes in `store.root/locks` for an FsStore, in-process for any other store). */
+  locks?: RecordLocks;
 }
 
 const TERMINAL: ReadonlySet<JobStatus> = new Set(['succeeded', 'failed', 'rejected']);
@@ -98,13 +103,14 @@ export class JobService {
   private client: MqttClient | undefined;
   private readonly now: () => Date;
   private readonly random: (n: number) => Uint8Array;
-  /** Per-job serialisation of read-modify-write. */
-  private readonly locks = new Map<string, Promise<unknown>>();
+  /** Per-record serialisation of read-modify-write, in this process and across instances on the same store. */
+  private readonly locks: RecordLocks;
   readonly stats = { gets: 0, updates: 0, rejected: 0, dropped: 0 };
 
   constructor(private readonly o: JobServiceOptions) {
     this.now = o.now ?? (() => new Date());
     this.random = o.random ?? ((n) => globalThis.crypto.getRandomValues(new Uint8Array(n)));
+    this.locks = o.locks ?? new RecordLocks(o.store instanceof FsStore ? o.store.root : undefined, { log: o.log });
   }
 
   private id(prefix: string, bytes: number): string {
@@ -126,14 +132,7 @@ export class JobService {
   }
 
   private locked<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.locks.get(key) ?? Promise.resolve();
-    const run = prev.then(fn, fn);
-    const tail = run.catch(() => undefined);
-    this.locks.set(key, tail);
-    void tail.then(() => {
-      if (this.locks.get(key) === tail) this.locks.delete(key);
-    });
-    return run;
+    return this.locks.run(key, fn);
   }
 
   /** Creates a campaign: one signed job per vehicle, queued, and each vehicle notified when connected. */

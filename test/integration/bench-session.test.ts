@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { describeWith, tool } from '../support/prereq.ts';
 import { filesUnder } from '../support/files.ts';
+import { verifySecurityLog } from '../../firmware/log/security-log.ts';
 
 const run = promisify(execFile);
 
@@ -81,6 +82,20 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     // A/B commit after the good session: the anti-rollback counter went from its provisioned value 1 to the release.
     expect({ from: tpm.counterFrom, to: tpm.counter }).toEqual({ from: '1', to: '2' });
 
+    // Remote attestation: the OEM backend verified the TPM quote with the attestation key registered at production,
+    // and its PCR 14 is the measurement of the signed release v2 — the value measured boot reported above.
+    expect(report.attestation).toMatchObject({ verdict: 'trusted', release: 2, pcr14: expectedPcr, refused: 0, reason: { code: 'ATTEST_TRUSTED' }, claim: { version: 2, mode: 'approved' } });
+    // The signed security log: uploaded, held by the backend through the vehicle's head, verified with the vehicle's
+    // log key, and every entry the backend holds covered by a signed checkpoint (the stop checkpoint is the last).
+    const sl = report.securityLog;
+    expect(sl.skipped).toBeUndefined();
+    expect(sl.uploaded).toBeGreaterThan(0);
+    expect(sl).toMatchObject({ verified: true, chained: true, complete: true, unsignedCheckpoints: 0 });
+    expect(sl.backendHeadSeq).toBe(sl.vehicleHeadSeq);
+    expect(sl.uploaded).toBe(sl.backendHeadSeq + 1);
+    expect(sl.signedCheckpoints).toBeGreaterThanOrEqual(2); // start and stop
+    expect(sl.signedThrough).toBe(sl.backendHeadSeq);
+
     // The bench log tells the story in order, one line per step, in the engineer's format.
     expectInOrder(log, [
       /^\d\d:\d\d:\d\d\.\d{3} \[INFO\] BENCH: vehicle: swtpm started/,
@@ -125,8 +140,47 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     ]);
     expect(log.some((l) => /NO TPM/.test(l))).toBe(false);
 
+    // Attestation on the OEM link: production registration, the verifier up before the vehicle's hello, challenge,
+    // TPM quote, verdict; the bench's summary after the session. (Only causal orders: a line logged after a PUBACK
+    // may follow the peer's line about the same message.)
+    const attestSteps = {
+      production: /\[INFO\] BENCH: OEM production: attestation key of \S+ registered from its provisioning export; OEM policy key set, signed release v2 added/,
+      ready: /\[INFO\] OEM: attestation verifier subscribed .*cp=ATTEST-READY/,
+      helloSent: /\[INFO\] OTA: attestation hello sent \(release 2, approved\) .*cp=OTA-ATTEST-HELLO/,
+      hello: /\[INFO\] OEM: vehicle hello: challenging .*cp=ATTEST-HELLO/,
+      challenge: /\[INFO\] OEM: attestation challenge sent .*cp=ATTEST-CHALLENGE(\s|$)/,
+      quoted: /\[INFO\] OTA: attestation challenge answered with a TPM quote .*cp=OTA-ATTEST-QUOTED/,
+      verdict: /\[INFO\] OEM: vehicle trusted: PCR 14 is the measurement of signed release v2 .*cp=ATTEST-VERDICT/,
+      summary: /\[INFO\] BENCH: attestation: the OEM backend judged the vehicle trusted: PCR 14 [0-9a-f]{16}… is the measurement of signed release v2/,
+    };
+    expectInOrder(log, [attestSteps.production, attestSteps.ready, attestSteps.hello, attestSteps.challenge, attestSteps.verdict, /\[INFO\] BENCH: release v2 committed/, attestSteps.summary]);
+    expectInOrder(log, [attestSteps.ready, attestSteps.helloSent, attestSteps.verdict]);
+    expectInOrder(log, [attestSteps.challenge, attestSteps.quoted, attestSteps.summary]);
+    // The security log: key registered at production, each upload stored (verified) by the backend before the
+    // vehicle sees the receipt; after the session the stop checkpoint's upload, then the bench's summary.
+    expectInOrder(log, [
+      /\[INFO\] OEM: security-log key registered/,
+      /\[INFO\] OEM: security log of \S+: \d+ entries stored through seq \d+.*cp=OEM-LOG-STORED/,
+      /\[INFO\] OTA: security log: \d+ entries uploaded, the OEM backend holds it through seq \d+ .*cp=LOG-UPLOADED/,
+    ]);
+    expectInOrder(log, [
+      /\[INFO\] EVCC: session complete/,
+      new RegExp(`\\[INFO\\] OEM: security log of \\S+: \\d+ entries stored through seq ${sl.backendHeadSeq} .*cp=OEM-LOG-STORED`),
+      /\[INFO\] BENCH: security log: \d+ entries uploaded, the OEM backend holds them through seq \d+, verified with the vehicle's log key/,
+    ]);
+    expectInOrder(log, [/\[INFO\] EVCC: session complete/, new RegExp(`\\[INFO\\] OTA: security log: \\d+ entries uploaded, the OEM backend holds it through seq ${sl.backendHeadSeq} .*cp=LOG-UPLOADED reason=checkpoint`)]);
+    expect(log.filter((l) => /cp=(ATTEST-REFUSED|ATTEST-NOT-ANSWERING|OTA-ATTEST-FAILED|LOG-UPLOAD-FAILED|OEM-LOG-REFUSED|LOG-CHECKPOINT-UNSIGNED|LOG-CHECKPOINT-FAILED)/.test(l))).toEqual([]);
+
     // What the vehicle wrote: the store is tagged with the TPM-derived key, and no private key lies in clear.
     expect(dataDir).toBeDefined();
+    // The backend's copy of the security log is the vehicle's file byte for byte, and verifies with the public log
+    // key the vehicle holds (independently of the bench's own check).
+    const vehicleLog = await readFile(join(dataDir!, 'data', 'log', 'security.jsonl'), 'utf8');
+    const backendLog = (await filesUnder(join(dataDir!, 'oem-security-logs'))).find((f) => f.endsWith('.jsonl'));
+    expect(backendLog).toBeDefined();
+    expect(await readFile(backendLog!, 'utf8')).toBe(vehicleLog);
+    expect(verifySecurityLog(vehicleLog, await readFile(join(dataDir!, 'data', 'keys', 'security-log.pub.pem'), 'utf8')))
+      .toMatchObject({ entries: sl.uploaded, signedThrough: sl.backendHeadSeq, unsignedCheckpoints: [] });
     const store = JSON.parse(await readFile(join(dataDir!, 'data', 'pki', 'store.json'), 'utf8')) as Record<string, unknown>;
     expect(JSON.stringify(store)).toContain('hmac-sha256/tpm-sealed-v1');
     const vehicleFiles = [...(await filesUnder(join(dataDir!, 'data'))), ...(await filesUnder(join(dataDir!, 'vehicle', 'run')))];
@@ -157,6 +211,8 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
     expect(report.tpm.counter).toBeUndefined();
     expect(indexOfLine(log, /\[WARN\] BENCH: vehicle: session did not complete: release v2 NOT committed/)).toBeGreaterThan(0);
     expect(log.some((l) => /committed: anti-rollback counter/.test(l))).toBe(false);
+    expect(report.attestation).toEqual({ skipped: '--no-ota: no OEM link' });
+    expect(report.securityLog.skipped).toMatch(/^--no-ota: no OEM link/);
   });
 
   it('degraded: a tampered root file system → the initramfs measures it, the boot check and the TPM refuse → the session still charges with EIM over TLS (roots verified by their OEM approvals), the contract is never used, and the report says why', async () => {
@@ -180,6 +236,14 @@ describeWith([tool('swtpm'), tool('tpm2_startup'), tool('rauc'), tool('openssl')
       /\[INFO\] EVCC: session complete: .*\(degraded: KEYS_NOT_BOOTED\)/,
       /\[WARN\] BENCH: vehicle: no key service in this state: release v2 NOT committed/,
     ]);
+    // The OEM backend sees it too: the quote (the attestation key needs no approved state) proves a PCR 14 that is not
+    // the signed release's, which the vehicle still claims; its security log arrives intact, but unsigned.
+    expect(report.attestation).toMatchObject({ verdict: 'tampered', reason: { code: 'ATTEST_ROOTFS_NOT_RELEASED' }, claim: { version: 2, mode: 'degraded', reason: 'KEYS_NOT_BOOTED' } });
+    expect(report.attestation.pcr14).toMatch(/^[0-9a-f]{64}$/);
+    expect(report.attestation.pcr14).not.toBe(report.tpm.pcr14); // the factory boot's (good) measurement
+    expect(report.securityLog).toMatchObject({ chained: true, complete: true, verified: false, signedCheckpoints: 0, unsignedReason: 'KEYS_NOT_BOOTED' });
+    expect(report.securityLog.uploaded).toBeGreaterThan(0);
+    expect(indexOfLine(log, /\[WARN\] OEM: vehicle tampered: the root file system that booted \([0-9a-f]{16}…\) is not the one of signed release v2 .*cp=ATTEST-VERDICT/)).toBeGreaterThan(0);
   });
 
   it('DIN SPEC 70121 against a DIN-only charger without TLS: plain TCP, EIM, the contract never used, charged to SessionStop', async () => {
@@ -200,6 +264,8 @@ describe('evcc bench-session --no-tpm (laptop path)', () => {
     expect(code, log.filter((l) => /ERROR|FAILED/.test(l)).join('\n')).toBe(0);
     expect(report).toMatchObject({ ok: true, protocol: 'iso2', payment: 'ExternalPayment', security: { pnc: false, degraded: { code: 'KEYS_DISABLED' } } });
     expect(report.tpm).toEqual({ skipped: '--no-tpm' });
+    expect(report.attestation).toEqual({ skipped: '--no-tpm' });
+    expect(report.securityLog).toEqual({ skipped: '--no-tpm' });
     expect(indexOfLine(log, /\[WARN\] BENCH: NO TPM \(--no-tpm\): no key service/)).toBeGreaterThanOrEqual(0);
     expect(log.some((l) => /BENCH: vehicle:|BOOT:|KEYS: runtime secret/.test(l))).toBe(false);
     expect(indexOfLine(log, /\[INFO\] ISO2: ← SessionStopRes/)).toBeGreaterThan(0);

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { execa } from 'execa';
 import { existsSync } from 'node:fs';
 import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -23,9 +24,10 @@ import { PtyPilotBoard } from './pilot-pty.ts';
 /**
  * Issue #10: `evcc run` itself updates the vehicle — no test-side agent. The service (config `update.enabled`) runs
  * the agent against the real parts: the OEM backend's campaign over mosquitto (mTLS + ACL), the HTTPS bundle
- * server, `rauc service` on a private D-Bus system bus with file-backed A/B slots, swtpm, and its reboot command.
+ * server, `rauc service` on a private D-Bus system bus with file-backed A/B slots, swtpm, and its reboot request
+ * (the file evcc-reboot.path acts on; the rig's power cycle plays that unit).
  * A plugged-in vehicle holds the update back (no pass while the cable is in); after unplug the running service
- * downloads, installs through RAUC and runs the reboot command; the rig reboots (TPM reset, boot loader, initramfs
+ * downloads, installs through RAUC and asks for the reboot; the rig reboots (TPM reset, boot loader, initramfs
  * measurement, boot check), and the next `evcc run` proves v2 can sign with the contract key, marks B good, raises
  * the counter 1 → 2 and reports the job succeeded. Every step is in the vehicle's signed security log.
  */
@@ -57,7 +59,8 @@ describeWith([...RAUC_RIG_PREREQS, tool('mosquitto')])('evcc run updates the veh
   let contractPub: string;
   let v2: RigRelease;
   let config: string;
-  const rebootMarker = () => join(dir, 'reboot-requested');
+  /** The runtime's default reboot: its request in the run dir, for evcc-reboot.path (deploy/systemd). */
+  const rebootMarker = () => join(rig.runDir, 'reboot-request');
 
   function startService(name: string): RunningService {
     const logFile = join(dir, `${name}.jsonl`);
@@ -112,7 +115,7 @@ describeWith([...RAUC_RIG_PREREQS, tool('mosquitto')])('evcc run updates the veh
       ota: { brokerUrl: broker.url, protocolVersion: 5, caFile: join(dir, 'link-ca.pem'), certFile: join(dir, 'vehicle.pem'), keyFile: join(dir, 'vehicle.key'),
         reconnectPeriodMs: 200, proactiveSync: { enabled: false } },
       pilot: { trigger: 'pilot', serialPath: pilot.path, baudRate: 115200 },
-      update: { enabled: true, raucBus: rig.busAddress, bundleCaFile: join(dir, 'bundle-ca.pem'), retryDelayMs: 1_000, rebootCommand: ['touch', rebootMarker()] },
+      update: { enabled: true, raucBus: rig.busAddress, bundleCaFile: join(dir, 'bundle-ca.pem'), retryDelayMs: 1_000 },
     }));
   }, 180_000);
   afterAll(async () => {
@@ -125,7 +128,7 @@ describeWith([...RAUC_RIG_PREREQS, tool('mosquitto')])('evcc run updates the veh
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  it('campaign held while plugged in → after unplug: download, RAUC install, reboot command → reboot → health, Mark good, counter 1 → 2, succeeded', async () => {
+  it('campaign held while plugged in → after unplug: download, RAUC install, reboot request → reboot → health, Mark good, counter 1 → 2, succeeded', async () => {
     expect(await rig.counter()).toBe(1n);
     const keyIdBefore = await readFile(join(rig.dataDir, DATA.activeContractKey), 'utf8');
     let service = startService('boot1');
@@ -144,7 +147,7 @@ describeWith([...RAUC_RIG_PREREQS, tool('mosquitto')])('evcc run updates the veh
       expect((await jobService.job(jobId))!.status).toBe('queued');
 
       pilot.unplug();
-      await until(() => existsSync(rebootMarker()), 120_000, 'the reboot command ran');
+      await until(() => existsSync(rebootMarker()), 120_000, 'the reboot was requested');
       const recs = await service.records();
       const cps = recs.map((r) => r.cp).filter(Boolean);
       for (const cp of ['OTA-AGENT-JOB-VERIFIED', 'OTA-AGENT-DOWNLOADED', 'OTA-AGENT-BUNDLE-VERIFIED', 'OTA-UPDATE-INSTALL', 'OTA-UPDATE-REBOOT', 'SYSTEM-REBOOT']) expect(cps).toContain(cp);
@@ -166,6 +169,14 @@ describeWith([...RAUC_RIG_PREREQS, tool('mosquitto')])('evcc run updates the veh
       expect((await rig.bootloader()).left.B).toBe(3); // Mark good gave the tries back
       expect((await jobService.job(jobId))!.history.map((h) => h.status)).toEqual(expect.arrayContaining(['queued', 'in_progress', 'succeeded']));
       expect(await service.stop()).toBe(0);
+
+      // What an operator sees afterwards (read-only): no pending update, B booted and good with v2, counter 2.
+      const st = await execa(process.execPath, ['--import', 'tsx', join(REPO, 'bin', 'evcc.ts'), '--config', config, '--log-level', 'warn', 'ota', 'update-status'],
+        { cwd: REPO, reject: false, env: { ...process.env, ...rig.lab.env, NODE_OPTIONS: '' } });
+      expect(st.exitCode, st.stderr).toBe(0);
+      const status = JSON.parse(st.stdout) as { record: unknown; counter: string; rauc: { booted: string; primary: string; compatible: string; slots: { bootname?: string; bootStatus?: string; bundleVersion?: string }[] } };
+      expect(status).toMatchObject({ record: null, counter: '2', rauc: { booted: 'B', primary: 'rootfs.1', compatible: 'evcc-bench' } });
+      expect(status.rauc.slots.find((x) => x.bootname === 'B')).toMatchObject({ bootStatus: 'good', bundleVersion: '2' });
     } finally {
       await service.stop();
     }
@@ -187,7 +198,7 @@ describeWith([...RAUC_RIG_PREREQS, tool('mosquitto')])('evcc run updates the veh
     try {
       await until(() => hasCp(service, 'OTA-AGENT-IDLE'), 60_000, 'v2 runs, no job');
       const jobId = (await jobService.createCampaign({ release: await oem.publish(v3), vehicles: [VEHICLE_ID] })).jobs[0]!.jobId;
-      await until(() => existsSync(rebootMarker()), 120_000, 'the reboot command ran after the v3 install');
+      await until(() => existsSync(rebootMarker()), 120_000, 'the reboot was requested after the v3 install');
       expect(await service.stop()).toBe(0);
       // Someone with root writes into the new slot before it boots: the measurement no longer matches the signed image.
       const slot = await open(rig.slotFile('A'), 'r+');

@@ -55,7 +55,7 @@ const raucService: Prerequisite = { name: `package rauc-service (${RAUC_BUS_POLI
 export const RAUC_RIG_PREREQS: Prerequisite[] = [tool('swtpm'), tool('tpm2_pcrextend'), tool('rauc'), tool('dbus-daemon'), tool('mkfs.ext4'), tool('openssl'),
   tool('sha256sum'), tool('od'), tool('losetup'), raucService, { name: 'root (rauc mounts bundles on loop devices)', present: () => process.getuid?.() === 0 }];
 
-const busConfig = (socket: string): string => `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+const busConfig = (socket: string, policies: readonly string[] = []): string => `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
   <type>system</type>
@@ -77,7 +77,7 @@ const busConfig = (socket: string): string => `<!DOCTYPE busconfig PUBLIC "-//fr
     <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
   </policy>
   <include>${RAUC_BUS_POLICY}</include>
-</busconfig>
+${policies.map((p) => `  <include>${p}</include>\n`).join('')}</busconfig>
 `;
 
 export interface RigRelease {
@@ -103,6 +103,7 @@ export class RaucRig {
   private bus: ResultPromise | undefined;
   private service: ResultPromise | undefined;
   private serviceStarts = 0;
+  private busPolicies: readonly string[] = [];
   /** Bootname of the slot running now. */
   booted = 'A';
   private constructor(readonly lab: TpmLab, readonly dir: string) {}
@@ -144,9 +145,11 @@ export class RaucRig {
   }
 
   /** `slotBytes`: size of each slot file (the partition; default 16 MiB). */
-  static async create(o: { slotBytes?: number } = {}): Promise<RaucRig> {
+  /** `busPolicies`: bus policy files included after RAUC's own, as /usr/share/dbus-1/system.d/ orders them. */
+  static async create(o: { slotBytes?: number; busPolicies?: readonly string[] } = {}): Promise<RaucRig> {
     const lab = await TpmLab.create();
     const rig = new RaucRig(lab, join(lab.base, 'rauc-rig'));
+    rig.busPolicies = o.busPolicies ?? [];
     try {
       await mkdir(join(rig.dir, 'slots'), { recursive: true, mode: 0o700 });
       await mkdir(rig.mountPrefix, { recursive: true, mode: 0o700 });
@@ -171,7 +174,7 @@ export class RaucRig {
 
   private async startBus(): Promise<void> {
     const conf = join(this.dir, 'bus.conf');
-    await writeFile(conf, busConfig(this.busSocket), { mode: 0o600 });
+    await writeFile(conf, busConfig(this.busSocket, this.busPolicies), { mode: 0o600 });
     await rm(this.busSocket, { force: true });
     this.bus = (await spawnDaemon('dbus-daemon', [`--config-file=${conf}`, '--nofork', '--nopidfile'], join(this.dir, 'dbus.log'))).child;
     for (let i = 0; i < 300; i++) {

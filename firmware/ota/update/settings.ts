@@ -20,7 +20,11 @@ export const UpdateSettings = z.strictObject({
   pollIntervalMs: z.number().int().min(60_000).max(7 * 24 * 3600_000).default(6 * 3600_000),
   /** First retry after a pass that failed on the way (backend silent, connection lost); doubles up to pollIntervalMs. */
   retryDelayMs: z.number().int().min(1_000).max(24 * 3600_000).default(60_000),
-  /** The reboot into the new slot (argv, no shell); on the Pi systemd's. Runs only while no session charges. */
-  rebootCommand: z.array(z.string().min(1)).min(1).default(['systemctl', 'reboot']),
+  /**
+   * The reboot into the new slot (argv, no shell). Default: none — the runtime writes its request to the run dir and
+   * the root unit evcc-reboot.path/.service reboots (no privilege in the runtime). Either way only while no session
+   * charges.
+   */
+  rebootCommand: z.array(z.string().min(1)).min(1).optional(),
 });
 export type UpdateSettings = z.infer<typeof UpdateSettings>;

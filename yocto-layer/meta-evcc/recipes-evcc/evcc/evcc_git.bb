@@ -70,7 +70,7 @@ GROUPADD_PARAM:${PN} = "--system evcc; --system tss"
 USERADD_PARAM:${PN} = "--system --home-dir /var/lib/evcc --no-create-home --shell /sbin/nologin -g evcc -G tss,dialout evcc"
 
 # Every unit in deploy/systemd (the layer check in test/integration/yocto-layer.test.ts keeps this list complete).
-EVCC_UNITS = "evcc-boot.service evcc.service evcc-commit.service"
+EVCC_UNITS = "evcc-boot.service evcc.service evcc-commit.service evcc-reboot.path evcc-reboot.service"
 SYSTEMD_SERVICE:${PN} = "${EVCC_UNITS}"
 SYSTEMD_AUTO_ENABLE = "enable"
 
@@ -96,11 +96,14 @@ do_install:append() {
         install -m 0644 ${S}/deploy/systemd/$unit ${D}${systemd_system_unitdir}/
     done
     install -m 0644 ${S}/deploy/systemd/evcc.tmpfiles.conf ${D}${nonarch_libdir}/tmpfiles.d/evcc.conf
+    # RAUC's own bus policy lets any local user drive the installer: only root and evcc may (deploy/dbus).
+    install -d ${D}${datadir}/dbus-1/system.d
+    install -m 0644 ${S}/deploy/dbus/evcc-rauc.conf ${D}${datadir}/dbus-1/system.d/evcc-rauc.conf
     # Readable by the runtime (group evcc), writable by root only.
     install -m 0640 -o root -g evcc ${S}/deploy/config/evcc.bench.json ${D}${sysconfdir}/evcc/evcc.json
     # npm's bin link would start dist/bin/evcc.js through its shebang; the wrapper names the interpreter itself.
     rm -f ${D}${bindir}/evcc
     install -m 0755 ${WORKDIR}/evcc.wrapper ${D}${bindir}/evcc
 }
-FILES:${PN} += "${systemd_system_unitdir} ${nonarch_libdir}/tmpfiles.d ${sysconfdir}/evcc"
+FILES:${PN} += "${systemd_system_unitdir} ${nonarch_libdir}/tmpfiles.d ${sysconfdir}/evcc ${datadir}/dbus-1/system.d"
 CONFFILES:${PN} = "${sysconfdir}/evcc/evcc.json"
