@@ -154,7 +154,10 @@ export function registerRun(program: Command, globals: () => GlobalOptions): voi
         // began (health check, Mark good, counter) before it takes a new job.
         if (stack.config.update.enabled) {
           const { startVehicleUpdates } = await import('../vehicle-update.ts');
-          updates = await startVehicleUpdates(stack, stack.config.update);
+          updates = await startVehicleUpdates(stack, stack.config.update).catch((err: unknown) => {
+            rt.log('OTA').error({ cp: 'OTA-UPDATES-OFF', code: (err as EvccError).code }, `OTA updates off: ${(err as Error).message}`);
+            return undefined;
+          });
         }
         const blockMs = Number(process.env[BLOCK_MAIN_LOOP_ENV] ?? 0);
         if (blockMs > 0) {

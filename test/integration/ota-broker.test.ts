@@ -17,9 +17,10 @@ import { SystemClock } from '../../hal/clock/system.ts';
 import { MqttJsConnector } from '../../hal/mqtt/mqtt-js.ts';
 import type { MqttClient, MqttMessage } from '../../hal/mqtt/types.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
-import { OEM_BACKEND_USER, startMosquitto, type MosquittoBroker } from '../support/mosquitto.ts';
+import { OEM_BACKEND_USER, type MosquittoBroker } from '../support/mosquitto.ts';
+import { startOemBackendFixture, type OemBackendFixture } from '../support/oem-backend-fixture.ts';
 import { describeWith, tool } from '../support/prereq.ts';
-import { otaFixture, vehicleStore, type OtaFixture } from './ota-fixtures.ts';
+import { vehicleStore, type OtaFixture } from './ota-fixtures.ts';
 import { until } from '../support/until.ts';
 
 /**
@@ -29,9 +30,9 @@ import { until } from '../support/until.ts';
  */
 const connector = new MqttJsConnector();
 const clock = new SystemClock();
+let oemFx: OemBackendFixture;
 let broker: MosquittoBroker;
 let fx: OtaFixture;
-let backend: OemBackend;
 const tmp: string[] = [];
 const clients: MqttClient[] = [];
 const links: OtaLink[] = [];
@@ -63,17 +64,13 @@ async function raw(cn: string, protocolVersion: 4 | 5 = 5): Promise<MqttClient> 
 
 describeWith([tool('mosquitto')])('OEM link over mosquitto (mTLS + per-vehicle ACL)', () => {
   beforeAll(async () => {
-    fx = await otaFixture();
-    broker = await startMosquitto();
-    backend = new OemBackend({ connector, url: broker.url, protocolVersion: 5, tls: await broker.identity(OEM_BACKEND_USER), clientId: 'oem-backend-test', pool: fx.pool, signer: fx.signer, clock, log: silentLogger() });
-    await backend.start();
+    oemFx = await startOemBackendFixture({ clientId: 'oem-backend-test' });
+    ({ broker, fx } = oemFx);
   });
   afterAll(async () => {
     for (const c of clients) await c.close().catch(() => undefined);
     for (const l of links) await l.close().catch(() => undefined);
-    await backend?.stop();
-    await broker?.stop();
-    await fx?.cleanup();
+    await oemFx?.close();
     for (const d of tmp) await rm(d, { recursive: true, force: true });
   });
 
@@ -120,7 +117,7 @@ describeWith([tool('mosquitto')])('OEM link over mosquitto (mTLS + per-vehicle A
     await backendId.publish(vehicleTopics('veh-acl-b').rootCaResponse, 'for-b-only', { qos: 1 });
     // A writes into B's reply topic and into B's request topic (as if it were B).
     const pubAck = await a.publish(vehicleTopics('veh-acl-b').rootCaResponse, 'forged-by-a', { qos: 1 });
-    const requestsBefore = backend.stats.requests;
+    const requestsBefore = oemFx.backend.stats.requests;
     await a.publish(vehicleTopics('veh-acl-b').rootCaRequest, '{"v":1}', { qos: 1 });
     // Mark the end of the traffic with a message that must arrive at B.
     await backendId.publish(vehicleTopics('veh-acl-b').state, 'marker', { qos: 1 });
@@ -129,16 +126,16 @@ describeWith([tool('mosquitto')])('OEM link over mosquitto (mTLS + per-vehicle A
     expect(pubAck.reasonCode).toBe(135); // MQTT 5 "not authorized"
     expect(seenByA).toEqual([]);
     expect(seenByB.map((m) => Buffer.from(m.payload).toString())).toEqual(['for-b-only', 'marker']);
-    expect(backend.stats.requests).toBe(requestsBefore);
+    expect(oemFx.backend.stats.requests).toBe(requestsBefore);
   });
 
   it('a link certificate of another vehicle cannot use this vehicle\'s topics: OTA_BROKER_REFUSED (MQTT 5 reason 135)', async () => {
     const link = new OtaLink({ connector, url: broker.url, vehicleId: 'veh-victim', protocolVersion: 5, tls: await broker.identity('veh-thief'), clock, log: silentLogger() });
     links.push(link);
     const fetcher = new OemRootFetcher({ rpc: link.rootCaRpc, vehicleId: 'veh-victim', trust: fx.trust, clock, log: silentLogger() });
-    const before = backend.stats.requests;
+    const before = oemFx.backend.stats.requests;
     await expect(fetcher.fetchRoot(presentedB(), { budgetMs: 3000 })).rejects.toMatchObject({ code: 'OTA_BROKER_REFUSED', details: { reasonCode: 135 } });
-    expect(backend.stats.requests).toBe(before);
+    expect(oemFx.backend.stats.requests).toBe(before);
     await link.close();
   });
 
@@ -166,8 +163,8 @@ describeWith([tool('mosquitto')])('OEM link over mosquitto (mTLS + per-vehicle A
   });
 
   it('an impostor with a valid backend link certificate but another answer key gets nothing installed', async () => {
-    await backend.stop();
-    const impostor = new OemBackend({ connector, url: broker.url, protocolVersion: 5, tls: await broker.identity(OEM_BACKEND_USER), clientId: 'oem-backend-impostor', pool: fx.pool, signer: fx.otherSigner, clock, log: silentLogger() });
+    await oemFx.backend.stop();
+    const impostor = new OemBackend(oemFx.backendOptions({ clientId: 'oem-backend-impostor', signer: fx.otherSigner }));
     try {
       await impostor.start();
       const veh = await vehicle('veh-impostor');
@@ -182,14 +179,13 @@ describeWith([tool('mosquitto')])('OEM link over mosquitto (mTLS + per-vehicle A
       await veh.link.close();
     } finally {
       await impostor.stop();
-      backend = new OemBackend({ connector, url: broker.url, protocolVersion: 5, tls: await broker.identity(OEM_BACKEND_USER), clientId: 'oem-backend-test', pool: fx.pool, signer: fx.signer, clock, log: silentLogger() });
-      await backend.start();
+      await oemFx.restartBackend();
     }
   });
 
   it('backend silent: OTA_BACKEND_SILENT within the budget, no partial root on disk', async () => {
     const veh = await vehicle('veh-silent');
-    await backend.stop();
+    await oemFx.backend.stop();
     try {
       const storeBefore = await readFile(join(veh.dir, 'pki/store.json'));
       const t0 = Date.now();
@@ -198,8 +194,7 @@ describeWith([tool('mosquitto')])('OEM link over mosquitto (mTLS + per-vehicle A
       expect(await readFile(join(veh.dir, 'pki/store.json'))).toEqual(storeBefore);
       expect((await readdir(join(veh.dir, 'pki'))).filter((n) => n !== 'store.json' && n !== 'store.initialised')).toEqual([]);
     } finally {
-      backend = new OemBackend({ connector, url: broker.url, protocolVersion: 5, tls: await broker.identity(OEM_BACKEND_USER), clientId: 'oem-backend-test', pool: fx.pool, signer: fx.signer, clock, log: silentLogger() });
-      await backend.start();
+      await oemFx.restartBackend();
       await veh.link.close();
     }
   });
@@ -220,7 +215,7 @@ describeWith([tool('mosquitto')])('OEM link over mosquitto (mTLS + per-vehicle A
       await broker.start();
     }
     await until(() => veh.link.status === 'connected', 10_000);
-    await until(() => backend.stats !== undefined);
+    await until(() => oemFx.backend.stats !== undefined);
     const root = await veh.fetcher.fetchRoot(presentedB(), { budgetMs: 8000 });
     expect(root.sha256).toBe(sha256Hex(fx.pki.b.root.der));
     await veh.link.close();

@@ -1,9 +1,5 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { JobService } from '../../deploy/oem-backend/jobs.ts';
-import { OemBackend } from '../../deploy/oem-backend/service.ts';
 import { silentLogger } from '../../core/logger.ts';
 import { OtaLink } from '../../firmware/ota/link.ts';
 import { jobTopics, verifyJob } from '../../firmware/ota/update/job.ts';
@@ -12,11 +8,10 @@ import { SystemClock } from '../../hal/clock/system.ts';
 import { MqttJsConnector } from '../../hal/mqtt/mqtt-js.ts';
 import type { MqttClient } from '../../hal/mqtt/types.ts';
 import { FsStore } from '../../hal/store/fs-store.ts';
-import { OEM_BACKEND_USER, startMosquitto, type MosquittoBroker } from '../support/mosquitto.ts';
+import { startOemBackendFixture, type OemBackendFixture } from '../support/oem-backend-fixture.ts';
 import { errorCodeOf, testReleasePolicy } from '../support/ota-jobs.ts';
 import { describeWith, tool } from '../support/prereq.ts';
 import { until } from '../support/until.ts';
-import { otaFixture, type OtaFixture } from './ota-fixtures.ts';
 
 /**
  * Update campaigns over a real Debian mosquitto (mutual TLS, per-vehicle ACL): the backend's campaign reaches each
@@ -28,11 +23,8 @@ import { otaFixture, type OtaFixture } from './ota-fixtures.ts';
 const connector = new MqttJsConnector();
 const clock = new SystemClock();
 const SHA = 'ab'.repeat(32);
-let broker: MosquittoBroker;
-let fx: OtaFixture;
-let backend: OemBackend;
+let oemFx: OemBackendFixture;
 let jobs: JobService;
-let jobsDir: string;
 const links: OtaLink[] = [];
 const raws: MqttClient[] = [];
 
@@ -41,33 +33,26 @@ const release = {
 };
 
 async function vehicle(vehicleId: string) {
-  const link = new OtaLink({ connector, url: broker.url, vehicleId, protocolVersion: 5, tls: await broker.identity(vehicleId), clock, log: silentLogger(), reconnectPeriodMs: 200 });
+  const link = new OtaLink({ connector, url: oemFx.broker.url, vehicleId, protocolVersion: 5, tls: await oemFx.vehicleTls(vehicleId), clock, log: silentLogger(), reconnectPeriodMs: 200 });
   links.push(link);
   expect(await link.waitConnected(5_000)).toBe(true);
   const client = new MqttJobsClient({ client: link.client, vehicleId, clock, log: silentLogger(), timeoutMs: 3_000, notifyWaitMs: 3_000 });
   return { link, client };
 }
 
-const checkCtx = (vehicleId: string) => ({ oemJobKey: fx.trust, vehicleId, runningVersion: 1, counterVersion: 1, compatible: 'evcc-rpi4', now: new Date() });
+const checkCtx = (vehicleId: string) => ({ oemJobKey: oemFx.fx.trust, vehicleId, runningVersion: 1, counterVersion: 1, compatible: 'evcc-rpi4', now: new Date() });
 
 const code = errorCodeOf;
 
 describeWith([tool('mosquitto')])('update campaigns over mosquitto (job topics, signed jobs, state reports)', () => {
   beforeAll(async () => {
-    fx = await otaFixture();
-    broker = await startMosquitto();
-    jobsDir = await mkdtemp(join(tmpdir(), 'evcc-jobs-'));
-    jobs = new JobService({ store: await FsStore.open(jobsDir), signer: fx.signer, log: silentLogger() });
-    backend = new OemBackend({ connector, url: broker.url, protocolVersion: 5, tls: await broker.identity(OEM_BACKEND_USER), clientId: 'oem-backend-jobs', pool: fx.pool, signer: fx.signer, clock, log: silentLogger(), jobs });
-    await backend.start();
+    oemFx = await startOemBackendFixture({ jobs: true, clientId: 'oem-backend-jobs' });
+    jobs = oemFx.jobService!;
   });
   afterAll(async () => {
     for (const l of links) await l.close().catch(() => undefined);
     for (const c of raws) await c.close().catch(() => undefined);
-    await backend?.stop();
-    await broker?.stop();
-    await fx?.cleanup();
-    if (jobsDir) await rm(jobsDir, { recursive: true, force: true });
+    await oemFx?.close();
   });
 
   it('a campaign for two vehicles: each gets its own signed job, reports arrive in order, terminal states stick', async () => {
@@ -108,7 +93,7 @@ describeWith([tool('mosquitto')])('update campaigns over mosquitto (job topics, 
     expect(pending).toBeUndefined();
 
     // The state survives a backend restart (persisted), as `campaign show` reads it.
-    const reread = new JobService({ store: await FsStore.open(jobsDir), signer: fx.signer, log: silentLogger() });
+    const reread = new JobService({ store: await FsStore.open(oemFx.jobsDir!), signer: oemFx.fx.signer, log: silentLogger() });
     expect((await reread.job(va.jobId))!.status).toBe('succeeded');
     expect((await reread.jobsOf('veh-job-b')).map((j) => j.status)).toEqual(['failed']);
   });
@@ -121,7 +106,7 @@ describeWith([tool('mosquitto')])('update campaigns over mosquitto (job topics, 
     const sneaky = new MqttJobsClient({ client: intruder.link.client, vehicleId: 'veh-job-d', clock, log: silentLogger(), timeoutMs: 1_500, notifyWaitMs: 200 });
     expect(await code(sneaky.report(jobC, 'succeeded'))).toBe('OTA_JOB_REPORT_REJECTED');
     // Straight into the other vehicle's topic: the broker's ACL drops it (MQTT 5 PUBACK 135 or silently).
-    const raw = connector.connect({ url: broker.url, clientId: 'raw-veh-job-d', protocolVersion: 5, tls: await broker.identity('veh-job-d'), reconnectPeriodMs: 200 });
+    const raw = connector.connect({ url: oemFx.broker.url, clientId: 'raw-veh-job-d', protocolVersion: 5, tls: await oemFx.vehicleTls('veh-job-d'), reconnectPeriodMs: 200 });
     raws.push(raw);
     await until(() => raw.status === 'connected');
     await raw.publish(jobTopics('veh-job-c').update(jobC), JSON.stringify({ v: 1, type: 'job.update', token: 'aaaa', status: 'succeeded' }), { qos: 1 }).catch(() => undefined);

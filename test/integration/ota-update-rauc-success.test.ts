@@ -4,21 +4,16 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { EvccError } from '../../core/errors.ts';
 import { DATA } from '../../firmware/keys/layout.ts';
 import type { InstallProgress } from '../../hal/rauc/types.ts';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { silentLogger } from '../../core/logger.ts';
-import { JobService } from '../../deploy/oem-backend/jobs.ts';
-import { OemBackend } from '../../deploy/oem-backend/service.ts';
+import type { JobService } from '../../deploy/oem-backend/jobs.ts';
 import { OtaLink } from '../../firmware/ota/link.ts';
 import { MqttJobsClient } from '../../firmware/ota/update/jobs-client.ts';
 import { SystemClock } from '../../hal/clock/system.ts';
 import { MqttJsConnector } from '../../hal/mqtt/mqtt-js.ts';
-import { FsStore } from '../../hal/store/fs-store.ts';
-import { OEM_BACKEND_USER, startMosquitto, type MosquittoBroker } from '../support/mosquitto.ts';
+import { startOemBackendFixture, type OemBackendFixture } from '../support/oem-backend-fixture.ts';
 import { describeWith, tool } from '../support/prereq.ts';
 import { RAUC_RIG_PREREQS, RaucRig, type RigRelease } from '../support/rauc-rig.ts';
 import { agentDeps, contractKeySigns, OemUpdateSide, runUpdateAgent, VEHICLE_ID } from '../support/ota-update.ts';
-import { otaFixture, type OtaFixture } from './ota-fixtures.ts';
 
 /**
  * Issue #10 Must show 1: v1 → v2 through real `rauc service` on a private D-Bus system bus with file-backed A/B ext4
@@ -47,16 +42,13 @@ describeWith([...RAUC_RIG_PREREQS, tool('mosquitto')])('OTA update v1 → v2 thr
   let oem: OemUpdateSide;
   let contractPub: string;
   let v2: RigRelease;
-  let fx: OtaFixture;
-  let broker: MosquittoBroker;
-  let jobsDir: string;
+  let oemFx: OemBackendFixture;
   let jobService: JobService;
-  let backend: OemBackend;
   const links: OtaLink[] = [];
 
   /** The vehicle's link to the backend and its job client (a new one per boot, as the runtime connects). */
   async function vehicleJobs(): Promise<MqttJobsClient> {
-    const link = new OtaLink({ connector, url: broker.url, vehicleId: VEHICLE_ID, protocolVersion: 5, tls: await broker.identity(VEHICLE_ID), clock, log: silentLogger(), reconnectPeriodMs: 200 });
+    const link = new OtaLink({ connector, url: oemFx.broker.url, vehicleId: VEHICLE_ID, protocolVersion: 5, tls: await oemFx.vehicleTls(VEHICLE_ID), clock, log: silentLogger(), reconnectPeriodMs: 200 });
     links.push(link);
     expect(await link.waitConnected(5_000)).toBe(true);
     return new MqttJobsClient({ client: link.client, vehicleId: VEHICLE_ID, clock, log: silentLogger(), timeoutMs: 5_000, notifyWaitMs: 3_000 });
@@ -69,19 +61,12 @@ describeWith([...RAUC_RIG_PREREQS, tool('mosquitto')])('OTA update v1 → v2 thr
     ({ contractPublicKeyPem: contractPub } = await rig.factory());
     oem = await OemUpdateSide.create();
     v2 = await rig.release(2, { imageBytes: 1024 * 1024 });
-    fx = await otaFixture();
-    broker = await startMosquitto();
-    jobsDir = await mkdtemp(join(tmpdir(), 'evcc-rauc-jobs-'));
-    jobService = new JobService({ store: await FsStore.open(jobsDir), signer: fx.signer, log: silentLogger() });
-    backend = new OemBackend({ connector, url: broker.url, protocolVersion: 5, tls: await broker.identity(OEM_BACKEND_USER), clientId: 'oem-backend-rauc', pool: fx.pool, signer: fx.signer, clock, log: silentLogger(), jobs: jobService });
-    await backend.start();
+    oemFx = await startOemBackendFixture({ jobs: true, clientId: 'oem-backend-rauc' });
+    jobService = oemFx.jobService!;
   }, 120_000);
   afterAll(async () => {
     for (const l of links) await l.close().catch(() => undefined);
-    await backend?.stop();
-    await broker?.stop();
-    await fx?.cleanup();
-    if (jobsDir) await rm(jobsDir, { recursive: true, force: true });
+    await oemFx?.close();
     await oem?.close();
     await rig?.close();
   });
@@ -103,7 +88,7 @@ describeWith([...RAUC_RIG_PREREQS, tool('mosquitto')])('OTA update v1 → v2 thr
     const raucProgress: InstallProgress[] = [];
     let installer = await rig.installer();
     let slot = await rig.slotDeps(installer, { reboot: async (reason) => void rebootReasons.push(reason) });
-    const deps = await agentDeps(rig, oem, jobs, slot, { trust: fx.trust });
+    const deps = await agentDeps(rig, oem, jobs, slot, { trust: oemFx.fx.trust });
     const wrapped = { ...deps, slot: { ...slot, installer: { ...installer, bootSlot: () => installer.bootSlot(), primary: () => installer.primary(), slots: () => installer.slots(),
       operation: () => installer.operation(), lastError: () => installer.lastError(), compatible: () => installer.compatible(), mark: installer.mark.bind(installer), close: () => installer.close(),
       install: (p: string, o?: Parameters<typeof installer.install>[1]) => installer.install(p, { ...o, onProgress: (pr) => { raucProgress.push(pr); o?.onProgress?.(pr); } }) } } };
@@ -137,7 +122,7 @@ describeWith([...RAUC_RIG_PREREQS, tool('mosquitto')])('OTA update v1 → v2 thr
     installer = await rig.installer();
     slot = await rig.slotDeps(installer);
     jobs = await vehicleJobs(); // the runtime of the new boot connects again
-    const second = await runUpdateAgent(await agentDeps(rig, oem, jobs, slot, { trust: fx.trust }));
+    const second = await runUpdateAgent(await agentDeps(rig, oem, jobs, slot, { trust: oemFx.fx.trust }));
     expect(second).toMatchObject({ status: 'reported', outcome: { status: 'succeeded', version: 2, slot: 'B', counter: { from: '1', to: '2' } } });
     expect(await rig.counter()).toBe(2n);
     await backendRecorded(async () => (await state()).status === 'succeeded');

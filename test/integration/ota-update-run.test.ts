@@ -5,20 +5,16 @@ import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { silentLogger } from '../../core/logger.ts';
-import { JobService } from '../../deploy/oem-backend/jobs.ts';
-import { OemBackend } from '../../deploy/oem-backend/service.ts';
+import type { JobService } from '../../deploy/oem-backend/jobs.ts';
 import { DATA } from '../../firmware/keys/layout.ts';
 import { SECURITY_LOG_PATH } from '../../firmware/log/security-log.ts';
 import { releaseBundle } from '../../firmware/ota/update/after-boot.ts';
-import { SystemClock } from '../../hal/clock/system.ts';
-import { MqttJsConnector } from '../../hal/mqtt/mqtt-js.ts';
-import { FsStore } from '../../hal/store/fs-store.ts';
-import { OEM_BACKEND_USER, startMosquitto, type MosquittoBroker } from '../support/mosquitto.ts';
+import type { MosquittoBroker } from '../support/mosquitto.ts';
+import { startOemBackendFixture, type OemBackendFixture } from '../support/oem-backend-fixture.ts';
 import { describeWith, tool } from '../support/prereq.ts';
 import { RAUC_RIG_PREREQS, RaucRig, type RigRelease } from '../support/rauc-rig.ts';
 import { contractKeySigns, OemUpdateSide, VEHICLE_ID } from '../support/ota-update.ts';
-import { otaFixture, type OtaFixture } from './ota-fixtures.ts';
+import type { OtaFixture } from './ota-fixtures.ts';
 import { PtyPilotBoard } from './pilot-pty.ts';
 
 /**
@@ -50,11 +46,11 @@ interface RunningService {
 describeWith([...RAUC_RIG_PREREQS, tool('mosquitto')])('evcc run updates the vehicle v1 → v2 through real RAUC (issue #10)', () => {
   let rig: RaucRig;
   let oem: OemUpdateSide;
+  let oemFx: OemBackendFixture;
   let fx: OtaFixture;
   let broker: MosquittoBroker;
   let dir: string;
   let jobService: JobService;
-  let backend: OemBackend;
   let pilot: PtyPilotBoard;
   let contractPub: string;
   let v2: RigRelease;
@@ -90,13 +86,10 @@ describeWith([...RAUC_RIG_PREREQS, tool('mosquitto')])('evcc run updates the veh
     ({ contractPublicKeyPem: contractPub } = await rig.factory());
     v2 = await rig.release(2, { imageBytes: 1024 * 1024 });
     oem = await OemUpdateSide.create();
-    fx = await otaFixture();
-    broker = await startMosquitto();
+    oemFx = await startOemBackendFixture({ jobs: true, clientId: 'oem-backend-run-update' });
+    ({ broker, fx } = oemFx);
+    jobService = oemFx.jobService!;
     dir = await mkdtemp(join(tmpdir(), 'evcc-run-update-'));
-    jobService = new JobService({ store: await FsStore.open(join(dir, 'jobs')), signer: fx.signer, log: silentLogger() });
-    backend = new OemBackend({ connector: new MqttJsConnector(), url: broker.url, protocolVersion: 5, tls: await broker.identity(OEM_BACKEND_USER), clientId: 'oem-backend-run-update',
-      pool: fx.pool, signer: fx.signer, clock: new SystemClock(), log: silentLogger(), jobs: jobService });
-    await backend.start();
 
     // Production steps on the vehicle: the OEM backend key with its TPM-derived tag; the link credential files.
     await writeFile(join(dir, 'oem-backend-key.pem'), fx.signer.publicKeyPem);
@@ -120,9 +113,7 @@ describeWith([...RAUC_RIG_PREREQS, tool('mosquitto')])('evcc run updates the veh
   }, 180_000);
   afterAll(async () => {
     pilot?.close();
-    await backend?.stop();
-    await broker?.stop();
-    await fx?.cleanup();
+    await oemFx?.close();
     await oem?.close();
     await rig?.close();
     if (dir) await rm(dir, { recursive: true, force: true });

@@ -1,23 +1,19 @@
 import { generateKeyPairSync, sign as cryptoSign } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createLogger, silentLogger } from '../../core/logger.ts';
-import { SecurityLogCollector, SecurityLogService } from '../../deploy/oem-backend/security-log.ts';
-import { OemBackend } from '../../deploy/oem-backend/service.ts';
+import type { SecurityLogCollector } from '../../deploy/oem-backend/security-log.ts';
 import { SecurityLog, logKeyId, verifySecurityLog, type CheckpointSigner } from '../../firmware/log/security-log.ts';
 import { OtaLink } from '../../firmware/ota/link.ts';
 import { SystemClock } from '../../hal/clock/system.ts';
 import { MqttJsConnector } from '../../hal/mqtt/mqtt-js.ts';
 import type { MqttLinkStatus } from '../../hal/mqtt/types.ts';
-import { FsStore } from '../../hal/store/fs-store.ts';
 import { MemoryStore } from '../../hal/store/memory-store.ts';
 import { startVehicleSecurityLogUploads } from '../../bin/vehicle-security-log.ts';
-import { OEM_BACKEND_USER, startMosquitto, type MosquittoBroker } from '../support/mosquitto.ts';
+import { startOemBackendFixture, type OemBackendFixture } from '../support/oem-backend-fixture.ts';
 import { describeWith, tool } from '../support/prereq.ts';
 import { until } from '../support/until.ts';
-import { otaFixture, type OtaFixture } from './ota-fixtures.ts';
 
 /**
  * The running vehicle's security-log uploads (bin/vehicle-security-log.ts: the schedule of
@@ -30,9 +26,7 @@ import { otaFixture, type OtaFixture } from './ota-fixtures.ts';
 const connector = new MqttJsConnector();
 const clock = new SystemClock();
 const VIN = 'veh-log-run';
-let broker: MosquittoBroker;
-let fx: OtaFixture;
-let backend: OemBackend;
+let oemFx: OemBackendFixture;
 let collector: SecurityLogCollector;
 let dir: string;
 let link: OtaLink | undefined;
@@ -50,15 +44,6 @@ function softwareLogKey(): { signer: CheckpointSigner; pem: string } {
   return { pem, signer: { keyId: logKeyId(pem), sign: async (m) => new Uint8Array(cryptoSign('sha256', m, { key: privateKey, dsaEncoding: 'ieee-p1363' })) } };
 }
 
-async function startBackend(): Promise<OemBackend> {
-  const b = new OemBackend({
-    connector, url: broker.url, protocolVersion: 5, tls: await broker.identity(OEM_BACKEND_USER), clientId: 'oem-backend-seclog-run', pool: fx.pool, signer: fx.signer, clock, log: silentLogger(),
-    securityLogs: new SecurityLogService(collector, silentLogger()),
-  });
-  await b.start();
-  return b;
-}
-
 /** The backend's copy: verified with the vehicle's key, and equal to the vehicle's own file. */
 async function expectBackendHoldsAll(): Promise<void> {
   await until(() => held?.seq === securityLog.head.seq, 10_000, 'the backend to hold the vehicle\'s head');
@@ -73,12 +58,9 @@ let polling: NodeJS.Timeout | undefined;
 
 describeWith([tool('mosquitto')])('security-log uploads of the running vehicle over mosquitto', () => {
   beforeAll(async () => {
-    fx = await otaFixture();
-    broker = await startMosquitto();
-    dir = await mkdtemp(join(tmpdir(), 'evcc-seclog-run-'));
-    collector = new SecurityLogCollector({ store: await FsStore.open(dir), log: silentLogger() });
+    oemFx = await startOemBackendFixture({ securityLogs: true, clientId: 'oem-backend-seclog-run' });
+    ({ collector, dir } = oemFx.securityLogs!);
     await collector.registerVehicle(VIN, key.pem);
-    backend = await startBackend();
     // The backend's head as the vehicle side would ask for it, read straight from its store.
     polling = setInterval(() => void collector.head(VIN).then((h) => (held = h), () => undefined), 50);
   });
@@ -86,10 +68,7 @@ describeWith([tool('mosquitto')])('security-log uploads of the running vehicle o
     if (polling) clearInterval(polling);
     await stopUploads?.().catch(() => undefined);
     await link?.close().catch(() => undefined);
-    await backend?.stop();
-    await broker?.stop();
-    await fx?.cleanup();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await oemFx?.close();
   });
 
   it('entries recorded before the link is up arrive once it connects (an unsigned, degraded checkpoint among them)', async () => {
@@ -104,7 +83,7 @@ describeWith([tool('mosquitto')])('security-log uploads of the running vehicle o
 
     const log = createLogger({ level: 'debug', destination: { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) } });
     // Slow reconnects: after the broker restart below the backend (1 s) is back before the vehicle's next attempt.
-    link = new OtaLink({ connector, url: broker.url, vehicleId: VIN, protocolVersion: 5, tls: await broker.identity(VIN), clock, log: silentLogger(), reconnectPeriodMs: 3_000 });
+    link = new OtaLink({ connector, url: oemFx.broker.url, vehicleId: VIN, protocolVersion: 5, tls: await oemFx.vehicleTls(VIN), clock, log: silentLogger(), reconnectPeriodMs: 3_000 });
     link.client.onStatus((s) => void statuses.push(s));
     expect(link.status).not.toBe('connected');
     stopUploads = startVehicleSecurityLogUploads({ link, vehicleId: VIN, securityLog, clock, log, timeoutMs: 2_000, watchMs: 100, intervalMs: 10 * 60_000 });
@@ -125,14 +104,14 @@ describeWith([tool('mosquitto')])('security-log uploads of the running vehicle o
   });
 
   it('after a broker restart the reconnect uploads what was logged meanwhile, from the backend\'s head', async () => {
-    await broker.kill();
+    await oemFx.broker.kill();
     await until(() => link!.status !== 'connected', 5_000, 'the link to notice the broker is gone');
     await securityLog.append('ota.update-step', { job: 'j1', step: 'downloaded' });
     await securityLog.checkpoint();
     // Restart right after a failed attempt of the vehicle: its next one (3 s later) finds the backend subscribed again.
     const attempts = statuses.filter((s) => s === 'connecting').length;
     await until(() => statuses.filter((s) => s === 'connecting').length > attempts && link!.status !== 'connecting', 8_000, 'a failed reconnect attempt');
-    await broker.start();
+    await oemFx.broker.start();
     await expectBackendHoldsAll();
     expect(connects()).toBe(2);
     expect(uploaded().at(-1)).toMatchObject({ reason: 'connect', sent: 2, through: 8 });
@@ -140,7 +119,7 @@ describeWith([tool('mosquitto')])('security-log uploads of the running vehicle o
   });
 
   it('a silent backend is one warning with its code; the next checkpoint after it is back resumes from its head', async () => {
-    await backend.stop();
+    await oemFx.backend.stop();
     await securityLog.append('pki.root-installed', { fingerprint: 'cd'.repeat(32), source: 'ota' });
     await securityLog.checkpoint();
     await until(() => lines.some((l) => l.cp === 'LOG-UPLOAD-FAILED'), 8_000, 'the failed upload');
@@ -150,7 +129,7 @@ describeWith([tool('mosquitto')])('security-log uploads of the running vehicle o
     expect(lines.filter((l) => l.cp === 'LOG-UPLOAD-FAILED')).toMatchObject([{ level: 'warn', code: 'OTA_BACKEND_SILENT', reason: 'checkpoint' }]);
     expect(held?.seq).toBe(8);
 
-    backend = await startBackend();
+    await oemFx.restartBackend();
     await securityLog.checkpoint();
     await expectBackendHoldsAll();
     expect(lines.filter((l) => l.cp === 'LOG-UPLOAD-RESUMED')).toMatchObject([{ failedTries: 2, sent: 5, through: 13 }]);

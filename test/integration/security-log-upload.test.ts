@@ -1,11 +1,9 @@
 import { generateKeyPairSync, sign as cryptoSign } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { silentLogger } from '../../core/logger.ts';
-import { SecurityLogCollector, SecurityLogService } from '../../deploy/oem-backend/security-log.ts';
-import { OemBackend } from '../../deploy/oem-backend/service.ts';
+import type { SecurityLogCollector } from '../../deploy/oem-backend/security-log.ts';
 import { mqttSecurityLogBackend, securityLogTopics } from '../../firmware/log/mqtt-upload.ts';
 import { SecurityLog, encodeEntry, logKeyId, parseEntries, SECURITY_LOG_PATH, type CheckpointSigner } from '../../firmware/log/security-log.ts';
 import { uploadSecurityLog } from '../../firmware/log/upload.ts';
@@ -13,12 +11,10 @@ import { OtaLink } from '../../firmware/ota/link.ts';
 import { SystemClock } from '../../hal/clock/system.ts';
 import { MqttJsConnector } from '../../hal/mqtt/mqtt-js.ts';
 import type { MqttClient } from '../../hal/mqtt/types.ts';
-import { FsStore } from '../../hal/store/fs-store.ts';
 import { MemoryStore } from '../../hal/store/memory-store.ts';
-import { OEM_BACKEND_USER, startMosquitto, type MosquittoBroker } from '../support/mosquitto.ts';
+import { startOemBackendFixture, type OemBackendFixture } from '../support/oem-backend-fixture.ts';
 import { describeWith, tool } from '../support/prereq.ts';
 import { until } from '../support/until.ts';
-import { otaFixture, type OtaFixture } from './ota-fixtures.ts';
 
 /**
  * Security-log upload over a real Debian mosquitto (mutual TLS, per-vehicle ACL) to the OEM backend service: the
@@ -30,9 +26,7 @@ import { otaFixture, type OtaFixture } from './ota-fixtures.ts';
 const connector = new MqttJsConnector();
 const clock = new SystemClock();
 const VIN = 'veh-log-a';
-let broker: MosquittoBroker;
-let fx: OtaFixture;
-let backend: OemBackend;
+let oemFx: OemBackendFixture;
 let collector: SecurityLogCollector;
 let dir: string;
 const links: OtaLink[] = [];
@@ -46,29 +40,19 @@ function softwareLogKey(): { signer: CheckpointSigner; pem: string } {
 
 describeWith([tool('mosquitto')])('security-log upload over mosquitto to the OEM backend', () => {
   beforeAll(async () => {
-    fx = await otaFixture();
-    broker = await startMosquitto();
-    dir = await mkdtemp(join(tmpdir(), 'evcc-seclog-'));
-    collector = new SecurityLogCollector({ store: await FsStore.open(dir), log: silentLogger() });
-    backend = new OemBackend({
-      connector, url: broker.url, protocolVersion: 5, tls: await broker.identity(OEM_BACKEND_USER), clientId: 'oem-backend-seclog', pool: fx.pool, signer: fx.signer, clock, log: silentLogger(),
-      securityLogs: new SecurityLogService(collector, silentLogger()),
-    });
-    await backend.start();
+    oemFx = await startOemBackendFixture({ securityLogs: true, clientId: 'oem-backend-seclog' });
+    ({ collector, dir } = oemFx.securityLogs!);
   });
   afterAll(async () => {
     for (const l of links) await l.close().catch(() => undefined);
     for (const c of raws) await c.close().catch(() => undefined);
-    await backend?.stop();
-    await broker?.stop();
-    await fx?.cleanup();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await oemFx?.close();
   });
 
   it('uploads are verified continuations; a cut vehicle log, a forged continuation and another vehicle are refused', async () => {
     const key = softwareLogKey();
     await collector.registerVehicle(VIN, key.pem);
-    const link = new OtaLink({ connector, url: broker.url, vehicleId: VIN, protocolVersion: 5, tls: await broker.identity(VIN), clock, log: silentLogger(), reconnectPeriodMs: 200 });
+    const link = new OtaLink({ connector, url: oemFx.broker.url, vehicleId: VIN, protocolVersion: 5, tls: await oemFx.vehicleTls(VIN), clock, log: silentLogger(), reconnectPeriodMs: 200 });
     links.push(link);
     expect(await link.waitConnected(5_000)).toBe(true);
     const port = mqttSecurityLogBackend({ client: link.client, vehicleId: VIN, clock, log: silentLogger(), timeoutMs: 5_000 });
@@ -98,7 +82,7 @@ describeWith([tool('mosquitto')])('security-log upload over mosquitto to the OEM
     expect(await collector.head(VIN)).toEqual(held);
 
     // another vehicle publishing a valid continuation into this vehicle's log topic: the ACL drops it, nothing stored
-    const raw = connector.connect({ url: broker.url, clientId: 'raw-veh-log-b', protocolVersion: 5, tls: await broker.identity('veh-log-b'), reconnectPeriodMs: 200 });
+    const raw = connector.connect({ url: oemFx.broker.url, clientId: 'raw-veh-log-b', protocolVersion: 5, tls: await oemFx.vehicleTls('veh-log-b'), reconnectPeriodMs: 200 });
     raws.push(raw);
     await until(() => raw.status === 'connected');
     const valid = await log.append('ota.update-step', { job: 'j9', step: 'downloaded' });
