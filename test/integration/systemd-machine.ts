@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, rmdirSync, statSync } from 'node:fs';
 import { chmod, cp, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -234,12 +234,32 @@ export class SystemdMachine {
   }
 
   async close(): Promise<void> {
+    let ns: string | undefined;
+    try {
+      ns = readlinkSync(`/proc/${this.pid1}/ns/pid`);
+    } catch {
+      // gone already
+    }
     try {
       process.kill(this.pid1, 'SIGKILL');
     } catch {
       // gone already
     }
-    if (this.child.exitCode === null) await new Promise((r) => this.child.once('exit', r));
+    const exited = this.child.exitCode === null ? new Promise((r) => this.child.once('exit', r)) : Promise.resolve();
+    // A machine that rebooted itself sits in the kernel's PID-namespace teardown until every process of the
+    // namespace is gone; one left behind (outside the machine's cgroup, e.g. entered with nsenter) is killed here.
+    const late = await Promise.race([exited.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), 5_000))]);
+    if (late && ns) {
+      for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d) && Number(d) !== this.pid1)) {
+        try {
+          if (readlinkSync(`/proc/${pid}/ns/pid`) !== ns) continue;
+          process.kill(Number(pid), 'SIGKILL');
+        } catch {
+          // raced away
+        }
+      }
+    }
+    await exited;
     for (const root of cgroupRoots()) removeCgroupTree(join(root, this.cgroup));
     await rm(this.base, { recursive: true, force: true });
   }

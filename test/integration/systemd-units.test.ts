@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { chownSync } from 'node:fs';
+import { chownSync, existsSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
@@ -26,14 +26,21 @@ const repo = process.cwd();
  * period to keep the test short; and no udev, so the manager gives up on dev-tpmrm0.device at once (system.conf).
  */
 const EVCC_UID = 61990;
-const UNITS = ['evcc-boot.service', 'evcc-commit.service', 'evcc.service'];
+const UNITS = ['evcc-boot.service', 'evcc-commit.service', 'evcc.service', 'evcc-reboot.path', 'evcc-reboot.service'];
 const WATCHDOG_SEC = 4;
 
 const DROP_INS: Record<string, string> = {
   'evcc-boot.service.d/test-swtpm.conf': '[Service]\nPrivateNetwork=no\nRestrictAddressFamilies=AF_INET\n',
   'evcc-commit.service.d/test-swtpm.conf': '[Service]\nPrivateNetwork=no\nRestrictAddressFamilies=AF_INET\n',
   'evcc.service.d/test-bench.conf': `[Service]\nDeviceAllow=char-pts rw\nWatchdogSec=${WATCHDOG_SEC}s\nRestartSec=1s\n`,
+  // The machine's /run dies with it: the reboot unit leaves what it saw (the run dir after its ExecStartPre) in
+  // /var (an overlay whose upper layer is a host directory), then reboots as the unit says.
+  'evcc-reboot.service.d/test-witness.conf': "[Service]\nExecStart=\nExecStart=+sh -c 'ls -A /run/evcc > /var/lib/evcc-reboot-witness.txt; exec systemctl --no-block reboot'\n",
 };
+/** Debian's own reboot.target and systemd-reboot.service (the machine has stand-ins for the targets they order after). */
+const REBOOT_UNITS = ['reboot.target', 'systemd-reboot.service'];
+const REBOOT_STAND_INS: Record<string, string> = Object.fromEntries(['umount.target', 'final.target']
+  .map((t) => [t, `[Unit]\nDescription=stand-in for ${t} (test machine)\nDefaultDependencies=no\n`]));
 
 async function realRauc(): Promise<string> {
   const { stdout } = await run('sh', ['-c', 'command -v rauc']);
@@ -122,11 +129,14 @@ describeWith([root, tool('swtpm'), tool('tpm2_startup'), tool('rauc'), ptyAvaila
         mode: 0o755,
       },
       // No udev here: the units' Wants=dev-tpmrm0.device job gives up at once instead of after 90 s.
-      '/etc/systemd/system.conf': { content: '[Manager]\nDefaultDeviceTimeoutSec=1s\n' },
+      // And the reboot test's shutdown kills what is left after 10 s, not 90 s.
+      '/etc/systemd/system.conf': { content: '[Manager]\nDefaultDeviceTimeoutSec=1s\nDefaultTimeoutStopSec=10s\n' },
     };
     const trees: Record<string, string> = { [join(scratch, 'dist')]: '/usr/lib/evcc/dist', [lab.dataDir]: '/var/lib/evcc' };
     const units: Record<string, string> = { ...DROP_INS };
     for (const u of UNITS) units[u] = await readFile(join(repo, 'deploy/systemd', u), 'utf8');
+    for (const u of REBOOT_UNITS) units[u] = await readFile(join('/lib/systemd/system', u), 'utf8');
+    Object.assign(units, REBOOT_STAND_INS);
     const runFiles: Record<string, MachineFile> = {};
     for (const e of await readdir(lab.bootRunDir, { recursive: true, withFileTypes: true })) {
       if (!e.isFile()) continue;
@@ -146,7 +156,7 @@ describeWith([root, tool('swtpm'), tool('tpm2_startup'), tool('rauc'), ptyAvaila
     pilot?.close();
     await lab?.close();
     if (scratch) await rm(scratch, { recursive: true, force: true });
-  });
+  }, 180_000);
 
   async function explain(unit: string): Promise<string> {
     const status = await machine.systemctl('status', unit);
@@ -236,4 +246,36 @@ describeWith([root, tool('swtpm'), tool('tpm2_startup'), tool('rauc'), ptyAvaila
     expect(s.MainPID).not.toBe(first);
     await machine.systemctl('stop', 'evcc.service');
   }, 120_000);
+
+  // Last: it reboots the machine (systemd, PID 1 of its own PID namespace, shuts it down and exits).
+  it('evcc-reboot.path: the runtime\'s request (written as user evcc) starts evcc-reboot.service, which logs and removes it, then reboots', async () => {
+    const enable = await machine.systemctl('start', 'evcc-reboot.path');
+    expect(enable.exitCode, await explain('evcc-reboot.path')).toBe(0);
+    expect((await machine.show('evcc-reboot.service', ['ActiveState'])).ActiveState).toBe('inactive'); // no request, no reboot
+    const reason = 'update v2 (job j-7) installed into slot B';
+    // As the runtime writes it: user evcc, into its own 0700 run dir.
+    const w = await machine.exec(['setpriv', `--reuid=${EVCC_UID}`, `--regid=${EVCC_UID}`, '--clear-groups', '--', 'sh', '-c',
+      `printf '%s\\n' '${JSON.stringify({ reason, requestedAt: new Date().toISOString() })}' > /run/evcc/reboot-request`]);
+    expect(w.exitCode, w.stderr).toBe(0);
+    const witnessFile = join(machine.base, 'var.up/lib/evcc-reboot-witness.txt');
+    const t0 = Date.now();
+    while (Date.now() - t0 < 30_000 && !existsSync(witnessFile)) await new Promise((res) => setTimeout(res, 200));
+    expect(existsSync(witnessFile), `${await explain('evcc-reboot.path')}\n${await explain('evcc-reboot.service')}`).toBe(true);
+    let gone = false;
+    while (Date.now() - t0 < 90_000 && !gone) {
+      // systemd has finished its shutdown once it exec'd systemd-shutdown (comm is cut to 15 characters); the kernel
+      // may then wait for a straggler of the namespace (SystemdMachine.close kills it).
+      const comm = (await readFile(`/proc/${machine.pid1}/comm`, 'utf8').catch(() => '')).trim();
+      gone = comm === '' || comm === 'systemd-shutdow';
+      if (!gone) await new Promise((res) => setTimeout(res, 200));
+    }
+    if (!gone) {
+      const cmd = await readFile(`/proc/${machine.pid1}/cmdline`, 'utf8').catch(() => '?');
+      const ps = await run('ps', ['-o', 'pid,stat,etime,args', '--ppid', String(machine.pid1)]).then((r) => r.stdout, () => '?');
+      expect.fail(`the machine did not go down in ${Date.now() - t0} ms: pid 1 is ${cmd.replace(/\0/g, ' ')}\n${ps}\n${machine.managerLog.slice(-1500)}`);
+    }
+    // evcc-reboot.service ran (after its ExecStartPre lines): the request was read and removed before the reboot.
+    const witness = await readFile(witnessFile, 'utf8');
+    expect(witness).not.toMatch(/reboot-request/);
+  }, 150_000);
 });
