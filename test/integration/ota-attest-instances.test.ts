@@ -120,7 +120,9 @@ describeWith([tool('swtpm'), tool('tpm2_quote'), tool('mosquitto'), tool('rauc')
   }, T);
 
   it('a challenge sent by instance a, then a stopped: b verifies the answer, and attests alone every period', async () => {
-    const [a, b] = instances as [Instance, Instance];
+    // By name: the instances were started together and listed in the order they came up.
+    const a = instances.find((i) => i.name === 'a')!;
+    const b = instances.find((i) => i.name === 'b')!;
     await toMidPeriod(); // the quote well before the next periodic challenge would replace this one
     const id = await a.service.challenge(VID);
     expect(id).toBeDefined();
