@@ -12,8 +12,13 @@ import type { Clock } from '../hal/clock/types.ts';
  * is, in every key state: a degraded vehicle's unsigned checkpoints are what the backend most needs to see.
  * Returns the stop (timers, listener, the RPC's reply handler).
  */
+/** Time a stopping service gives its last upload (systemd's stop timeout is far longer). */
+export const STOP_FLUSH_MS = 3_000;
+
 export function startVehicleSecurityLogUploads(o: {
   link: OtaLink; vehicleId: string; securityLog: SecurityLog; clock: Clock; log: Logger; timeoutMs?: number;
+  /** The service's stop checkpoint: written, then uploaded (at most STOP_FLUSH_MS) while the link is still up. */
+  finalCheckpoint?: () => Promise<unknown>;
 } & SecurityLogUploadsOptions): () => Promise<void> {
   const backend = mqttSecurityLogBackend({ client: o.link.client, vehicleId: o.vehicleId, clock: o.clock, log: o.log, ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}) });
   const uploads = new SecurityLogUploads(
@@ -22,6 +27,10 @@ export function startVehicleSecurityLogUploads(o: {
   );
   uploads.start();
   return async () => {
+    if (o.finalCheckpoint) {
+      await o.finalCheckpoint().catch(() => undefined);
+      await uploads.flush(STOP_FLUSH_MS);
+    }
     await uploads.stop();
     backend.close();
   };

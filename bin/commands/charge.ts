@@ -275,10 +275,11 @@ export async function openVehicleStack(globals: GlobalOptions, f: StackFlags, o:
     securityLog.useSigner(trust.keys ? tpmCheckpointSigner(trust.keys) : undefined, r.ready ? undefined : { code: r.code, message: r.message });
     const checkpoint = () => securityLog.checkpoint().catch((err: unknown) => rt.log('EVCC').error({ code: (err as EvccError).code, cp: 'LOG-CHECKPOINT-FAILED' }, `security log checkpoint not written: ${(err as Error).message}`));
     const started = checkpoint();
-    closers.push(async () => {
-      await started;
-      await checkpoint();
-    });
+    // One stop checkpoint: written by the upload's stop while the OEM link is up (so it reaches the backend now,
+    // not at the next start), else here.
+    let stopped: Promise<unknown> | undefined;
+    const stopCheckpoint = () => (stopped ??= started.then(checkpoint));
+    closers.push(stopCheckpoint);
     const history = openVehicleHistory({
       data: files, historyKey: trust.historyKey, ...(trust.historyKey ? {} : { unavailableReason: r.ready ? 'KEYS_TRUST_UNAVAILABLE' : r.code }),
       random: (n) => new Uint8Array(randomBytes(n)), log: rt.log('EVCC'), events: securityLog,
@@ -307,7 +308,7 @@ export async function openVehicleStack(globals: GlobalOptions, f: StackFlags, o:
     if (ota) {
       // Gated on the link only: a degraded vehicle's unsigned checkpoints must reach the backend too.
       const { startVehicleSecurityLogUploads } = await import('../vehicle-security-log.ts');
-      closers.push(startVehicleSecurityLogUploads({ link: ota.link, vehicleId: ota.vehicleId, securityLog, clock: rt.clock, log: rt.log('OTA') }));
+      closers.push(startVehicleSecurityLogUploads({ link: ota.link, vehicleId: ota.vehicleId, securityLog, clock: rt.clock, log: rt.log('OTA'), finalCheckpoint: stopCheckpoint }));
     }
     return {
       rt, iface, files, settings, config, keyReadiness: r, trustSource: trust.source, keyLogAllowed, securityLog, history,

@@ -199,4 +199,34 @@ describe('SecurityLogUploads', () => {
     r.uploads.trigger('connect');
     expect(r.calls).toHaveLength(1);
   });
+
+  it('flush at stop: one more upload (after a running one), waited for at most its budget', async () => {
+    const r = rig();
+    r.uploads.start();
+    r.link.set('connected');
+    expect(r.calls).toHaveLength(1); // the connect upload still runs
+    let done = false;
+    const flushed = r.uploads.flush(3_000).then(() => (done = true));
+    await flush();
+    expect(done).toBe(false);
+    await r.answer({ sent: 2, through: 1 }); // the connect upload ends: the stop upload follows it
+    expect(r.calls).toHaveLength(2);
+    await r.answer({ sent: 1, through: 2 });
+    await flushed;
+    expect(r.at('LOG-UPLOADED').map((l) => l.reason)).toEqual(['connect', 'stop']);
+
+    // A silent backend: the stop goes on after the budget, the upload is left to the next start.
+    let settled = false;
+    const silent = r.uploads.flush(3_000).then(() => (settled = true));
+    await flush();
+    expect(r.calls).toHaveLength(3);
+    r.clock.advance(2_999);
+    await flush();
+    expect(settled).toBe(false);
+    r.clock.advance(1);
+    await silent;
+    expect(settled).toBe(true);
+    await r.answer(new EvccError('OTA_BACKEND_SILENT', 'no answer')); // (so stop() need not wait for it)
+    await r.uploads.stop();
+  });
 });

@@ -29,7 +29,7 @@ export interface LinkStatusSource {
   onStatus(handler: (status: MqttLinkStatus) => void): () => void;
 }
 
-export type UploadTrigger = 'connect' | 'checkpoint' | 'interval';
+export type UploadTrigger = 'connect' | 'checkpoint' | 'interval' | 'stop';
 
 export interface SecurityLogUploadsDeps {
   /** One upload of what the backend lacks (uploadSecurityLog bound to the log and the backend port). */
@@ -85,6 +85,21 @@ export class SecurityLogUploads {
     if (this.watchTimer !== undefined) this.d.clock.clearTimer(this.watchTimer);
     this.intervalTimer = this.watchTimer = undefined;
     await this.running;
+  }
+
+  /**
+   * One last upload before the service stops (its stop checkpoint included), waited for at most `budgetMs` through
+   * the clock: a stop never hangs on a silent backend, and what did not go now goes at the next connect.
+   */
+  async flush(budgetMs: number): Promise<void> {
+    if (this.stopped) return;
+    this.trigger('stop');
+    const drained = (async () => {
+      while (this.running) await this.running;
+    })();
+    const budget = new AbortController();
+    await Promise.race([drained, this.d.clock.sleep(budgetMs, budget.signal).catch(() => undefined)]);
+    budget.abort();
   }
 
   /** True while an upload runs. */

@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { JobService } from '../../deploy/oem-backend/jobs.ts';
-import { DATA } from '../../firmware/keys/layout.ts';
+import { DATA, parseJson, ProvisioningRecord } from '../../firmware/keys/layout.ts';
+import { backendExport } from '../../firmware/keys/provision.ts';
 import { SECURITY_LOG_PATH } from '../../firmware/log/security-log.ts';
 import { releaseBundle } from '../../firmware/ota/update/after-boot.ts';
 import type { MosquittoBroker } from '../support/mosquitto.ts';
@@ -80,16 +81,28 @@ describeWith([...RAUC_RIG_PREREQS, tool('mosquitto')])('evcc run updates the veh
     };
   }
   const hasCp = async (s: RunningService, cp: string) => (await s.records()).some((r) => r.cp === cp);
+  /** The OEM backend holds the vehicle's security log through its last entry, a checkpoint (the stop's). */
+  const backendHoldsWholeLog = async () => {
+    const entries = (await readFile(join(rig.dataDir, SECURITY_LOG_PATH), 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as { seq: number; kind: string; hash: string });
+    expect(entries.at(-1)!.kind).toBe('log.checkpoint');
+    expect(await oemFx.securityLogs!.collector.head(VEHICLE_ID)).toMatchObject({ seq: entries.at(-1)!.seq, hash: entries.at(-1)!.hash });
+  };
 
   beforeAll(async () => {
     rig = await RaucRig.create();
     ({ contractPublicKeyPem: contractPub } = await rig.factory());
     v2 = await rig.release(2, { imageBytes: 1024 * 1024 });
     oem = await OemUpdateSide.create();
-    oemFx = await startOemBackendFixture({ jobs: true, clientId: 'oem-backend-run-update' });
+    oemFx = await startOemBackendFixture({ jobs: true, securityLogs: true, clientId: 'oem-backend-run-update' });
     ({ broker, fx } = oemFx);
     jobService = oemFx.jobService!;
     dir = await mkdtemp(join(tmpdir(), 'evcc-run-update-'));
+
+    // Production at the OEM: the vehicle's security-log key from its provisioning export.
+    const record = parseJson(ProvisioningRecord, await readFile(join(rig.dataDir, DATA.record)), 'TPM provisioning record', 'KEYS_NOT_PROVISIONED');
+    const logKey = backendExport(record)['security-log.pub.pem'];
+    expect(typeof logKey).toBe('string');
+    await oemFx.securityLogs!.collector.registerVehicle(VEHICLE_ID, logKey as string);
 
     // Production steps on the vehicle: the OEM backend key with its TPM-derived tag; the link credential files.
     await writeFile(join(dir, 'oem-backend-key.pem'), fx.signer.publicKeyPem);
@@ -147,6 +160,7 @@ describeWith([...RAUC_RIG_PREREQS, tool('mosquitto')])('evcc run updates the veh
       await until(async () => ((await jobService.job(jobId))!.progress ?? 0) > 50, 10_000, 'progress reported');
       expect((await jobService.job(jobId))!.status).toBe('in_progress');
       expect(await service.stop()).toBe(0); // systemctl reboot stops the service orderly
+      await backendHoldsWholeLog(); // the update steps and the stop checkpoint reached the OEM before the reboot
 
       // The reboot: TPM reset, the boot loader takes B, the initramfs measures it, evcc boot approves v2.
       const boot = await rig.powerCycle('orderly');
@@ -160,6 +174,7 @@ describeWith([...RAUC_RIG_PREREQS, tool('mosquitto')])('evcc run updates the veh
       expect((await rig.bootloader()).left.B).toBe(3); // Mark good gave the tries back
       expect((await jobService.job(jobId))!.history.map((h) => h.status)).toEqual(expect.arrayContaining(['queued', 'in_progress', 'succeeded']));
       expect(await service.stop()).toBe(0);
+      await backendHoldsWholeLog();
 
       // What an operator sees afterwards (read-only): no pending update, B booted and good with v2, counter 2.
       const st = await execa(process.execPath, ['--import', 'tsx', join(REPO, 'bin', 'evcc.ts'), '--config', config, '--log-level', 'warn', 'ota', 'update-status'],
