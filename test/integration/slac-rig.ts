@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -174,7 +174,17 @@ export class SlacRig {
 
   /** Stops tshark (flushing the file) and returns the decoded capture as tshark's JSON. */
   async stopCapture(): Promise<TsharkPacket[]> {
-    await new Promise((r) => setTimeout(r, 200));
+    // tshark may not have read the last frames yet (a loaded CI runner once lost the final four after a fixed 200 ms):
+    // wait until its file has stopped growing for 750 ms (at most 10 s), then stop it.
+    let size = -1;
+    for (let stableSince = Date.now(), end = Date.now() + 10_000; Date.now() < end;) {
+      await new Promise((r) => setTimeout(r, 250));
+      const now = (await stat(this.capturePath).catch(() => undefined))?.size ?? 0;
+      if (now !== size) {
+        size = now;
+        stableSince = Date.now();
+      } else if (Date.now() - stableSince >= 750) break;
+    }
     await stop(this.capture, 'SIGINT');
     return readCapture(this.capturePath);
   }
