@@ -168,6 +168,9 @@ describeWith([...RAUC_RIG_PREREQS, tool('mosquitto')])('evcc run updates the veh
 
       service = startService('boot2');
       await until(async () => (await jobService.job(jobId))!.status === 'succeeded', 90_000, 'job succeeded');
+      // The agent logs OTA-AGENT-REPORTED once the broker acknowledged the report, which may be just after the
+      // backend already recorded it.
+      await until(async () => (await service.records()).some((r) => r.cp === 'OTA-AGENT-REPORTED'), 10_000, 'report logged');
       const after = (await service.records()).map((r) => r.cp);
       expect(after).toEqual(expect.arrayContaining(['OTA-UPDATE-HEALTHY', 'OTA-UPDATE-COMMITTED', 'OTA-AGENT-REPORTED']));
       expect(await rig.counter()).toBe(2n);

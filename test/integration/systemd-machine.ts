@@ -101,7 +101,15 @@ const STAND_IN_TARGETS = ['sysinit.target', 'basic.target', 'shutdown.target', '
 const JOURNALD_UNITS = ['systemd-journald.service', 'systemd-journald.socket', 'systemd-journald-dev-log.socket', 'systemd-journald-audit.socket'];
 
 export class SystemdMachine {
-  private constructor(readonly base: string, private readonly child: ChildProcess, readonly pid1: number, private readonly cgroup: string, private readonly log: () => string) {}
+  private constructor(
+    readonly base: string,
+    private readonly child: ChildProcess,
+    readonly pid1: number,
+    /** The machine's PID namespace, read while PID 1 lives (a rebooted machine's PID 1 has no readable ns link). */
+    private readonly pidNamespace: string,
+    private readonly cgroup: string,
+    private readonly log: () => string,
+  ) {}
 
   static async start(spec: MachineSpec): Promise<SystemdMachine> {
     sweepStaleMachines();
@@ -183,7 +191,7 @@ export class SystemdMachine {
       await new Promise((r) => setTimeout(r, 100));
     }
     if (!pid1) throw new Error(`test machine's systemd did not come up: ${output}`);
-    return new SystemdMachine(base, child, pid1, cgroup, () => output);
+    return new SystemdMachine(base, child, pid1, readlinkSync(`/proc/${pid1}/ns/pid`), cgroup, () => output);
   }
 
   /** What the manager printed before its journal was up (its own lines go to the journal: `journal(unit)`). */
@@ -234,22 +242,20 @@ export class SystemdMachine {
   }
 
   async close(): Promise<void> {
-    let ns: string | undefined;
-    try {
-      ns = readlinkSync(`/proc/${this.pid1}/ns/pid`);
-    } catch {
-      // gone already
-    }
+    const ns = this.pidNamespace;
     try {
       process.kill(this.pid1, 'SIGKILL');
     } catch {
       // gone already
     }
-    const exited = this.child.exitCode === null ? new Promise((r) => this.child.once('exit', r)) : Promise.resolve();
+    // unshare re-raises the signal that ended PID 1 (a reboot ends it with SIGHUP): the child then has a signalCode
+    // and no exitCode, and its 'exit' event has been emitted already.
+    const gone = this.child.exitCode !== null || this.child.signalCode !== null;
+    const exited = gone ? Promise.resolve() : new Promise((r) => this.child.once('exit', r));
     // A machine that rebooted itself sits in the kernel's PID-namespace teardown until every process of the
     // namespace is gone; one left behind (outside the machine's cgroup, e.g. entered with nsenter) is killed here.
     const late = await Promise.race([exited.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), 5_000))]);
-    if (late && ns) {
+    if (late) {
       for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d) && Number(d) !== this.pid1)) {
         try {
           if (readlinkSync(`/proc/${pid}/ns/pid`) !== ns) continue;
