@@ -242,7 +242,6 @@ export class SystemdMachine {
   }
 
   async close(): Promise<void> {
-    const ns = this.pidNamespace;
     try {
       process.kill(this.pid1, 'SIGKILL');
     } catch {
@@ -258,7 +257,7 @@ export class SystemdMachine {
     if (late) {
       for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d) && Number(d) !== this.pid1)) {
         try {
-          if (readlinkSync(`/proc/${pid}/ns/pid`) !== ns) continue;
+          if (readlinkSync(`/proc/${pid}/ns/pid`) !== this.pidNamespace) continue;
           process.kill(Number(pid), 'SIGKILL');
         } catch {
           // raced away
